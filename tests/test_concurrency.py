@@ -1,0 +1,110 @@
+"""Sessions racing on the same case or the same quota pool.
+
+A barrier inside the engine's clock (called after the checks, just before the versioned
+UPDATE) holds each racer until both have read the case, so the race really happens. When
+the database makes one racer wait (SQLite's write lock, PostgreSQL's advisory lock on a
+quota pool) the barrier times out and the first racer goes on alone: that is the point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from workflows.db import Database
+from workflows.engine import Actor, Engine, utcnow
+from workflows.errors import ActionNotAllowed, Conflict, RuleViolation
+
+from .conftest import REGULAR
+
+P = Actor.person
+
+
+def _racing_engines(url: str, n: int = 2) -> list[Engine]:
+    barrier = threading.Barrier(n)
+
+    def clock():
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=1.5)
+        return utcnow()
+
+    return [Engine(Database(url), clock=clock) for _ in range(n)]
+
+
+def _race(calls):
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = [pool.submit(c) for c in calls]
+    results, errors = [], []
+    for f in futures:
+        try:
+            results.append(f.result())
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+    return results, errors
+
+
+@pytest.mark.parametrize("expected", [1, None], ids=["if-match", "no-if-match"])
+def test_two_sessions_race_on_one_case(db_url, engine, org, regular, expected):
+    case = engine.start_case("regular-assessment", org.s1, period_key="2026-11")
+    a, b = _racing_engines(db_url)
+    results, errors = _race([
+        lambda: a.fire(case.id, "submit", P(org.s1), data={"summary": "A"},
+                       expected_version=expected),
+        lambda: b.fire(case.id, "submit", P(org.s1), data={"summary": "B"},
+                       expected_version=expected),
+    ])
+    assert len(results) == 1 and len(errors) == 1, (results, errors)
+    if db_url.startswith("sqlite") and expected is None:
+        # SQLite's BEGIN IMMEDIATE makes the loser wait and then read the moved case.
+        assert isinstance(errors[0], ActionNotAllowed)
+    else:
+        assert isinstance(errors[0], Conflict) and errors[0].current_version == 2
+    final = engine.get_case(case.id)
+    assert final.version == 2 and final.data["summary"] in ("A", "B")
+    history = engine.history(case.id)
+    assert [h["trigger"] for h in history] == ["start", "submit"]
+    assert history[1]["data"]["summary"] == final.data["summary"]
+
+
+def test_two_approvals_race_for_the_last_quota_place(pg_only_url):
+    """Two committee members approve different cases of one pool with one 好 place left."""
+    db = Database(pg_only_url)
+    eng = Engine(db)
+    org = _build_org(db)
+    eng.publish(REGULAR.read_text(encoding="utf-8"), str(REGULAR))
+    cases = []
+    for code in ("s1", "s2"):  # pool SEC1/staff has 2 cases → limit max(floor(0.8), 1) = 1
+        c = eng.start_case("regular-assessment", org[code], period_key="2026-11")
+        eng.fire(c.id, "submit", P(org[code]), data={"summary": "x"})
+        eng.fire(c.id, "evaluate", P(org["l1"]), data={"grade": "好"})
+        eng.fire(c.id, "accept", P(org[code]))
+        cases.append(c.id)
+    a, b = _racing_engines(pg_only_url)
+    results, errors = _race([
+        lambda: a.fire(cases[0], "approve", P(org["c1"])),
+        lambda: b.fire(cases[1], "approve", P(org["c2"])),
+    ])
+    assert len(results) == 1 and len(errors) == 1, (results, errors)
+    assert isinstance(errors[0], RuleViolation)
+    assert errors[0].details["limit"] == 1 and errors[0].details["used"] == 1
+    states = sorted(eng.get_case(c).state for c in cases)
+    assert states == ["approval", "approved"]
+    db.dispose()
+
+
+def _build_org(db) -> dict[str, int]:
+    from workflows.org import add_person, add_unit, assign_role
+
+    with db.unit_of_work() as s:
+        root = add_unit(s, "ORG", "部机关")
+        sec1 = add_unit(s, "SEC1", "干部一科", root)
+        made = {code: add_person(s, code.upper(), code, unit, tier) for code, unit, tier in [
+            ("c1", root, "staff"), ("c2", root, "staff"), ("l1", sec1, "chief"),
+            ("s1", sec1, "staff"), ("s2", sec1, "staff")]}
+        assign_role(s, made["c1"], "committee", root)
+        assign_role(s, made["c2"], "committee", root)
+        assign_role(s, made["l1"], "leader", sec1)
+        return {k: v.id for k, v in made.items()}

@@ -1,0 +1,324 @@
+"""The engine on the shipped regular-assessment flow (平时考核), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from workflows.engine import SYSTEM_ACTOR, Actor
+from workflows.errors import (
+    ActionNotAllowed,
+    Conflict,
+    DuplicateCase,
+    FieldErrors,
+    Forbidden,
+    IdempotencyMismatch,
+    NotFound,
+    RuleViolation,
+)
+from workflows.models import Case, HistoryRecord
+
+from .conftest import REGULAR
+
+FLOW = "regular-assessment"
+P = Actor.person
+
+
+def _count(db, model) -> int:
+    with db.unit_of_work(write=False) as s:
+        return s.execute(select(func.count()).select_from(model)).scalar()
+
+
+def _to_approval(engine, org, subject: str, grade: str = "较好", leader: str = "l1",
+                 period: str = "2026-11") -> int:
+    """Start a case and move it to 审定 (approval)."""
+    case = engine.start_case(FLOW, org.ids[subject], period_key=period)
+    engine.fire(case.id, "submit", P(org.ids[subject]), data={"summary": "本月工作小结"})
+    data = {"grade": grade}
+    if grade in ("一般", "较差"):
+        data["evaluation_comment"] = "需改进"
+    engine.fire(case.id, "evaluate", P(org.ids[leader]), data=data)
+    engine.fire(case.id, "accept", P(org.ids[subject]))
+    return case.id
+
+
+def test_full_pass_with_returns(engine, org, regular, db):
+    case = engine.start_case(FLOW, org.s1, period_key="2026-11")
+    assert (case.state, case.version, case.flow_version, case.tier) == ("summary", 1, 1, "staff")
+
+    r = engine.fire(case.id, "submit", P(org.s1), data={
+        "summary": "完成干部档案专项审核",
+        "individual_indicators": [{"indicator": "审核档案", "target": "200 卷", "actual": "230 卷"}],
+    }, expected_version=1)
+    assert (r.from_state, r.to_state, r.version) == ("summary", "evaluation", 2)
+
+    # 领导退回小结 needs a reason, then the person resubmits.
+    with pytest.raises(FieldErrors) as exc:
+        engine.fire(case.id, "return_summary", P(org.l1))
+    assert "needs a reason" in exc.value.errors["comment"][0]
+    engine.fire(case.id, "return_summary", P(org.l1), comment="请补充量化指标")
+    engine.fire(case.id, "submit", P(org.s1), data={"summary": "补充后的小结"})
+
+    engine.fire(case.id, "evaluate", P(org.l1), data={"grade": "好", "peer_views": "同事认可"})
+    # 结果反馈: the person objects, the leader re-evaluates, the person accepts.
+    engine.fire(case.id, "object", P(org.s1), data={"objection_reason": "漏记了专项任务"})
+    engine.fire(case.id, "evaluate", P(org.l1), data={"grade": "好"})
+    engine.fire(case.id, "accept", P(org.s1))
+    # 审定: sent back once, then approved.
+    engine.fire(case.id, "send_back", P(org.c1), comment="请核实等次依据")
+    engine.fire(case.id, "evaluate", P(org.l1), data={"grade": "较好"})
+    engine.fire(case.id, "accept", SYSTEM_ACTOR)  # auto-accept as the scheduler would
+    r = engine.fire(case.id, "approve", P(org.c2))
+    assert r.to_state == "approved"
+
+    final = engine.get_case(case.id)
+    assert final.final and final.state == "approved"
+    assert final.data["grade"] == "较好"
+    assert final.data["summary"] == "补充后的小结"
+    assert final.data["individual_indicators"][0]["actual"] == "230 卷"
+
+    steps = [(h["trigger"], h["from"], h["to"], h["actor_role"]) for h in engine.history(case.id)]
+    assert steps == [
+        ("start", None, "summary", "system"),
+        ("submit", "summary", "evaluation", "subject"),
+        ("return_summary", "evaluation", "summary", "leader"),
+        ("submit", "summary", "evaluation", "subject"),
+        ("evaluate", "evaluation", "feedback", "leader"),
+        ("object", "feedback", "evaluation", "subject"),
+        ("evaluate", "evaluation", "feedback", "leader"),
+        ("accept", "feedback", "approval", "subject"),
+        ("send_back", "approval", "evaluation", "committee"),
+        ("evaluate", "evaluation", "feedback", "leader"),
+        ("accept", "feedback", "approval", "system"),
+        ("approve", "approval", "approved", "committee"),
+    ]
+    assert final.version == len(steps)
+    history = engine.history(case.id)
+    assert history[2]["comment"] == "请补充量化指标"
+    assert history[5]["data"] == {"objection_reason": "漏记了专项任务"}
+
+
+def test_actions_list_what_the_caller_may_do(engine, org, regular):
+    case = engine.start_case(FLOW, org.s1, period_key="2026-11")
+    (submit,) = engine.actions(case.id, P(org.s1))
+    assert submit.trigger == "submit" and submit.label == "提交小结" and submit.to == "evaluation"
+    assert submit.requires[0] == {"name": "summary", "type": "text", "required": True,
+                                  "label": "个人小结", "max_length": 4000}
+    assert submit.requires[1]["name"] == "individual_indicators"
+    assert submit.requires[1]["required"] is False
+    assert engine.actions(case.id, P(org.l1)) == []  # not the leader's turn yet
+    engine.fire(case.id, "submit", P(org.s1), data={"summary": "x"})
+    actions = {a.trigger: a for a in engine.actions(case.id, P(org.l1))}
+    assert set(actions) == {"evaluate", "return_summary"}
+    grade = actions["evaluate"].requires[0]
+    assert grade["values"] == ["好", "较好", "一般", "较差"] and grade["required"] is True
+    assert actions["return_summary"].comment == "required"
+    assert engine.actions(case.id, P(org.chief)) != []  # a leader above the unit may act too
+    assert engine.actions(case.id, P(org.l2)) == []  # the leader of another unit may not
+    assert engine.actions(case.id, P(org.s2)) == []
+
+
+def test_role_refusals_say_which_rule(engine, org, regular, db):
+    case = engine.start_case(FLOW, org.s1, period_key="2026-11")
+    with pytest.raises(Forbidden) as exc:
+        engine.fire(case.id, "submit", P(org.s2), data={"summary": "x"})
+    assert exc.value.rule == "role" and "subject" in str(exc.value)
+    engine.fire(case.id, "submit", P(org.s1), data={"summary": "x"})
+    for who in ("s2", "l2", "c1"):
+        with pytest.raises(Forbidden) as exc:
+            engine.fire(case.id, "evaluate", P(org.ids[who]), data={"grade": "好"})
+        assert exc.value.rule == "role"
+        assert "leader" in str(exc.value)
+    with pytest.raises(Forbidden):
+        engine.fire(case.id, "evaluate", SYSTEM_ACTOR, data={"grade": "好"})
+    assert engine.get_case(case.id).version == 2  # nothing changed
+    assert _count(db, HistoryRecord) == 2
+
+
+def test_nobody_approves_their_own_case(engine, org, regular):
+    # l1 leads SEC1 and is assessed there: l1 may not evaluate their own case.
+    case = engine.start_case(FLOW, org.l1, period_key="2026-11")
+    engine.fire(case.id, "submit", P(org.l1), data={"summary": "科长小结"})
+    with pytest.raises(Forbidden) as exc:
+        engine.fire(case.id, "evaluate", P(org.l1), data={"grade": "好"})
+    assert exc.value.rule == "no_self_approval"
+    assert "own case" in str(exc.value)
+    assert [a.trigger for a in engine.actions(case.id, P(org.l1))] == []
+    engine.fire(case.id, "evaluate", P(org.chief), data={"grade": "好"})  # the leader above
+
+
+def test_required_fields_and_bad_data(engine, org, regular, db):
+    case = engine.start_case(FLOW, org.s1, period_key="2026-11")
+    with pytest.raises(FieldErrors) as exc:
+        engine.fire(case.id, "submit", P(org.s1), data={})
+    assert exc.value.errors == {"summary": ["is required"]}
+    with pytest.raises(FieldErrors) as exc:
+        engine.fire(case.id, "submit", P(org.s1), data={"summary": "   "})
+    assert exc.value.errors == {"summary": ["must not be blank"]}
+    with pytest.raises(FieldErrors) as exc:
+        engine.fire(case.id, "submit", P(org.s1), data={"summary": "x", "grade": "好"})
+    assert exc.value.errors == {"grade": ["is not a field of this action"]}
+    with pytest.raises(FieldErrors) as exc:
+        engine.fire(case.id, "submit", P(org.s1), data={"summary": "x" * 4001})
+    assert "4000" in exc.value.errors["summary"][0]
+    with pytest.raises(FieldErrors) as exc:
+        engine.fire(case.id, "submit", P(org.s1),
+                    data={"summary": "x", "individual_indicators": [{"indicator": 5}]})
+    assert "individual_indicators.0.indicator" in exc.value.errors
+    engine.fire(case.id, "submit", P(org.s1), data={"summary": "x"})
+    with pytest.raises(FieldErrors) as exc:
+        engine.fire(case.id, "evaluate", P(org.l1), data={"grade": "优秀"})
+    assert exc.value.errors["grade"] == ["must be one of: 好, 较好, 一般, 较差"]
+    with pytest.raises(ActionNotAllowed) as exc:
+        engine.fire(case.id, "approve", P(org.c1))
+    assert "not possible in state 'evaluation'" in str(exc.value)
+    with pytest.raises(ActionNotAllowed) as exc:
+        engine.fire(case.id, "archive", P(org.c1))
+    assert "has no action 'archive'" in str(exc.value)
+    with pytest.raises(NotFound):
+        engine.fire(999, "submit", P(org.s1))
+    assert engine.get_case(case.id).version == 2
+    assert _count(db, HistoryRecord) == 2
+
+
+def test_required_when_guard(engine, org, regular):
+    case = engine.start_case(FLOW, org.s1, period_key="2026-11")
+    engine.fire(case.id, "submit", P(org.s1), data={"summary": "x"})
+    with pytest.raises(RuleViolation) as exc:
+        engine.fire(case.id, "evaluate", P(org.l1), data={"grade": "一般"})
+    assert exc.value.rule == "required_when"
+    assert "评鉴意见 (evaluation_comment) is required when 考核等次 (grade) is 一般" in str(exc.value)
+    engine.fire(case.id, "evaluate", P(org.l1), data={"grade": "一般", "evaluation_comment": "加强学习"})
+    assert engine.get_case(case.id).state == "feedback"
+
+
+def test_quota_at_its_boundary(engine, org, regular, db):
+    # SEC1 staff pool for 2026-11: s1…s5 → 5 cases, limit max(floor(5 × 40%), 1) = 2.
+    cases = [_to_approval(engine, org, f"s{i}", grade="好") for i in range(1, 6)]
+    engine.fire(cases[0], "approve", P(org.c1))
+    engine.fire(cases[1], "approve", P(org.c1))  # 2 of 2: at the limit, allowed
+    with pytest.raises(RuleViolation) as exc:
+        engine.fire(cases[2], "approve", P(org.c1))
+    err = exc.value
+    assert err.rule == "quota"
+    assert err.details["limit"] == 2 and err.details["used"] == 2 and err.details["asked"] == 1
+    assert err.details["size"] == 5
+    assert err.details["pool"] == {"unit": org.units["SEC1"], "tier": "staff", "period": "2026-11"}
+    assert "limit 2 (40% of 5, floor, at least 1), already used 2, asked 1" in str(err)
+    assert engine.get_case(cases[2]).state == "approval"
+    # Another pool is not affected: the deputy d1 is alone in the deputy pool → limit 1.
+    d = _to_approval(engine, org, "d1", grade="好")
+    engine.fire(d, "approve", P(org.c1))
+    # Another period is another pool.
+    other = _to_approval(engine, org, "s3", grade="好", period="2026-12")
+    engine.fire(other, "approve", P(org.c1))
+
+
+def test_bulk_quota_counts_the_whole_batch(engine, org, regular, db):
+    cases = [_to_approval(engine, org, f"s{i}", grade="好") for i in range(1, 4)]
+    cases += [_to_approval(engine, org, f"s{i}", grade="较好") for i in range(4, 6)]
+    before = _count(db, HistoryRecord)
+    with pytest.raises(RuleViolation) as exc:  # 3 好 asked, limit 2: refused as a whole
+        engine.fire_bulk(cases, "approve", P(org.c1))
+    assert exc.value.details["asked"] == 3 and exc.value.details["limit"] == 2
+    assert _count(db, HistoryRecord) == before
+    assert all(engine.get_case(c).state == "approval" for c in cases)
+
+    result = engine.fire_bulk(cases[1:] + [999], "approve", P(org.c1))
+    assert sorted(r.case_id for r in result.done) == sorted(cases[1:])
+    assert isinstance(result.refused[999], NotFound)
+    # The remaining 好 would be the third: refused on its own now.
+    with pytest.raises(RuleViolation):
+        engine.fire_bulk([cases[0]], "approve", P(org.c1))
+    # A quota refusal in one pool refuses the whole batch, other pools included.
+    fresh = _to_approval(engine, org, "t1", grade="好", leader="l2")
+    with pytest.raises(RuleViolation):
+        engine.fire_bulk([fresh, cases[0]], "approve", P(org.c1))
+    assert engine.get_case(fresh).state == "approval"
+    result = engine.fire_bulk([fresh], "approve", P(org.c1))
+    assert [r.case_id for r in result.done] == [fresh] and not result.refused
+
+
+def test_bulk_reports_per_item_refusals(engine, org, regular):
+    ready = _to_approval(engine, org, "s1", grade="较好")
+    early = engine.start_case(FLOW, org.s2, period_key="2026-11").id
+    own = _to_approval(engine, org, "c2", grade="较好", leader="chief")
+    result = engine.fire_bulk([ready, early, own], "approve", P(org.c2))
+    assert [r.case_id for r in result.done] == [ready]
+    assert isinstance(result.refused[early], ActionNotAllowed)
+    assert isinstance(result.refused[own], Forbidden)
+    assert result.refused[own].rule == "no_self_approval"
+
+
+def test_stale_version_is_a_conflict_with_the_current_version(engine, org, regular, db):
+    case = engine.start_case(FLOW, org.s1, period_key="2026-11")
+    engine.fire(case.id, "submit", P(org.s1), data={"summary": "x"}, expected_version=1)
+    with pytest.raises(Conflict) as exc:
+        engine.fire(case.id, "return_summary", P(org.l1), comment="r", expected_version=1)
+    assert exc.value.current_version == 2 and exc.value.to_dict()["current_version"] == 2
+    assert engine.get_case(case.id).state == "evaluation"
+
+
+def test_idempotent_replay(engine, org, regular, db):
+    case = engine.start_case(FLOW, org.s1, period_key="2026-11")
+    first = engine.fire(case.id, "submit", P(org.s1), data={"summary": "x"},
+                        expected_version=1, idempotency_key="req-1")
+    again = engine.fire(case.id, "submit", P(org.s1), data={"summary": "x"},
+                        expected_version=1, idempotency_key="req-1")
+    assert again.replayed and not first.replayed
+    assert (again.to_state, again.version, again.history_seq) == (
+        first.to_state, first.version, first.history_seq)
+    assert engine.get_case(case.id).version == 2
+    assert _count(db, HistoryRecord) == 2
+    with pytest.raises(IdempotencyMismatch):
+        engine.fire(case.id, "return_summary", P(org.l1), comment="r", idempotency_key="req-1")
+
+
+def test_versions_pin_running_cases(engine, org, regular, db):
+    source = REGULAR.read_text(encoding="utf-8")
+    assert regular.created and regular.version == 1
+    again = engine.publish(source + "\n# a comment changes nothing\n", "again.yaml")
+    assert not again.created and again.version == 1
+    old_case = engine.start_case(FLOW, org.s1, period_key="2026-11")
+
+    v2_source = source.replace("label: {zh: 提交小结, en: Submit summary}",
+                               "label: {zh: 提交个人小结, en: Submit summary}")
+    v2_source = v2_source.replace(
+        "requires: [summary]\n    accepts: [individual_indicators]",
+        "requires: [summary, individual_indicators]")
+    v2 = engine.publish(v2_source, "v2.yaml")
+    assert v2.created and v2.version == 2
+    new_case = engine.start_case(FLOW, org.s2, period_key="2026-11")
+    assert engine.get_case(old_case.id).flow_version == 1
+    assert new_case.flow_version == 2
+    # The old case still follows version 1: indicators optional, old label.
+    (old_submit,) = engine.actions(old_case.id, P(org.s1))
+    assert old_submit.label == "提交小结"
+    engine.fire(old_case.id, "submit", P(org.s1), data={"summary": "x"})
+    with pytest.raises(FieldErrors) as exc:
+        engine.fire(new_case.id, "submit", P(org.s2), data={"summary": "x"})
+    assert "individual_indicators" in exc.value.errors
+    # An explicit older version can still be started.
+    assert engine.start_case(FLOW, org.s3, period_key="2026-11", version=1).flow_version == 1
+    with pytest.raises(NotFound):
+        engine.start_case(FLOW, org.s4, period_key="2026-11", version=7)
+
+
+def test_start_case_checks(engine, org, regular, db):
+    engine.start_case(FLOW, org.s1, period_key="2026-11")
+    with pytest.raises(DuplicateCase) as exc:
+        engine.start_case(FLOW, org.s1, period_key="2026-11")
+    assert "already has a regular-assessment case for 2026-11" in str(exc.value)
+    with pytest.raises(FieldErrors) as exc:
+        engine.start_case(FLOW, org.s1, period_key="2026-13")
+    assert "looks like 2026-11" in exc.value.errors["period_key"][0]
+    with pytest.raises(NotFound):
+        engine.start_case(FLOW, 9999, period_key="2026-11")
+    with pytest.raises(NotFound):
+        engine.start_case("no-such-flow", org.s1)
+    with pytest.raises(FieldErrors):
+        engine.start_case(FLOW, org.s2, period_key="2026-11", data={"grade": "优"})
+    assert _count(db, Case) == 1
+    # Without a period key the current month (Asia/Shanghai) is used.
+    case = engine.start_case(FLOW, org.s2)
+    assert len(case.period_key) == 7 and case.period_key[4] == "-"

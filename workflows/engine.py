@@ -1,0 +1,529 @@
+"""The engine: publish flow versions, start cases, list and fire actions.
+
+Every state change, whoever causes it (the API, the scheduler, the CLI), goes through
+`Engine.fire` or `Engine.fire_bulk`, and each call is one unit of work: the case read, the
+checks (role, fields, rules), the versioned update and the history insert commit together
+or not at all. An action costs one case read, one read of the actor's role assignments when
+a role other than the subject is asked for, one versioned UPDATE and one history INSERT.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import struct
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, text, update
+from sqlalchemy import case as sql_case
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import forms, rules
+from .db import Database
+from .errors import (
+    CivflowError,
+    Conflict,
+    DuplicateCase,
+    FieldErrors,
+    Forbidden,
+    IdempotencyMismatch,
+    NotFound,
+)
+from .history import GENESIS, record_hash
+from .machine import CompiledFlow
+from .models import Case, FlowVersion, HistoryRecord, Person, RoleAssignment, Unit, unit_path_ids
+from .periods import check_period_key, period_key
+from .spec import SYSTEM, FlowSpec, TransitionSpec, load_definition
+
+CASES = Case.__table__
+HISTORY = HistoryRecord.__table__
+START = "start"  # the trigger name recorded for a case's first history record
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: a person, or the scheduler (`system`)."""
+
+    person_id: int | None
+    is_system: bool = False
+
+    @classmethod
+    def person(cls, person_id: int) -> Actor:
+        return cls(person_id=person_id)
+
+    def __str__(self) -> str:
+        return SYSTEM if self.is_system else f"person {self.person_id}"
+
+
+SYSTEM_ACTOR = Actor(person_id=None, is_system=True)
+
+
+@dataclass(frozen=True)
+class CaseView:
+    id: int
+    flow: str
+    flow_version: int
+    version_id: int
+    subject_id: int
+    unit_id: int
+    tier: str | None
+    period_key: str | None
+    state: str
+    final: bool
+    data: dict[str, Any]
+    version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    deadline_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something the actor may do on a case now, and what it must send."""
+
+    trigger: str
+    label: str
+    to: str
+    requires: list[dict[str, Any]]
+    comment: str
+    as_role: str
+
+
+@dataclass(frozen=True)
+class FireResult:
+    case_id: int
+    trigger: str
+    from_state: str
+    to_state: str
+    version: int
+    history_seq: int
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """Per-item results of a bulk action: what moved, and why the rest did not."""
+
+    done: list[FireResult] = field(default_factory=list)
+    refused: dict[int, CivflowError] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    flow: str
+    version: int
+    version_id: int
+    content_hash: str
+    created: bool
+
+
+class _SqlFacts:
+    """`rules.Facts` answered from the action's own session."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def quota_pool(self, flow: str, pool: dict[str, Any], field: str, value: Any,
+                   counted_states: list[str]) -> tuple[int, int]:
+        s = self.session
+        if s.get_bind().dialect.name == "postgresql":
+            # Serialise approvals of one pool: two can't both take its last place.
+            key = f"quota|{flow}|{sorted(pool.items())}|{field}|{value}"
+            lock_id = struct.unpack(">q", hashlib.sha256(key.encode()).digest()[:8])[0]
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id})
+        columns = {"unit": CASES.c.unit_id, "tier": CASES.c.tier, "period": CASES.c.period_key}
+        conds = [CASES.c.flow_id == flow] + [columns[k] == v for k, v in pool.items()]
+        hit = and_(CASES.c.state.in_(counted_states),
+                   CASES.c.data[field].as_string() == str(value))
+        size, used = s.execute(
+            select(func.count(), func.coalesce(func.sum(sql_case((hit, 1), else_=0)), 0))
+            .where(*conds)
+        ).one()
+        return int(size), int(used)
+
+
+class Engine:
+    """One per process. Holds the database and the compiled flows (immutable, cached)."""
+
+    def __init__(self, db: Database, clock: Callable[[], dt.datetime] = utcnow):
+        self.db = db
+        self.clock = clock
+        self._flows: dict[int, CompiledFlow] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ flow versions
+
+    def publish(self, source: str, filename: str, published_by: int | None = None
+                ) -> PublishResult:
+        """Validate and store a definition as a new immutable version, unless identical."""
+        spec = load_definition(source, filename)
+        for _attempt in range(3):
+            try:
+                with self.db.unit_of_work() as s:
+                    return self._publish(s, spec, source, filename, published_by)
+            except IntegrityError:
+                continue  # another node published at the same moment: look again
+        raise Conflict(0, 0)  # pragma: no cover - three lost races in a row
+
+    def _publish(self, s: Session, spec: FlowSpec, source: str, filename: str,
+                 published_by: int | None) -> PublishResult:
+        existing = s.execute(
+            select(FlowVersion).where(FlowVersion.flow_id == spec.flow,
+                                      FlowVersion.content_hash == spec.content_hash)
+        ).scalar_one_or_none()
+        if existing is not None:
+            return PublishResult(spec.flow, existing.version, existing.id, spec.content_hash,
+                                 created=False)
+        latest = s.execute(
+            select(func.max(FlowVersion.version)).where(FlowVersion.flow_id == spec.flow)
+        ).scalar() or 0
+        row = FlowVersion(flow_id=spec.flow, version=latest + 1, content_hash=spec.content_hash,
+                          title=spec.title.zh, filename=filename, source=source,
+                          published_at=self.clock(), published_by=published_by)
+        s.add(row)
+        s.flush()
+        return PublishResult(spec.flow, row.version, row.id, spec.content_hash, created=True)
+
+    def compiled(self, s: Session, version_id: int) -> CompiledFlow:
+        flow = self._flows.get(version_id)
+        if flow is None:
+            row = s.get(FlowVersion, version_id)
+            if row is None:
+                raise NotFound(f"flow version {version_id} does not exist")
+            flow = CompiledFlow(load_definition(row.source, row.filename), row.id, row.version)
+            with self._lock:
+                self._flows[version_id] = flow
+        return flow
+
+    def _version_id(self, s: Session, flow: str, version: int | None) -> int:
+        q = select(FlowVersion.id).where(FlowVersion.flow_id == flow)
+        if version is None:
+            q = q.order_by(FlowVersion.version.desc()).limit(1)
+        else:
+            q = q.where(FlowVersion.version == version)
+        vid = s.execute(q).scalar()
+        if vid is None:
+            what = f"version {version} of flow {flow!r}" if version else f"flow {flow!r}"
+            raise NotFound(f"{what} is not published")
+        return vid
+
+    def flow(self, flow: str, version: int | None = None) -> CompiledFlow:
+        with self.db.unit_of_work(write=False) as s:
+            return self.compiled(s, self._version_id(s, flow, version))
+
+    # ------------------------------------------------------------------ cases
+
+    def start_case(self, flow: str, subject_id: int, *, actor: Actor = SYSTEM_ACTOR,
+                   unit_id: int | None = None, period_key: str | None = None,
+                   data: dict[str, Any] | None = None, version: int | None = None,
+                   comment: str | None = None) -> CaseView:
+        """Open a case of the latest (or given) version for a person; it pins that version."""
+        with self.db.unit_of_work() as s:
+            cf = self.compiled(s, self._version_id(s, flow, version))
+            spec = cf.spec
+            subject = s.get(Person, subject_id)
+            if subject is None:
+                raise NotFound(f"person {subject_id} does not exist")
+            unit_id = unit_id or subject.unit_id
+            if unit_id != subject.unit_id and s.get(Unit, unit_id) is None:
+                raise NotFound(f"unit {unit_id} does not exist")
+            now = self.clock()
+            if period_key is None and spec.period != "none":
+                period_key = _default_period(spec.period, now)
+            problem = check_period_key(spec.period, period_key)
+            if problem:
+                raise FieldErrors({"period_key": [problem]})
+            values = forms.load(cf.start_schema, data)
+            case = Case(flow_id=spec.flow, version_id=cf.version_id, subject_id=subject_id,
+                        unit_id=unit_id, tier=subject.tier, period_key=period_key,
+                        state=spec.initial, data=values, version=1, history_seq=1,
+                        created_at=now, updated_at=now, state_entered_at=now)
+            s.add(case)
+            try:
+                s.flush()
+            except IntegrityError:
+                raise DuplicateCase(
+                    f"person {subject_id} already has a {spec.flow} case"
+                    + (f" for {period_key}" if period_key else "")) from None
+            role = SYSTEM if actor.is_system else "starter"
+            h = record_hash(case_id=case.id, seq=1, at=now, actor_id=actor.person_id,
+                            actor_role=role, trigger=START, from_state=None,
+                            to_state=spec.initial, data=values, comment=comment,
+                            prev_hash=GENESIS)
+            self._insert_history(s, case.id, 1, now, actor, role, START, None, spec.initial,
+                                 values, comment, None, GENESIS, h)
+            case.history_hash = h
+            return self._view(case, cf)
+
+    def get_case(self, case_id: int) -> CaseView:
+        with self.db.unit_of_work(write=False) as s:
+            row, _path = self._load(s, case_id)
+            return self._view(row, self.compiled(s, row.version_id))
+
+    def history(self, case_id: int) -> list[dict[str, Any]]:
+        with self.db.unit_of_work(write=False) as s:
+            self._load(s, case_id)
+            rows = s.execute(select(HistoryRecord).where(HistoryRecord.case_id == case_id)
+                             .order_by(HistoryRecord.seq)).scalars()
+            return [{
+                "seq": r.seq, "at": r.at, "actor_id": r.actor_id, "actor_role": r.actor_role,
+                "trigger": r.trigger, "from": r.from_state, "to": r.to_state, "data": r.data,
+                "comment": r.comment, "hash": r.hash,
+            } for r in rows]
+
+    def actions(self, case_id: int, actor: Actor, lang: str = "zh") -> list[Action]:
+        """What `actor` may do on the case now, with the fields each action asks for."""
+        with self.db.unit_of_work(write=False) as s:
+            row, path = self._load(s, case_id)
+            cf = self.compiled(s, row.version_id)
+            held = _Roles(s, actor, row, path, cf.spec)
+            out = []
+            for t in cf.spec.transitions_from(row.state):
+                role = held.first_allowed(t)
+                if role is None or held.self_refusal(t, role):
+                    continue
+                out.append(Action(t.trigger, t.label.text(lang), t.dest,
+                                  forms.describe(cf.spec.fields, t, lang), t.comment, role))
+            return out
+
+    def fire(self, case_id: int, trigger: str, actor: Actor, *,
+             data: dict[str, Any] | None = None, comment: str | None = None,
+             expected_version: int | None = None, idempotency_key: str | None = None
+             ) -> FireResult:
+        """Move one case by `trigger`. See the module docstring for what it checks."""
+        try:
+            with self.db.unit_of_work() as s:
+                if idempotency_key:
+                    replay = self._replay(s, case_id, trigger, idempotency_key)
+                    if replay:
+                        return replay
+                row, path = self._load(s, case_id)
+                if expected_version is not None and row.version != expected_version:
+                    raise Conflict(case_id, row.version, expected_version)
+                cf = self.compiled(s, row.version_id)
+                t, values, role = self._check(s, cf, row, path, trigger, actor, data, comment)
+                rules.evaluate(rules.Batch(t, cf.spec, [_facts(row, values)], _SqlFacts(s)))
+                return self._apply(s, cf, row, t, actor, role, values, comment,
+                                   idempotency_key)
+        except (Conflict, IntegrityError):
+            if idempotency_key:  # the same request may have won in another session
+                with self.db.unit_of_work(write=False) as s:
+                    replay = self._replay(s, case_id, trigger, idempotency_key)
+                if replay:
+                    return replay
+            raise
+
+    def fire_bulk(self, case_ids: Iterable[int], trigger: str, actor: Actor, *,
+                  data: dict[str, Any] | None = None, comment: str | None = None
+                  ) -> BulkResult:
+        """One trigger over many cases (批量审定).
+
+        Each case is checked on its own (state, role, fields): a case that fails is reported
+        in `refused` and left alone. The rules then judge the remaining cases together — a
+        quota counts all of them at once — and a rule refusal refuses the whole batch.
+        """
+        ids = list(dict.fromkeys(case_ids))
+        with self.db.unit_of_work() as s:
+            rows = {r.id: (r, r.path) for r in s.execute(
+                select(CASES, Unit.path).join(Unit, Unit.id == CASES.c.unit_id)
+                .where(CASES.c.id.in_(ids)))}
+            refused: dict[int, CivflowError] = {}
+            ready: dict[int, list] = {}  # version_id -> [(row, t, values)]
+            for cid in ids:
+                if cid not in rows:
+                    refused[cid] = NotFound(f"case {cid} does not exist")
+                    continue
+                row, path = rows[cid]
+                cf = self.compiled(s, row.version_id)
+                try:
+                    checked = self._check(s, cf, row, path, trigger, actor, data, comment)
+                except CivflowError as exc:
+                    refused[cid] = exc
+                    continue
+                ready.setdefault(row.version_id, []).append((row, *checked))
+            for version_id, items in ready.items():
+                cf = self.compiled(s, version_id)
+                for t in {id(t): t for _r, t, _v, _role in items}.values():
+                    batch = [_facts(r, v) for r, tt, v, _role in items if tt is t]
+                    rules.evaluate(rules.Batch(t, cf.spec, batch, _SqlFacts(s)))
+            done = [self._apply(s, self.compiled(s, row.version_id), row, t, actor, role,
+                                values, comment, None)
+                    for items in ready.values() for row, t, values, role in items]
+            return BulkResult(done=done, refused=refused)
+
+    # ------------------------------------------------------------------ internals
+
+    def _load(self, s: Session, case_id: int):
+        found = s.execute(select(CASES, Unit.path).join(Unit, Unit.id == CASES.c.unit_id)
+                          .where(CASES.c.id == case_id)).first()
+        if found is None:
+            raise NotFound(f"case {case_id} does not exist")
+        return found, found.path
+
+    def _check(self, s: Session, cf: CompiledFlow, row, path: str, trigger: str,
+               actor: Actor, data: dict[str, Any] | None, comment: str | None
+               ) -> tuple[TransitionSpec, dict[str, Any], str]:
+        t = cf.transition(trigger, row.state)
+        held = _Roles(s, actor, row, path, cf.spec)
+        role = held.first_allowed(t)
+        if role is None:
+            raise Forbidden(
+                f"{t.label.zh} ({trigger}) on case {row.id} is for "
+                f"{held.describe(t.by)}; {actor} holds none of these on this case",
+                rule="role")
+        refusal = held.self_refusal(t, role)
+        if refusal:
+            raise Forbidden(refusal, rule="no_self_approval")
+        values = forms.load(cf.schema(t, row.state), data)
+        if t.comment == "required" and not (comment and comment.strip()):
+            raise FieldErrors({"comment": [f"{t.label.zh} ({trigger}) needs a reason"]})
+        for name, value in values.items():
+            if cf.spec.fields[name].type == "person" and value is not None \
+                    and s.get(Person, value) is None:
+                raise FieldErrors({name: [f"person {value} does not exist"]})
+        return t, values, role
+
+    def _apply(self, s: Session, cf: CompiledFlow, row, t: TransitionSpec, actor: Actor,
+               role: str, values: dict[str, Any], comment: str | None, idempotency_key: str | None
+               ) -> FireResult:
+        dest = cf.fire(t.trigger, row.state)
+        now = self.clock()
+        seq = row.history_seq + 1
+        h = record_hash(case_id=row.id, seq=seq, at=now, actor_id=actor.person_id,
+                        actor_role=role, trigger=t.trigger, from_state=row.state,
+                        to_state=dest, data=values, comment=comment,
+                        prev_hash=row.history_hash)
+        changes: dict[str, Any] = {
+            "state": dest, "data": {**row.data, **values}, "version": row.version + 1,
+            "history_seq": seq, "history_hash": h, "updated_at": now,
+        }
+        if dest != row.state:
+            changes["state_entered_at"] = now
+            changes["deadline_at"] = None
+        if cf.spec.states[dest].final:
+            changes["closed_at"] = now
+        res = s.execute(update(CASES).where(CASES.c.id == row.id,
+                                            CASES.c.version == row.version).values(**changes))
+        if res.rowcount != 1:
+            current = s.execute(select(CASES.c.version).where(CASES.c.id == row.id)).scalar()
+            raise Conflict(row.id, current or 0, row.version)
+        self._insert_history(s, row.id, seq, now, actor, role, t.trigger, row.state, dest,
+                             values, comment, idempotency_key, row.history_hash, h)
+        return FireResult(row.id, t.trigger, row.state, dest, row.version + 1, seq)
+
+    def _insert_history(self, s: Session, case_id: int, seq: int, at: dt.datetime,
+                        actor: Actor, role: str, trigger: str, from_state: str | None,
+                        to_state: str, data: dict[str, Any], comment: str | None,
+                        idempotency_key: str | None, prev: str, h: str) -> None:
+        s.execute(insert(HISTORY).values(
+            case_id=case_id, seq=seq, at=at, actor_id=actor.person_id, actor_role=role,
+            trigger=trigger, from_state=from_state, to_state=to_state, data=data,
+            comment=comment, idempotency_key=idempotency_key, prev_hash=prev, hash=h))
+
+    def _replay(self, s: Session, case_id: int, trigger: str, key: str) -> FireResult | None:
+        rec = s.execute(select(HISTORY.c.trigger, HISTORY.c.from_state, HISTORY.c.to_state,
+                               HISTORY.c.seq)
+                        .where(HISTORY.c.case_id == case_id,
+                               HISTORY.c.idempotency_key == key)).first()
+        if rec is None:
+            return None
+        if rec.trigger != trigger:
+            raise IdempotencyMismatch(
+                f"idempotency key {key!r} was used for {rec.trigger!r} on case {case_id}, "
+                f"not {trigger!r}; use a new key for a new action")
+        # The case version after an action is its history seq (both start at 1, both +1).
+        return FireResult(case_id, rec.trigger, rec.from_state, rec.to_state, rec.seq, rec.seq,
+                          replayed=True)
+
+    def _view(self, row, cf: CompiledFlow) -> CaseView:
+        return CaseView(
+            id=row.id, flow=row.flow_id, flow_version=cf.version, version_id=row.version_id,
+            subject_id=row.subject_id, unit_id=row.unit_id, tier=row.tier,
+            period_key=row.period_key, state=row.state,
+            final=cf.spec.states[row.state].final, data=dict(row.data), version=row.version,
+            created_at=row.created_at, updated_at=row.updated_at, deadline_at=row.deadline_at)
+
+
+def _default_period(period: str, now: dt.datetime) -> str | None:
+    from zoneinfo import ZoneInfo
+
+    return period_key(period, now.astimezone(ZoneInfo("Asia/Shanghai")).date())
+
+
+def _facts(row, values: dict[str, Any]) -> rules.CaseFacts:
+    return rules.CaseFacts(id=row.id, flow=row.flow_id, subject_id=row.subject_id,
+                           unit_id=row.unit_id, tier=row.tier, period_key=row.period_key,
+                           state=row.state, data={**row.data, **values})
+
+
+class _Roles:
+    """Which of a flow's roles an actor holds on one case (read lazily, at most once)."""
+
+    def __init__(self, s: Session, actor: Actor, row, unit_path: str, spec: FlowSpec):
+        self.s, self.actor, self.row, self.spec = s, actor, row, spec
+        self.ancestors = unit_path_ids(unit_path)  # root … case unit
+        self._held: list[tuple[str, int | None]] | None = None
+
+    def _assignments(self) -> list[tuple[str, int | None]]:
+        if self._held is None:
+            self._held = [] if self.actor.person_id is None else [
+                (r, u) for r, u in self.s.execute(
+                    select(RoleAssignment.role, RoleAssignment.unit_id)
+                    .where(RoleAssignment.person_id == self.actor.person_id))
+            ]
+        return self._held
+
+    def holds(self, name: str) -> bool:
+        if name == SYSTEM:
+            return self.actor.is_system
+        if self.actor.is_system:
+            return False
+        r = self.spec.roles[name]
+        if r.resolve == "subject":
+            return self.actor.person_id == self.row.subject_id
+        if r.resolve == "leader":
+            return any(role == "leader" and unit in self.ancestors
+                       for role, unit in self._assignments())
+        if r.resolve == "unit_role":
+            units = self.ancestors if r.inherit else self.ancestors[-1:]
+            return any(role == r.role and unit in units for role, unit in self._assignments())
+        if r.resolve == "group":
+            return any(role == r.group and unit is None for role, unit in self._assignments())
+        return False
+
+    def first_allowed(self, t: TransitionSpec) -> str | None:
+        # The subject's own role first, so that "by: [subject, leader]" records `subject`.
+        for name in sorted(t.by, key=lambda n: n != "subject"):
+            if self.holds(name):
+                return name
+        return None
+
+    def self_refusal(self, t: TransitionSpec, role: str) -> str | None:
+        if (self.actor.person_id == self.row.subject_id and role != "subject"
+                and not t.allow_self):
+            return (f"{t.label.zh} ({t.trigger}): nobody acts as {role} on their own case "
+                    f"(case {self.row.id}); another holder of the role must do it")
+        return None
+
+    def describe(self, names: Iterable[str]) -> str:
+        out = []
+        for n in names:
+            if n == SYSTEM:
+                out.append("system (the scheduler)")
+                continue
+            r = self.spec.roles[n]
+            how = {"subject": "the person assessed",
+                   "leader": "a leader of the case's unit or a unit above it",
+                   "unit_role": f"a holder of {r.role} in the case's unit"
+                                + (" or above" if r.inherit else ""),
+                   "group": f"a member of group {r.group}"}[r.resolve]
+            out.append(f"{n} ({how})")
+        return " or ".join(out)

@@ -1,0 +1,138 @@
+"""marshmallow schemas built from a definition's fields, one per transition.
+
+The same schema checks a JSON body from the API, a web form and the initial data of a case,
+so a field means the same thing everywhere. Schemas are built once per flow version and kept
+with the compiled flow (`machine.CompiledFlow`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, validate
+from marshmallow import fields as mf
+
+from .errors import FieldErrors
+from .spec import FieldSpec, TransitionSpec
+
+_MESSAGES = {
+    "Missing data for required field.": "is required",
+    "Unknown field.": "is not a field of this action",
+    "Field may not be null.": "is required",
+}
+
+
+def _not_blank(value: Any) -> None:
+    if isinstance(value, str) and not value.strip():
+        raise ValidationError("must not be blank")
+    if isinstance(value, list) and not value:
+        raise ValidationError("must not be empty")
+
+
+def _field(spec: FieldSpec, required: bool) -> mf.Field:
+    checks: list = [_not_blank] if required else []
+    kw: dict[str, Any] = {"required": required, "allow_none": not required}
+    t = spec.type
+    if t == "text":
+        if spec.max_length:
+            checks.append(validate.Length(max=spec.max_length))
+        return mf.String(validate=checks, **kw)
+    if t == "int":
+        checks.append(validate.Range(min=spec.min, max=spec.max))
+        return mf.Integer(strict=False, validate=checks, **kw)
+    if t == "decimal":
+        lo = Decimal(str(spec.min)) if spec.min is not None else None
+        hi = Decimal(str(spec.max)) if spec.max is not None else None
+        checks.append(validate.Range(min=lo, max=hi))
+        return mf.Decimal(places=spec.places, as_string=True, validate=checks, **kw)
+    if t == "date":
+        lo = dt.date.fromisoformat(str(spec.min)) if spec.min is not None else None
+        hi = dt.date.fromisoformat(str(spec.max)) if spec.max is not None else None
+        checks.append(validate.Range(min=lo, max=hi))
+        return mf.Date(validate=checks, **kw)
+    if t == "enum":
+        checks.append(validate.OneOf(spec.values, error="must be one of: {choices}"))
+        return mf.String(validate=checks, **kw)
+    if t == "bool":
+        return mf.Boolean(**kw)
+    if t == "person":
+        checks.append(validate.Range(min=1, error="must be a person id"))
+        return mf.Integer(strict=True, validate=checks, **kw)
+    if t == "list":
+        if spec.max_items:
+            checks.append(validate.Length(max=spec.max_items))
+        if spec.record:
+            inner: mf.Field = mf.Nested(record_schema(spec.record))
+        else:
+            assert spec.item is not None
+            inner = _field(spec.item, required=True)
+        return mf.List(inner, validate=checks, **kw)
+    raise ValueError(f"unknown field type {t}")  # spec validation makes this unreachable
+
+
+def record_schema(subfields: tuple[FieldSpec, ...]) -> Schema:
+    """Rows of a list-of-records field ("X" indicators: 指标, 目标, 实际…): all given."""
+    attrs = {f.name: _field(f, required=False) for f in subfields}
+    return Schema.from_dict(attrs, name="Record")(unknown=RAISE)
+
+
+def build_schema(fields: dict[str, FieldSpec], required: tuple[str, ...],
+                 optional: tuple[str, ...]) -> Schema:
+    attrs: dict[str, mf.Field] = {}
+    for name in required:
+        attrs[name] = _field(fields[name], required=True)
+    for name in optional:
+        attrs[name] = _field(fields[name], required=False)
+    return Schema.from_dict(attrs, name="ActionData")(unknown=RAISE)
+
+
+def transition_schema(fields: dict[str, FieldSpec], t: TransitionSpec) -> Schema:
+    return build_schema(fields, t.requires, t.accepts)
+
+
+def load(schema: Schema, data: Any) -> dict[str, Any]:
+    """Validate and return the JSON-ready form of `data` (dates and decimals as strings)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise FieldErrors({"data": ["must be an object of field values"]})
+    try:
+        loaded = schema.load(data)
+    except ValidationError as exc:
+        raise FieldErrors(_messages(exc.messages)) from None
+    return schema.dump(loaded)
+
+
+def _messages(messages: dict[str, Any], prefix: str = "") -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in messages.items():
+        path = f"{prefix}{key}" if not prefix else f"{prefix}.{key}"
+        if isinstance(value, dict):
+            out.update(_messages(value, path))
+        else:
+            out[path] = [_MESSAGES.get(m, m) for m in value]
+    return out
+
+
+def describe(fields: dict[str, FieldSpec], t: TransitionSpec, lang: str = "zh") -> list[dict]:
+    """What a client must send for this action: `[{name, type, required, values?, …}]`."""
+    out = []
+    for name, required in [(n, True) for n in t.requires] + [(n, False) for n in t.accepts]:
+        f = fields[name]
+        item: dict[str, Any] = {"name": name, "type": f.type, "required": required,
+                                "label": f.label.text(lang)}
+        if f.values:
+            item["values"] = list(f.values)
+        if f.max_length:
+            item["max_length"] = f.max_length
+        if f.min is not None:
+            item["min"] = f.min
+        if f.max is not None:
+            item["max"] = f.max
+        if f.record:
+            item["fields"] = [{"name": s.name, "type": s.type, "label": s.label.text(lang)}
+                              for s in f.record]
+        out.append(item)
+    return out

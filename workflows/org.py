@@ -1,0 +1,276 @@
+"""The organisation: units (a tree), people, role assignments, user accounts; CSV import.
+
+Who may act on a case is decided from these rows (see `engine._Roles`). The import is all or
+nothing: every row is checked first and the file is written in one transaction only when
+no row is bad, so a personnel office never ends up with half a reorganisation.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .db import Database
+from .errors import ImportFailed
+from .models import ORG_ROLES, TIERS, Person, RoleAssignment, Unit, User
+
+# Columns of the people CSV (UTF-8, header row required; BOM tolerated for Excel files).
+COLUMNS = ("unit_code", "unit_name", "parent_unit_code", "person_code", "name", "tier",
+           "rank", "rank_since", "post", "roles", "username")
+REQUIRED = ("unit_code",)
+GROUP_PREFIX = "group:"
+
+
+# --------------------------------------------------------------------------- single rows
+
+
+def add_unit(s: Session, code: str, name: str, parent: Unit | None = None) -> Unit:
+    unit = Unit(code=code, name=name, parent_id=parent.id if parent else None, path="/")
+    s.add(unit)
+    s.flush()
+    unit.path = f"{parent.path if parent else '/'}{unit.id}/"
+    return unit
+
+
+def add_person(s: Session, code: str, name: str, unit: Unit, tier: str = "staff",
+               rank: str | None = None, rank_since: dt.date | None = None,
+               post: str | None = None) -> Person:
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of {', '.join(TIERS)}")
+    person = Person(code=code, name=name, unit_id=unit.id, tier=tier, rank=rank,
+                    rank_since=rank_since, post=post)
+    s.add(person)
+    s.flush()
+    return person
+
+
+def assign_role(s: Session, person: Person, role: str, unit: Unit | None = None) -> bool:
+    """Give `person` a role in `unit` (a named group when `unit` is None). True if new."""
+    exists = s.execute(select(RoleAssignment.id).where(
+        RoleAssignment.person_id == person.id, RoleAssignment.role == role,
+        RoleAssignment.unit_id.is_(None) if unit is None
+        else RoleAssignment.unit_id == unit.id)).first()
+    if exists:
+        return False
+    s.add(RoleAssignment(person_id=person.id, unit_id=unit.id if unit else None, role=role))
+    return True
+
+
+# --------------------------------------------------------------------------- CSV import
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    rows: int
+    units_created: int
+    people_created: int
+    people_updated: int
+    roles_added: int
+    users_created: int
+
+
+@dataclass
+class _Row:
+    line: int
+    unit_code: str
+    unit_name: str
+    parent_code: str
+    person_code: str
+    name: str
+    tier: str
+    rank: str | None
+    rank_since: dt.date | None
+    post: str | None
+    roles: list[tuple[str, bool]]  # (role, is_group)
+    username: str
+
+
+def read_rows(text: str) -> tuple[list[_Row], list[tuple[int, str]]]:
+    """Parse and check every row on its own; return (rows, errors as (line, message))."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    errors: list[tuple[int, str]] = []
+    if not header:
+        return [], [(1, "the file is empty; the first line must name the columns")]
+    unknown = [h for h in header if h not in COLUMNS]
+    missing = [c for c in REQUIRED if c not in header]
+    if unknown:
+        errors.append((1, f"unknown column(s) {', '.join(unknown)}; "
+                          f"the columns are {', '.join(COLUMNS)}"))
+    if missing:
+        errors.append((1, f"missing column(s) {', '.join(missing)}"))
+    if errors:
+        return [], errors
+    rows: list[_Row] = []
+    for raw in reader:
+        line = reader.line_num
+        if None in raw:
+            errors.append((line, f"{len(raw[None])} more value(s) than there are columns"))
+            continue
+        v = {k.strip(): (val or "").strip() for k, val in raw.items() if k}
+        if not any(v.values()):
+            continue
+        problems = []
+        if not v.get("unit_code"):
+            problems.append("unit_code is empty")
+        person_code, name = v.get("person_code", ""), v.get("name", "")
+        if person_code and not name:
+            problems.append("a person needs a name")
+        if name and not person_code:
+            problems.append("a person needs a person_code")
+        tier = v.get("tier") or "staff"
+        if person_code and tier not in TIERS:
+            problems.append(f"tier {tier!r} is not one of {', '.join(TIERS)}")
+        since = None
+        if v.get("rank_since"):
+            try:
+                since = dt.date.fromisoformat(v["rank_since"])
+            except ValueError:
+                problems.append(f"rank_since {v['rank_since']!r} is not a date YYYY-MM-DD")
+        roles: list[tuple[str, bool]] = []
+        for part in filter(None, (p.strip() for p in v.get("roles", "").split(";"))):
+            if part.startswith(GROUP_PREFIX) and len(part) > len(GROUP_PREFIX):
+                roles.append((part[len(GROUP_PREFIX):], True))
+            elif part in ORG_ROLES:
+                roles.append((part, False))
+            else:
+                problems.append(f"role {part!r} is not one of {', '.join(ORG_ROLES)} "
+                                f"or {GROUP_PREFIX}<name>")
+        if (roles or v.get("username")) and not person_code:
+            problems.append("roles and username need a person on the row")
+        if problems:
+            errors.extend((line, p) for p in problems)
+            continue
+        rows.append(_Row(line, v["unit_code"], v.get("unit_name", ""),
+                         v.get("parent_unit_code", ""), person_code, name, tier,
+                         v.get("rank") or None, since, v.get("post") or None, roles,
+                         v.get("username", "")))
+    return rows, errors
+
+
+def _cross_check(s: Session, rows: list[_Row]) -> list[tuple[int, str]]:
+    """Checks across rows and against the database: units, parents, duplicates."""
+    errors: list[tuple[int, str]] = []
+    existing_units = {code for (code,) in s.execute(select(Unit.code))}
+    defined: dict[str, tuple[int, str, str]] = {}
+    for r in rows:
+        first = defined.get(r.unit_code)
+        if first is None:
+            if r.unit_code not in existing_units and not r.unit_name:
+                errors.append((r.line, f"unit {r.unit_code!r} is new and needs a unit_name"))
+            if r.parent_code and r.parent_code not in existing_units \
+                    and r.parent_code not in defined:
+                errors.append((r.line, f"parent unit {r.parent_code!r} is not defined on an "
+                                       "earlier line or in the database"))
+            if r.parent_code == r.unit_code:
+                errors.append((r.line, "a unit cannot be its own parent"))
+            defined[r.unit_code] = (r.line, r.unit_name, r.parent_code)
+        else:
+            line, name, parent = first
+            if r.unit_name and name and r.unit_name != name:
+                errors.append((r.line, f"unit {r.unit_code!r} is named {name!r} on line {line}"))
+            if r.parent_code and parent and r.parent_code != parent:
+                errors.append((r.line, f"unit {r.unit_code!r} has parent {parent!r} on line "
+                                       f"{line}"))
+    seen_people: dict[str, int] = {}
+    seen_users: dict[str, int] = {}
+    for r in rows:
+        if r.person_code:
+            if r.person_code in seen_people:
+                errors.append((r.line, f"person {r.person_code!r} is already on line "
+                                       f"{seen_people[r.person_code]}"))
+            seen_people.setdefault(r.person_code, r.line)
+        if r.username:
+            if r.username in seen_users:
+                errors.append((r.line, f"username {r.username!r} is already on line "
+                                       f"{seen_users[r.username]}"))
+            seen_users.setdefault(r.username, r.line)
+    if seen_users:
+        taken = {u: c for u, c in s.execute(
+            select(User.username, Person.code).outerjoin(Person, Person.id == User.person_id)
+            .where(User.username.in_(list(seen_users))))}
+        has_user = {c: u for c, u in s.execute(
+            select(Person.code, User.username).join(User, User.person_id == Person.id)
+            .where(Person.code.in_(list(seen_people))))}
+        for username, line in seen_users.items():
+            code = next(r.person_code for r in rows if r.line == line)
+            if username in taken and taken[username] != code:
+                errors.append((line, f"username {username!r} belongs to another person"))
+            elif code in has_user and has_user[code] != username:
+                errors.append((line, f"person {code!r} already has the username "
+                                     f"{has_user[code]!r}"))
+    return sorted(errors)
+
+
+def import_people(db: Database, text: str,
+                  progress: Callable[[int, int], Any] | None = None) -> ImportReport:
+    """Import units, people, roles and accounts from CSV text; all rows or none.
+
+    Raises `ImportFailed` listing every bad row by line number; nothing is written then.
+    Existing units and people (by code) are updated, not duplicated.
+    """
+    rows, errors = read_rows(text)
+    with db.unit_of_work() as s:
+        errors = sorted(errors + _cross_check(s, rows))
+        if errors:
+            raise ImportFailed(errors)
+        return _write(s, rows, progress)
+
+
+def _write(s: Session, rows: list[_Row], progress) -> ImportReport:
+    units = {u.code: u for u in s.execute(select(Unit)).scalars()}
+    codes = [r.person_code for r in rows if r.person_code]
+    people = {p.code: p for p in s.execute(select(Person).where(Person.code.in_(codes)))
+              .scalars()}
+    ids = [p.id for p in people.values()]
+    held = set(tuple(r) for r in s.execute(select(RoleAssignment.person_id, RoleAssignment.unit_id,
+                                RoleAssignment.role)
+                         .where(RoleAssignment.person_id.in_(ids))))
+    usernames = {u for (u,) in s.execute(select(User.username).where(
+        User.username.in_([r.username for r in rows if r.username])))}
+    counts = dict(units=0, created=0, updated=0, roles=0, users=0)
+    total = len(rows)
+    for i, r in enumerate(rows, 1):
+        unit = units.get(r.unit_code)
+        if unit is None:
+            unit = add_unit(s, r.unit_code, r.unit_name, units.get(r.parent_code))
+            units[r.unit_code] = unit
+            counts["units"] += 1
+        elif r.unit_name and unit.name != r.unit_name:
+            unit.name = r.unit_name
+        if not r.person_code:
+            continue
+        person = people.get(r.person_code)
+        if person is None:
+            person = add_person(s, r.person_code, r.name, unit, r.tier, r.rank,
+                                r.rank_since, r.post)
+            people[r.person_code] = person
+            counts["created"] += 1
+        else:
+            person.name, person.unit_id, person.tier = r.name, unit.id, r.tier
+            person.rank = r.rank or person.rank
+            person.rank_since = r.rank_since or person.rank_since
+            person.post = r.post or person.post
+            counts["updated"] += 1
+        for role, is_group in r.roles:
+            key = (person.id, None if is_group else unit.id, role)
+            if key not in held:
+                held.add(key)
+                s.add(RoleAssignment(person_id=key[0], unit_id=key[1], role=role))
+                counts["roles"] += 1
+        if r.username and r.username not in usernames:
+            usernames.add(r.username)
+            s.add(User(username=r.username, person_id=person.id))
+            counts["users"] += 1
+        if progress and (i % 500 == 0 or i == total):
+            progress(i, total)
+    s.flush()
+    return ImportReport(total, counts["units"], counts["created"], counts["updated"],
+                        counts["roles"], counts["users"])

@@ -1,0 +1,779 @@
+"""Flow definitions: the YAML/JSON format, its marshmallow schemas and its validation.
+
+A definition is read in two passes. The marshmallow schemas check shape and types (unknown
+keys, wrong types, bad enum values, bad durations); then `_check_semantics` checks what a
+schema cannot see (unknown states and fields, unreachable states, dead ends, duplicate
+triggers). Every finding becomes a `Problem` that names the file, the path inside the
+document and, when the source is YAML, the line — so a process owner can fix all of them in
+one go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import isodate
+import yaml
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    post_load,
+    pre_load,
+    validate,
+    validates_schema,
+)
+from marshmallow import fields as mf
+
+from .errors import DefinitionInvalid, Problem
+
+PERIODS = ("none", "week", "month", "quarter", "year")
+FIELD_TYPES = ("text", "int", "decimal", "date", "enum", "bool", "person", "list")
+ROLE_RESOLUTIONS = ("subject", "leader", "unit_role", "group")
+# Roles every flow has without declaring them.
+BUILTIN_ROLES = {
+    "subject": {"resolve": "subject"},  # 本人
+    "leader": {"resolve": "leader"},  # 主管领导: a leader of the case's unit or above it
+}
+SYSTEM = "system"  # the scheduler; never a person
+ANY_STATE = "*"
+TIMER_KINDS = ("reminder", "auto", "repeat")
+DEADLINE_FROM = ("entered", "period_start", "period_end")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+COMMENT_POLICIES = ("optional", "required")
+
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+FLOW_ID = re.compile(r"^[a-z][a-z0-9-]{1,63}$")
+NAME_MSG = "must start with a letter and hold only letters, digits, '_' or '-' (at most 64)"
+
+
+# --------------------------------------------------------------------------- value types
+
+
+@dataclass(frozen=True)
+class Label:
+    zh: str
+    en: str | None = None
+
+    def text(self, lang: str = "zh") -> str:
+        return (self.en if lang == "en" else None) or self.zh
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    type: str
+    label: Label
+    values: tuple[str, ...] = ()  # enum
+    max_length: int | None = None  # text
+    min: Any = None  # int, decimal, date
+    max: Any = None
+    places: int | None = None  # decimal
+    item: FieldSpec | None = None  # list of scalars
+    record: tuple[FieldSpec, ...] = ()  # list of records
+    max_items: int | None = None
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    name: str
+    resolve: str
+    role: str | None = None  # unit_role: the organisation role, e.g. committee
+    group: str | None = None  # group: a unit-less role assignment, e.g. hr-office
+    inherit: bool = True  # unit_role: holders in an ancestor unit count too
+
+
+@dataclass(frozen=True)
+class DeadlineSpec:
+    duration: str | None = None  # ISO 8601, e.g. P5D
+    working_days: int | None = None
+    start: str = "entered"  # entered | period_start | period_end
+    escalate: str | None = None  # trigger fired by `system` when the deadline passes
+
+
+@dataclass(frozen=True)
+class TimerSpec:
+    kind: str  # reminder | auto | repeat
+    after: str | None = None  # auto: ISO 8601 duration
+    working_days: int | None = None  # auto
+    at: str | None = None  # auto: period_start | period_end
+    fire: str | None = None  # auto: trigger
+    before: str | None = None  # reminder: ISO 8601 duration before the deadline
+    every: str | None = None  # repeat: ISO 8601 duration
+    weekday: str | None = None  # repeat: on this weekday
+    time: str | None = None  # repeat / at: local time HH:MM
+    notify: tuple[str, ...] = ()  # roles to notify; default: the state's actor
+    message: Label | None = None
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    name: str
+    label: Label
+    actor: tuple[str, ...] = ()
+    final: bool = False
+    deadline: DeadlineSpec | None = None
+    timers: tuple[TimerSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    name: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TransitionSpec:
+    trigger: str
+    label: Label
+    sources: tuple[str, ...]  # expanded: never '*'
+    dest: str
+    by: tuple[str, ...]
+    requires: tuple[str, ...] = ()
+    accepts: tuple[str, ...] = ()
+    rules: tuple[RuleSpec, ...] = ()
+    allow_self: bool = False  # may the subject fire it through a role other than subject?
+    comment: str = "optional"
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    flow: str
+    title: Label
+    period: str
+    initial: str
+    fields: dict[str, FieldSpec]
+    roles: dict[str, RoleSpec]
+    states: dict[str, StateSpec]
+    transitions: tuple[TransitionSpec, ...]
+    description: str | None = None
+    content_hash: str = ""
+    document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def transition(self, trigger: str, source: str) -> TransitionSpec | None:
+        for t in self.transitions:
+            if t.trigger == trigger and source in t.sources:
+                return t
+        return None
+
+    def transitions_from(self, source: str) -> list[TransitionSpec]:
+        return [t for t in self.transitions if source in t.sources]
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+def _duration(value: str) -> None:
+    """ISO 8601 durations (P5D, PT12H, P1M); isodate parses them, we only reject nonsense."""
+    if not isinstance(value, str) or not value.startswith("P"):
+        raise ValidationError(f"{value!r} is not an ISO 8601 duration such as P5D or PT12H")
+    try:
+        isodate.parse_duration(value)
+    except (isodate.ISO8601Error, ValueError) as exc:
+        raise ValidationError(
+            f"{value!r} is not an ISO 8601 duration such as P5D or PT12H"
+        ) from exc
+
+
+def _one_of(choices) -> validate.OneOf:
+    return validate.OneOf(choices, error="{input!r} is not one of: {choices}")
+
+
+def _hhmm(value: str) -> None:
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValidationError(f"{value!r} is not a time of day HH:MM")
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class StrOrList(mf.Field):
+    """`by: leader` and `by: [leader, system]` mean the same thing."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ValidationError("must be a name or a non-empty list of names")
+
+
+class LabelField(mf.Field):
+    """A label is `{zh: …, en: …}` or a bare string taken as the Chinese label."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and value.strip():
+            return Label(zh=value)
+        if isinstance(value, dict):
+            unknown = set(value) - {"zh", "en"}
+            if unknown:
+                raise ValidationError(f"unknown language(s) {sorted(unknown)}; use zh and en")
+            zh = value.get("zh")
+            if not isinstance(zh, str) or not zh.strip():
+                raise ValidationError("needs a Chinese label under zh")
+            en = value.get("en")
+            if en is not None and not isinstance(en, str):
+                raise ValidationError("en must be a string")
+            return Label(zh=zh, en=en)
+        raise ValidationError("must be a string or {zh: …, en: …}")
+
+
+class Scalar(mf.Field):
+    """A bound (min/max) whose type depends on the field type; checked semantically."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValidationError("must be a number or an ISO date")
+        return value
+
+
+class FieldSchema(_Strict):
+    type = mf.String(required=True, validate=_one_of(FIELD_TYPES))
+    label = LabelField()
+    values = mf.List(mf.String(validate=validate.Length(min=1)))
+    max_length = mf.Integer(validate=validate.Range(min=1))
+    min = Scalar()
+    max = Scalar()
+    places = mf.Integer(validate=validate.Range(min=0, max=10))
+    item = mf.Nested(lambda: FieldSchema())
+    fields = mf.Dict(keys=mf.String(), values=mf.Nested(lambda: FieldSchema()))
+    max_items = mf.Integer(validate=validate.Range(min=1))
+
+    @validates_schema
+    def _options_fit_type(self, data, **kwargs):
+        allowed = {
+            "text": {"max_length"},
+            "int": {"min", "max"},
+            "decimal": {"min", "max", "places"},
+            "date": {"min", "max"},
+            "enum": {"values"},
+            "bool": set(),
+            "person": set(),
+            "list": {"item", "fields", "max_items"},
+        }[data["type"]]
+        errors = {}
+        for key in sorted(set(data) - {"type", "label"} - allowed):
+            errors[key] = [f"{key} does not apply to a field of type {data['type']}"]
+        if data["type"] == "enum":
+            values = data.get("values") or []
+            if not values:
+                errors["values"] = ["an enum field needs a non-empty list of values"]
+            elif len(set(values)) != len(values):
+                errors["values"] = ["values must not repeat"]
+        if data["type"] == "list" and ("item" in data) == ("fields" in data):
+            errors["item"] = ["a list field needs exactly one of item (scalars) or fields (records)"]
+        if errors:
+            raise ValidationError(errors)
+
+
+class RoleSchema(_Strict):
+    resolve = mf.String(required=True, validate=_one_of(ROLE_RESOLUTIONS))
+    role = mf.String(validate=validate.Regexp(NAME, error=NAME_MSG))
+    group = mf.String(validate=validate.Regexp(NAME, error=NAME_MSG))
+    inherit = mf.Boolean()
+
+    @validates_schema
+    def _needs(self, data, **kwargs):
+        if data["resolve"] == "unit_role" and not data.get("role"):
+            raise ValidationError({"role": ["resolve: unit_role needs role (e.g. committee)"]})
+        if data["resolve"] == "group" and not data.get("group"):
+            raise ValidationError({"group": ["resolve: group needs group (a group name)"]})
+
+
+class DeadlineSchema(_Strict):
+    duration = mf.String(validate=_duration)
+    working_days = mf.Integer(validate=validate.Range(min=0, max=365))
+    # `from` is a Python keyword, hence data_key
+    start = mf.String(data_key="from", validate=_one_of(DEADLINE_FROM))
+    escalate = mf.String(validate=validate.Regexp(NAME, error=NAME_MSG))
+
+    @validates_schema
+    def _one_measure(self, data, **kwargs):
+        if ("duration" in data) == ("working_days" in data):
+            raise ValidationError("a deadline needs exactly one of duration or working_days")
+
+
+class TimerSchema(_Strict):
+    kind = mf.String(required=True, validate=_one_of(TIMER_KINDS))
+    after = mf.String(validate=_duration)
+    working_days = mf.Integer(validate=validate.Range(min=0, max=365))
+    at = mf.String(validate=_one_of(("period_start", "period_end")))
+    fire = mf.String(validate=validate.Regexp(NAME, error=NAME_MSG))
+    before = mf.String(validate=_duration)
+    every = mf.String(validate=_duration)
+    weekday = mf.String(validate=_one_of(WEEKDAYS))
+    time = mf.String(validate=_hhmm)
+    notify = StrOrList()
+    message = LabelField()
+
+    @validates_schema
+    def _kind_options(self, data, **kwargs):
+        kind = data["kind"]
+        if kind == "auto":
+            n = sum(k in data for k in ("after", "working_days", "at"))
+            if n != 1:
+                raise ValidationError("an auto timer needs exactly one of after, working_days, at")
+            if "fire" not in data:
+                raise ValidationError({"fire": ["an auto timer needs fire: <trigger>"]})
+        elif kind == "reminder":
+            if "before" not in data:
+                raise ValidationError({"before": ["a reminder needs before: <duration>"]})
+        elif kind == "repeat" and ("every" in data) == ("weekday" in data):
+            raise ValidationError("a repeat timer needs exactly one of every or weekday")
+        extra = {
+            "auto": {"before", "every", "weekday"},
+            "reminder": {"after", "working_days", "at", "fire", "every", "weekday"},
+            "repeat": {"after", "working_days", "at", "fire", "before"},
+        }[kind] & set(data)
+        if extra:
+            raise ValidationError({k: [f"{k} does not apply to a {kind} timer"] for k in extra})
+
+
+class StateSchema(_Strict):
+    name = mf.String(required=True, validate=validate.Regexp(NAME, error=NAME_MSG))
+    label = LabelField()
+    actor = StrOrList()
+    final = mf.Boolean()
+    deadline = mf.Nested(DeadlineSchema)
+    timers = mf.List(mf.Nested(TimerSchema))
+
+
+class RuleEntry(mf.Field):
+    """A rule is written `{rule_name: {params}}`; parameters are checked by the rule."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not (isinstance(value, dict) and len(value) == 1):
+            raise ValidationError("a rule is written as {rule_name: {parameters}}")
+        (name, params), = value.items()
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ValidationError(f"parameters of rule {name!r} must be a mapping")
+        return (str(name), params)
+
+
+class TransitionSchema(_Strict):
+    trigger = mf.String(required=True, validate=validate.Regexp(NAME, error=NAME_MSG))
+    label = LabelField()
+    source = StrOrList(data_key="from", required=True)
+    dest = mf.String(data_key="to", required=True)
+    by = StrOrList(required=True)
+    requires = mf.List(mf.String())
+    accepts = mf.List(mf.String())
+    rules = mf.List(RuleEntry())
+    allow_self = mf.Boolean()
+    comment = mf.String(validate=_one_of(COMMENT_POLICIES))
+
+
+class FlowSchema(_Strict):
+    flow = mf.String(
+        required=True,
+        validate=validate.Regexp(FLOW_ID, error="must be lower-case letters, digits and '-'"),
+    )
+    title = LabelField(required=True)
+    description = mf.String()
+    period = mf.String(validate=_one_of(PERIODS))
+    initial = mf.String()
+    fields = mf.Dict(keys=mf.String(), values=mf.Nested(FieldSchema))
+    roles = mf.Dict(keys=mf.String(), values=mf.Nested(RoleSchema))
+    states = mf.List(mf.Nested(StateSchema), required=True)
+    transitions = mf.List(mf.Nested(TransitionSchema), required=True)
+
+    @pre_load
+    def _mapping(self, data, **kwargs):
+        if not isinstance(data, dict):
+            raise ValidationError("a flow definition must be a mapping at the top level")
+        return data
+
+    @post_load
+    def _defaults(self, data, **kwargs):
+        data.setdefault("period", "none")
+        data.setdefault("fields", {})
+        data.setdefault("roles", {})
+        return data
+
+
+_FLOW_SCHEMA = FlowSchema()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_source(text: str, filename: str) -> tuple[Any, yaml.Node | None]:
+    """Parse YAML or JSON text. JSON is YAML, but `.json` files get JSON's own parser."""
+    if filename.endswith(".json"):
+        try:
+            return json.loads(text), None
+        except json.JSONDecodeError as exc:
+            raise DefinitionInvalid(
+                [Problem(filename, "", f"not valid JSON: {exc.msg}", exc.lineno)]
+            ) from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.safe_load(text), node
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        msg = getattr(exc, "problem", None) or str(exc)
+        raise DefinitionInvalid([Problem(filename, "", f"not valid YAML: {msg}", line)]) from exc
+
+
+def content_hash(document: Any) -> str:
+    """Hash of the parsed content: formatting and comments do not make a new version."""
+    canonical = json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                           default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def load_definition(text: str, filename: str = "<definition>") -> FlowSpec:
+    """Parse and validate a definition; raise `DefinitionInvalid` listing every problem."""
+    document, node = parse_source(text, filename)
+    return compile_document(document, filename, node)
+
+
+def compile_document(document: Any, filename: str, node: yaml.Node | None = None) -> FlowSpec:
+    problems: list[Problem] = []
+
+    def add(path: str, message: str) -> None:
+        problems.append(Problem(filename, path, message, _line_of(node, path)))
+
+    try:
+        data = _FLOW_SCHEMA.load(document)
+    except ValidationError as exc:
+        for path, message in _flatten(exc.messages):
+            add(path, _friendly(message))
+        raise DefinitionInvalid(problems) from None
+
+    spec = _build(data, add)
+    # The rule registry lives above this module; import late to keep spec free of cycles.
+    from .rules import check_rule_params
+
+    for ti, t in enumerate(spec.transitions):
+        for ri, rule in enumerate(t.rules):
+            for sub, message in check_rule_params(rule, t, spec):
+                add(f"transitions[{ti}].rules[{ri}].{rule.name}{sub}", message)
+    if problems:
+        raise DefinitionInvalid(problems)
+    return _with_hash(spec, document)
+
+
+def _with_hash(spec: FlowSpec, document: Any) -> FlowSpec:
+    from dataclasses import replace
+
+    return replace(spec, content_hash=content_hash(document), document=document)
+
+
+def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, many checks
+    # ---- fields
+    flow_fields: dict[str, FieldSpec] = {}
+    for name, raw in data["fields"].items():
+        path = f"fields.{name}"
+        if not NAME.match(name):
+            add(path, f"field name {name!r} {NAME_MSG}")
+            continue
+        flow_fields[name] = _field(name, raw, path, add)
+
+    # ---- roles
+    roles = {n: RoleSpec(name=n, **r) for n, r in BUILTIN_ROLES.items()}
+    for name, raw in data["roles"].items():
+        if name == SYSTEM:
+            add(f"roles.{name}", "system is built in and cannot be redefined")
+            continue
+        if not NAME.match(name):
+            add(f"roles.{name}", f"role name {name!r} {NAME_MSG}")
+            continue
+        roles[name] = RoleSpec(name=name, **raw)
+
+    def check_role(path: str, name: str, allow_system: bool) -> None:
+        if name == SYSTEM and allow_system:
+            return
+        if name not in roles:
+            known = sorted(roles) + ([SYSTEM] if allow_system else [])
+            add(path, f"unknown role {name!r}; known roles: {', '.join(known)}")
+
+    # ---- states
+    states: dict[str, StateSpec] = {}
+    for i, raw in enumerate(data["states"]):
+        name = raw["name"]
+        if name == ANY_STATE or name in states:
+            add(f"states[{i}].name", f"state {name!r} is defined twice")
+            continue
+        for j, actor in enumerate(raw.get("actor", ())):
+            check_role(f"states[{i}].actor" + (f"[{j}]" if len(raw["actor"]) > 1 else ""),
+                       actor, allow_system=False)
+        deadline = raw.get("deadline")
+        states[name] = StateSpec(
+            name=name,
+            label=raw.get("label") or Label(zh=name),
+            actor=tuple(raw.get("actor", ())),
+            final=raw.get("final", False),
+            deadline=DeadlineSpec(**deadline) if deadline else None,
+            timers=tuple(TimerSpec(**t) for t in raw.get("timers", ())),
+        )
+    if not states:
+        add("states", "a flow needs at least one state")
+        states["-"] = StateSpec(name="-", label=Label(zh="-"), final=True)
+
+    initial = data.get("initial") or next(iter(states))
+    if initial not in states:
+        add("initial", f"unknown state {initial!r}")
+        initial = next(iter(states))
+    non_final = [s for s in states.values() if not s.final]
+
+    # ---- transitions
+    transitions: list[TransitionSpec] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, raw in enumerate(data["transitions"]):
+        p = f"transitions[{i}]"
+        sources: list[str] = []
+        raw_sources = raw["source"]
+        for j, s in enumerate(raw_sources):
+            sp = f"{p}.from" + (f"[{j}]" if len(raw_sources) > 1 else "")
+            if s == ANY_STATE:
+                sources.extend(st.name for st in non_final if st.name not in sources)
+            elif s not in states:
+                add(sp, f"unknown state {s!r}{_suggest(s, states)}")
+            elif states[s].final:
+                add(sp, f"final state {s!r} cannot have an exit")
+            elif s not in sources:
+                sources.append(s)
+        if raw["dest"] not in states:
+            add(f"{p}.to", f"unknown state {raw['dest']!r}{_suggest(raw['dest'], states)}")
+        for j, b in enumerate(raw["by"]):
+            check_role(f"{p}.by" + (f"[{j}]" if len(raw["by"]) > 1 else ""), b, allow_system=True)
+        for key in ("requires", "accepts"):
+            for j, fname in enumerate(raw.get(key, ())):
+                if fname not in flow_fields:
+                    what = "required field" if key == "requires" else "field"
+                    add(f"{p}.{key}[{j}]",
+                        f"{what} {fname!r} is not declared under fields"
+                        f"{_suggest(fname, flow_fields)}")
+        both = set(raw.get("requires", ())) & set(raw.get("accepts", ()))
+        for fname in sorted(both):
+            add(f"{p}.accepts", f"field {fname!r} is listed in both requires and accepts")
+        for s in sources:
+            key = (raw["trigger"], s)
+            if key in seen:
+                add(f"{p}.trigger",
+                    f"trigger {raw['trigger']!r} from state {s!r} is already defined by "
+                    f"transitions[{seen[key]}]")
+            else:
+                seen[key] = i
+        transitions.append(TransitionSpec(
+            trigger=raw["trigger"],
+            label=raw.get("label") or Label(zh=raw["trigger"]),
+            sources=tuple(sources),
+            dest=raw["dest"],
+            by=tuple(raw["by"]),
+            requires=tuple(raw.get("requires", ())),
+            accepts=tuple(raw.get("accepts", ())),
+            rules=tuple(RuleSpec(name=n, params=prm) for n, prm in raw.get("rules", ())),
+            allow_self=raw.get("allow_self", False),
+            comment=raw.get("comment", "optional"),
+        ))
+    triggers = {t.trigger for t in transitions}
+
+    # ---- timers and deadlines refer to triggers that a `system` actor may fire
+    def check_system_trigger(path: str, trigger: str, state: str) -> None:
+        if trigger not in triggers:
+            add(path, f"unknown trigger {trigger!r}{_suggest(trigger, triggers)}")
+            return
+        t = next((t for t in transitions if t.trigger == trigger and state in t.sources), None)
+        if t is None:
+            add(path, f"trigger {trigger!r} is not defined from state {state!r}")
+        elif SYSTEM not in t.by:
+            add(path, f"trigger {trigger!r} from {state!r} must list system in by: "
+                      "the scheduler fires it")
+
+    for i, st in enumerate(states.values()):
+        if st.deadline and st.deadline.escalate:
+            check_system_trigger(f"states[{i}].deadline.escalate", st.deadline.escalate, st.name)
+        if st.deadline and st.deadline.start != "entered" and data["period"] == "none":
+            add(f"states[{i}].deadline.from",
+                f"{st.deadline.start} needs a flow period, and this flow has period: none")
+        if st.final and (st.deadline or st.timers):
+            add(f"states[{i}]", f"final state {st.name!r} cannot have a deadline or timers")
+        for j, tm in enumerate(st.timers):
+            tp = f"states[{i}].timers[{j}]"
+            if tm.fire:
+                check_system_trigger(f"{tp}.fire", tm.fire, st.name)
+            if tm.kind == "reminder" and not st.deadline:
+                add(tp, f"a reminder needs a deadline on state {st.name!r}")
+            if tm.at and data["period"] == "none":
+                add(f"{tp}.at", "a period boundary needs a flow period, and this flow has none")
+            for k, r in enumerate(tm.notify):
+                check_role(f"{tp}.notify" + (f"[{k}]" if len(tm.notify) > 1 else ""), r,
+                           allow_system=False)
+
+    # ---- graph: reachable from initial, a way out of every non-final state
+    exits: dict[str, set[str]] = {s: set() for s in states}
+    for t in transitions:
+        for s in t.sources:
+            if t.dest in states:
+                exits[s].add(t.dest)
+    reached = {initial}
+    frontier = [initial]
+    while frontier:
+        for nxt in exits[frontier.pop()]:
+            if nxt not in reached:
+                reached.add(nxt)
+                frontier.append(nxt)
+    for i, st in enumerate(states.values()):
+        if st.name not in reached:
+            add(f"states[{i}]", f"state {st.name!r} is unreachable from {initial!r}")
+        if not st.final and not exits[st.name]:
+            add(f"states[{i}]", f"non-final state {st.name!r} has no way out; "
+                                "add a transition from it or mark it final: true")
+    if not any(s.final for s in states.values()):
+        add("states", "a flow needs at least one final state")
+
+    return FlowSpec(
+        flow=data["flow"],
+        title=data["title"],
+        description=data.get("description"),
+        period=data["period"],
+        initial=initial,
+        fields=flow_fields,
+        roles=roles,
+        states=states,
+        transitions=tuple(transitions),
+    )
+
+
+def _field(name: str, raw: dict[str, Any], path: str, add) -> FieldSpec:
+    ftype = raw["type"]
+    for bound in ("min", "max"):
+        if bound in raw:
+            value = raw[bound]
+            if ftype == "int" and not isinstance(value, int):
+                add(f"{path}.{bound}", f"{bound} of an int field must be an integer")
+            elif ftype == "decimal" and not isinstance(value, int | float):
+                add(f"{path}.{bound}", f"{bound} of a decimal field must be a number")
+            elif ftype == "date" and not _is_iso_date(value):
+                add(f"{path}.{bound}", f"{bound} of a date field must be a date YYYY-MM-DD")
+    if ("min" in raw and "max" in raw and type(raw["min"]) is type(raw["max"])
+            and raw["min"] > raw["max"]):
+        add(path, f"min {raw['min']} is greater than max {raw['max']}")
+    record: list[FieldSpec] = []
+    for sub, sub_raw in (raw.get("fields") or {}).items():
+        if sub_raw["type"] == "list":
+            add(f"{path}.fields.{sub}", "a list cannot hold lists")
+            continue
+        record.append(_field(sub, sub_raw, f"{path}.fields.{sub}", add))
+    item = None
+    if raw.get("item") is not None:
+        if raw["item"]["type"] == "list":
+            add(f"{path}.item", "a list cannot hold lists")
+        else:
+            item = _field(name, raw["item"], f"{path}.item", add)
+    return FieldSpec(
+        name=name,
+        type=ftype,
+        label=raw.get("label") or Label(zh=name),
+        values=tuple(raw.get("values", ())),
+        max_length=raw.get("max_length"),
+        min=raw.get("min"),
+        max=raw.get("max"),
+        places=raw.get("places"),
+        item=item,
+        record=tuple(record),
+        max_items=raw.get("max_items"),
+    )
+
+
+def _is_iso_date(value: Any) -> bool:
+    import datetime as dt
+
+    if isinstance(value, dt.date):
+        return True
+    try:
+        dt.date.fromisoformat(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _friendly(message: str) -> str:
+    return {
+        "Unknown field.": "unknown key",
+        "Missing data for required field.": "is required",
+        "Not a valid string.": "must be a string",
+        "Not a valid integer.": "must be an integer",
+        "Not a valid boolean.": "must be true or false",
+        "Not a valid list.": "must be a list",
+        "Not a valid mapping type.": "must be a mapping",
+    }.get(message, message)
+
+
+def _flatten(messages: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """marshmallow's nested error dict → (path, message) pairs with `a.b[2].c` paths."""
+    out: list[tuple[str, str]] = []
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if key == "_schema":
+                path = prefix
+            elif isinstance(key, int):
+                path = f"{prefix}[{key}]"
+            elif prefix.endswith(".") or not prefix:
+                path = f"{prefix}{key}"
+            else:
+                path = f"{prefix}.{key}"
+            if isinstance(value, dict) and value and set(value) <= {"key", "value"}:
+                # marshmallow's Dict nests errors under "key" / "value"
+                for part in ("key", "value"):
+                    if part in value:
+                        out.extend(_flatten(value[part], path))
+            else:
+                out.extend(_flatten(value, path))
+    elif isinstance(messages, list):
+        for m in messages:
+            out.extend(_flatten(m, prefix))
+    else:
+        out.append((prefix, str(messages)))
+    return out
+
+
+_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _line_of(node: yaml.Node | None, path: str) -> int | None:
+    """The 1-based line a path points at in the YAML source, for error messages."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for name, index in _PATH_TOKEN.findall(path):
+        if isinstance(node, yaml.MappingNode):
+            key = "from" if name == "source" else "to" if name == "dest" else name
+            nxt = next((v for k, v in node.value if getattr(k, "value", None) == key), None)
+            if nxt is None:
+                break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and index:
+            i = int(index)
+            if i >= len(node.value):
+                break
+            node = node.value[i]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_file(path: str) -> FlowSpec:
+    """Read and validate one definition file. OSError and UnicodeError propagate."""
+    with open(path, encoding="utf-8") as fh:
+        return load_definition(fh.read(), path)
