@@ -110,7 +110,7 @@ class _Params(Schema):
 
 def _field_value_problems(spec: FlowSpec, field: str, values: list[Any], path: str):
     if field not in spec.fields:
-        yield f".{path}field", f"unknown field {field!r}; declare it under fields"
+        yield ".field", f"unknown field {field!r}; declare it under fields"
         return
     fspec = spec.fields[field]
     if fspec.type == "enum":
@@ -193,6 +193,9 @@ class QuotaParams(_Params):
 
 def _quota_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     yield from _field_value_problems(spec, p["field"], [p["value"]], "value")
+    ftype = spec.fields[p["field"]].type if p["field"] in spec.fields else None
+    if ftype not in (None, "enum", "text"):
+        yield ".field", f"a quota counts an enum or text field; {p['field']!r} is {ftype}"
     for i, s in enumerate(p.get("counted_states", ())):
         if s not in spec.states:
             yield f".counted_states[{i}]", f"unknown state {s!r}"

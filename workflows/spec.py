@@ -10,6 +10,7 @@ one go.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -170,7 +171,8 @@ class FlowSpec:
 
 def _duration(value: str) -> None:
     """ISO 8601 durations (P5D, PT12H, P1M); isodate parses them, we only reject nonsense."""
-    if not isinstance(value, str) or not value.startswith("P"):
+    if not isinstance(value, str) or not value.startswith("P") or value in ("P", "PT") \
+            or value.endswith("T"):
         raise ValidationError(f"{value!r} is not an ISO 8601 duration such as P5D or PT12H")
     try:
         isodate.parse_duration(value)
@@ -229,6 +231,8 @@ class Scalar(mf.Field):
     """A bound (min/max) whose type depends on the field type; checked semantically."""
 
     def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, dt.date):  # YAML reads an unquoted 2026-01-01 as a date
+            return value.isoformat()
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ValidationError("must be a number or an ISO date")
         return value
@@ -333,7 +337,7 @@ class TimerSchema(_Strict):
             "repeat": {"after", "working_days", "at", "fire", "before"},
         }[kind] & set(data)
         if extra:
-            raise ValidationError({k: [f"{k} does not apply to a {kind} timer"] for k in extra})
+            raise ValidationError({k: [f"{k} does not apply to {'an' if kind == 'auto' else 'a'} {kind} timer"] for k in extra})
 
 
 class StateSchema(_Strict):
@@ -375,7 +379,7 @@ class TransitionSchema(_Strict):
 class FlowSchema(_Strict):
     flow = mf.String(
         required=True,
-        validate=validate.Regexp(FLOW_ID, error="must be lower-case letters, digits and '-'"),
+        validate=validate.Regexp(FLOW_ID, error="must be 2 to 64 lower-case letters, digits and '-', starting with a letter"),
     )
     title = LabelField(required=True)
     description = mf.String()
@@ -500,6 +504,7 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
 
     # ---- states
     states: dict[str, StateSpec] = {}
+    position: dict[str, int] = {}  # a state's index in the source list, for error paths
     for i, raw in enumerate(data["states"]):
         name = raw["name"]
         if name == ANY_STATE or name in states:
@@ -509,6 +514,7 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             check_role(f"states[{i}].actor" + (f"[{j}]" if len(raw["actor"]) > 1 else ""),
                        actor, allow_system=False)
         deadline = raw.get("deadline")
+        position[name] = i
         states[name] = StateSpec(
             name=name,
             label=raw.get("label") or Label(zh=name),
@@ -520,6 +526,7 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
     if not states:
         add("states", "a flow needs at least one state")
         states["-"] = StateSpec(name="-", label=Label(zh="-"), final=True)
+        position["-"] = 0
 
     initial = data.get("initial") or next(iter(states))
     if initial not in states:
@@ -592,7 +599,8 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             add(path, f"trigger {trigger!r} from {state!r} must list system in by: "
                       "the scheduler fires it")
 
-    for i, st in enumerate(states.values()):
+    for st in states.values():
+        i = position[st.name]
         if st.deadline and st.deadline.escalate:
             check_system_trigger(f"states[{i}].deadline.escalate", st.deadline.escalate, st.name)
         if st.deadline and st.deadline.start != "entered" and data["period"] == "none":
@@ -625,12 +633,25 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             if nxt not in reached:
                 reached.add(nxt)
                 frontier.append(nxt)
-    for i, st in enumerate(states.values()):
+    # States from which some final state can be reached (walk the arrows backwards).
+    finishing = {s.name for s in states.values() if s.final}
+    grew = True
+    while grew:
+        grew = False
+        for name, nexts in exits.items():
+            if name not in finishing and nexts & finishing:
+                finishing.add(name)
+                grew = True
+    for st in states.values():
+        i = position[st.name]
         if st.name not in reached:
             add(f"states[{i}]", f"state {st.name!r} is unreachable from {initial!r}")
-        if not st.final and not exits[st.name]:
+        if not st.final and not (exits[st.name] - {st.name}):
             add(f"states[{i}]", f"non-final state {st.name!r} has no way out; "
                                 "add a transition from it or mark it final: true")
+        elif st.name not in finishing and any(s.final for s in states.values()):
+            add(f"states[{i}]", f"state {st.name!r} can never reach a final state: "
+                                "its transitions only lead in circles")
     if not any(s.final for s in states.values()):
         add("states", "a flow needs at least one final state")
 
@@ -719,26 +740,35 @@ def _friendly(message: str) -> str:
     }.get(message, message)
 
 
-def _flatten(messages: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """marshmallow's nested error dict → (path, message) pairs with `a.b[2].c` paths."""
+DICT_KEYS = ("fields", "roles")  # schema attributes that are mappings of named entries
+
+
+def _join(prefix: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{prefix}[{key}]"
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _flatten(messages: Any, prefix: str = "", entries: bool = False) -> list[tuple[str, str]]:
+    """marshmallow's nested error dict → (path, message) pairs with `a.b[2].c` paths.
+
+    With `entries`, `messages` are the errors of a mapping field (`fields`, `roles`):
+    marshmallow files each entry's errors under "key" (the name) and "value" (the body).
+    """
     out: list[tuple[str, str]] = []
-    if isinstance(messages, dict):
-        for key, value in messages.items():
-            if key == "_schema":
-                path = prefix
-            elif isinstance(key, int):
-                path = f"{prefix}[{key}]"
-            elif prefix.endswith(".") or not prefix:
-                path = f"{prefix}{key}"
-            else:
-                path = f"{prefix}.{key}"
-            if isinstance(value, dict) and value and set(value) <= {"key", "value"}:
-                # marshmallow's Dict nests errors under "key" / "value"
+    if entries and isinstance(messages, dict):
+        for name, wrapper in messages.items():
+            path = _join(prefix, name)
+            if isinstance(wrapper, dict):
                 for part in ("key", "value"):
-                    if part in value:
-                        out.extend(_flatten(value[part], path))
+                    if part in wrapper:
+                        out.extend(_flatten(wrapper[part], path))
             else:
-                out.extend(_flatten(value, path))
+                out.extend(_flatten(wrapper, path))
+    elif isinstance(messages, dict):
+        for key, value in messages.items():
+            path = prefix if key == "_schema" else _join(prefix, key)
+            out.extend(_flatten(value, path, entries=key in DICT_KEYS and isinstance(value, dict)))
     elif isinstance(messages, list):
         for m in messages:
             out.extend(_flatten(m, prefix))
