@@ -1,62 +1,140 @@
-"""The Flask app factory. The HTTP API comes with the service issue; for now the service
-answers a health check and shows what the database holds, so a first run can be seen to work.
+"""The Flask app factory: the REST API (flask-smorest), authentication, request ids, metrics.
+
+Views are thin: they parse with a marshmallow schema, call the engine once and let the
+error handlers turn engine exceptions into the one JSON error shape (`service.errors`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import os
+import re
+import time
+import uuid
+from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, jsonify, render_template_string
-from sqlalchemy import func, select
+import flask_swagger_ui
+from flask import Flask, g, has_request_context, jsonify, request, send_from_directory
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
 
 from workflows.db import Database
 from workflows.engine import Engine
-from workflows.models import Case, FlowVersion, Person, Unit
+from workflows.errors import CivflowError
 
-_INDEX = """<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>civflow 干部人事流程</title>
-<style>body{font-family:system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem;
-color:#1a1a1a}table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ccc;
-padding:.4rem;text-align:left}</style></head>
-<body><h1>civflow 干部人事流程服务</h1>
-<p>数据库 / database: <code>{{ db }}</code> — 单位 {{ units }} 个, 人员 {{ people }} 名,
-事项 {{ cases }} 件.</p>
-<h2>已发布流程 / Published flows</h2>
-<table><tr><th>流程 Flow</th><th>名称 Title</th><th>版本 Version</th><th>发布时间 Published</th></tr>
-{% for f in flows %}<tr><td><code>{{ f.flow_id }}</code></td><td>{{ f.title }}</td>
-<td>v{{ f.version }}</td><td>{{ f.published_at.strftime('%Y-%m-%d %H:%M') }} UTC</td></tr>
-{% else %}<tr><td colspan="4">（无 / none）</td></tr>{% endfor %}</table>
-<p><a href="/healthz">/healthz</a></p></body></html>"""
+from . import auth, metrics
+from .errors import ProblemSchema, body_of, http_body, status_of
+
+log = logging.getLogger("civflow.http")
+SWAGGER_ASSETS = Path(flask_swagger_ui.__file__).parent / "dist"
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def create_app(db_url: str | None = None, config: dict[str, Any] | None = None) -> Flask:
+class CivflowApi(Api):
+    """flask-smorest's Api with civflow's error shape for every HTTP error."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def handle_http_exception(self, error: HTTPException):
+        body = http_body(error)
+        headers = getattr(error, "data", {}).get("headers") if hasattr(error, "data") else None
+        return jsonify(body), body["status"], headers or {}
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger("civflow")
+    if not any(isinstance(f, _RequestIdFilter) for h in root.handlers for f in h.filters):
+        handler = logging.StreamHandler()
+        handler.addFilter(_RequestIdFilter())
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("CIVFLOW_LOG_LEVEL", "INFO"))
+        root.propagate = False
+
+
+def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
+               engine: Engine | None = None) -> Flask:
     app = Flask(__name__)
+    engine = engine or Engine(Database(db_url))
+    app.config.update(
+        API_TITLE="civflow",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="api/v1/openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="/docs/assets/",
+        SESSION_COOKIE_NAME="civflow_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=os.environ.get("CIVFLOW_COOKIE_SECURE", "") == "1",
+        CIVFLOW_TOKEN_TTL=dt.timedelta(hours=8),
+        CIVFLOW_SESSION_TTL=dt.timedelta(hours=8),
+        API_SPEC_OPTIONS={
+            "info": {"description": "civflow: civil-service personnel workflows "
+                                    "(平时考核, 年度考核, 职级晋升, 下沉一线)."},
+            "components": {"securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "civflow_session"}}},
+            "security": [{"bearer": []}, {"session": []}],
+        },
+    )
     app.config.update(config or {})
-    db = Database(db_url)
-    app.extensions["civflow"] = Engine(db)
+    app.extensions["civflow"] = engine
+    app.config.setdefault("SECRET_KEY", os.environ.get("CIVFLOW_SECRET_KEY"))
+    _configure_logging()
+
+    api = CivflowApi(app)
+    app.extensions["civflow_api"] = api
+
+    @app.errorhandler(CivflowError)
+    def _civflow_error(exc: CivflowError):
+        body = body_of(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if body["status"] == 401 else {}
+        return jsonify(body), status_of(exc), headers
+
+    @app.before_request
+    def _start():
+        rid = request.headers.get("X-Request-ID", "")
+        g.request_id = rid if REQUEST_ID.match(rid) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "-")
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        metrics.observe_request(request, response, elapsed)
+        principal = g.get("principal")
+        log.info("%s %s %s %.1fms user=%s", request.method, request.path,
+                 response.status_code, elapsed * 1000,
+                 principal.username if principal else "-")
+        return response
 
     @app.get("/healthz")
     def healthz():
         try:
-            db.ping()
-        except Exception as exc:  # noqa: BLE001 - report any database failure as unhealthy
-            return jsonify(status="unavailable", database=str(exc.__class__.__name__)), 503
-        return jsonify(status="ok", database=db.dialect)
+            engine.db.ping()
+        except Exception as exc:  # noqa: BLE001 - any database failure is "unavailable"
+            return jsonify(status="unavailable", database=exc.__class__.__name__), 503
+        return jsonify(status="ok", database=engine.db.dialect)
 
-    @app.get("/")
-    def index():
-        with db.unit_of_work(write=False) as s:
-            counts = {name: s.execute(select(func.count()).select_from(model)).scalar()
-                      for name, model in (("units", Unit), ("people", Person), ("cases", Case))}
-            flows = s.execute(select(FlowVersion).order_by(FlowVersion.flow_id,
-                                                           FlowVersion.version)).scalars().all()
-        return render_template_string(_INDEX, flows=flows, db=db.engine.url.render_as_string(
-            hide_password=True), **counts)
+    @app.get("/docs/assets/<path:name>")
+    def swagger_assets(name: str):
+        return send_from_directory(SWAGGER_ASSETS, name)
 
+    auth.init_app(app, api)
+    metrics.init_app(app)
+    from .api import cases, flows, org, queue
+
+    for module in (flows, cases, queue, org):
+        api.register_blueprint(module.blp)
     return app
-
-
-def engine() -> Engine:
-    return current_app.extensions["civflow"]

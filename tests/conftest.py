@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 
 from workflows.db import Database, upgrade
 from workflows.engine import Engine
-from workflows.models import Base
+from workflows.models import Base, Unit
 from workflows.org import add_person, add_unit, assign_role
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,3 +165,63 @@ def org(db) -> Org:
 def regular(engine):
     """The shipped regular-assessment flow, published."""
     return engine.publish(REGULAR.read_text(encoding="utf-8"), str(REGULAR))
+
+
+# --------------------------------------------------------------------------- HTTP API
+
+PASSWORD = "civflow-test-pw"
+
+
+@dataclass
+class ApiClient:
+    """A Flask test client and bearer headers for each person of the `org` fixture."""
+
+    client: object
+    org: Org
+    tokens: dict[str, str]
+
+    def headers(self, who: str, **extra: str) -> dict[str, str]:
+        if who not in self.tokens:
+            r = self.client.post("/api/v1/auth/token",
+                                 json={"username": who, "password": PASSWORD})
+            assert r.status_code == 201, r.json
+            self.tokens[who] = r.json["access_token"]
+        return {"Authorization": f"Bearer {self.tokens[who]}", **extra}
+
+    def get(self, who: str, url: str, **kw):
+        return self.client.get(url, headers=self.headers(who, **kw.pop("headers", {})), **kw)
+
+    def post(self, who: str, url: str, **kw):
+        return self.client.post(url, headers=self.headers(who, **kw.pop("headers", {})), **kw)
+
+    def put(self, who: str, url: str, **kw):
+        return self.client.put(url, headers=self.headers(who, **kw.pop("headers", {})), **kw)
+
+    def patch(self, who: str, url: str, **kw):
+        return self.client.patch(url, headers=self.headers(who, **kw.pop("headers", {})), **kw)
+
+    def delete(self, who: str, url: str, **kw):
+        return self.client.delete(url, headers=self.headers(who, **kw.pop("headers", {})), **kw)
+
+
+@pytest.fixture
+def api(db, engine, org, regular) -> ApiClient:
+    """The service on the test database: every `org` person has an account named by their
+    fixture name (chief, c1, l1, s1, …) with password PASSWORD; `owner` is a process owner
+    and `admin` an admin (both in ORG)."""
+    from service.app import create_app
+    from workflows.accounts import hash_password
+    from workflows.models import Person, User
+
+    hashed = hash_password(PASSWORD)
+    with db.unit_of_work() as s:
+        root = s.get(Unit, org.units["ORG"])
+        for name, tier in (("owner", "staff"), ("admin", "staff")):
+            p = add_person(s, name.upper(), f"测试{name}", root, tier)
+            org.ids[name] = p.id
+            assign_role(s, p, "process_owner" if name == "owner" else "admin", root)
+        for name, pid in org.ids.items():
+            s.add(User(username=name, person_id=pid, password_hash=hashed))
+        assert s.get(Person, org.s1) is not None
+    app = create_app(db.url, config={"TESTING": True, "SECRET_KEY": "test"}, engine=engine)
+    return ApiClient(app.test_client(), org, {})

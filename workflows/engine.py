@@ -14,7 +14,7 @@ import hashlib
 import struct
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import and_, func, insert, select, text, update
@@ -22,9 +22,11 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import forms, rules
+from . import forms, queries, rules
+from .access import Viewer, can_see, check_can_start
 from .db import Database
 from .errors import (
+    ActionNotAllowed,
     CivflowError,
     Conflict,
     DuplicateCase,
@@ -32,6 +34,7 @@ from .errors import (
     Forbidden,
     IdempotencyMismatch,
     NotFound,
+    NotPublished,
 )
 from .history import GENESIS, record_hash
 from .machine import CompiledFlow
@@ -42,6 +45,7 @@ from .spec import SYSTEM, FlowSpec, TransitionSpec, load_definition
 CASES = Case.__table__
 HISTORY = HistoryRecord.__table__
 START = "start"  # the trigger name recorded for a case's first history record
+CLAIM, RELEASE, DELEGATE = "claim", "release", "delegate"  # queue bookkeeping, no state change
 
 
 def utcnow() -> dt.datetime:
@@ -116,13 +120,17 @@ class BulkResult:
     refused: dict[int, CivflowError] = field(default_factory=dict)
 
 
+DRAFT, PUBLISHED = "draft", "published"
+
+
 @dataclass(frozen=True)
 class PublishResult:
     flow: str
     version: int
     version_id: int
     content_hash: str
-    created: bool
+    created: bool  # False: identical content was already stored, or already published
+    status: str = PUBLISHED
 
 
 class _SqlFacts:
@@ -161,36 +169,59 @@ class Engine:
 
     # ------------------------------------------------------------------ flow versions
 
-    def publish(self, source: str, filename: str, published_by: int | None = None
-                ) -> PublishResult:
-        """Validate and store a definition as a new immutable version, unless identical."""
+    def upload(self, source: str, filename: str, by: int | None = None) -> PublishResult:
+        """Validate a definition and store it as a draft version, unless its content exists.
+
+        Identical content (the content hash) creates nothing and returns the version that
+        holds it, draft or published.
+        """
         spec = load_definition(source, filename)
         for _attempt in range(3):
             try:
                 with self.db.unit_of_work() as s:
-                    return self._publish(s, spec, source, filename, published_by)
+                    return self._upload(s, spec, source, filename, by)
             except IntegrityError:
-                continue  # another node published at the same moment: look again
-        raise Conflict(0, 0)  # pragma: no cover - three lost races in a row
+                continue  # another node stored the same flow at the same moment: look again
+        raise CivflowError("could not store the version: too many concurrent uploads")
 
-    def _publish(self, s: Session, spec: FlowSpec, source: str, filename: str,
-                 published_by: int | None) -> PublishResult:
+    def publish_version(self, flow: str, version: int, by: int | None = None) -> PublishResult:
+        """Make a draft version the one new cases start on (发布). Publishing twice is a no-op."""
+        with self.db.unit_of_work() as s:
+            row = s.execute(select(FlowVersion).where(FlowVersion.flow_id == flow,
+                                                      FlowVersion.version == version)
+                            .with_for_update()).scalar_one_or_none()
+            if row is None:
+                raise NotFound(f"flow {flow!r} has no version {version}")
+            created = row.status != PUBLISHED
+            if created:
+                row.status, row.published_at, row.published_by = PUBLISHED, self.clock(), by
+            return PublishResult(row.flow_id, row.version, row.id, row.content_hash, created,
+                                 row.status)
+
+    def publish(self, source: str, filename: str, by: int | None = None) -> PublishResult:
+        """Upload and publish in one step (the CLI and first start use this)."""
+        draft = self.upload(source, filename, by)
+        published = self.publish_version(draft.flow, draft.version, by)
+        return replace(published, created=draft.created or published.created)
+
+    def _upload(self, s: Session, spec: FlowSpec, source: str, filename: str,
+                by: int | None) -> PublishResult:
         existing = s.execute(
             select(FlowVersion).where(FlowVersion.flow_id == spec.flow,
                                       FlowVersion.content_hash == spec.content_hash)
         ).scalar_one_or_none()
         if existing is not None:
             return PublishResult(spec.flow, existing.version, existing.id, spec.content_hash,
-                                 created=False)
+                                 False, existing.status)
         latest = s.execute(
             select(func.max(FlowVersion.version)).where(FlowVersion.flow_id == spec.flow)
         ).scalar() or 0
         row = FlowVersion(flow_id=spec.flow, version=latest + 1, content_hash=spec.content_hash,
-                          title=spec.title.zh, filename=filename, source=source,
-                          published_at=self.clock(), published_by=published_by)
+                          title=spec.title.zh, filename=filename, source=source, status=DRAFT,
+                          created_at=self.clock(), created_by=by)
         s.add(row)
         s.flush()
-        return PublishResult(spec.flow, row.version, row.id, spec.content_hash, created=True)
+        return PublishResult(spec.flow, row.version, row.id, spec.content_hash, True, DRAFT)
 
     def compiled(self, s: Session, version_id: int) -> CompiledFlow:
         flow = self._flows.get(version_id)
@@ -204,16 +235,21 @@ class Engine:
         return flow
 
     def _version_id(self, s: Session, flow: str, version: int | None) -> int:
-        q = select(FlowVersion.id).where(FlowVersion.flow_id == flow)
+        """The latest published version of a flow, or the given one if it is published."""
+        q = select(FlowVersion.id, FlowVersion.status).where(FlowVersion.flow_id == flow)
         if version is None:
-            q = q.order_by(FlowVersion.version.desc()).limit(1)
+            q = q.where(FlowVersion.status == PUBLISHED).order_by(
+                FlowVersion.version.desc()).limit(1)
         else:
             q = q.where(FlowVersion.version == version)
-        vid = s.execute(q).scalar()
-        if vid is None:
+        found = s.execute(q).first()
+        if found is None:
             what = f"version {version} of flow {flow!r}" if version else f"flow {flow!r}"
             raise NotFound(f"{what} is not published")
-        return vid
+        if found.status != PUBLISHED:
+            raise NotPublished(f"version {version} of flow {flow!r} is a draft; publish it "
+                               "before starting cases on it")
+        return found.id
 
     def flow(self, flow: str, version: int | None = None) -> CompiledFlow:
         with self.db.unit_of_work(write=False) as s:
@@ -283,16 +319,7 @@ class Engine:
         """What `actor` may do on the case now, with the fields each action asks for."""
         with self.db.unit_of_work(write=False) as s:
             row, path = self._load(s, case_id)
-            cf = self.compiled(s, row.version_id)
-            held = _Roles(s, actor, row, path, cf.spec)
-            out = []
-            for t in cf.spec.transitions_from(row.state):
-                role = held.first_allowed(t)
-                if role is None or held.self_refusal(t, role):
-                    continue
-                out.append(Action(t.trigger, t.label.text(lang), t.dest,
-                                  forms.describe(cf.spec.fields, t, lang), t.comment, role))
-            return out
+            return self._actions(s, self.compiled(s, row.version_id), row, path, actor, lang)
 
     def fire(self, case_id: int, trigger: str, actor: Actor, *,
              data: dict[str, Any] | None = None, comment: str | None = None,
@@ -359,6 +386,82 @@ class Engine:
                     for items in ready.values() for row, t, values, role in items]
             return BulkResult(done=done, refused=refused)
 
+    # ------------------------------------------------------------------ read side, per viewer
+
+    def all_flows(self, s: Session) -> dict[int, CompiledFlow]:
+        """Every stored version, compiled (a small table; compiled once per process)."""
+        ids = s.execute(select(FlowVersion.id)).scalars().all()
+        return {vid: self.compiled(s, vid) for vid in ids}
+
+    def list_cases(self, viewer: Viewer, f: queries.CaseFilter, lang: str = "zh"
+                   ) -> tuple[list[queries.CaseRow], int]:
+        with self.db.unit_of_work(write=False) as s:
+            rows, total = queries.list_cases(s, viewer, f, self.clock())
+            for row in rows:
+                self._label(s, row, lang)
+            return rows, total
+
+    def queue(self, viewer: Viewer, f: queries.CaseFilter, lang: str = "zh"
+              ) -> tuple[list[queries.CaseRow], int]:
+        """What the viewer can act on now (待办), due first, each with its actions."""
+        with self.db.unit_of_work(write=False) as s:
+            flows = self.all_flows(s)
+            rows, total = queries.queue(s, viewer, flows, f, self.clock())
+            actor = Actor.person(viewer.person_id)
+            for row in rows:
+                self._label(s, row, lang)
+                row.actions = self._actions(s, flows[row.version_id], row, row.unit_path,
+                                            actor, lang, viewer.role_units())
+            return rows, total
+
+    def case_for(self, viewer: Viewer, case_id: int, lang: str = "zh") -> queries.CaseRow:
+        """A case the viewer may see, with what they may do on it now (`actions`)."""
+        with self.db.unit_of_work(write=False) as s:
+            row = queries.get_row(s, case_id, self.clock())
+            if row is None or not can_see(viewer, row.subject_id, row.claimed_by,
+                                          row.unit_path):
+                # Not 403: whether a case exists is itself not for everyone to know.
+                raise NotFound(f"case {case_id} does not exist or is not visible to you")
+            cf = self._label(s, row, lang)
+            row.actions = self._actions(s, cf, row, row.unit_path,
+                                        Actor.person(viewer.person_id), lang,
+                                        viewer.role_units())
+            return row
+
+    def _label(self, s: Session, row: queries.CaseRow, lang: str) -> CompiledFlow:
+        cf = self.compiled(s, row.version_id)
+        row.state_label = cf.spec.states[row.state].label.text(lang)
+        return cf
+
+    def history_for(self, viewer: Viewer, case_id: int) -> list[dict[str, Any]]:
+        self.case_for(viewer, case_id)
+        return self.history(case_id)
+
+    def start_case_for(self, viewer: Viewer, flow: str, subject_id: int, **kwargs) -> CaseView:
+        with self.db.unit_of_work(write=False) as s:
+            if s.get(Person, subject_id) is None:
+                raise NotFound(f"person {subject_id} does not exist")
+            check_can_start(s, viewer, subject_id)
+        return self.start_case(flow, subject_id, actor=Actor.person(viewer.person_id), **kwargs)
+
+    def counts_by_state(self, version_id: int) -> dict[str, int]:
+        with self.db.unit_of_work(write=False) as s:
+            return queries.counts_by_state(s, version_id)
+
+    def _actions(self, s: Session, cf: CompiledFlow, row, path: str, actor: Actor, lang: str,
+                 held: list[tuple[str, int | None]] | None = None) -> list[Action]:
+        roles = _Roles(s, actor, row, path, cf.spec, held)
+        out = []
+        for t in cf.spec.transitions_from(row.state):
+            role = roles.first_allowed(t)
+            if role is None or roles.self_refusal(t, role):
+                continue
+            if row.claimed_by not in (None, actor.person_id) and role != "subject":
+                continue
+            out.append(Action(t.trigger, t.label.text(lang), t.dest,
+                              forms.describe(cf.spec.fields, t, lang), t.comment, role))
+        return out
+
     # ------------------------------------------------------------------ internals
 
     def _load(self, s: Session, case_id: int):
@@ -382,6 +485,9 @@ class Engine:
         refusal = held.self_refusal(t, role)
         if refusal:
             raise Forbidden(refusal, rule="no_self_approval")
+        if row.claimed_by not in (None, actor.person_id) and role not in ("subject", SYSTEM):
+            raise Forbidden(f"case {row.id} is claimed by person {row.claimed_by}; they can "
+                            "act on it, release it or delegate it", rule="claimed")
         values = forms.load(cf.schema(t, row.state), data)
         if t.comment == "required" and not (comment and comment.strip()):
             raise FieldErrors({"comment": [f"{t.label.zh} ({trigger}) needs a reason"]})
@@ -395,29 +501,104 @@ class Engine:
                role: str, values: dict[str, Any], comment: str | None, idempotency_key: str | None
                ) -> FireResult:
         dest = cf.fire(t.trigger, row.state)
+        changes: dict[str, Any] = {"state": dest, "data": {**row.data, **values}}
+        if dest != row.state:
+            changes.update(deadline_at=None, claimed_by=None, claimed_at=None)
+        if cf.spec.states[dest].final:
+            changes["closed_at"] = self.clock()
+        return self._record(s, row, actor, role, t.trigger, dest, values, comment,
+                            idempotency_key, changes)
+
+    def _record(self, s: Session, row, actor: Actor, role: str, trigger: str, dest: str,
+                values: dict[str, Any], comment: str | None, idempotency_key: str | None,
+                changes: dict[str, Any]) -> FireResult:
+        """The versioned UPDATE and the chained history INSERT that every change makes."""
         now = self.clock()
         seq = row.history_seq + 1
         h = record_hash(case_id=row.id, seq=seq, at=now, actor_id=actor.person_id,
-                        actor_role=role, trigger=t.trigger, from_state=row.state,
+                        actor_role=role, trigger=trigger, from_state=row.state,
                         to_state=dest, data=values, comment=comment,
                         prev_hash=row.history_hash)
-        changes: dict[str, Any] = {
-            "state": dest, "data": {**row.data, **values}, "version": row.version + 1,
-            "history_seq": seq, "history_hash": h, "updated_at": now,
-        }
+        changes = {**changes, "version": row.version + 1, "history_seq": seq,
+                   "history_hash": h, "updated_at": now}
         if dest != row.state:
             changes["state_entered_at"] = now
-            changes["deadline_at"] = None
-        if cf.spec.states[dest].final:
-            changes["closed_at"] = now
         res = s.execute(update(CASES).where(CASES.c.id == row.id,
                                             CASES.c.version == row.version).values(**changes))
         if res.rowcount != 1:
             current = s.execute(select(CASES.c.version).where(CASES.c.id == row.id)).scalar()
             raise Conflict(row.id, current or 0, row.version)
-        self._insert_history(s, row.id, seq, now, actor, role, t.trigger, row.state, dest,
+        self._insert_history(s, row.id, seq, now, actor, role, trigger, row.state, dest,
                              values, comment, idempotency_key, row.history_hash, h)
-        return FireResult(row.id, t.trigger, row.state, dest, row.version + 1, seq)
+        return FireResult(row.id, trigger, row.state, dest, row.version + 1, seq)
+
+    # ------------------------------------------------------------------ claims (认领)
+
+    def claim(self, case_id: int, actor: Actor, expected_version: int | None = None
+              ) -> FireResult:
+        """Reserve the current step for `actor`, who must be able to act on it now."""
+        with self.db.unit_of_work() as s:
+            row, cf, held = self._for_claim(s, case_id, actor, expected_version)
+            role = self._acting_role(held, cf, row, actor)
+            if row.claimed_by == actor.person_id:
+                raise ActionNotAllowed(f"case {case_id} is already claimed by you")
+            if row.claimed_by is not None:
+                raise Forbidden(f"case {case_id} is claimed by person {row.claimed_by}",
+                                rule="claimed")
+            return self._record(s, row, actor, role, CLAIM, row.state, {}, None, None,
+                                {"claimed_by": actor.person_id, "claimed_at": self.clock()})
+
+    def release(self, case_id: int, actor: Actor, expected_version: int | None = None
+                ) -> FireResult:
+        """Give a claimed step back to every holder of the role."""
+        with self.db.unit_of_work() as s:
+            row, cf, held = self._for_claim(s, case_id, actor, expected_version)
+            if row.claimed_by != actor.person_id:
+                raise Forbidden(f"case {case_id} is not claimed by you", rule="claimed")
+            role = self._acting_role(held, cf, row, actor)
+            return self._record(s, row, actor, role, RELEASE, row.state, {}, None, None,
+                                {"claimed_by": None, "claimed_at": None})
+
+    def delegate(self, case_id: int, actor: Actor, to_person: int,
+                 comment: str | None = None, expected_version: int | None = None
+                 ) -> FireResult:
+        """Hand the current step to another holder of the role (转办), recorded in history."""
+        with self.db.unit_of_work() as s:
+            row, cf, held = self._for_claim(s, case_id, actor, expected_version)
+            role = self._acting_role(held, cf, row, actor)
+            if row.claimed_by not in (None, actor.person_id):
+                raise Forbidden(f"case {case_id} is claimed by person {row.claimed_by}",
+                                rule="claimed")
+            if s.get(Person, to_person) is None:
+                raise NotFound(f"person {to_person} does not exist")
+            target = _Roles(s, Actor.person(to_person), row, row.path, cf.spec)
+            target_role = self._acting_role(target, cf, row, Actor.person(to_person),
+                                            who=f"person {to_person}")
+            if to_person == actor.person_id:
+                raise ActionNotAllowed("delegate to someone else, or release the case")
+            return self._record(s, row, actor, role, DELEGATE, row.state,
+                                {"to": to_person, "as": target_role}, comment, None,
+                                {"claimed_by": to_person, "claimed_at": self.clock()})
+
+    def _for_claim(self, s: Session, case_id: int, actor: Actor, expected: int | None):
+        row, path = self._load(s, case_id)
+        if expected is not None and row.version != expected:
+            raise Conflict(case_id, row.version, expected)
+        cf = self.compiled(s, row.version_id)
+        if cf.spec.states[row.state].final:
+            raise ActionNotAllowed(f"case {case_id} is closed ({row.state})")
+        return row, cf, _Roles(s, actor, row, path, cf.spec)
+
+    @staticmethod
+    def _acting_role(held: _Roles, cf: CompiledFlow, row, actor: Actor,
+                     who: str = "you") -> str:
+        """The role through which `actor` could act on the current step (not as subject)."""
+        for t in cf.spec.transitions_from(row.state):
+            role = held.first_allowed(t)
+            if role not in (None, "subject", SYSTEM) and not held.self_refusal(t, role):
+                return role
+        raise Forbidden(f"{who} cannot act on the current step ({row.state}) of case {row.id}",
+                        rule="role")
 
     def _insert_history(self, s: Session, case_id: int, seq: int, at: dt.datetime,
                         actor: Actor, role: str, trigger: str, from_state: str | None,
@@ -467,10 +648,11 @@ def _facts(row, values: dict[str, Any]) -> rules.CaseFacts:
 class _Roles:
     """Which of a flow's roles an actor holds on one case (read lazily, at most once)."""
 
-    def __init__(self, s: Session, actor: Actor, row, unit_path: str, spec: FlowSpec):
+    def __init__(self, s: Session | None, actor: Actor, row, unit_path: str, spec: FlowSpec,
+                 held: list[tuple[str, int | None]] | None = None):
         self.s, self.actor, self.row, self.spec = s, actor, row, spec
         self.ancestors = unit_path_ids(unit_path)  # root … case unit
-        self._held: list[tuple[str, int | None]] | None = None
+        self._held = held  # (role, unit_id) pairs; read on first use when not given
 
     def _assignments(self) -> list[tuple[str, int | None]]:
         if self._held is None:

@@ -58,6 +58,12 @@ class NotFound(CivflowError):
     code = "not_found"
 
 
+class NotPublished(CivflowError):
+    """A draft version cannot have cases."""
+
+    code = "not_published"
+
+
 class ActionNotAllowed(CivflowError):
     """The trigger does not exist from the case's current state."""
 

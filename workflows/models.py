@@ -141,7 +141,10 @@ class FlowVersion(Base):
     title: Mapped[str] = mapped_column(String(200))
     filename: Mapped[str] = mapped_column(String(500))
     source: Mapped[str] = mapped_column(Text)
-    published_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="published")  # draft | published
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     published_by: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
 
 
@@ -170,6 +173,9 @@ class Case(Base):
     state_entered_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     deadline_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # 认领: an approver reserves the current step; cleared when the state changes.
+    claimed_by: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class HistoryRecord(Base):
@@ -194,3 +200,24 @@ class HistoryRecord(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ApiToken(Base):
+    """A bearer token or a browser session; only its SHA-256 is stored. Revocable."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # bearer | session
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class Setting(Base):
+    """Installation-wide values every node must share (e.g. the session signing key)."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,125 @@
+"""marshmallow schemas shared by the API blueprints (requests and responses)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from marshmallow import Schema, fields, pre_dump, validate
+
+from workflows.queries import SORTABLE
+
+SORTS = [k for k in SORTABLE] + [f"-{k}" for k in SORTABLE]
+
+
+class PageQuery(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
+    per_page = fields.Integer(load_default=20, validate=validate.Range(min=1, max=200))
+
+
+class CaseQuery(PageQuery):
+    flow = fields.String(validate=validate.Length(max=64))
+    state = fields.String(validate=validate.Length(max=64))
+    unit_id = fields.Integer(validate=validate.Range(min=1))
+    subject_id = fields.Integer(validate=validate.Range(min=1))
+    period = fields.String(validate=validate.Length(max=16))
+    overdue = fields.Boolean()
+    q = fields.String(validate=validate.Length(min=1, max=100),
+                      metadata={"description": "Text in the subject's name or code"})
+    sort = fields.String(load_default="-updated_at", validate=validate.OneOf(SORTS))
+
+
+class Ref(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+
+
+class RequiredField(Schema):
+    name = fields.String(required=True)
+    type = fields.String(required=True)
+    required = fields.Boolean(required=True)
+    label = fields.String(required=True)
+    values = fields.List(fields.String())
+    max_length = fields.Integer()
+    min = fields.Raw()
+    max = fields.Raw()
+    fields_ = fields.List(fields.Dict(), data_key="fields", attribute="fields")
+
+    @pre_dump
+    def _attributes(self, data, **kwargs):
+        # Optional keys are read as attributes: a missing "values" key must not find
+        # dict.values (marshmallow falls back to getattr on a dict).
+        return SimpleNamespace(**data) if isinstance(data, dict) else data
+
+
+class ActionOut(Schema):
+    trigger = fields.String(required=True)
+    label = fields.String(required=True)
+    to = fields.String(required=True)
+    requires = fields.List(fields.Nested(RequiredField), required=True)
+    comment = fields.String(required=True, metadata={"description": "optional | required"})
+    as_role = fields.String(required=True)
+
+
+class CaseOut(Schema):
+    id = fields.Integer(required=True)
+    flow = fields.String(required=True)
+    flow_title = fields.String()
+    flow_version = fields.Integer(required=True)
+    subject = fields.Nested(Ref, required=True)
+    unit = fields.Nested(Ref, required=True)
+    tier = fields.String(allow_none=True)
+    period_key = fields.String(allow_none=True)
+    state = fields.String(required=True)
+    state_label = fields.String(required=True)
+    version = fields.Integer(required=True)
+    deadline_at = fields.DateTime(allow_none=True)
+    overdue = fields.Boolean(required=True)
+    claimed_by = fields.Integer(allow_none=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+    closed = fields.Boolean(required=True)
+    data = fields.Dict(required=True)
+    actions = fields.List(fields.Nested(ActionOut))
+
+
+class CaseList(Schema):
+    items = fields.List(fields.Nested(CaseOut), required=True)
+    total = fields.Integer(required=True)
+    page = fields.Integer(required=True)
+    per_page = fields.Integer(required=True)
+
+
+class StartCase(Schema):
+    flow = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    subject_id = fields.Integer(required=True, validate=validate.Range(min=1))
+    period_key = fields.String(validate=validate.Length(min=1, max=16))
+    version = fields.Integer(validate=validate.Range(min=1))
+    data = fields.Dict(load_default=dict)
+    comment = fields.String(validate=validate.Length(max=4000))
+
+
+class ActionIn(Schema):
+    data = fields.Dict(load_default=dict)
+    comment = fields.String(validate=validate.Length(max=4000), allow_none=True)
+
+
+class FireOut(Schema):
+    case_id = fields.Integer(required=True)
+    trigger = fields.String(required=True)
+    from_state = fields.String(required=True, data_key="from")
+    to_state = fields.String(required=True, data_key="to")
+    version = fields.Integer(required=True)
+    replayed = fields.Boolean(required=True)
+
+
+class HistoryOut(Schema):
+    seq = fields.Integer(required=True)
+    at = fields.DateTime(required=True)
+    actor_id = fields.Integer(allow_none=True)
+    actor_role = fields.String(required=True)
+    trigger = fields.String(required=True)
+    from_ = fields.String(data_key="from", attribute="from", allow_none=True)
+    to = fields.String(required=True)
+    data = fields.Dict(required=True)
+    comment = fields.String(allow_none=True)
+    hash = fields.String(required=True)

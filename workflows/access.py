@@ -1,0 +1,96 @@
+"""Who sees what: the viewer's roles from the organisation, and the rules built on them.
+
+Acting is decided per transition by the engine (`engine._Roles`). Seeing is decided here:
+staff see their own cases; leaders and committee members see the cases of their unit and
+its sub-units; process owners and admins see every case. The same rule exists twice, once
+as a SQL condition for lists and once as a check for a single case, and the tests hold the
+two together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy.orm import Session
+
+from .errors import Forbidden
+from .models import Case, Person, RoleAssignment, Unit
+
+ADMIN, OWNER, LEADER, COMMITTEE = "admin", "process_owner", "leader", "committee"
+CASES = Case.__table__
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """A signed-in person and every role assignment they hold: (role, unit_id, unit_path)."""
+
+    person_id: int
+    assignments: tuple[tuple[str, int | None, str | None], ...] = ()
+
+    def holds(self, role: str) -> bool:
+        return any(r == role for r, _u, _p in self.assignments)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.holds(ADMIN)
+
+    @property
+    def is_owner(self) -> bool:
+        return self.holds(OWNER)
+
+    @property
+    def sees_all(self) -> bool:
+        return self.is_admin or self.is_owner
+
+    def paths(self, *roles: str) -> list[str]:
+        return [p for r, _u, p in self.assignments if r in roles and p]
+
+    def role_units(self) -> list[tuple[str, int | None]]:
+        """The (role, unit_id) pairs `engine._Roles` works with."""
+        return [(r, u) for r, u, _p in self.assignments]
+
+
+def load_viewer(s: Session, person_id: int) -> Viewer:
+    rows = s.execute(
+        select(RoleAssignment.role, RoleAssignment.unit_id, Unit.path)
+        .outerjoin(Unit, Unit.id == RoleAssignment.unit_id)
+        .where(RoleAssignment.person_id == person_id)
+        .order_by(RoleAssignment.role, RoleAssignment.unit_id)
+    ).all()
+    return Viewer(person_id, tuple((r, u, p) for r, u, p in rows))
+
+
+def require(viewer: Viewer, role: str, doing: str) -> None:
+    """Refuse unless the viewer holds `role` somewhere (process_owner, admin)."""
+    if not viewer.holds(role):
+        label = {ADMIN: "admin (系统管理员)", OWNER: "process_owner (流程管理员)"}.get(role, role)
+        raise Forbidden(f"{doing} needs the role {label}", rule=f"needs_{role}")
+
+
+def visible_cases(viewer: Viewer) -> ColumnElement[bool]:
+    """SQL condition on `cases` joined with `units` for the cases the viewer may see."""
+    if viewer.sees_all:
+        return true()
+    conds = [CASES.c.subject_id == viewer.person_id, CASES.c.claimed_by == viewer.person_id]
+    conds += [Unit.path.like(f"{p}%") for p in viewer.paths(LEADER, COMMITTEE)]
+    return or_(*conds) if conds else false()
+
+
+def can_see(viewer: Viewer, subject_id: int, claimed_by: int | None, unit_path: str) -> bool:
+    """`visible_cases` for one case."""
+    return (viewer.sees_all or subject_id == viewer.person_id
+            or claimed_by == viewer.person_id
+            or any(unit_path.startswith(p) for p in viewer.paths(LEADER, COMMITTEE)))
+
+
+def check_can_start(s: Session, viewer: Viewer, subject_id: int) -> None:
+    """A case may be started by its subject, a leader above them, an owner or an admin."""
+    if viewer.sees_all or subject_id == viewer.person_id:
+        return
+    path = s.execute(select(Unit.path).join(Person, Person.unit_id == Unit.id)
+                     .where(Person.id == subject_id)).scalar()
+    if path is not None and any(path.startswith(p) for p in viewer.paths(LEADER)):
+        return
+    raise Forbidden(f"starting a case for person {subject_id} is for that person, a leader of "
+                    "their unit or above it, a process owner or an admin", rule="start")

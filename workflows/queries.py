@@ -1,0 +1,193 @@
+"""Read side: case lists and the work queue, each one indexed query plus a count.
+
+Nothing here writes. Lists are filtered by what the viewer may see (`access`), and the
+queue by what the viewer may *do* now, worked out from the compiled flows: for every flow
+version and state, which roles may fire a transition there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from .access import Viewer, visible_cases
+from .models import Case, FlowVersion, Person, Unit
+
+CASES = Case.__table__
+SORTABLE = {"id": CASES.c.id, "created_at": CASES.c.created_at,
+            "updated_at": CASES.c.updated_at, "deadline_at": CASES.c.deadline_at,
+            "state_entered_at": CASES.c.state_entered_at}
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    flow: str | None = None
+    state: str | None = None
+    unit_id: int | None = None  # this unit and its sub-units
+    subject_id: int | None = None
+    period: str | None = None
+    overdue: bool | None = None
+    text: str | None = None  # in the subject's name or code
+    sort: str = "-updated_at"
+    page: int = 1
+    per_page: int = 20
+
+
+@dataclass
+class CaseRow:
+    id: int
+    flow: str
+    flow_title: str
+    flow_version: int
+    version_id: int
+    subject_id: int
+    subject_name: str
+    unit_id: int
+    unit_name: str
+    unit_path: str
+    tier: str | None
+    period_key: str | None
+    state: str
+    version: int
+    deadline_at: dt.datetime | None
+    overdue: bool
+    claimed_by: int | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    closed: bool
+    state_label: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    actions: list[Any] = field(default_factory=list)
+
+
+def _base():
+    return (select(CASES, Person.name.label("subject_name"), Unit.name.label("unit_name"),
+                   Unit.path.label("unit_path"), FlowVersion.version.label("flow_version"),
+                   FlowVersion.title.label("flow_title"))
+            .join(Person, Person.id == CASES.c.subject_id)
+            .join(Unit, Unit.id == CASES.c.unit_id)
+            .join(FlowVersion, FlowVersion.id == CASES.c.version_id))
+
+
+def _filters(s: Session, f: CaseFilter, now: dt.datetime) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if f.flow:
+        conds.append(CASES.c.flow_id == f.flow)
+    if f.state:
+        conds.append(CASES.c.state == f.state)
+    if f.subject_id:
+        conds.append(CASES.c.subject_id == f.subject_id)
+    if f.period:
+        conds.append(CASES.c.period_key == f.period)
+    if f.unit_id:
+        path = s.execute(select(Unit.path).where(Unit.id == f.unit_id)).scalar()
+        conds.append(Unit.path.like(f"{path}%") if path else false())
+    if f.overdue is not None:
+        late = and_(CASES.c.deadline_at < now, CASES.c.closed_at.is_(None))
+        conds.append(late if f.overdue else ~late)
+    if f.text:
+        like = f"%{f.text.strip()}%"
+        conds.append(or_(Person.name.ilike(like), Person.code.ilike(like)))
+    return conds
+
+
+def _order(sort: str):
+    desc = sort.startswith("-")
+    col = SORTABLE[sort.lstrip("-")]
+    # NULLs last either way, the same on SQLite and PostgreSQL.
+    return [col.is_(None), col.desc() if desc else col.asc(), CASES.c.id.asc()]
+
+
+def _row(r, now: dt.datetime) -> CaseRow:
+    return CaseRow(
+        id=r.id, flow=r.flow_id, flow_title=r.flow_title, flow_version=r.flow_version,
+        version_id=r.version_id, subject_id=r.subject_id, subject_name=r.subject_name,
+        unit_id=r.unit_id, unit_name=r.unit_name, unit_path=r.unit_path, tier=r.tier,
+        period_key=r.period_key, state=r.state, version=r.version, deadline_at=r.deadline_at,
+        overdue=bool(r.deadline_at and r.closed_at is None and r.deadline_at < now),
+        claimed_by=r.claimed_by, created_at=r.created_at, updated_at=r.updated_at,
+        closed=r.closed_at is not None, data=dict(r.data))
+
+
+def list_cases(s: Session, viewer: Viewer, f: CaseFilter, now: dt.datetime
+               ) -> tuple[list[CaseRow], int]:
+    conds = [visible_cases(viewer), *_filters(s, f, now)]
+    total = s.execute(select(func.count()).select_from(_base().where(*conds).subquery())).scalar()
+    rows = s.execute(_base().where(*conds).order_by(*_order(f.sort))
+                     .limit(f.per_page).offset((f.page - 1) * f.per_page)).all()
+    return [_row(r, now) for r in rows], int(total or 0)
+
+
+def actionable(viewer: Viewer, flows: dict[int, Any]) -> ColumnElement[bool]:
+    """SQL condition: the case's current step has a transition the viewer may fire.
+
+    `flows` maps version_id → CompiledFlow. Own cases are left out for roles other than
+    `subject` unless the transition allows it (`allow_self`). The exact check per case is
+    still the engine's; this condition only has to find the candidates.
+    """
+    # (kind, key, allow_self) -> {(version_id, state)}
+    pairs: dict[tuple[str, str, bool], set[tuple[int, str]]] = defaultdict(set)
+    for vid, cf in flows.items():
+        for t in cf.spec.transitions:
+            for name in t.by:
+                if name == "system":
+                    continue
+                r = cf.spec.roles[name]
+                key = {"subject": "", "leader": "leader", "unit_role": r.role or "",
+                       "group": r.group or ""}[r.resolve]
+                kind = r.resolve if r.resolve != "unit_role" or r.inherit else "unit_role_here"
+                for src in t.sources:
+                    pairs[(kind, key, t.allow_self)].add((vid, src))
+    me = viewer.person_id
+    conds = []
+    for (kind, key, allow_self), where in pairs.items():
+        step = tuple_(CASES.c.version_id, CASES.c.state).in_(sorted(where))
+        if kind == "subject":
+            who = CASES.c.subject_id == me
+        elif kind in ("leader", "unit_role"):
+            paths = viewer.paths(key)
+            if not paths:
+                continue
+            who = or_(*[Unit.path.like(f"{p}%") for p in paths])
+        elif kind == "unit_role_here":
+            units = [u for r, u, _p in viewer.assignments if r == key and u is not None]
+            if not units:
+                continue
+            who = CASES.c.unit_id.in_(units)
+        else:  # group
+            if not any(r == key and u is None for r, u, _p in viewer.assignments):
+                continue
+            who = CASES.c.id.is_not(None)
+        if kind != "subject" and not allow_self:
+            who = and_(who, CASES.c.subject_id != me)
+        conds.append(and_(step, who))
+    return or_(*conds) if conds else false()
+
+
+def queue(s: Session, viewer: Viewer, flows: dict[int, Any], f: CaseFilter,
+          now: dt.datetime) -> tuple[list[CaseRow], int]:
+    """Open cases the viewer can act on now, due first; claimed-by-others left out."""
+    conds = [CASES.c.closed_at.is_(None), actionable(viewer, flows),
+             or_(CASES.c.claimed_by.is_(None), CASES.c.claimed_by == viewer.person_id),
+             *_filters(s, f, now)]
+    total = s.execute(select(func.count()).select_from(_base().where(*conds).subquery())).scalar()
+    rows = s.execute(_base().where(*conds)
+                     .order_by(*_order("deadline_at"), CASES.c.state_entered_at)
+                     .limit(f.per_page).offset((f.page - 1) * f.per_page)).all()
+    return [_row(r, now) for r in rows], int(total or 0)
+
+
+def get_row(s: Session, case_id: int, now: dt.datetime) -> CaseRow | None:
+    r = s.execute(_base().where(CASES.c.id == case_id)).first()
+    return _row(r, now) if r is not None else None
+
+
+def counts_by_state(s: Session, version_id: int) -> dict[str, int]:
+    rows = s.execute(select(CASES.c.state, func.count()).where(CASES.c.version_id == version_id)
+                     .group_by(CASES.c.state)).all()
+    return {state: n for state, n in rows}
