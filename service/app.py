@@ -19,10 +19,11 @@ import flask_swagger_ui
 from flask import Flask, g, has_request_context, jsonify, request, send_from_directory
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from workflows.db import Database
 from workflows.engine import Engine
-from workflows.errors import CivflowError
+from workflows.errors import CivflowError, FieldErrors
 
 from . import auth, metrics
 from .errors import ProblemSchema, body_of, http_body, status_of
@@ -30,6 +31,15 @@ from .errors import ProblemSchema, body_of, http_body, status_of
 log = logging.getLogger("civflow.http")
 SWAGGER_ASSETS = Path(flask_swagger_ui.__file__).parent / "dist"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+MAX_ID = 2**31 - 1  # PostgreSQL INTEGER; SQLite would overflow at 2**63
+
+
+class DatabaseId(IntegerConverter):
+    def __init__(self, url_map, *args, **kwargs):
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(url_map, *args, **kwargs)
 
 
 class CivflowApi(Api):
@@ -59,6 +69,32 @@ def _configure_logging() -> None:
         root.addHandler(handler)
         root.setLevel(os.environ.get("CIVFLOW_LOG_LEVEL", "INFO"))
         root.propagate = False
+
+
+def _nul_in_request() -> str | None:
+    """The first place in the path, query or JSON body that holds a NUL character."""
+    if "\x00" in request.path:
+        return "path"
+    for key, value in request.args.items(multi=True):
+        if "\x00" in key or "\x00" in value:
+            return f"query.{key}"
+    if request.is_json:
+        return _nul_path(request.get_json(silent=True), "json")
+    return None
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) \
+        if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            return f"{path}.{key}"
+        found = _nul_path(item, f"{path}.{key}")
+        if found:
+            return found
+    return None
 
 
 def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
@@ -93,7 +129,11 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
     app.config.setdefault("SECRET_KEY", os.environ.get("CIVFLOW_SECRET_KEY"))
     _configure_logging()
 
+    # Ids in paths fit the database's INTEGER; a larger number is simply no route (404).
+    app.url_map.converters["int"] = DatabaseId
     api = CivflowApi(app)
+    api.register_converter(
+        DatabaseId, lambda _c: {"type": "integer", "minimum": 0, "maximum": MAX_ID})
     app.extensions["civflow_api"] = api
 
     @app.errorhandler(CivflowError)
@@ -107,6 +147,10 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
         rid = request.headers.get("X-Request-ID", "")
         g.request_id = rid if REQUEST_ID.match(rid) else uuid.uuid4().hex
         g.started = time.perf_counter()
+        where = _nul_in_request()
+        if where:
+            # PostgreSQL text cannot hold NUL: refuse it here, once, for every endpoint.
+            raise FieldErrors({where: ["must not contain NUL characters"]})
 
     @app.after_request
     def _finish(response):

@@ -44,7 +44,9 @@ from workflows.errors import Forbidden
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth",
                 description="Log in: bearer tokens and browser sessions (登录)")
-PUBLIC = {"healthz", "auth.Token", "auth.Login", "login_page", "static"}
+# (endpoint, method) pairs that answer without a login.
+PUBLIC = {("healthz", "GET"), ("healthz", "HEAD"), ("auth.Token", "POST"),
+          ("auth.Login", "POST"), ("login_page", "GET"), ("login_page", "POST")}
 SAFE = {"GET", "HEAD", "OPTIONS"}
 
 
@@ -197,7 +199,7 @@ def login_page():
 
 
 def _authenticate():
-    if request.endpoint in PUBLIC or request.endpoint is None:
+    if (request.endpoint, request.method) in PUBLIC or request.endpoint is None:
         return None
     _ensure_secret()
     header = request.headers.get("Authorization", "")
@@ -218,7 +220,7 @@ def _authenticate():
             if not hmac.compare_digest(sent, session.get("csrf", "")):
                 raise Forbidden("a browser session must send its X-CSRF-Token (from "
                                 "/api/v1/auth/me) with every change", rule="csrf")
-    elif request.path.startswith("/api/"):
+    elif request.path.startswith(("/api/", "/metrics")):
         raise AuthFailed("log in first: POST /api/v1/auth/token, then send "
                          "Authorization: Bearer <token>")
     else:

@@ -1,4 +1,5 @@
-"""`civflow` command line: schema, definitions, organisation, cases, audit, serve.
+"""`civflow` command line: schema, definitions, organisation, accounts, cases, audit, demo,
+serve.
 
 Each command parses its arguments, calls the engine once and turns engine errors into a
 message and an exit code; no rule lives here.
@@ -6,24 +7,27 @@ message and an exit code; no rule lives here.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
-from sqlalchemy import func, select
+from sqlalchemy import select
 
+from workflows.accounts import BEARER, MIN_PASSWORD, AuthFailed, create_user, issue_token
 from workflows.db import Database, database_url, upgrade
-from workflows.engine import SYSTEM_ACTOR, Actor, Engine
-from workflows.errors import CivflowError, DefinitionInvalid, ImportFailed
+from workflows.engine import SYSTEM_ACTOR, Actor, Engine, utcnow
+from workflows.errors import CivflowError, DefinitionInvalid, ImportFailed, NotFound
 from workflows.history import verify
-from workflows.models import Person, Unit
+from workflows.models import Person, User
 from workflows.org import import_people
 from workflows.spec import load_definition
 
+from . import demo as demo_data
+
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
-DEMO_PEOPLE = Path(__file__).parent / "demo" / "people.csv"
 
 db_option = click.option(
     "--db", "db_url", envvar="CIVFLOW_DATABASE_URL", default=None,
@@ -248,26 +252,148 @@ def _json(text: str | None):
         raise click.BadParameter(f"not JSON: {exc}") from None
 
 
-# --------------------------------------------------------------------------- serve
+# --------------------------------------------------------------------------- accounts
+
+
+@main.command("create-user")
+@click.argument("username")
+@click.option("--person", "person_code", default=None, metavar="CODE",
+              help="Person code the account acts as; its roles come from the organisation.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of standard input (scripts).")
+@db_option
+def create_user_cmd(username: str, person_code: str | None, password_stdin: bool,
+                    db_url: str | None) -> None:
+    """Create an account, or set the password of an existing one.
+
+    Asks for the password twice (hidden) unless --password-stdin is given. Passwords are
+    stored as Argon2id hashes and need at least 8 characters.
+    """
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True,
+                                confirmation_prompt="Repeat the password")
+    if len(password) < MIN_PASSWORD:
+        click.echo(f"the password must be at least {MIN_PASSWORD} characters long "
+                   f"(got {len(password)}); nothing changed", err=True)
+        sys.exit(1)
+    db = Database(db_url)
+    with db.unit_of_work(write=False) as s:
+        existed = s.execute(select(User.id).where(User.username == username.strip())).first()
+    try:
+        user = create_user(db, username, password, person_code)
+    except CivflowError as exc:
+        _fail(exc)
+    linked = f" (person {person_code})" if person_code else ""
+    click.echo(f"{'password changed for' if existed else 'created'} user "
+               f"{user.username}{linked}")
+
+
+@main.command()
+@click.argument("username")
+@click.option("--days", type=click.IntRange(1, 3650), default=30, show_default=True,
+              help="Days until the token expires.")
+@db_option
+def token(username: str, days: int, db_url: str | None) -> None:
+    """Issue a bearer token for USERNAME (scripts, Prometheus scraping).
+
+    Prints the token alone on standard output, so `TOKEN=$(civflow token admin)` works, and
+    its expiry on standard error. Send it as `Authorization: Bearer <token>`; it acts with
+    the account's roles and can be revoked with DELETE /api/v1/auth/token.
+    """
+    db = Database(db_url)
+    with db.unit_of_work(write=False) as s:
+        user = s.execute(select(User).where(User.username == username)).scalar_one_or_none()
+    if user is None:
+        _fail(NotFound(f"no user {username!r}: create it with civflow create-user"))
+    if not user.active:
+        _fail(AuthFailed(f"the account {username!r} is disabled"))
+    value, expires = issue_token(db, user.id, BEARER, dt.timedelta(days=days), utcnow())
+    click.echo(value)
+    click.echo(f"bearer token for {username}, expires {expires:%Y-%m-%d %H:%M} UTC "
+               f"({days} days)", err=True)
+
+
+# --------------------------------------------------------------------------- demo, serve
+
+
+def _publish_shipped(engine: Engine, definitions: Path | None) -> list:
+    """Publish every definition in the folder (identical content publishes nothing)."""
+    if definitions is None:
+        return []
+    if not definitions.is_dir():
+        click.echo(f"{definitions}: no such folder; no flows published", err=True)
+        return []
+    results = []
+    for f in _definition_files((str(definitions),)):
+        try:
+            results.append(engine.publish(f.read_text(encoding="utf-8"), str(f)))
+        except DefinitionInvalid as exc:
+            for p in exc.problems:
+                click.echo(str(p), err=True)
+            click.echo(f"{f}: not published: fix the problems above", err=True)
+            sys.exit(1)
+    return results
+
+
+def _load_demo(db: Database) -> demo_data.DemoResult:
+    try:
+        return demo_data.load(db)
+    except ImportFailed as exc:
+        for line, message in exc.errors:
+            click.echo(f"{demo_data.PEOPLE_CSV}:{line}: {message}", err=True)
+        click.echo("demo organisation not loaded: it clashes with the database", err=True)
+        sys.exit(1)
 
 
 def prepare(db_url: str | None, definitions: Path | None, demo: bool) -> Database:
-    """Upgrade the schema, publish the shipped definitions, load the demo org if empty."""
+    """First start of `serve`: upgrade the schema, publish the shipped definitions, and load
+    the demo organisation (with its accounts) into a database that has no units yet."""
     upgrade(db_url)
     db = Database(db_url)
-    engine = Engine(db)
-    if definitions and definitions.is_dir():
-        for f in _definition_files((str(definitions),)):
-            r = engine.publish(f.read_text(encoding="utf-8"), str(f))
-            if r.created:
-                click.echo(f"published {r.flow} v{r.version}", err=True)
-    if demo:
-        with db.unit_of_work(write=False) as s:
-            empty = not s.execute(select(func.count()).select_from(Unit)).scalar()
-        if empty:
-            report = import_people(db, DEMO_PEOPLE.read_text(encoding="utf-8"))
-            click.echo(f"demo organisation loaded: {report.people_created} people", err=True)
+    for r in _publish_shipped(Engine(db), definitions):
+        if r.created:
+            click.echo(f"published {r.flow} v{r.version}", err=True)
+    if demo and not demo_data.has_units(db):
+        result = _load_demo(db)
+        click.echo(f"demo organisation loaded: {result.people_created} people, "
+                   f"{result.accounts_created} accounts", err=True)
+        click.echo(demo_data.table(demo_data.accounts(db)), err=True)
     return db
+
+
+@main.command()
+@click.option("--definitions", default="definitions", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of flow definitions to publish (identical ones are skipped).")
+@db_option
+def demo(definitions: Path, db_url: str | None) -> None:
+    """Set up a database to try civflow: schema, shipped flows, demo organisation.
+
+    The organisation is 示范市人力资源和社会保障局 with three divisions and 30 people; the
+    accounts admin, owner, leader1-3, committee1 and staff01-24 all have the password
+    civflow-demo. Running it again changes nothing.
+    """
+    upgrade(db_url)
+    db = Database(db_url)
+    published = _publish_shipped(Engine(db), definitions)
+    for r in published:
+        click.echo(f"{'published' if r.created else 'unchanged'}: {r.flow} v{r.version}")
+    result = _load_demo(db)
+    if result.people_created or result.units_created:
+        click.echo(f"demo organisation created: {result.units_created} units, "
+                   f"{result.people_created} people, {result.accounts_created} accounts")
+    else:
+        click.echo("demo organisation already present")
+    if result.passwords_set:
+        click.echo(f"password set for {result.passwords_set} account(s)")
+    click.echo("")
+    click.echo(demo_data.table(demo_data.accounts(db)))
+    click.echo("")
+    click.echo(f"password of every demo account: {demo_data.PASSWORD}")
+    if not result.changed and not any(r.created for r in published):
+        click.echo(f"nothing changed: {_shown(db_url)} already had everything")
 
 
 @main.command()
@@ -277,14 +403,27 @@ def prepare(db_url: str | None, definitions: Path | None, demo: bool) -> Databas
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder of flow definitions published at start (identical ones are skipped).")
 @click.option("--demo/--no-demo", default=True, show_default=True,
-              help="Load the demo organisation into an empty database.")
+              help="Load the demo organisation and accounts into an empty database.")
 @db_option
 def serve(host: str, port: int, definitions: Path, demo: bool, db_url: str | None) -> None:
-    """Run the service (development server) on the configured database."""
+    """Run the service (Flask development server) on the configured database.
+
+    For production use gunicorn: see README.md.
+    """
     from .app import create_app
 
-    prepare(db_url, definitions, demo)
-    click.echo(f"civflow on http://{host}:{port}/ — database {_shown(db_url)}", err=True)
+    db = prepare(db_url, definitions, demo)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{shown_host}:{port}"
+    click.echo(f"civflow on {base}/ — database {_shown(db_url)}", err=True)
+    click.echo(f"log in: {base}/login (then {base}/docs); scripts: POST "
+               f"{base}/api/v1/auth/token", err=True)
+    if demo_data.is_loaded(db):
+        click.echo(f"demo accounts: admin, owner, leader1-3, committee1, staff01-24; password "
+                   f"{demo_data.PASSWORD}", err=True)
+    elif demo:
+        click.echo("this database has its own organisation and no demo accounts; "
+                   "`civflow demo` adds them, `civflow create-user` makes an account", err=True)
     create_app(db_url).run(host=host, port=port, threaded=True)
 
 

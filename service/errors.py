@@ -40,7 +40,7 @@ class ProblemSchema(Schema):
     status = fields.Integer(required=True)
     code = fields.String(required=True)
     message = fields.String(required=True)
-    fields_ = fields.Dict(data_key="fields", keys=fields.String(),
+    fields_ = fields.Dict(data_key="fields", attribute="fields", keys=fields.String(),
                           values=fields.List(fields.String()))
     rule = fields.String()
     details = fields.Dict()

@@ -8,6 +8,7 @@ message — except in CI (CI=true), where that is a failure.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import uuid
@@ -21,6 +22,9 @@ from workflows.db import Database, upgrade
 from workflows.engine import Engine
 from workflows.models import Base, Unit
 from workflows.org import add_person, add_unit, assign_role
+
+# Request logs go to stderr in production; in tests they only slow thousands of requests.
+os.environ.setdefault("CIVFLOW_LOG_LEVEL", "WARNING")
 
 ROOT = Path(__file__).resolve().parent.parent
 REGULAR = ROOT / "definitions" / "regular-assessment.yaml"
@@ -170,6 +174,7 @@ def regular(engine):
 # --------------------------------------------------------------------------- HTTP API
 
 PASSWORD = "civflow-test-pw"
+_HASHED: list[str] = []  # one Argon2 hash for the whole session
 
 
 @dataclass
@@ -178,14 +183,19 @@ class ApiClient:
 
     client: object
     org: Org
+    db: Database
+    users: dict[str, int]
     tokens: dict[str, str]
 
     def headers(self, who: str, **extra: str) -> dict[str, str]:
         if who not in self.tokens:
-            r = self.client.post("/api/v1/auth/token",
-                                 json={"username": who, "password": PASSWORD})
-            assert r.status_code == 201, r.json
-            self.tokens[who] = r.json["access_token"]
+            # Tokens are issued directly: a password login costs an Argon2 hash each time,
+            # and test_api_auth.py covers logging in.
+            from workflows.accounts import BEARER, issue_token
+            from workflows.engine import utcnow
+
+            self.tokens[who], _ = issue_token(self.db, self.users[who], BEARER,
+                                              dt.timedelta(hours=1), utcnow())
         return {"Authorization": f"Bearer {self.tokens[who]}", **extra}
 
     def get(self, who: str, url: str, **kw):
@@ -211,17 +221,21 @@ def api(db, engine, org, regular) -> ApiClient:
     and `admin` an admin (both in ORG)."""
     from service.app import create_app
     from workflows.accounts import hash_password
-    from workflows.models import Person, User
+    from workflows.models import User
 
-    hashed = hash_password(PASSWORD)
+    if not _HASHED:
+        _HASHED.append(hash_password(PASSWORD))
+    hashed = _HASHED[0]
     with db.unit_of_work() as s:
         root = s.get(Unit, org.units["ORG"])
         for name, tier in (("owner", "staff"), ("admin", "staff")):
             p = add_person(s, name.upper(), f"测试{name}", root, tier)
             org.ids[name] = p.id
             assign_role(s, p, "process_owner" if name == "owner" else "admin", root)
-        for name, pid in org.ids.items():
-            s.add(User(username=name, person_id=pid, password_hash=hashed))
-        assert s.get(Person, org.s1) is not None
+        users = {name: User(username=name, person_id=pid, password_hash=hashed)
+                 for name, pid in org.ids.items()}
+        s.add_all(users.values())
+        s.flush()
+        user_ids = {name: u.id for name, u in users.items()}
     app = create_app(db.url, config={"TESTING": True, "SECRET_KEY": "test"}, engine=engine)
-    return ApiClient(app.test_client(), org, {})
+    return ApiClient(app.test_client(), org, db, user_ids, {})

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from service.app import create_app
 from service.cli import main, prepare
-from workflows.db import Database
-from workflows.models import Case, FlowVersion, Person
+from workflows.accounts import authenticate
+from workflows.db import Database, upgrade
+from workflows.models import Case, FlowVersion, Person, User
+from workflows.org import import_people
 
 from .conftest import REGULAR, ROOT
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+def run(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
 
 
 def test_validate_exit_codes(tmp_path):
@@ -62,16 +65,105 @@ def test_publish_init_start_fire_show(db_url, org, tmp_path):
 def test_first_run_prepares_everything(tmp_path):
     url = f"sqlite:///{tmp_path / 'first.db'}"
     db = prepare(url, ROOT / "definitions", demo=True)
+    with db.unit_of_work(write=False) as s:
+        hashes = s.execute(select(User.password_hash)).scalars().all()
     prepare(url, ROOT / "definitions", demo=True)  # a second start changes nothing
     with db.unit_of_work(write=False) as s:
         assert s.execute(select(func.count()).select_from(FlowVersion)).scalar() == 1
-        assert s.execute(select(func.count()).select_from(Person)).scalar() == 15
+        assert s.execute(select(func.count()).select_from(Person)).scalar() == 30
         assert s.execute(select(func.count()).select_from(Case)).scalar() == 0
+        assert s.execute(select(User.password_hash)).scalars().all() == hashes
     client = create_app(url).test_client()
     health = client.get("/healthz")
     assert health.status_code == 200 and health.json == {"status": "ok", "database": "sqlite"}
     assert client.get("/api/v1/cases").status_code == 401  # everything else needs a login
+    r = client.post("/api/v1/auth/token", json={"username": "staff01",
+                                                "password": "civflow-demo"})
+    assert r.status_code == 201  # the README's first login works at once
+    r = client.get("/api/v1/cases", headers={"Authorization": f"Bearer {r.json['access_token']}"})
+    assert r.status_code == 200 and r.json["total"] == 0
     Database(url).dispose()
+
+
+def test_first_run_leaves_a_database_with_an_organisation_alone(tmp_path):
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    upgrade(url)
+    import_people(Database(url), "unit_code,unit_name,person_code,name\nX,某单位,P1,张三\n")
+    db = prepare(url, ROOT / "definitions", demo=True)
+    with db.unit_of_work(write=False) as s:
+        assert s.execute(select(func.count()).select_from(Person)).scalar() == 1
+        assert s.execute(select(func.count()).select_from(User)).scalar() == 0
+    prepare(url, tmp_path / "nowhere", demo=False)  # a missing folder is reported, not fatal
+    db.dispose()
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'accounts.db'}"
+    upgrade(url)
+    import_people(Database(url), "unit_code,unit_name,person_code,name,roles\n"
+                                 "ORG,示范单位,P1,张三,admin\nORG,,P2,李四,\n")
+    yield url
+    Database(url).dispose()
+
+
+def test_create_user_reads_the_password_from_stdin(sqlite_url):
+    res = run("create-user", "zhangsan", "--person", "P1", "--password-stdin",
+              "--db", sqlite_url, input="correct horse\n")
+    assert res.exit_code == 0, res.output
+    assert res.stdout == "created user zhangsan (person P1)\n"
+    db = Database(sqlite_url)
+    user = authenticate(db, "zhangsan", "correct horse")  # the newline is not part of it
+    with db.unit_of_work(write=False) as s:
+        assert s.get(Person, user.person_id).code == "P1"
+    res = run("create-user", "zhangsan", "--password-stdin", "--db", sqlite_url,
+              input="another secret\n")
+    assert res.exit_code == 0 and res.stdout == "password changed for user zhangsan\n"
+    authenticate(db, "zhangsan", "another secret")
+    db.dispose()
+
+
+def test_create_user_prompts_twice(sqlite_url):
+    res = run("create-user", "lisi", "--person", "P2", "--db", sqlite_url,
+              input="secret-pw-1\nsecret-pw-1\n")
+    assert res.exit_code == 0, res.output
+    assert "Password:" in res.output and "Repeat the password:" in res.output
+    assert "secret-pw-1" not in res.output  # hidden input
+    authenticate(Database(sqlite_url), "lisi", "secret-pw-1")
+
+
+def test_create_user_refuses_short_passwords_and_unknown_people(sqlite_url):
+    res = run("create-user", "wang", "--password-stdin", "--db", sqlite_url, input="short\n")
+    assert res.exit_code == 1
+    assert "at least 8 characters" in res.stderr and "nothing changed" in res.stderr
+    res = run("create-user", "wang", "--person", "NOPE", "--password-stdin", "--db", sqlite_url,
+              input="long enough\n")
+    assert res.exit_code == 1 and "no person with code 'NOPE'" in res.stderr
+    res = run("create-user", "wang", "--password-stdin", "--db", sqlite_url, input="")
+    assert res.exit_code == 1  # end of input is an empty password
+    with Database(sqlite_url).unit_of_work(write=False) as s:
+        assert s.execute(select(func.count()).select_from(User)).scalar() == 0
+
+
+def test_token_prints_a_working_token(sqlite_url):
+    assert run("create-user", "zhangsan", "--person", "P1", "--password-stdin",
+               "--db", sqlite_url, input="correct horse\n").exit_code == 0
+    res = run("token", "zhangsan", "--days", "90", "--db", sqlite_url)
+    assert res.exit_code == 0, res.output
+    token = res.stdout.strip()
+    assert len(token) >= 40 and "\n" not in token
+    assert "bearer token for zhangsan, expires" in res.stderr and "(90 days)" in res.stderr
+    client = create_app(sqlite_url).test_client()
+    auth = {"Authorization": f"Bearer {token}"}
+    me = client.get("/api/v1/auth/me", headers=auth)
+    assert me.status_code == 200 and me.json["username"] == "zhangsan"
+    assert client.get("/metrics", headers=auth).status_code == 200  # P1 is an admin
+    res = run("token", "ghost", "--db", sqlite_url)
+    assert res.exit_code == 1 and "no user 'ghost'" in res.stderr
+    assert run("token", "zhangsan", "--days", "0", "--db", sqlite_url).exit_code == 2
 
 
 def test_health_reports_an_unreachable_database(tmp_path):

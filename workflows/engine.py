@@ -40,7 +40,7 @@ from .history import GENESIS, record_hash
 from .machine import CompiledFlow
 from .models import Case, FlowVersion, HistoryRecord, Person, RoleAssignment, Unit, unit_path_ids
 from .periods import check_period_key, period_key
-from .spec import SYSTEM, FlowSpec, TransitionSpec, load_definition
+from .spec import FLOW_ID, SYSTEM, FlowSpec, TransitionSpec, load_definition
 
 CASES = Case.__table__
 HISTORY = HistoryRecord.__table__
@@ -110,6 +110,7 @@ class FireResult:
     version: int
     history_seq: int
     replayed: bool = False
+    flow: str = ""
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,34 @@ class Engine:
         s.flush()
         return PublishResult(spec.flow, row.version, row.id, spec.content_hash, True, DRAFT)
 
+    def versions(self, flow: str | None = None, version: int | None = None,
+                 with_source: bool = False) -> list[Any]:
+        """Version rows (metadata; the source text only when asked) by flow and version."""
+        columns = [FlowVersion.id, FlowVersion.flow_id, FlowVersion.version,
+                   FlowVersion.status, FlowVersion.content_hash, FlowVersion.title,
+                   FlowVersion.filename, FlowVersion.created_at, FlowVersion.published_at]
+        if with_source:
+            columns.append(FlowVersion.source)
+        q = select(*columns).order_by(FlowVersion.flow_id, FlowVersion.version)
+        if flow is not None:
+            q = q.where(FlowVersion.flow_id == flow)
+        if version is not None:
+            q = q.where(FlowVersion.version == version)
+        with self.db.unit_of_work(write=False) as s:
+            return list(s.execute(q).all())
+
+    def version(self, flow: str, version: int, with_source: bool = False) -> Any:
+        """One version row, draft or published; NotFound when there is none."""
+        rows = self.versions(flow, version, with_source) if FLOW_ID.match(flow) else []
+        if not rows:
+            raise NotFound(f"flow {flow!r} has no version {version}")
+        return rows[0]
+
+    def spec_of(self, version_id: int) -> FlowSpec:
+        """The compiled (cached) definition of a stored version, draft or published."""
+        with self.db.unit_of_work(write=False) as s:
+            return self.compiled(s, version_id).spec
+
     def compiled(self, s: Session, version_id: int) -> CompiledFlow:
         flow = self._flows.get(version_id)
         if flow is None:
@@ -323,16 +352,16 @@ class Engine:
 
     def fire(self, case_id: int, trigger: str, actor: Actor, *,
              data: dict[str, Any] | None = None, comment: str | None = None,
-             expected_version: int | None = None, idempotency_key: str | None = None
-             ) -> FireResult:
+             expected_version: int | None = None, idempotency_key: str | None = None,
+             viewer: Viewer | None = None) -> FireResult:
         """Move one case by `trigger`. See the module docstring for what it checks."""
         try:
             with self.db.unit_of_work() as s:
+                row, path = self._load(s, case_id, viewer)
                 if idempotency_key:
-                    replay = self._replay(s, case_id, trigger, idempotency_key)
+                    replay = self._replay(s, row, trigger, idempotency_key)
                     if replay:
                         return replay
-                row, path = self._load(s, case_id)
                 if expected_version is not None and row.version != expected_version:
                     raise Conflict(case_id, row.version, expected_version)
                 cf = self.compiled(s, row.version_id)
@@ -343,14 +372,15 @@ class Engine:
         except (Conflict, IntegrityError):
             if idempotency_key:  # the same request may have won in another session
                 with self.db.unit_of_work(write=False) as s:
-                    replay = self._replay(s, case_id, trigger, idempotency_key)
+                    row, _path = self._load(s, case_id, viewer)
+                    replay = self._replay(s, row, trigger, idempotency_key)
                 if replay:
                     return replay
             raise
 
     def fire_bulk(self, case_ids: Iterable[int], trigger: str, actor: Actor, *,
-                  data: dict[str, Any] | None = None, comment: str | None = None
-                  ) -> BulkResult:
+                  data: dict[str, Any] | None = None, comment: str | None = None,
+                  viewer: Viewer | None = None) -> BulkResult:
         """One trigger over many cases (批量审定).
 
         Each case is checked on its own (state, role, fields): a case that fails is reported
@@ -365,8 +395,8 @@ class Engine:
             refused: dict[int, CivflowError] = {}
             ready: dict[int, list] = {}  # version_id -> [(row, t, values)]
             for cid in ids:
-                if cid not in rows:
-                    refused[cid] = NotFound(f"case {cid} does not exist")
+                if cid not in rows or not _sees(viewer, *rows[cid]):
+                    refused[cid] = NotFound(_not_found(cid, viewer))
                     continue
                 row, path = rows[cid]
                 cf = self.compiled(s, row.version_id)
@@ -418,10 +448,8 @@ class Engine:
         """A case the viewer may see, with what they may do on it now (`actions`)."""
         with self.db.unit_of_work(write=False) as s:
             row = queries.get_row(s, case_id, self.clock())
-            if row is None or not can_see(viewer, row.subject_id, row.claimed_by,
-                                          row.unit_path):
-                # Not 403: whether a case exists is itself not for everyone to know.
-                raise NotFound(f"case {case_id} does not exist or is not visible to you")
+            if row is None or not _sees(viewer, row, row.unit_path):
+                raise NotFound(_not_found(case_id, viewer))
             cf = self._label(s, row, lang)
             row.actions = self._actions(s, cf, row, row.unit_path,
                                         Actor.person(viewer.person_id), lang,
@@ -464,11 +492,12 @@ class Engine:
 
     # ------------------------------------------------------------------ internals
 
-    def _load(self, s: Session, case_id: int):
+    def _load(self, s: Session, case_id: int, viewer: Viewer | None = None):
+        """The case row and its unit's path; NotFound also when `viewer` may not see it."""
         found = s.execute(select(CASES, Unit.path).join(Unit, Unit.id == CASES.c.unit_id)
                           .where(CASES.c.id == case_id)).first()
-        if found is None:
-            raise NotFound(f"case {case_id} does not exist")
+        if found is None or not _sees(viewer, found, found.path):
+            raise NotFound(_not_found(case_id, viewer))
         return found, found.path
 
     def _check(self, s: Session, cf: CompiledFlow, row, path: str, trigger: str,
@@ -530,15 +559,16 @@ class Engine:
             raise Conflict(row.id, current or 0, row.version)
         self._insert_history(s, row.id, seq, now, actor, role, trigger, row.state, dest,
                              values, comment, idempotency_key, row.history_hash, h)
-        return FireResult(row.id, trigger, row.state, dest, row.version + 1, seq)
+        return FireResult(row.id, trigger, row.state, dest, row.version + 1, seq,
+                          flow=row.flow_id)
 
     # ------------------------------------------------------------------ claims (认领)
 
-    def claim(self, case_id: int, actor: Actor, expected_version: int | None = None
-              ) -> FireResult:
+    def claim(self, case_id: int, actor: Actor, expected_version: int | None = None,
+              viewer: Viewer | None = None) -> FireResult:
         """Reserve the current step for `actor`, who must be able to act on it now."""
         with self.db.unit_of_work() as s:
-            row, cf, held = self._for_claim(s, case_id, actor, expected_version)
+            row, cf, held = self._for_claim(s, case_id, actor, expected_version, viewer)
             role = self._acting_role(held, cf, row, actor)
             if row.claimed_by == actor.person_id:
                 raise ActionNotAllowed(f"case {case_id} is already claimed by you")
@@ -548,11 +578,11 @@ class Engine:
             return self._record(s, row, actor, role, CLAIM, row.state, {}, None, None,
                                 {"claimed_by": actor.person_id, "claimed_at": self.clock()})
 
-    def release(self, case_id: int, actor: Actor, expected_version: int | None = None
-                ) -> FireResult:
+    def release(self, case_id: int, actor: Actor, expected_version: int | None = None,
+                viewer: Viewer | None = None) -> FireResult:
         """Give a claimed step back to every holder of the role."""
         with self.db.unit_of_work() as s:
-            row, cf, held = self._for_claim(s, case_id, actor, expected_version)
+            row, cf, held = self._for_claim(s, case_id, actor, expected_version, viewer)
             if row.claimed_by != actor.person_id:
                 raise Forbidden(f"case {case_id} is not claimed by you", rule="claimed")
             role = self._acting_role(held, cf, row, actor)
@@ -560,11 +590,11 @@ class Engine:
                                 {"claimed_by": None, "claimed_at": None})
 
     def delegate(self, case_id: int, actor: Actor, to_person: int,
-                 comment: str | None = None, expected_version: int | None = None
-                 ) -> FireResult:
+                 comment: str | None = None, expected_version: int | None = None,
+                 viewer: Viewer | None = None) -> FireResult:
         """Hand the current step to another holder of the role (转办), recorded in history."""
         with self.db.unit_of_work() as s:
-            row, cf, held = self._for_claim(s, case_id, actor, expected_version)
+            row, cf, held = self._for_claim(s, case_id, actor, expected_version, viewer)
             role = self._acting_role(held, cf, row, actor)
             if row.claimed_by not in (None, actor.person_id):
                 raise Forbidden(f"case {case_id} is claimed by person {row.claimed_by}",
@@ -580,8 +610,9 @@ class Engine:
                                 {"to": to_person, "as": target_role}, comment, None,
                                 {"claimed_by": to_person, "claimed_at": self.clock()})
 
-    def _for_claim(self, s: Session, case_id: int, actor: Actor, expected: int | None):
-        row, path = self._load(s, case_id)
+    def _for_claim(self, s: Session, case_id: int, actor: Actor, expected: int | None,
+                   viewer: Viewer | None):
+        row, path = self._load(s, case_id, viewer)
         if expected is not None and row.version != expected:
             raise Conflict(case_id, row.version, expected)
         cf = self.compiled(s, row.version_id)
@@ -609,7 +640,8 @@ class Engine:
             trigger=trigger, from_state=from_state, to_state=to_state, data=data,
             comment=comment, idempotency_key=idempotency_key, prev_hash=prev, hash=h))
 
-    def _replay(self, s: Session, case_id: int, trigger: str, key: str) -> FireResult | None:
+    def _replay(self, s: Session, row, trigger: str, key: str) -> FireResult | None:
+        case_id = row.id
         rec = s.execute(select(HISTORY.c.trigger, HISTORY.c.from_state, HISTORY.c.to_state,
                                HISTORY.c.seq)
                         .where(HISTORY.c.case_id == case_id,
@@ -622,7 +654,7 @@ class Engine:
                 f"not {trigger!r}; use a new key for a new action")
         # The case version after an action is its history seq (both start at 1, both +1).
         return FireResult(case_id, rec.trigger, rec.from_state, rec.to_state, rec.seq, rec.seq,
-                          replayed=True)
+                          replayed=True, flow=row.flow_id)
 
     def _view(self, row, cf: CompiledFlow) -> CaseView:
         return CaseView(
@@ -631,6 +663,15 @@ class Engine:
             period_key=row.period_key, state=row.state,
             final=cf.spec.states[row.state].final, data=dict(row.data), version=row.version,
             created_at=row.created_at, updated_at=row.updated_at, deadline_at=row.deadline_at)
+
+
+def _sees(viewer: Viewer | None, row, path: str) -> bool:
+    return viewer is None or can_see(viewer, row.subject_id, row.claimed_by, path)
+
+
+def _not_found(case_id: int, viewer: Viewer | None) -> str:
+    # Not 403: whether a case exists is itself not for everyone to know.
+    return f"case {case_id} does not exist" + (" or is not visible to you" if viewer else "")
 
 
 def _default_period(period: str, now: dt.datetime) -> str | None:

@@ -31,11 +31,17 @@ def _not_blank(value: Any) -> None:
         raise ValidationError("must not be empty")
 
 
+def _no_nul(value: Any) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValidationError("must not contain NUL characters")
+
+
 def _field(spec: FieldSpec, required: bool) -> mf.Field:
     checks: list = [_not_blank] if required else []
     kw: dict[str, Any] = {"required": required, "allow_none": not required}
     t = spec.type
     if t == "text":
+        checks.append(_no_nul)
         if spec.max_length:
             checks.append(validate.Length(max=spec.max_length))
         return mf.String(validate=checks, **kw)
@@ -58,7 +64,7 @@ def _field(spec: FieldSpec, required: bool) -> mf.Field:
     if t == "bool":
         return mf.Boolean(**kw)
     if t == "person":
-        checks.append(validate.Range(min=1, error="must be a person id"))
+        checks.append(validate.Range(min=1, max=2**31 - 1, error="must be a person id"))
         return mf.Integer(strict=True, validate=checks, **kw)
     if t == "list":
         if spec.max_items:

@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import text
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -107,7 +108,11 @@ class RoleAssignment(Base):
     """A person holds a role in a unit (leader, committee, …); unit NULL = a named group."""
 
     __tablename__ = "role_assignments"
-    __table_args__ = (UniqueConstraint("person_id", "unit_id", "role"),)
+    __table_args__ = (
+        UniqueConstraint("person_id", "unit_id", "role"),
+        Index("uq_role_assignments_group", "person_id", "role", unique=True,
+              postgresql_where=text("unit_id IS NULL"), sqlite_where=text("unit_id IS NULL")),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
     unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"), index=True)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .db import Database
-from .errors import ImportFailed
+from .errors import ActionNotAllowed, FieldErrors, ImportFailed, NotFound
 from .models import ORG_ROLES, TIERS, Person, RoleAssignment, Unit, User
 
 # Columns of the people CSV (UTF-8, header row required; BOM tolerated for Excel files).
@@ -274,3 +276,159 @@ def _write(s: Session, rows: list[_Row], progress) -> ImportReport:
     s.flush()
     return ImportReport(total, counts["units"], counts["created"], counts["updated"],
                         counts["roles"], counts["users"])
+
+
+# --------------------------------------------------------------------------- reads
+# What the API's organisation endpoints read and change, one unit of work each.
+
+
+def list_units(db: Database) -> list[Unit]:
+    with db.unit_of_work(write=False) as s:
+        return list(s.execute(select(Unit).order_by(Unit.id)).scalars())
+
+
+def get_unit(db: Database, unit_id: int) -> Unit:
+    with db.unit_of_work(write=False) as s:
+        return get_or_404(s, Unit, unit_id)
+
+
+def get_person(db: Database, person_id: int) -> dict[str, Any]:
+    with db.unit_of_work(write=False) as s:
+        return person_out(s, get_or_404(s, Person, person_id))
+
+
+def people(db: Database, args: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    with db.unit_of_work(write=False) as s:
+        return list_people(s, args)
+
+
+def roles(db: Database, **filters: Any) -> list[dict[str, Any]]:
+    with db.unit_of_work(write=False) as s:
+        return list_roles(s, **filters)
+
+
+def get_or_404(s: Session, model: type, key: int):
+    row = s.get(model, key)
+    if row is None:
+        what = {Unit: "unit", Person: "person"}.get(model, "role assignment")
+        raise NotFound(f"{what} {key} does not exist")
+    return row
+
+
+PERSON_KEYS = ("id", "code", "name", "unit_id", "tier", "rank", "rank_since", "post", "active")
+
+
+def person_out(s: Session, p: Person, unit_name: str | None = None) -> dict[str, Any]:
+    if unit_name is None:
+        unit_name = s.execute(select(Unit.name).where(Unit.id == p.unit_id)).scalar_one()
+    return {**{k: getattr(p, k) for k in PERSON_KEYS}, "unit_name": unit_name}
+
+
+def list_people(s: Session, args: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    conds = []
+    if args.get("unit_id") is not None:
+        path = get_or_404(s, Unit, args["unit_id"]).path
+        conds.append(Unit.path.startswith(path, autoescape=True))
+    if args.get("q"):
+        conds.append(Person.name.icontains(args["q"], autoescape=True)
+                     | Person.code.icontains(args["q"], autoescape=True))
+    if args.get("active") is not None:
+        conds.append(Person.active == args["active"])
+    base = select(Person, Unit.name).join(Unit, Unit.id == Person.unit_id).where(*conds)
+    total = s.execute(select(func.count()).select_from(base.subquery())).scalar_one()
+    rows = s.execute(base.order_by(Person.code, Person.id)
+                     .limit(args["per_page"]).offset((args["page"] - 1) * args["per_page"]))
+    return [person_out(s, p, unit_name) for p, unit_name in rows], total
+
+
+def list_roles(s: Session, person_id: int | None = None, unit_id: int | None = None,
+               role: str | None = None) -> list[dict[str, Any]]:
+    q = (select(RoleAssignment, Person.name, Unit.name)
+         .join(Person, Person.id == RoleAssignment.person_id)
+         .outerjoin(Unit, Unit.id == RoleAssignment.unit_id)
+         .order_by(RoleAssignment.id))
+    if person_id is not None:
+        q = q.where(RoleAssignment.person_id == person_id)
+    if unit_id is not None:
+        q = q.where(RoleAssignment.unit_id == unit_id)
+    if role is not None:
+        q = q.where(RoleAssignment.role == role)
+    return [role_out(r, person_name, unit_name) for r, person_name, unit_name in s.execute(q)]
+
+
+def role_out(r: RoleAssignment, person_name: str, unit_name: str | None) -> dict[str, Any]:
+    return {"id": r.id, "person_id": r.person_id, "person_name": person_name, "role": r.role,
+            "unit_id": r.unit_id, "unit_name": unit_name}
+
+
+# --------------------------------------------------------------------------- writes
+
+
+@contextmanager
+def writing(db: Database, duplicate: FieldErrors) -> Iterator[Session]:
+    """A unit of work whose unique-constraint failure (a parallel request took the code
+    after our check) is reported as `duplicate`, never as a 500."""
+    try:
+        with db.unit_of_work() as s:
+            yield s
+    except IntegrityError:
+        raise duplicate from None
+
+
+def taken(field: str, message: str) -> FieldErrors:
+    return FieldErrors({field: [message]})
+
+
+def create_unit(db: Database, code: str, name: str, parent_id: int | None) -> Unit:
+    duplicate = taken("code", f"unit code {code!r} is already taken")
+    with writing(db, duplicate) as s:
+        parent = get_or_404(s, Unit, parent_id) if parent_id is not None else None
+        if s.execute(select(Unit.id).where(Unit.code == code)).first():
+            raise duplicate
+        return add_unit(s, code, name, parent)
+
+
+def create_person(db: Database, code: str, unit_id: int, **values: Any) -> dict[str, Any]:
+    duplicate = taken("code", f"person code {code!r} is already taken")
+    with writing(db, duplicate) as s:
+        unit = get_or_404(s, Unit, unit_id)
+        if s.execute(select(Person.id).where(Person.code == code)).first():
+            raise duplicate
+        return person_out(s, add_person(s, code, unit=unit, **values))
+
+
+def update_person(db: Database, person_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+    with db.unit_of_work() as s:
+        person = get_or_404(s, Person, person_id)
+        if "unit_id" in changes:
+            get_or_404(s, Unit, changes["unit_id"])
+        for key, value in changes.items():
+            setattr(person, key, value)
+        s.flush()
+        return person_out(s, person)
+
+
+def add_role(db: Database, person_id: int, role: str, unit_id: int | None) -> dict[str, Any]:
+    where = f"unit {unit_id}" if unit_id is not None else "as a group"
+    duplicate = taken("role", f"person {person_id} already holds {role!r} {where}")
+    with writing(db, duplicate) as s:
+        person = get_or_404(s, Person, person_id)
+        unit = get_or_404(s, Unit, unit_id) if unit_id is not None else None
+        if not assign_role(s, person, role, unit):
+            raise duplicate
+        s.flush()
+        row = s.execute(select(RoleAssignment).where(
+            RoleAssignment.person_id == person_id, RoleAssignment.role == role,
+            RoleAssignment.unit_id.is_(None) if unit is None
+            else RoleAssignment.unit_id == unit.id)).scalar_one()
+        return role_out(row, person.name, unit.name if unit else None)
+
+
+def remove_role(db: Database, assignment_id: int) -> None:
+    with db.unit_of_work() as s:
+        row = get_or_404(s, RoleAssignment, assignment_id)
+        if row.role == "admin" and s.execute(select(func.count()).where(
+                RoleAssignment.role == "admin")).scalar_one() <= 1:
+            raise ActionNotAllowed("this is the last admin assignment; make someone else "
+                                   "admin before removing it")
+        s.delete(row)

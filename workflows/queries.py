@@ -89,18 +89,21 @@ def _filters(s: Session, f: CaseFilter, now: dt.datetime) -> list[ColumnElement[
         conds.append(Unit.path.like(f"{path}%") if path else false())
     if f.overdue is not None:
         late = and_(CASES.c.deadline_at < now, CASES.c.closed_at.is_(None))
-        conds.append(late if f.overdue else ~late)
+        # Spelled out, not ~late: NOT over a NULL deadline is NULL, which filters it out.
+        on_time = or_(CASES.c.deadline_at.is_(None), CASES.c.deadline_at >= now,
+                      CASES.c.closed_at.is_not(None))
+        conds.append(late if f.overdue else on_time)
     if f.text:
         like = f"%{f.text.strip()}%"
         conds.append(or_(Person.name.ilike(like), Person.code.ilike(like)))
     return conds
 
 
-def _order(sort: str):
+def _order(sort: str, *then):
     desc = sort.startswith("-")
     col = SORTABLE[sort.lstrip("-")]
     # NULLs last either way, the same on SQLite and PostgreSQL.
-    return [col.is_(None), col.desc() if desc else col.asc(), CASES.c.id.asc()]
+    return [col.is_(None), col.desc() if desc else col.asc(), *then, CASES.c.id.asc()]
 
 
 def _row(r, now: dt.datetime) -> CaseRow:
@@ -177,7 +180,7 @@ def queue(s: Session, viewer: Viewer, flows: dict[int, Any], f: CaseFilter,
              *_filters(s, f, now)]
     total = s.execute(select(func.count()).select_from(_base().where(*conds).subquery())).scalar()
     rows = s.execute(_base().where(*conds)
-                     .order_by(*_order("deadline_at"), CASES.c.state_entered_at)
+                     .order_by(*_order("deadline_at", CASES.c.state_entered_at))
                      .limit(f.per_page).offset((f.page - 1) * f.per_page)).all()
     return [_row(r, now) for r in rows], int(total or 0)
 

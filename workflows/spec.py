@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -412,6 +412,8 @@ _FLOW_SCHEMA = FlowSchema()
 
 def parse_source(text: str, filename: str) -> tuple[Any, yaml.Node | None]:
     """Parse YAML or JSON text. JSON is YAML, but `.json` files get JSON's own parser."""
+    too_deep = DefinitionInvalid([Problem(filename, "", "nested too deeply to be a flow "
+                                                        "definition")])
     if filename.endswith(".json"):
         try:
             return json.loads(text), None
@@ -419,9 +421,13 @@ def parse_source(text: str, filename: str) -> tuple[Any, yaml.Node | None]:
             raise DefinitionInvalid(
                 [Problem(filename, "", f"not valid JSON: {exc.msg}", exc.lineno)]
             ) from exc
+        except RecursionError:  # both parsers recurse: 50,000 '[' is bad input, not a crash
+            raise too_deep from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         return yaml.safe_load(text), node
+    except RecursionError:
+        raise too_deep from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -448,6 +454,10 @@ def compile_document(document: Any, filename: str, node: yaml.Node | None = None
     def add(path: str, message: str) -> None:
         problems.append(Problem(filename, path, message, _line_of(node, path)))
 
+    for path in _nul_paths(document):
+        add(path, "text must not contain NUL characters")
+    if problems:
+        raise DefinitionInvalid(problems)
     try:
         data = _FLOW_SCHEMA.load(document)
     except ValidationError as exc:
@@ -466,6 +476,21 @@ def compile_document(document: Any, filename: str, node: yaml.Node | None = None
     if problems:
         raise DefinitionInvalid(problems)
     return _with_hash(spec, document)
+
+
+def _nul_paths(value: Any, path: str = "") -> Iterator[str]:
+    """Where the document holds a NUL character (JSON's \\u0000): databases refuse them."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield path
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and "\x00" in k:
+                yield _join(path, k)
+            yield from _nul_paths(v, _join(path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _nul_paths(v, _join(path, i))
 
 
 def _with_hash(spec: FlowSpec, document: Any) -> FlowSpec:

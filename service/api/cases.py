@@ -114,12 +114,9 @@ class CaseAction(MethodView):
          "description": "Replaying the same key returns the first result."}])
     def post(self, body, case_id: int, trigger: str):
         """Fire an action. 409 with the current version when If-Match is stale."""
-        expected = if_match()
-        key = idempotency_key()
-        engine().case_for(viewer(), case_id)  # 404 for cases the caller may not see
         result = engine().fire(case_id, trigger, actor(), data=body["data"],
-                               comment=body.get("comment"), expected_version=expected,
-                               idempotency_key=key)
+                               comment=body.get("comment"), expected_version=if_match(),
+                               idempotency_key=idempotency_key(), viewer=viewer())
         if not result.replayed:
-            metrics.count_action(engine().case_for(viewer(), case_id).flow, trigger)
+            metrics.count_action(result.flow, trigger)
         return result.__dict__, 200, {"ETag": f'"{result.version}"'}

@@ -9,6 +9,12 @@ from marshmallow import Schema, fields, pre_dump, validate
 from workflows.queries import SORTABLE
 
 SORTS = [k for k in SORTABLE] + [f"-{k}" for k in SORTABLE]
+MAX_ID = 2**31 - 1  # ids are PostgreSQL INTEGERs
+
+
+def Id(**kwargs) -> fields.Integer:  # noqa: N802 - reads like a field class
+    """An id of a row: 1 … 2**31-1, so no query ever sees a number the column cannot hold."""
+    return fields.Integer(validate=validate.Range(min=1, max=MAX_ID), **kwargs)
 
 
 class PageQuery(Schema):
@@ -19,8 +25,8 @@ class PageQuery(Schema):
 class CaseQuery(PageQuery):
     flow = fields.String(validate=validate.Length(max=64))
     state = fields.String(validate=validate.Length(max=64))
-    unit_id = fields.Integer(validate=validate.Range(min=1))
-    subject_id = fields.Integer(validate=validate.Range(min=1))
+    unit_id = Id()
+    subject_id = Id()
     period = fields.String(validate=validate.Length(max=16))
     overdue = fields.Boolean()
     q = fields.String(validate=validate.Length(min=1, max=100),
@@ -91,9 +97,9 @@ class CaseList(Schema):
 
 class StartCase(Schema):
     flow = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    subject_id = fields.Integer(required=True, validate=validate.Range(min=1))
+    subject_id = Id(required=True)
     period_key = fields.String(validate=validate.Length(min=1, max=16))
-    version = fields.Integer(validate=validate.Range(min=1))
+    version = fields.Integer(validate=validate.Range(min=1, max=MAX_ID))
     data = fields.Dict(load_default=dict)
     comment = fields.String(validate=validate.Length(max=4000))
 
