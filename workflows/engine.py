@@ -10,6 +10,7 @@ a role other than the subject is asked for, one versioned UPDATE and one history
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import struct
 import threading
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, text, update
+from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -44,6 +45,19 @@ from .spec import FLOW_ID, SYSTEM, FlowSpec, TransitionSpec, load_definition
 
 CASES = Case.__table__
 HISTORY = HistoryRecord.__table__
+UNITS = Unit.__table__
+ROLES = RoleAssignment.__table__
+
+# The hot path's statements are built once, with bind parameters: building a statement per
+# action cost more client CPU than the database spent running it (bench/engine_bench.py).
+LOAD_CASE = (select(CASES, UNITS.c.path).join(UNITS, UNITS.c.id == CASES.c.unit_id)
+             .where(CASES.c.id == bindparam("case_id")))
+ASSIGNMENTS = select(ROLES.c.role, ROLES.c.unit_id).where(
+    ROLES.c.person_id == bindparam("person_id"))
+VERSIONED_UPDATE = update(CASES).where(CASES.c.id == bindparam("_id"),
+                                       CASES.c.version == bindparam("_version"))
+INSERT_HISTORY = insert(HISTORY)
+ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 START = "start"  # the trigger name recorded for a case's first history record
 CLAIM, RELEASE, DELEGATE = "claim", "release", "delegate"  # queue bookkeeping, no state change
 
@@ -142,21 +156,28 @@ class _SqlFacts:
 
     def quota_pool(self, flow: str, pool: dict[str, Any], field: str, value: Any,
                    counted_states: list[str]) -> tuple[int, int]:
-        s = self.session
-        if s.get_bind().dialect.name == "postgresql":
+        conn = self.session.connection()
+        if conn.dialect.name == "postgresql":
             # Serialise approvals of one pool: two can't both take its last place.
             key = f"quota|{flow}|{sorted(pool.items())}|{field}|{value}"
             lock_id = struct.unpack(">q", hashlib.sha256(key.encode()).digest()[:8])[0]
-            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id})
-        columns = {"unit": CASES.c.unit_id, "tier": CASES.c.tier, "period": CASES.c.period_key}
-        conds = [CASES.c.flow_id == flow] + [columns[k] == v for k, v in pool.items()]
-        hit = and_(CASES.c.state.in_(counted_states),
-                   CASES.c.data[field].as_string() == str(value))
-        size, used = s.execute(
-            select(func.count(), func.coalesce(func.sum(sql_case((hit, 1), else_=0)), 0))
-            .where(*conds)
-        ).one()
+            conn.execute(ADVISORY_LOCK, {"k": lock_id})
+        params = {f"pool_{k}": v for k, v in pool.items()}
+        size, used = conn.execute(_quota_statement(tuple(sorted(pool)), field), {
+            **params, "flow": flow, "value": str(value), "states": counted_states}).one()
         return int(size), int(used)
+
+
+@functools.lru_cache(maxsize=256)
+def _quota_statement(pool_keys: tuple[str, ...], field: str):
+    """(cases in the pool, those counted with field = value), built once per pool shape."""
+    columns = {"unit": CASES.c.unit_id, "tier": CASES.c.tier, "period": CASES.c.period_key}
+    conds = [CASES.c.flow_id == bindparam("flow")]
+    conds += [columns[k] == bindparam(f"pool_{k}") for k in pool_keys]
+    hit = and_(CASES.c.state.in_(bindparam("states", expanding=True)),
+               CASES.c.data[field].as_string() == bindparam("value"))
+    return select(func.count(), func.coalesce(func.sum(sql_case((hit, 1), else_=0)), 0)
+                  ).where(*conds)
 
 
 class Engine:
@@ -494,8 +515,7 @@ class Engine:
 
     def _load(self, s: Session, case_id: int, viewer: Viewer | None = None):
         """The case row and its unit's path; NotFound also when `viewer` may not see it."""
-        found = s.execute(select(CASES, Unit.path).join(Unit, Unit.id == CASES.c.unit_id)
-                          .where(CASES.c.id == case_id)).first()
+        found = s.connection().execute(LOAD_CASE, {"case_id": case_id}).first()
         if found is None or not _sees(viewer, found, found.path):
             raise NotFound(_not_found(case_id, viewer))
         return found, found.path
@@ -552,8 +572,8 @@ class Engine:
                    "history_hash": h, "updated_at": now}
         if dest != row.state:
             changes["state_entered_at"] = now
-        res = s.execute(update(CASES).where(CASES.c.id == row.id,
-                                            CASES.c.version == row.version).values(**changes))
+        res = s.connection().execute(VERSIONED_UPDATE,
+                                     {**changes, "_id": row.id, "_version": row.version})
         if res.rowcount != 1:
             current = s.execute(select(CASES.c.version).where(CASES.c.id == row.id)).scalar()
             raise Conflict(row.id, current or 0, row.version)
@@ -635,10 +655,11 @@ class Engine:
                         actor: Actor, role: str, trigger: str, from_state: str | None,
                         to_state: str, data: dict[str, Any], comment: str | None,
                         idempotency_key: str | None, prev: str, h: str) -> None:
-        s.execute(insert(HISTORY).values(
-            case_id=case_id, seq=seq, at=at, actor_id=actor.person_id, actor_role=role,
-            trigger=trigger, from_state=from_state, to_state=to_state, data=data,
-            comment=comment, idempotency_key=idempotency_key, prev_hash=prev, hash=h))
+        s.connection().execute(INSERT_HISTORY, [{
+            "case_id": case_id, "seq": seq, "at": at, "actor_id": actor.person_id,
+            "actor_role": role, "trigger": trigger, "from_state": from_state,
+            "to_state": to_state, "data": data, "comment": comment,
+            "idempotency_key": idempotency_key, "prev_hash": prev, "hash": h}])
 
     def _replay(self, s: Session, row, trigger: str, key: str) -> FireResult | None:
         case_id = row.id
@@ -698,10 +719,8 @@ class _Roles:
     def _assignments(self) -> list[tuple[str, int | None]]:
         if self._held is None:
             self._held = [] if self.actor.person_id is None else [
-                (r, u) for r, u in self.s.execute(
-                    select(RoleAssignment.role, RoleAssignment.unit_id)
-                    .where(RoleAssignment.person_id == self.actor.person_id))
-            ]
+                (r, u) for r, u in self.s.connection().execute(
+                    ASSIGNMENTS, {"person_id": self.actor.person_id})]
         return self._held
 
     def holds(self, name: str) -> bool:

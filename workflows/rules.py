@@ -96,11 +96,22 @@ def check_rule_params(rule: RuleSpec, t: TransitionSpec, spec: FlowSpec) -> Iter
     yield from impl.check_definition(params, t, spec)
 
 
+_LOADED: dict[int, tuple[RuleSpec, dict[str, Any]]] = {}
+
+
+def _params(rule: RuleSpec) -> dict[str, Any]:
+    """A rule's parameters, loaded once (the spec keeps the RuleSpec alive, and so do we)."""
+    found = _LOADED.get(id(rule))
+    if found is None or found[0] is not rule:
+        found = (rule, REGISTRY[rule.name].params.load(rule.params))
+        _LOADED[id(rule)] = found
+    return found[1]
+
+
 def evaluate(batch: Batch) -> None:
     """Run every rule of the transition over the batch; the first refusal raises."""
     for rule in batch.transition.rules:
-        impl = REGISTRY[rule.name]
-        impl.evaluate(impl.params.load(rule.params), batch)
+        REGISTRY[rule.name].evaluate(_params(rule), batch)
 
 
 class _Params(Schema):
