@@ -32,10 +32,9 @@ from workflows.accounts import (
     BEARER,
     SESSION,
     AuthFailed,
-    Principal,
     authenticate,
     issue_token,
-    resolve_token,
+    principal_of,
     revoke_token,
     shared_secret,
 )
@@ -144,15 +143,15 @@ def _start_session(username: str, password: str) -> None:
     session["t"] = token
     session["csrf"] = secrets.token_urlsafe(24)
     session.permanent = True
-    g.principal = resolve_token(engine().db, token, utcnow())
-    g.viewer = _load_viewer(g.principal)
+    _sign_in(token)
 
 
-def _load_viewer(p: Principal) -> Viewer:
-    if p.person_id is None:
-        return Viewer(person_id=0)
+def _sign_in(token: str) -> None:
+    """Resolve the token and load the viewer's roles in one read (g.principal, g.viewer)."""
     with engine().db.unit_of_work(write=False) as s:
-        return load_viewer(s, p.person_id)
+        p = principal_of(s, token, utcnow())
+        g.viewer = load_viewer(s, p.person_id) if p.person_id else Viewer(person_id=0)
+    g.principal = p
 
 
 _LOGIN_PAGE = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
@@ -203,15 +202,14 @@ def _authenticate():
         return None
     _ensure_secret()
     header = request.headers.get("Authorization", "")
-    now = utcnow()
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthFailed("use Authorization: Bearer <token>")
-        g.principal = resolve_token(engine().db, token.strip(), now)
+        _sign_in(token.strip())
     elif session.get("t"):
         try:
-            g.principal = resolve_token(engine().db, session["t"], now)
+            _sign_in(session["t"])
         except AuthFailed:
             session.clear()
             raise
@@ -225,7 +223,6 @@ def _authenticate():
                          "Authorization: Bearer <token>")
     else:
         return redirect(url_for("login_page", next=request.full_path.rstrip("?")))
-    g.viewer = _load_viewer(g.principal)
     return None
 
 

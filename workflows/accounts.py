@@ -16,6 +16,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from .db import Database
 from .errors import CivflowError, FieldErrors, NotFound
@@ -106,11 +107,16 @@ def issue_token(db: Database, user_id: int, kind: str, ttl: dt.timedelta,
 
 def resolve_token(db: Database, token: str, now: dt.datetime) -> Principal:
     with db.unit_of_work(write=False) as s:
-        row = s.execute(
-            select(ApiToken.id, ApiToken.expires_at, ApiToken.revoked_at, User.id,
-                   User.username, User.person_id, User.active)
-            .join(User, User.id == ApiToken.user_id)
-            .where(ApiToken.token_hash == _digest(token))).first()
+        return principal_of(s, token, now)
+
+
+def principal_of(s: Session, token: str, now: dt.datetime) -> Principal:
+    """Who holds `token`, inside a caller's unit of work; AuthFailed says why not."""
+    row = s.execute(
+        select(ApiToken.id, ApiToken.expires_at, ApiToken.revoked_at, User.id,
+               User.username, User.person_id, User.active)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == _digest(token))).first()
     if row is None:
         raise AuthFailed("unknown token")
     token_id, expires, revoked, user_id, username, person_id, active = row
