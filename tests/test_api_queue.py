@@ -59,7 +59,7 @@ def _version(api, cid: int) -> str:
 
 
 def _set_deadline(db, cid: int, at: dt.datetime | None) -> None:
-    """As the timers will: the engine leaves deadline_at to the scheduler."""
+    """Deadlines set by hand: the planned ones depend on today's date."""
     with db.unit_of_work() as s:
         s.execute(update(Case).where(Case.id == cid).values(deadline_at=at))
 
@@ -162,7 +162,7 @@ def test_due_first_and_the_overdue_filter(api, engine, db):
     _set_deadline(db, cases["s2"], now + dt.timedelta(days=3))
     _set_deadline(db, cases["s3"], now - dt.timedelta(days=1))  # overdue
     _set_deadline(db, cases["s4"], now + dt.timedelta(days=1))
-    # s1 has no deadline: last.
+    _set_deadline(db, cases["s1"], None)  # no deadline: last
 
     body = _queue(api, "c1", sort="-id")  # sort is ignored: the queue is always due first
     assert _ids(body) == [cases["s3"], cases["s4"], cases["s2"], cases["s1"]]

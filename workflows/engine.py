@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from . import forms, queries, rules
 from .access import Viewer, can_see, check_can_start
+from .calendar import WorkCalendar
 from .db import Database
 from .errors import (
     ActionNotAllowed,
@@ -39,9 +40,19 @@ from .errors import (
 )
 from .history import GENESIS, record_hash
 from .machine import CompiledFlow
-from .models import Case, FlowVersion, HistoryRecord, Person, RoleAssignment, Unit, unit_path_ids
+from .models import (
+    Case,
+    FlowVersion,
+    HistoryRecord,
+    Person,
+    RoleAssignment,
+    Timer,
+    Unit,
+    unit_path_ids,
+)
 from .periods import check_period_key, period_key
 from .spec import FLOW_ID, SYSTEM, FlowSpec, TransitionSpec, load_definition
+from .timers import Planned, plan_state, timer_rows
 
 CASES = Case.__table__
 HISTORY = HistoryRecord.__table__
@@ -58,6 +69,11 @@ VERSIONED_UPDATE = update(CASES).where(CASES.c.id == bindparam("_id"),
                                        CASES.c.version == bindparam("_version"))
 INSERT_HISTORY = insert(HISTORY)
 ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+TIMERS = Timer.__table__
+DISARM = (update(TIMERS).where(TIMERS.c.case_id == bindparam("_case"),
+                               TIMERS.c.state_visit == bindparam("_visit"),
+                               TIMERS.c.status.in_(["pending", "claimed"]))
+          .values(status="dropped"))
 START = "start"  # the trigger name recorded for a case's first history record
 CLAIM, RELEASE, DELEGATE = "claim", "release", "delegate"  # queue bookkeeping, no state change
 
@@ -183,9 +199,11 @@ def _quota_statement(pool_keys: tuple[str, ...], field: str):
 class Engine:
     """One per process. Holds the database and the compiled flows (immutable, cached)."""
 
-    def __init__(self, db: Database, clock: Callable[[], dt.datetime] = utcnow):
+    def __init__(self, db: Database, clock: Callable[[], dt.datetime] = utcnow,
+                 calendar: WorkCalendar | None = None):
         self.db = db
         self.clock = clock
+        self.calendar = calendar or WorkCalendar()
         self._flows: dict[int, CompiledFlow] = {}
         self._lock = threading.Lock()
 
@@ -331,7 +349,7 @@ class Engine:
             case = Case(flow_id=spec.flow, version_id=cf.version_id, subject_id=subject_id,
                         unit_id=unit_id, tier=subject.tier, period_key=period_key,
                         state=spec.initial, data=values, version=1, history_seq=1,
-                        created_at=now, updated_at=now, state_entered_at=now)
+                        state_visit=1, created_at=now, updated_at=now, state_entered_at=now)
             s.add(case)
             try:
                 s.flush()
@@ -339,6 +357,7 @@ class Engine:
                 raise DuplicateCase(
                     f"person {subject_id} already has a {spec.flow} case"
                     + (f" for {period_key}" if period_key else "")) from None
+            case.deadline_at = self._arm(s, cf, case.id, spec.initial, 1, now, period_key)
             role = SYSTEM if actor.is_system else "starter"
             h = record_hash(case_id=case.id, seq=1, at=now, actor_id=actor.person_id,
                             actor_role=role, trigger=START, from_state=None,
@@ -378,18 +397,9 @@ class Engine:
         """Move one case by `trigger`. See the module docstring for what it checks."""
         try:
             with self.db.unit_of_work() as s:
-                row, path = self._load(s, case_id, viewer)
-                if idempotency_key:
-                    replay = self._replay(s, row, trigger, idempotency_key)
-                    if replay:
-                        return replay
-                if expected_version is not None and row.version != expected_version:
-                    raise Conflict(case_id, row.version, expected_version)
-                cf = self.compiled(s, row.version_id)
-                t, values, role = self._check(s, cf, row, path, trigger, actor, data, comment)
-                rules.evaluate(rules.Batch(t, cf.spec, [_facts(row, values)], _SqlFacts(s)))
-                return self._apply(s, cf, row, t, actor, role, values, comment,
-                                   idempotency_key)
+                return self._fire_in(s, case_id, trigger, actor, data=data, comment=comment,
+                                     expected_version=expected_version,
+                                     idempotency_key=idempotency_key, viewer=viewer)
         except (Conflict, IntegrityError):
             if idempotency_key:  # the same request may have won in another session
                 with self.db.unit_of_work(write=False) as s:
@@ -398,6 +408,24 @@ class Engine:
                 if replay:
                     return replay
             raise
+
+    def _fire_in(self, s: Session, case_id: int, trigger: str, actor: Actor, *,
+                 data: dict[str, Any] | None = None, comment: str | None = None,
+                 expected_version: int | None = None, idempotency_key: str | None = None,
+                 viewer: Viewer | None = None) -> FireResult:
+        """`fire` inside a caller's transaction: the scheduler fires timers this way, so
+        that the timer and the state change it causes commit together."""
+        row, path = self._load(s, case_id, viewer)
+        if idempotency_key:
+            replay = self._replay(s, row, trigger, idempotency_key)
+            if replay:
+                return replay
+        if expected_version is not None and row.version != expected_version:
+            raise Conflict(case_id, row.version, expected_version)
+        cf = self.compiled(s, row.version_id)
+        t, values, role = self._check(s, cf, row, path, trigger, actor, data, comment)
+        rules.evaluate(rules.Batch(t, cf.spec, [_facts(row, values)], _SqlFacts(s)))
+        return self._apply(s, cf, row, t, actor, role, values, comment, idempotency_key)
 
     def fire_bulk(self, case_ids: Iterable[int], trigger: str, actor: Actor, *,
                   data: dict[str, Any] | None = None, comment: str | None = None,
@@ -550,19 +578,41 @@ class Engine:
                role: str, values: dict[str, Any], comment: str | None, idempotency_key: str | None
                ) -> FireResult:
         dest = cf.fire(t.trigger, row.state)
+        now = self.clock()
         changes: dict[str, Any] = {"state": dest, "data": {**row.data, **values}}
+        planned: list[Planned] = []
+        visit = row.history_seq + 1  # the record about to be written enters `dest`
         if dest != row.state:
-            changes.update(deadline_at=None, claimed_by=None, claimed_at=None)
+            deadline, planned = plan_state(cf.spec, dest, now, row.period_key, self.calendar)
+            changes.update(deadline_at=deadline, claimed_by=None, claimed_at=None,
+                           state_visit=visit)
         if cf.spec.states[dest].final:
-            changes["closed_at"] = self.clock()
-        return self._record(s, row, actor, role, t.trigger, dest, values, comment,
-                            idempotency_key, changes)
+            changes["closed_at"] = now
+        result = self._record(s, row, actor, role, t.trigger, dest, values, comment,
+                              idempotency_key, changes, now)
+        if dest != row.state:
+            old = cf.spec.states[row.state]
+            if old.deadline or old.timers:  # timers belong to the visit that armed them
+                s.connection().execute(DISARM, {"_case": row.id, "_visit": row.state_visit})
+            if planned:
+                s.connection().execute(TIMERS.insert(),
+                                       timer_rows(row.id, visit, planned, now))
+        return result
+
+    def _arm(self, s: Session, cf: CompiledFlow, case_id: int, state: str, visit: int,
+             entered: dt.datetime, period_key: str | None) -> dt.datetime | None:
+        """Insert the timers of a state visit; return its deadline."""
+        deadline, planned = plan_state(cf.spec, state, entered, period_key, self.calendar)
+        if planned:
+            s.connection().execute(TIMERS.insert(),
+                                   timer_rows(case_id, visit, planned, entered))
+        return deadline
 
     def _record(self, s: Session, row, actor: Actor, role: str, trigger: str, dest: str,
                 values: dict[str, Any], comment: str | None, idempotency_key: str | None,
-                changes: dict[str, Any]) -> FireResult:
+                changes: dict[str, Any], now: dt.datetime | None = None) -> FireResult:
         """The versioned UPDATE and the chained history INSERT that every change makes."""
-        now = self.clock()
+        now = now or self.clock()
         seq = row.history_seq + 1
         h = record_hash(case_id=row.id, seq=seq, at=now, actor_id=actor.person_id,
                         actor_role=role, trigger=trigger, from_state=row.state,

@@ -102,6 +102,7 @@ class Person(Base):
     rank_since: Mapped[dt.date | None] = mapped_column(Date)
     post: Mapped[str | None] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    email: Mapped[str | None] = mapped_column(String(254))  # for e-mail notifications
 
 
 class RoleAssignment(Base):
@@ -172,6 +173,9 @@ class Case(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     version: Mapped[int] = mapped_column(Integer, default=1)
     history_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # The history seq of the record that entered the current state: timers armed in a
+    # state carry it, and are dropped, not fired, once the case has moved on.
+    state_visit: Mapped[int] = mapped_column(Integer, default=1)
     history_hash: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -226,3 +230,82 @@ class Setting(Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Timer(Base):
+    """A moment the scheduler must act at: a deadline, a reminder, an automatic
+    transition, a repeating reminder. The database is the truth; APScheduler only ticks."""
+
+    __tablename__ = "timers"
+    __table_args__ = (
+        Index("ix_timers_status_due_at", "status", "due_at"),
+        Index("ix_timers_case_id_status", "case_id", "status"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    state_visit: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # deadline | reminder | auto | repeat
+    action: Mapped[str | None] = mapped_column(String(64))  # the trigger to fire, if any
+    due_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claim_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    fired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Notification(Base):
+    """An in-app notification (消息) for one person; e-mail and webhook copies are
+    `Delivery` rows written in the same transaction (the outbox)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_person_id_read_at", "person_id", "read_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)  # idempotency key
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    read_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class Delivery(Base):
+    """One notification sent through one channel (email | webhook), at least once."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("notification_id", "channel", "target"),
+        Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id"))
+    channel: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claim_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class CycleRun(Base):
+    """A period of a cyclic flow that has been opened (one case per eligible person).
+    The primary key makes opening a period happen once, however many nodes try."""
+
+    __tablename__ = "cycle_runs"
+    flow_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_key: Mapped[str] = mapped_column(String(16), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="opening")  # opening | done
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claim_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    cases_opened: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,276 @@
+"""Durable timers: planned when a case enters a state, fired exactly once by any node.
+
+The timers table is the truth. A process's ticker (APScheduler in `service.scheduler`, or a
+test calling `tick`) claims due timers and fires each in its own transaction together with
+the state change it causes:
+
+1. **Claim** a batch: on PostgreSQL one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
+   LOCKED)`, so concurrent nodes never take the same rows; on SQLite (which ignores FOR
+   UPDATE) a conditional UPDATE per row whose row count says who won. A claim carries a
+   lease: timers claimed by a node that died are claimed again once it runs out.
+2. **Fire** each claimed timer in one transaction: lock the timer row and check that it
+   is still ours and still claimed; check that the case is still in the state visit that
+   armed it (else the timer is dropped, not fired); run the action through the engine's
+   one path (`Engine._fire_in`); mark the timer done. Commit. A second node that took over
+   after the lease waits on the row lock and then finds it done.
+
+A failure (a rule refuses the automatic transition, a bug) rolls the transaction back; the
+timer is retried with backoff and, after `MAX_ATTEMPTS`, left as `failed` with its error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.orm import Session
+
+from .calendar import WorkCalendar, period_days
+from .errors import CivflowError
+from .models import Case, Timer
+from .spec import WEEKDAYS, FlowSpec
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger("civflow.timers")
+TIMERS = Timer.__table__
+CASES = Case.__table__
+PENDING, CLAIMED, DONE, DROPPED, FAILED = "pending", "claimed", "done", "dropped", "failed"
+MAX_ATTEMPTS = 5
+DEADLINE, REMINDER, AUTO, REPEAT = "deadline", "reminder", "auto", "repeat"
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class Planned:
+    kind: str
+    due_at: dt.datetime
+    action: str | None = None  # trigger fired by `system`
+    slot: str = ""  # distinguishes timers of one visit in the dedupe key
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_state(spec: FlowSpec, state: str, entered: dt.datetime, period_key: str | None,
+               cal: WorkCalendar) -> tuple[dt.datetime | None, list[Planned]]:
+    """The deadline and the timers of one state visit. Pure: no I/O."""
+    st = spec.states[state]
+    planned: list[Planned] = []
+    deadline = None
+    if st.deadline:
+        d = st.deadline
+        base = entered
+        if d.start != "entered" and period_key:
+            first, last = period_days(spec.period, period_key)
+            # Working days are counted after the day the period starts or ends.
+            base = cal.at_time(first if d.start == "period_start" else last, "12:00")
+        deadline = (cal.add_working_days(base, d.working_days) if d.working_days is not None
+                    else cal.add_duration(base, d.duration))
+        planned.append(Planned(DEADLINE, deadline, d.escalate, "deadline"))
+    for i, tm in enumerate(st.timers):
+        notify = {"notify": list(tm.notify or st.actor)}
+        if tm.message:
+            notify["message"] = {"zh": tm.message.zh, "en": tm.message.en}
+        if tm.kind == REMINDER and deadline is not None:
+            due = max(deadline - _duration(tm.before), entered)
+            planned.append(Planned(REMINDER, due, None, f"t{i}", notify))
+        elif tm.kind == AUTO:
+            if tm.after:
+                due = cal.add_duration(entered, tm.after)
+            elif tm.working_days is not None:
+                due = cal.add_working_days(entered, tm.working_days)
+            else:
+                due = _boundary(spec, period_key, tm.at, tm.time, cal) or entered
+            planned.append(Planned(AUTO, due, tm.fire, f"t{i}"))
+        elif tm.kind == REPEAT:
+            due = next_repeat(tm.every, tm.weekday, tm.time, entered, cal)
+            planned.append(Planned(REPEAT, due, None, f"t{i}",
+                                   {**notify, "every": tm.every, "weekday": tm.weekday,
+                                    "time": tm.time, "n": 1}))
+    return deadline, planned
+
+
+def next_repeat(every: str | None, weekday: str | None, hhmm: str | None,
+                after: dt.datetime, cal: WorkCalendar) -> dt.datetime:
+    if every:
+        return cal.add_duration(after, every)
+    return cal.next_weekday(after, WEEKDAYS.index(weekday or "mon"), hhmm)
+
+
+def _boundary(spec: FlowSpec, period_key: str | None, at: str | None, hhmm: str | None,
+              cal: WorkCalendar) -> dt.datetime | None:
+    if not period_key or spec.period == "none":
+        return None
+    first, last = period_days(spec.period, period_key)
+    if at == "period_start":
+        return cal.at_time(first, hhmm)
+    return cal.at_time(last, hhmm) if hhmm else cal.midnight_after(last)
+
+
+def _duration(iso: str | None) -> dt.timedelta:
+    import isodate
+
+    d = isodate.parse_duration(iso or "PT0S")
+    return d if isinstance(d, dt.timedelta) else d.totimedelta(start=dt.datetime(2000, 1, 1))
+
+
+def timer_rows(case_id: int, visit: int, planned: list[Planned], now: dt.datetime
+               ) -> list[dict[str, Any]]:
+    return [{"case_id": case_id, "state_visit": visit, "kind": p.kind, "action": p.action,
+             "due_at": p.due_at, "status": PENDING, "attempts": 0,
+             "dedupe_key": f"case:{case_id}:{visit}:{p.slot}", "payload": p.payload,
+             "created_at": now} for p in planned]
+
+
+# --------------------------------------------------------------------------- firing
+
+
+@dataclass
+class TickResult:
+    claimed: int = 0
+    fired: int = 0
+    dropped: int = 0
+    retried: int = 0
+    failed: int = 0
+    skipped: int = 0  # claimed by us, then lost (another node took it over)
+
+
+def node_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+CLAIMABLE = or_(and_(TIMERS.c.status == PENDING, TIMERS.c.due_at <= bindparam("now")),
+                and_(TIMERS.c.status == CLAIMED, TIMERS.c.claim_until < bindparam("now")))
+
+
+class TimerWorker:
+    """Claims and fires due timers. One per process; `tick` is what the scheduler calls."""
+
+    def __init__(self, engine: Engine, node: str | None = None,
+                 lease: dt.timedelta = dt.timedelta(seconds=30), batch: int = 200,
+                 on_event: Callable[[Session, Any, Any, Any], None] | None = None):
+        self.engine = engine
+        self.node = node or node_name()
+        self.lease = lease
+        self.batch = batch
+        # Called inside the firing transaction for reminders, repeats and deadlines:
+        # (session, timer row, case row, compiled flow). Notifications hook in here.
+        self.on_event = on_event or _no_event
+
+    def tick(self, now: dt.datetime | None = None) -> TickResult:
+        """Claim and fire what is due at `now` (a batch at a time) until nothing is due."""
+        total = TickResult()
+        while True:
+            now_ = now or self.engine.clock()
+            ids = self.claim(now_)
+            total.claimed += len(ids)
+            for timer_id in ids:
+                outcome = self.fire(timer_id, now or self.engine.clock())
+                setattr(total, outcome, getattr(total, outcome) + 1)
+            if len(ids) < self.batch:
+                return total
+
+    def claim(self, now: dt.datetime) -> list[int]:
+        until = now + self.lease
+        with self.engine.db.unit_of_work() as s:
+            conn = s.connection()
+            if conn.dialect.name == "postgresql":
+                chosen = (select(TIMERS.c.id).where(CLAIMABLE).order_by(TIMERS.c.due_at)
+                          .limit(self.batch).with_for_update(skip_locked=True))
+                return list(conn.execute(
+                    update(TIMERS).where(TIMERS.c.id.in_(chosen.scalar_subquery()))
+                    .values(status=CLAIMED, claimed_by=self.node, claim_until=until)
+                    .returning(TIMERS.c.id), {"now": now}).scalars())
+            # SQLite: FOR UPDATE is silently ignored; a conditional update per row decides.
+            candidates = conn.execute(select(TIMERS.c.id).where(CLAIMABLE)
+                                      .order_by(TIMERS.c.due_at).limit(self.batch),
+                                      {"now": now}).scalars().all()
+            won = []
+            for timer_id in candidates:
+                res = conn.execute(update(TIMERS).where(TIMERS.c.id == timer_id, CLAIMABLE)
+                                   .values(status=CLAIMED, claimed_by=self.node,
+                                           claim_until=until), {"now": now})
+                if res.rowcount == 1:
+                    won.append(timer_id)
+            return won
+
+    def fire(self, timer_id: int, now: dt.datetime) -> str:
+        """Fire one claimed timer; returns the TickResult field it counts under."""
+        try:
+            with self.engine.db.unit_of_work() as s:
+                return self._fire(s, timer_id, now)
+        except CivflowError as exc:
+            return self._failed(timer_id, now, f"{exc.__class__.__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one bad timer must not stop the others
+            log.exception("timer %s failed", timer_id)
+            return self._failed(timer_id, now, f"{exc.__class__.__name__}: {exc}")
+
+    def _fire(self, s: Session, timer_id: int, now: dt.datetime) -> str:
+        conn = s.connection()
+        timer = conn.execute(select(TIMERS).where(TIMERS.c.id == timer_id)
+                             .with_for_update()).first()
+        if timer is None or timer.status != CLAIMED or timer.claimed_by != self.node:
+            return "skipped"
+        case = conn.execute(select(CASES).where(CASES.c.id == timer.case_id)).first()
+        if case is None or case.state_visit != timer.state_visit or case.closed_at:
+            self._finish(conn, timer_id, DROPPED, now)
+            return "dropped"
+        cf = self.engine.compiled(s, case.version_id)
+        if timer.kind in (REMINDER, REPEAT, DEADLINE):
+            self.on_event(s, timer, case, cf)
+        if timer.kind == REPEAT:
+            p = timer.payload
+            due = next_repeat(p.get("every"), p.get("weekday"), p.get("time"),
+                              max(timer.due_at, now), self.engine.calendar)
+            n = int(p.get("n", 1)) + 1
+            conn.execute(TIMERS.insert(), [{
+                "case_id": timer.case_id, "state_visit": timer.state_visit, "kind": REPEAT,
+                "action": None, "due_at": due, "status": PENDING, "attempts": 0,
+                "dedupe_key": f"{timer.dedupe_key.rsplit('#', 1)[0]}#{n}",
+                "payload": {**p, "n": n}, "created_at": now}])
+        self._finish(conn, timer_id, DONE, now)
+        if timer.action and timer.kind in (AUTO, DEADLINE):
+            self.engine._fire_in(s, timer.case_id, timer.action,
+                                 _system(), expected_version=case.version)
+        return "fired"
+
+    def _finish(self, conn, timer_id: int, status: str, now: dt.datetime) -> None:
+        conn.execute(update(TIMERS).where(TIMERS.c.id == timer_id)
+                     .values(status=status, fired_at=now, claimed_by=None, claim_until=None))
+
+    def _failed(self, timer_id: int, now: dt.datetime, error: str) -> str:
+        """Back off and retry, or give up after MAX_ATTEMPTS; the error stays visible."""
+        with self.engine.db.unit_of_work() as s:
+            conn = s.connection()
+            row = conn.execute(select(TIMERS.c.attempts, TIMERS.c.claimed_by)
+                               .where(TIMERS.c.id == timer_id)).first()
+            if row is None or row.claimed_by != self.node:
+                return "skipped"
+            attempts = row.attempts + 1
+            give_up = attempts >= MAX_ATTEMPTS
+            conn.execute(update(TIMERS).where(TIMERS.c.id == timer_id).values(
+                status=FAILED if give_up else PENDING, attempts=attempts, last_error=error,
+                claimed_by=None, claim_until=None,
+                due_at=now + dt.timedelta(seconds=min(2 ** attempts * 5, 3600))))
+        log.warning("timer %s: %s (attempt %s%s)", timer_id, error, attempts,
+                    ", giving up" if give_up else "")
+        return "failed" if give_up else "retried"
+
+
+def _system():
+    from .engine import SYSTEM_ACTOR
+
+    return SYSTEM_ACTOR
+
+
+def _no_event(s: Session, timer: Any, case: Any, cf: Any) -> None:
+    return None
