@@ -514,6 +514,13 @@ class Engine:
         self.case_for(viewer, case_id)
         return self.history(case_id)
 
+    def timers_for(self, viewer: Viewer, case_id: int) -> list[Any]:
+        """The case's timers, newest first: what is due, what fired, what failed and why."""
+        self.case_for(viewer, case_id)
+        with self.db.unit_of_work(write=False) as s:
+            return list(s.execute(select(Timer).where(Timer.case_id == case_id)
+                                  .order_by(Timer.id.desc())).scalars())
+
     def start_case_for(self, viewer: Viewer, flow: str, subject_id: int, **kwargs) -> CaseView:
         with self.db.unit_of_work(write=False) as s:
             if s.get(Person, subject_id) is None:

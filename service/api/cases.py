@@ -13,7 +13,16 @@ from workflows.queries import CaseFilter, CaseRow
 
 from .. import metrics
 from ..auth import actor, engine, viewer
-from .schemas import ActionIn, CaseList, CaseOut, CaseQuery, FireOut, HistoryOut, StartCase
+from .schemas import (
+    ActionIn,
+    CaseList,
+    CaseOut,
+    CaseQuery,
+    FireOut,
+    HistoryOut,
+    StartCase,
+    TimerOut,
+)
 
 blp = Blueprint("cases", __name__, url_prefix="/api/v1/cases",
                 description="Cases (事项): one run of a flow for one person and period")
@@ -101,6 +110,16 @@ class CaseHistory(MethodView):
     def get(self, case_id: int):
         """Every step of the case: who, when, what, why (hash-chained)."""
         return engine().history_for(viewer(), case_id)
+
+
+@blp.route("/<int:case_id>/timers")
+class CaseTimers(MethodView):
+    @blp.response(200, TimerOut(many=True))
+    def get(self, case_id: int):
+        """The case's timers (计时): deadlines, reminders, automatic steps; newest first.
+
+        A failed automatic step keeps its last error here."""
+        return engine().timers_for(viewer(), case_id)
 
 
 @blp.route("/<int:case_id>/actions/<trigger>")

@@ -129,3 +129,17 @@ class HistoryOut(Schema):
     data = fields.Dict(required=True)
     comment = fields.String(allow_none=True)
     hash = fields.String(required=True)
+
+
+class TimerOut(Schema):
+    id = fields.Integer(required=True)
+    kind = fields.String(required=True, metadata={
+        "description": "deadline (期限) | reminder (提醒) | auto (自动流转) | repeat (定期提醒)"})
+    action = fields.String(allow_none=True, metadata={"description": "Trigger it fires"})
+    due_at = fields.DateTime(required=True)
+    status = fields.String(required=True, metadata={
+        "description": "pending | claimed | done | dropped (the case moved on) | failed"})
+    attempts = fields.Integer(required=True)
+    state_visit = fields.Integer(allow_none=True)
+    fired_at = fields.DateTime(allow_none=True)
+    last_error = fields.String(allow_none=True)

@@ -1,0 +1,286 @@
+"""Working days, deadlines and timers with a controlled clock, on SQLite and PostgreSQL.
+
+The calendar facts used: 2026's National Day holiday runs 1–7 October; Saturday 10
+October is a make-up working day (调休上班); 25–27 September (Mid-Autumn) are days off.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select, update
+
+from workflows.calendar import WorkCalendar
+from workflows.engine import SYSTEM_ACTOR, Actor, Engine
+from workflows.models import Case, HistoryRecord, Timer
+from workflows.spec import load_definition
+from workflows.timers import MAX_ATTEMPTS, TimerWorker, plan_state
+
+from .conftest import REGULAR
+
+CST = ZoneInfo("Asia/Shanghai")
+P = Actor.person
+
+
+def cst(*args) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=CST)
+
+
+class Clock:
+    def __init__(self, start: dt.datetime):
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+# --------------------------------------------------------------------------- calendar
+
+
+def test_working_days_skip_the_national_day_holiday():
+    cal = WorkCalendar()
+    # Wednesday 30 September → the first working day after it is Thursday 8 October.
+    assert cal.add_working_days(cst(2026, 9, 30, 10), 1) == cst(2026, 10, 9)
+    assert not any(cal.is_workday(dt.date(2026, 10, d)) for d in range(1, 8))
+
+
+def test_a_make_up_saturday_counts_as_a_working_day():
+    cal = WorkCalendar()
+    assert cal.is_workday(dt.date(2026, 10, 10))  # Saturday, 调休上班
+    assert not cal.is_workday(dt.date(2026, 10, 11))  # Sunday
+    # Friday 9 October + 1 working day = Saturday 10 October, ending at midnight.
+    assert cal.add_working_days(cst(2026, 10, 9, 15), 1) == cst(2026, 10, 11)
+    # Five working days after Friday 2 October: 8, 9, 10 (Sat), 12, 13 October.
+    assert cal.add_working_days(cst(2026, 10, 2, 9), 5) == cst(2026, 10, 14)
+
+
+def test_calendar_file_overrides_and_uncovered_years(tmp_path, caplog):
+    (tmp_path / "calendar.yaml").write_text(
+        "holidays: [2026-10-12]\nworkdays: [2026-10-11]\n", encoding="utf-8")
+    cal = WorkCalendar.load(tmp_path)
+    assert cal.is_workday(dt.date(2026, 10, 11)) and not cal.is_workday(dt.date(2026, 10, 12))
+    assert cal.add_working_days(cst(2026, 10, 9, 15), 3) == cst(2026, 10, 14)
+    plain = WorkCalendar()
+    with caplog.at_level("WARNING", logger="civflow.calendar"):
+        assert plain.is_workday(dt.date(2099, 1, 5)) and not plain.is_workday(dt.date(2099, 1, 3))
+    assert "no official holiday data for 2099" in caplog.text
+
+
+def test_time_zone_decides_the_day():
+    cal = WorkCalendar()
+    # 23:30 UTC on Friday 9 October is already Saturday 10 October in Beijing.
+    start = dt.datetime(2026, 10, 9, 23, 30, tzinfo=dt.UTC)
+    assert cal.add_working_days(start, 1) == cst(2026, 10, 13)
+    utc = WorkCalendar(tz=ZoneInfo("UTC"))
+    assert utc.add_working_days(start, 1) == dt.datetime(2026, 10, 11, tzinfo=dt.UTC)
+
+
+def test_period_bounds_and_weekdays():
+    cal = WorkCalendar()
+    assert cal.period_bounds("month", "2026-02") == (cst(2026, 2, 1), cst(2026, 3, 1))
+    assert cal.period_bounds("quarter", "2026-Q4") == (cst(2026, 10, 1), cst(2027, 1, 1))
+    assert cal.period_bounds("week", "2026-W48") == (cst(2026, 11, 23), cst(2026, 11, 30))
+    # The next Friday 17:00 after Thursday 26 November 2026, 10:00.
+    assert cal.next_weekday(cst(2026, 11, 26, 10), 4, "17:00") == cst(2026, 11, 27, 17)
+    assert cal.next_weekday(cst(2026, 11, 27, 18), 4, "17:00") == cst(2026, 12, 4, 17)
+
+
+def test_plan_of_the_regular_assessment_summary_state():
+    spec = load_definition(REGULAR.read_text(encoding="utf-8"), str(REGULAR))
+    deadline, planned = plan_state(spec, "summary", cst(2026, 10, 1, 8), "2026-09",
+                                   WorkCalendar())
+    # 5 working days after 30 September: 8, 9, 10, 12, 13 October → end of 13 October.
+    assert deadline == cst(2026, 10, 14)
+    assert [(p.kind, p.due_at) for p in planned] == [
+        ("deadline", cst(2026, 10, 14)), ("reminder", cst(2026, 10, 13))]
+    _deadline, planned = plan_state(spec, "feedback", cst(2026, 9, 30, 10), "2026-09",
+                                    WorkCalendar())
+    (auto,) = planned
+    assert (auto.kind, auto.action, auto.due_at) == ("auto", "accept", cst(2026, 10, 14))
+
+
+# --------------------------------------------------------------------------- engine + worker
+
+
+@pytest.fixture
+def clock():
+    return Clock(cst(2026, 10, 1, 8))
+
+
+@pytest.fixture
+def timed(db, org, clock):
+    """An engine on the controlled clock with the regular flow published."""
+    engine = Engine(db, clock=clock)
+    engine.publish(REGULAR.read_text(encoding="utf-8"), str(REGULAR))
+    return engine
+
+
+def _timers(db, case_id):
+    with db.unit_of_work(write=False) as s:
+        return s.execute(select(Timer.kind, Timer.status, Timer.due_at, Timer.state_visit)
+                         .where(Timer.case_id == case_id).order_by(Timer.id)).all()
+
+
+def test_entering_a_state_arms_and_leaving_drops_its_timers(timed, db, org, clock):
+    case = timed.start_case("regular-assessment", org.s1, period_key="2026-09")
+    assert case.deadline_at == cst(2026, 10, 14)
+    assert [(k, s_, d) for k, s_, d, _v in _timers(db, case.id)] == [
+        ("deadline", "pending", cst(2026, 10, 14)), ("reminder", "pending", cst(2026, 10, 13))]
+    clock.now = cst(2026, 10, 9, 10)
+    timed.fire(case.id, "submit", P(org.s1), data={"summary": "x"})
+    rows = _timers(db, case.id)
+    assert [r.status for r in rows[:2]] == ["dropped", "dropped"]
+    # evaluation: 5 working days from Friday 9 October: 10 (Sat), 12, 13, 14, 15.
+    assert [(r.kind, r.status, r.due_at, r.state_visit) for r in rows[2:]] == [
+        ("deadline", "pending", cst(2026, 10, 16), 2),
+        ("reminder", "pending", cst(2026, 10, 15), 2)]
+    assert timed.get_case(case.id).deadline_at == cst(2026, 10, 16)
+
+
+def _to_feedback(engine, org, who="s1", period="2026-09"):
+    case = engine.start_case("regular-assessment", org.ids[who], period_key=period)
+    engine.fire(case.id, "submit", P(org.ids[who]), data={"summary": "x"})
+    engine.fire(case.id, "evaluate", P(org.l1), data={"grade": "较好"})
+    return case.id
+
+
+def test_feedback_is_accepted_by_itself_after_five_working_days(timed, db, org, clock):
+    clock.now = cst(2026, 9, 30, 10)
+    cid = _to_feedback(timed, org)
+    worker = TimerWorker(timed)
+    clock.now = cst(2026, 10, 13, 23, 59)  # the fifth working day is not over yet
+    worker.tick()  # the evaluation visit's timers are long gone; feedback's is not due
+    assert timed.get_case(cid).state == "feedback"
+    clock.now = cst(2026, 10, 14, 0, 1)
+    assert worker.tick().fired == 1
+    case = timed.get_case(cid)
+    assert case.state == "approval"
+    last = timed.history(cid)[-1]
+    assert (last["trigger"], last["actor_role"], last["actor_id"]) == ("accept", "system", None)
+    assert worker.tick().fired == 0  # nothing fires twice
+
+
+def test_a_timer_of_a_state_the_case_left_is_dropped_not_fired(timed, db, org, clock):
+    cid = _to_feedback(timed, org)
+    timed.fire(cid, "object", P(org.s1), data={"objection_reason": "有异议"})
+    with db.unit_of_work() as s:  # as if the disarm had been lost: the visit still decides
+        s.execute(update(Timer).where(Timer.case_id == cid, Timer.kind == "auto")
+                  .values(status="pending"))
+    clock.now = cst(2026, 12, 31)
+    TimerWorker(timed).tick()
+    with db.unit_of_work(write=False) as s:
+        auto = s.execute(select(Timer).where(Timer.case_id == cid, Timer.kind == "auto")
+                         ).scalar_one()
+    assert auto.status == "dropped" and auto.fired_at == clock.now
+    assert timed.get_case(cid).state == "evaluation"
+    assert not [h for h in timed.history(cid) if h["trigger"] == "accept"]
+
+
+AUTO_FLOW = """
+flow: auto-demo
+title: {zh: 自动流转}
+fields:
+  note: {type: text}
+states:
+  - name: waiting
+    actor: subject
+    deadline: {duration: PT12H, escalate: escalate}
+    timers:
+      - {kind: auto, after: PT1H, fire: expire}
+      - {kind: repeat, every: PT20M}
+  - name: escalated
+    actor: leader
+  - name: done
+    final: true
+transitions:
+  - {trigger: expire, from: waiting, to: done, by: system, requires: [note]}
+  - {trigger: escalate, from: waiting, to: escalated, by: system}
+  - {trigger: finish, from: escalated, to: done, by: leader}
+"""
+
+
+def test_escalation_repeat_and_retries(db, org, clock):
+    engine = Engine(db, clock=clock)
+    engine.publish(AUTO_FLOW, "auto.yaml")
+    events = []
+    worker = TimerWorker(engine, on_event=lambda s, t, c, cf: events.append((t.kind, c.id)))
+    start = clock.now
+    cid = engine.start_case("auto-demo", org.s1).id
+    # 20 minutes: the repeat fires and arms the next one.
+    clock.now = start + dt.timedelta(minutes=21)
+    assert worker.tick().fired == 1 and events == [("repeat", cid)]
+    with db.unit_of_work(write=False) as s:
+        keys = s.execute(select(Timer.dedupe_key, Timer.status).where(
+            Timer.case_id == cid, Timer.kind == "repeat").order_by(Timer.id)).all()
+    assert [k.rsplit(":", 1)[-1] for k, _s in keys] == ["t1", "t1#2"]
+    assert [st for _k, st in keys] == ["done", "pending"]
+    # One hour: `expire` requires a note the scheduler cannot give → retried with backoff.
+    clock.now = start + dt.timedelta(minutes=61)
+    result = worker.tick()
+    assert result.retried == 1
+    with db.unit_of_work(write=False) as s:
+        t = s.execute(select(Timer).where(Timer.case_id == cid, Timer.kind == "auto")).scalar_one()
+    assert t.status == "pending" and t.attempts == 1 and "note" in t.last_error
+    assert engine.get_case(cid).state == "waiting"
+    for _ in range(MAX_ATTEMPTS):  # backoff: 10 s, 20 s, 40 s, 80 s
+        clock.now += dt.timedelta(minutes=2)
+        worker.tick()
+    with db.unit_of_work(write=False) as s:
+        t = s.execute(select(Timer).where(Timer.case_id == cid, Timer.kind == "auto")).scalar_one()
+    assert t.status == "failed" and t.attempts == MAX_ATTEMPTS
+    assert engine.get_case(cid).state == "waiting"
+    # After 12 hours the deadline passes: `escalate` fires by itself; the repeats stop.
+    clock.now = start + dt.timedelta(hours=12, minutes=1)
+    worker.tick()
+    case = engine.get_case(cid)
+    assert case.state == "escalated"
+    assert ("deadline", cid) in events
+    escalations = [h for h in engine.history(cid) if h["trigger"] == "escalate"]
+    assert len(escalations) == 1 and escalations[0]["actor_role"] == "system"
+    with db.unit_of_work(write=False) as s:
+        assert not s.execute(select(Timer).where(Timer.case_id == cid,
+                                                 Timer.status == "pending")).first()
+
+
+def test_a_lost_lease_is_taken_over_and_fires_once(timed, db, org, clock):
+    cid = _to_feedback(timed, org)
+    clock.now = cst(2026, 12, 31)
+    a = TimerWorker(timed, node="a", lease=dt.timedelta(seconds=30))
+    b = TimerWorker(timed, node="b", lease=dt.timedelta(seconds=30))
+    claimed = a.claim(clock.now)  # a claims, then "dies" before firing
+    assert len(claimed) >= 1
+    assert b.tick().fired == 0  # the lease still holds
+    clock.now += dt.timedelta(seconds=31)
+    assert b.tick().fired >= 1
+    assert all(a.fire(t, clock.now) == "skipped" for t in claimed)  # a comes back: too late
+    accepts = [h for h in timed.history(cid) if h["trigger"] == "accept"]
+    assert len(accepts) == 1
+
+
+def test_two_workers_racing_fire_each_timer_once(timed, db, org, clock):
+    cases = [_to_feedback(timed, org, who) for who in ("s1", "s2", "s3", "s4", "s5", "t1")
+             if who != "t1"]
+    clock.now = cst(2026, 12, 31)
+    workers = [TimerWorker(timed, node=f"n{i}", batch=2) for i in range(3)]
+    threads = [threading.Thread(target=w.tick) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with db.unit_of_work(write=False) as s:
+        accepts = dict(s.execute(select(HistoryRecord.case_id, func.count())
+                                 .where(HistoryRecord.trigger == "accept")
+                                 .group_by(HistoryRecord.case_id)).all())
+        states = set(s.execute(select(Case.state).where(Case.id.in_(cases))).scalars())
+    assert accepts == dict.fromkeys(cases, 1)
+    assert states == {"approval"}
+
+
+def test_system_actor_cannot_act_for_people(timed, org):
+    cid = _to_feedback(timed, org)
+    with pytest.raises(Exception) as exc:  # noqa: PT011
+        timed.fire(cid, "object", SYSTEM_ACTOR, data={"objection_reason": "x"})
+    assert "system" in str(exc.value)
