@@ -157,7 +157,7 @@ def _sign_in(token: str) -> None:
 _LOGIN_PAGE = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>登录 civflow</title>
 <style>body{font-family:system-ui,sans-serif;max-width:22rem;margin:4rem auto;padding:0 1rem}
-label{display:block;margin:.8rem 0 .2rem}input{width:100%;padding:.5rem;font-size:1rem}
+label{display:block;margin:.8rem 0 .2rem}input{width:100%;box-sizing:border-box;padding:.5rem;font-size:1rem}
 button{margin-top:1rem;padding:.5rem 1rem;font-size:1rem}.err{color:#a00}</style></head>
 <body><h1>civflow 登录 / Log in</h1>
 {% if error %}<p class="err" role="alert">{{ error }}</p>{% endif %}

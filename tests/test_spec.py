@@ -707,3 +707,89 @@ def test_quota_counts_only_enum_or_text_fields():
     found = mutated(on_int)
     assert only(found, f"transitions[{ti('approve')}].rules[0].quota.field").message == (
         "a quota counts an enum or text field; 'score' is int")
+
+
+# --------------------------------------------------------------------------- cycle
+
+
+def test_shipped_regular_assessment_has_a_monthly_cycle():
+    from workflows.spec import CycleSpec
+
+    spec = load_definition(SOURCE, str(EXAMPLE))
+    assert spec.cycle == CycleSpec(open="period_start", time="08:00", offset_days=0, tiers=(),
+                                   units=(), catch_up="latest")
+
+
+def test_a_full_cycle_block_validates():
+    def full(doc):
+        doc["cycle"] = {"open": "period_end", "time": "17:30", "offset_days": -3,
+                        "who": {"tiers": ["chief", "deputy"], "units": ["SEC1", 110000]},
+                        "catch_up": "all"}
+
+    doc = copy.deepcopy(BASE)
+    full(doc)
+    c = load_definition(dump(doc)).cycle
+    assert (c.open, c.time, c.offset_days, c.catch_up) == ("period_end", "17:30", -3, "all")
+    assert c.tiers == ("chief", "deputy")
+    assert c.units == ("SEC1", "110000")  # an unquoted numeric unit code is a code
+
+
+def test_cycle_defaults_and_flows_without_one():
+    doc = copy.deepcopy(BASE)
+    doc["cycle"] = {}
+    c = load_definition(dump(doc)).cycle
+    assert (c.open, c.time, c.offset_days, c.tiers, c.units, c.catch_up) == \
+        ("period_start", "00:00", 0, (), (), "latest")
+    del doc["cycle"]
+    assert load_definition(dump(doc)).cycle is None
+
+
+@pytest.mark.parametrize(("cycle", "path", "message"), [
+    (None, "cycle", "must be a mapping such as {open: period_start, catch_up: latest}; "
+                    "leave cycle out for a flow without one"),
+    ("monthly", "cycle", "must be a mapping such as {open: period_start, catch_up: latest}"),
+    ({"open": "start"}, "cycle.open", "'start' is not one of: period_start, period_end"),
+    ({"catch_up": "some"}, "cycle.catch_up", "'some' is not one of: latest, all, none"),
+    ({"catchup": "all"}, "cycle.catchup", "unknown key"),
+    ({"time": "25:00"}, "cycle.time", "'25:00' is not a time of day HH:MM"),
+    ({"time": "8:00"}, "cycle.time", "'8:00' is not a time of day HH:MM"),
+    ({"time": 510}, "cycle.time", 'must be a time of day HH:MM in quotes, e.g. "08:30" '
+                                  "(YAML reads an unquoted 8:30 as a number)"),
+    ({"offset_days": 1.5}, "cycle.offset_days", "must be an integer"),
+    ({"offset_days": True}, "cycle.offset_days", "must be an integer"),
+    ({"offset_days": 400}, "cycle.offset_days", "must be between -366 and 366 days"),
+    ({"who": "all"}, "cycle.who", "must be a mapping such as {tiers: [staff], units: [SEC1]}"),
+    ({"who": None}, "cycle.who", "must be a mapping such as {tiers: [staff], units: [SEC1]}; "
+                                 "leave who out for every active person"),
+    ({"who": {"unit": ["SEC1"]}}, "cycle.who.unit", "unknown key"),
+    ({"who": {"tiers": ["staff", "boss"]}}, "cycle.who.tiers[1]",
+     "'boss' is not one of: chief, deputy, staff"),
+    ({"who": {"tiers": []}}, "cycle.who.tiers",
+     "needs at least one tier; leave it out to mean every tier"),
+    ({"who": {"tiers": ["staff", "staff"]}}, "cycle.who.tiers", "tiers must not repeat"),
+    ({"who": {"units": "SEC1"}}, "cycle.who.units", "must be a list"),
+    ({"who": {"units": ["SEC1", "SEC1"]}}, "cycle.who.units", "units must not repeat"),
+    ({"who": {"units": [""]}}, "cycle.who.units[0]", "must be a unit code (1 to 64 characters)"),
+])
+def test_bad_cycle(cycle, path, message):
+    found = mutated(lambda d: d.__setitem__("cycle", cycle))
+    assert only(found, path).message == message
+
+
+def test_a_cycle_needs_a_flow_period():
+    def no_period(doc):
+        doc["period"] = "none"
+        for st in doc["states"]:
+            if "deadline" in st:
+                st["deadline"].pop("from", None)
+
+    found = mutated(no_period)
+    assert [p.path for p in found] == ["cycle"]
+    assert found[0].message == ("a cycle opens one case per person per period, and this flow "
+                                "has period: none; set period: week, month, quarter or year")
+
+
+def test_cycle_problems_name_their_line():
+    text = SOURCE.replace('time: "08:00"', 'time: "8 am"')
+    (p,) = problems(text)
+    assert p.path == "cycle.time" and p.line == line_of(text, 'time: "8 am"')

@@ -50,7 +50,8 @@ from .models import (
     Unit,
     unit_path_ids,
 )
-from .periods import check_period_key, period_key
+from .periods import check_period_key
+from .periods import period_key as period_key_of
 from .spec import FLOW_ID, SYSTEM, FlowSpec, TransitionSpec, load_definition
 from .timers import Planned, plan_state, timer_rows
 
@@ -341,7 +342,7 @@ class Engine:
                 raise NotFound(f"unit {unit_id} does not exist")
             now = self.clock()
             if period_key is None and spec.period != "none":
-                period_key = _default_period(spec.period, now)
+                period_key = period_key_of(spec.period, self.calendar.local(now).date())
             problem = check_period_key(spec.period, period_key)
             if problem:
                 raise FieldErrors({"period_key": [problem]})
@@ -750,12 +751,6 @@ def _sees(viewer: Viewer | None, row, path: str) -> bool:
 def _not_found(case_id: int, viewer: Viewer | None) -> str:
     # Not 403: whether a case exists is itself not for everyone to know.
     return f"case {case_id} does not exist" + (" or is not visible to you" if viewer else "")
-
-
-def _default_period(period: str, now: dt.datetime) -> str | None:
-    from zoneinfo import ZoneInfo
-
-    return period_key(period, now.astimezone(ZoneInfo("Asia/Shanghai")).date())
 
 
 def _facts(row, values: dict[str, Any]) -> rules.CaseFacts:

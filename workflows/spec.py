@@ -47,6 +47,10 @@ TIMER_KINDS = ("reminder", "auto", "repeat")
 DEADLINE_FROM = ("entered", "period_start", "period_end")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 COMMENT_POLICIES = ("optional", "required")
+CYCLE_OPEN = ("period_start", "period_end")
+CYCLE_CATCH_UP = ("latest", "all", "none")
+CYCLE_TIERS = ("chief", "deputy", "staff")  # the person tiers (models.TIERS)
+CYCLE_MAX_OFFSET = 366
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 FLOW_ID = re.compile(r"^[a-z][a-z0-9-]{1,63}$")
@@ -143,6 +147,18 @@ class TransitionSpec:
 
 
 @dataclass(frozen=True)
+class CycleSpec:
+    """When a periodic flow opens its cases by itself, and for whom (see cycles.py)."""
+
+    open: str = "period_start"  # period_start | period_end: the anchor day of the period
+    time: str = "00:00"  # local time of day on the anchor day
+    offset_days: int = 0  # calendar days added to the anchor day (negative: earlier)
+    tiers: tuple[str, ...] = ()  # empty: every tier
+    units: tuple[str, ...] = ()  # unit codes, each with its sub-units; empty: every unit
+    catch_up: str = "latest"  # latest | all | none: what to open after downtime
+
+
+@dataclass(frozen=True)
 class FlowSpec:
     flow: str
     title: Label
@@ -153,6 +169,7 @@ class FlowSpec:
     states: dict[str, StateSpec]
     transitions: tuple[TransitionSpec, ...]
     description: str | None = None
+    cycle: CycleSpec | None = None
     content_hash: str = ""
     document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -376,6 +393,67 @@ class TransitionSchema(_Strict):
     comment = mf.String(validate=_one_of(COMMENT_POLICIES))
 
 
+class TimeOfDay(mf.String):
+    """HH:MM. YAML 1.1 reads an unquoted 8:30 as the number 510 (base 60): say so."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValidationError('must be a time of day HH:MM in quotes, e.g. "08:30" (YAML '
+                                  "reads an unquoted 8:30 as a number)")
+        value = super()._deserialize(value, attr, data, **kwargs)
+        _hhmm(value)
+        return value
+
+
+class UnitCode(mf.Field):
+    """A unit code (单位代码); an unquoted 110000 in YAML is a number, and means "110000"."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not 1 <= len(value.strip()) <= 64:
+            raise ValidationError("must be a unit code (1 to 64 characters)")
+        return value.strip()
+
+
+def _unique_list(what: str, inner: mf.Field) -> mf.List:
+    def check(values: list) -> None:
+        if not values:
+            raise ValidationError(f"needs at least one {what}; leave it out to mean every {what}")
+        if len(set(values)) != len(values):
+            raise ValidationError(f"{what}s must not repeat")
+
+    return mf.List(inner, validate=check)
+
+
+def _mapping_of(example: str):
+    def check(self, data, **kwargs):
+        if not isinstance(data, dict):
+            raise ValidationError(f"must be a mapping such as {example}")
+        return data
+
+    return pre_load(check)
+
+
+class CycleWhoSchema(_Strict):
+    _mapping = _mapping_of("{tiers: [staff], units: [SEC1]}")
+    tiers = _unique_list("tier", mf.String(validate=_one_of(CYCLE_TIERS)))
+    units = _unique_list("unit", UnitCode())
+
+
+class CycleSchema(_Strict):
+    _mapping = _mapping_of("{open: period_start, catch_up: latest}")
+    open = mf.String(validate=_one_of(CYCLE_OPEN))
+    time = TimeOfDay()
+    offset_days = mf.Integer(strict=True, validate=validate.Range(
+        min=-CYCLE_MAX_OFFSET, max=CYCLE_MAX_OFFSET,
+        error=f"must be between -{CYCLE_MAX_OFFSET} and {CYCLE_MAX_OFFSET} days"))
+    who = mf.Nested(CycleWhoSchema, error_messages={
+        "null": "must be a mapping such as {{tiers: [staff], units: [SEC1]}}; "
+                "leave who out for every active person"})
+    catch_up = mf.String(validate=_one_of(CYCLE_CATCH_UP))
+
+
 class FlowSchema(_Strict):
     flow = mf.String(
         required=True,
@@ -389,6 +467,9 @@ class FlowSchema(_Strict):
     roles = mf.Dict(keys=mf.String(), values=mf.Nested(RoleSchema))
     states = mf.List(mf.Nested(StateSchema), required=True)
     transitions = mf.List(mf.Nested(TransitionSchema), required=True)
+    cycle = mf.Nested(CycleSchema, error_messages={
+        "null": "must be a mapping such as {{open: period_start, catch_up: latest}}; "
+                "leave cycle out for a flow without one"})
 
     @pre_load
     def _mapping(self, data, **kwargs):
@@ -680,6 +761,19 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
     if not any(s.final for s in states.values()):
         add("states", "a flow needs at least one final state")
 
+    # ---- cycle: opening cases by period needs a period
+    cycle = None
+    if "cycle" in data:
+        raw = data["cycle"]
+        who = raw.get("who") or {}
+        if data["period"] == "none":
+            add("cycle", "a cycle opens one case per person per period, and this flow has "
+                         "period: none; set period: week, month, quarter or year")
+        cycle = CycleSpec(open=raw.get("open", "period_start"), time=raw.get("time", "00:00"),
+                          offset_days=raw.get("offset_days", 0),
+                          tiers=tuple(who.get("tiers", ())), units=tuple(who.get("units", ())),
+                          catch_up=raw.get("catch_up", "latest"))
+
     return FlowSpec(
         flow=data["flow"],
         title=data["title"],
@@ -690,6 +784,7 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
         roles=roles,
         states=states,
         transitions=tuple(transitions),
+        cycle=cycle,
     )
 
 
