@@ -21,12 +21,12 @@ from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
-from workflows.db import Database
 from workflows.engine import Engine
 from workflows.errors import CivflowError, FieldErrors
 
 from . import auth, metrics
 from .errors import ProblemSchema, body_of, http_body, status_of
+from .runtime import make_engine
 
 log = logging.getLogger("civflow.http")
 SWAGGER_ASSETS = Path(flask_swagger_ui.__file__).parent / "dist"
@@ -100,7 +100,7 @@ def _nul_path(value: Any, path: str) -> str | None:
 def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
                engine: Engine | None = None) -> Flask:
     app = Flask(__name__)
-    engine = engine or Engine(Database(db_url))
+    engine = engine or make_engine(db_url)
     app.config.update(
         API_TITLE="civflow",
         API_VERSION="v1",

@@ -1,5 +1,5 @@
 """`civflow` command line: schema, definitions, organisation, accounts, cases, audit, demo,
-serve.
+serve, worker.
 
 Each command parses its arguments, calls the engine once and turns engine errors into a
 message and an exit code; no rule lives here.
@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import os
+import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import click
 from sqlalchemy import select
 
 from workflows.accounts import BEARER, MIN_PASSWORD, AuthFailed, create_user, issue_token
+from workflows.calendar import CALENDAR_FILE
 from workflows.db import Database, database_url, upgrade
 from workflows.engine import SYSTEM_ACTOR, Actor, Engine, utcnow
 from workflows.errors import CivflowError, DefinitionInvalid, ImportFailed, NotFound
@@ -26,6 +31,7 @@ from workflows.org import import_people
 from workflows.spec import load_definition
 
 from . import demo as demo_data
+from .runtime import background, make_engine
 
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -40,9 +46,11 @@ def main() -> None:
 
 
 def _definition_files(paths: tuple[str, ...]) -> Iterator[Path]:
+    """Flow files: a folder gives its *.yaml/*.yml/*.json except the calendar file."""
     for p in map(Path, paths):
         if p.is_dir():
-            yield from sorted(f for f in p.iterdir() if f.suffix in DEFINITION_SUFFIXES)
+            yield from sorted(f for f in p.iterdir() if f.suffix in DEFINITION_SUFFIXES
+                              and f.name != CALENDAR_FILE)
         else:
             yield p
 
@@ -198,10 +206,10 @@ def _fail(exc: CivflowError) -> None:
 def start(flow: str, person_code: str, period: str | None, data: str | None,
           db_url: str | None) -> None:
     """Start a case of FLOW for the person with PERSON_CODE."""
-    db = Database(db_url)
+    engine = make_engine(db_url)
     try:
-        case = Engine(db).start_case(flow, _person_id(db, person_code), period_key=period,
-                                     data=_json(data))
+        case = engine.start_case(flow, _person_id(engine.db, person_code), period_key=period,
+                                 data=_json(data))
     except CivflowError as exc:
         _fail(exc)
     click.echo(f"case {case.id}: {case.flow} v{case.flow_version} {case.period_key or ''} "
@@ -219,11 +227,11 @@ def start(flow: str, person_code: str, period: str | None, data: str | None,
 def fire(case_id: int, trigger: str, as_code: str | None, data: str | None,
          comment: str | None, expect_version: int | None, db_url: str | None) -> None:
     """Fire TRIGGER on a case, as a person (--as CODE) or as the system."""
-    db = Database(db_url)
-    actor = Actor.person(_person_id(db, as_code)) if as_code else SYSTEM_ACTOR
+    engine = make_engine(db_url)
+    actor = Actor.person(_person_id(engine.db, as_code)) if as_code else SYSTEM_ACTOR
     try:
-        r = Engine(db).fire(case_id, trigger, actor, data=_json(data), comment=comment,
-                            expected_version=expect_version)
+        r = engine.fire(case_id, trigger, actor, data=_json(data), comment=comment,
+                        expected_version=expect_version)
     except CivflowError as exc:
         _fail(exc)
     click.echo(f"case {r.case_id}: {r.from_state} → {r.to_state} (version {r.version})")
@@ -404,9 +412,15 @@ def demo(definitions: Path, db_url: str | None) -> None:
               help="Folder of flow definitions published at start (identical ones are skipped).")
 @click.option("--demo/--no-demo", default=True, show_default=True,
               help="Load the demo organisation and accounts into an empty database.")
+@click.option("--scheduler/--no-scheduler", "with_scheduler", default=True,
+              show_default=True,
+              help="Also run the scheduler (timers ticked every second) in this process; "
+                   "--no-scheduler when `civflow worker` processes do it.")
 @db_option
-def serve(host: str, port: int, definitions: Path, demo: bool, db_url: str | None) -> None:
-    """Run the service (Flask development server) on the configured database.
+def serve(host: str, port: int, definitions: Path, demo: bool, with_scheduler: bool,
+          db_url: str | None) -> None:
+    """Run the service (Flask development server) and, unless --no-scheduler, the
+    scheduler that fires timers, on the configured database.
 
     For production use gunicorn: see README.md.
     """
@@ -424,7 +438,91 @@ def serve(host: str, port: int, definitions: Path, demo: bool, db_url: str | Non
     elif demo:
         click.echo("this database has its own organisation and no demo accounts; "
                    "`civflow demo` adds them, `civflow create-user` makes an account", err=True)
-    create_app(db_url).run(host=host, port=port, threaded=True)
+    app = create_app(db_url)
+    scheduler = None
+    if with_scheduler:
+        from .scheduler import start_scheduler, stop_scheduler
+
+        scheduler = start_scheduler(app)
+        click.echo("scheduler: timers ticked every second in this process "
+                   "(--no-scheduler to leave it to `civflow worker`)", err=True)
+    try:
+        app.run(host=host, port=port, threaded=True)
+    finally:
+        if scheduler is not None:
+            stop_scheduler(scheduler)
+
+
+@main.command()
+@click.option("--tick", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              metavar="SECONDS", help="Seconds between timer ticks.")
+@click.option("--lease", type=click.FloatRange(min=1.0), default=30.0, show_default=True,
+              metavar="SECONDS",
+              help="How long a claim on due timers lasts: the timers of a worker that died "
+                   "are taken over by the others once it runs out.")
+@db_option
+def worker(tick: float, lease: float, db_url: str | None) -> None:
+    """Run the scheduler alone, without the web service, until SIGTERM or Ctrl-C.
+
+    Every --tick seconds it claims the due timers and fires each one in the same
+    transaction as the state change it causes. Any number of workers and `serve` processes
+    may run against one database: each timer fires once. On SIGTERM or SIGINT it stops
+    claiming, finishes the timers in hand and exits 0; a second signal exits at once (its
+    claims are taken over when their lease runs out). Log level: $CIVFLOW_LOG_LEVEL (INFO).
+    It does not create or upgrade the schema: run `civflow init-db` (or `serve`) first.
+    """
+    from sqlalchemy import text
+
+    from .scheduler import build_scheduler, stop_scheduler
+
+    log = _worker_logging()
+    db = Database(db_url)
+    try:
+        with db.unit_of_work(write=False) as s:
+            s.execute(text("SELECT id FROM timers WHERE 1 = 0"))
+    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot work"
+        click.echo(f"cannot use the database {_shown(db_url)}: {exc.__class__.__name__}: "
+                   f"{str(exc).splitlines()[0]} (run `civflow init-db` first?)", err=True)
+        sys.exit(2)
+    engine = make_engine(db_url)
+    scheduler = build_scheduler(engine, tick_seconds=tick, lease=dt.timedelta(seconds=lease),
+                                **background(engine))
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame) -> None:
+        name = signal.Signals(signum).name
+        if received:
+            log.warning("worker: %s while stopping: exiting now", name)
+            os._exit(1)
+        received.append(name)  # a flag only: the main loop below does the stopping
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    scheduler.start()
+    log.info("worker %s started: tick every %gs, lease %gs, time zone %s, database %s",
+             scheduler.civflow_worker.node, tick, lease, scheduler.timezone, _shown(db_url))
+    try:
+        while not received:
+            time.sleep(0.1)
+        log.info("worker %s: %s received, finishing the timers in hand",
+                 scheduler.civflow_worker.node, received[0])
+    finally:
+        stop_scheduler(scheduler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        db.dispose()
+    log.info("worker %s stopped", scheduler.civflow_worker.node)
+
+
+def _worker_logging() -> logging.Logger:
+    """civflow's log lines on standard error, as `serve` prints them (service.app)."""
+    root = logging.getLogger("civflow")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("CIVFLOW_LOG_LEVEL", "INFO"))
+        root.propagate = False
+    return logging.getLogger("civflow.worker")
 
 
 def _shown(db_url: str | None) -> str:

@@ -184,8 +184,8 @@ def test_nobody_approves_their_own_case(api):
 def test_case_timers_are_visible(api):
     cid = start(api, "s1", "s1", "2026-09").json["id"]
     timers = api.get("s1", f"/api/v1/cases/{cid}/timers").json
-    assert {(t["kind"], t["status"]) for t in timers} == {("deadline", "pending"),
-                                                            ("reminder", "pending")}
+    assert {(t["kind"], t["status"]) for t in timers} == {
+        ("deadline", "pending"), ("reminder", "pending"), ("repeat", "pending")}
     deadline = next(t for t in timers if t["kind"] == "deadline")
     # 5 working days after 30 September 2026 (National Day holiday, make-up Saturday).
     assert deadline["due_at"] == "2026-10-13T16:00:00+00:00"

@@ -209,11 +209,11 @@ def test_opened_case_is_the_case_start_case_makes(db, eng, clock, people):
         armed = timers(auto.id)
         assert armed == timers(manual.id)
         # summary: a deadline 5 working days after the end of March, a reminder a day before
-        assert [t[0] for t in armed] == ["deadline", "reminder"]
+        assert [t[0] for t in armed] == ["deadline", "reminder", "repeat"]
         assert armed[0][2] == CAL.add_working_days(CAL.at_time(dt.date(2026, 3, 31), "12:00"), 5)
         assert armed[0][2] == auto.deadline_at
-        assert {t[-1] for t in armed} == {"1:deadline", "1:t0"}
-        assert s.execute(select(func.count()).select_from(Timer)).scalar() == 2 * 11
+        assert {t[-1] for t in armed} == {"1:deadline", "1:t0", "1:t1"}
+        assert s.execute(select(func.count()).select_from(Timer)).scalar() == 3 * 11
     assert chains_ok(db) == 11
     # The opened case works like any other.
     view = eng.get_case(auto.id)
@@ -518,6 +518,6 @@ def test_processes_racing_open_each_case_once(pg_only_url):
         assert len(per_person) == 48 * 3 and {c for _p, _k, c in per_person} == {1}
         assert s.execute(select(func.count()).select_from(CycleRun)).scalar() == 3
         assert {r.status for r in s.execute(select(CycleRun)).scalars()} == {"done"}
-        assert s.execute(select(func.count()).select_from(Timer)).scalar() == 2 * 48 * 3
+        assert s.execute(select(func.count()).select_from(Timer)).scalar() == 3 * 48 * 3
     assert chains_ok(db) == 48 * 3
     db.dispose()

@@ -512,6 +512,13 @@ def _timers(db, case_id) -> dict[str, Timer]:
             Timer.case_id == case_id, Timer.status == "pending")).scalars()}
 
 
+def _without_weekly_repeat(db, case_id) -> None:
+    """The summary step also reminds every Friday (周记实); these tests follow one reminder."""
+    with db.unit_of_work() as s:
+        s.execute(update(Timer).where(Timer.case_id == case_id, Timer.kind == "repeat")
+                  .values(status="dropped"))
+
+
 def _count(db, model) -> int:
     with db.unit_of_work(write=False) as s:
         return s.execute(select(func.count()).select_from(model)).scalar_one()
@@ -521,6 +528,7 @@ def test_a_reminder_timer_notifies_the_state_actor_once(db, engine, org, regular
     _set_email(db, org, s1="s1@example.gov.cn")
     config = NotifyConfig(smtp_host="127.0.0.1", webhook_urls=("http://a.example/h",))
     case = engine.start_case("regular-assessment", org.s1, period_key=PERIOD)
+    _without_weekly_repeat(db, case.id)
     timers = _timers(db, case.id)
     reminder, deadline = timers["reminder"], timers["deadline"]
     assert reminder.due_at == deadline.due_at - dt.timedelta(days=1)
@@ -600,6 +608,7 @@ def test_deliverer_sends_what_the_timer_queued(db, engine, org, regular):
     """End to end: reminder timer → outbox → e-mail in the SMTP sink."""
     _set_email(db, org, s1="s1@example.gov.cn")
     case = engine.start_case("regular-assessment", org.s1, period_key=PERIOD)
+    _without_weekly_repeat(db, case.id)
     due = _timers(db, case.id)["reminder"].due_at
     with smtp_sink() as (sink, port):
         config = NotifyConfig(smtp_host="127.0.0.1", smtp_port=port)

@@ -7,6 +7,7 @@ October is a make-up working day (调休上班); 25–27 September (Mid-Autumn) 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from zoneinfo import ZoneInfo
 
@@ -57,16 +58,22 @@ def test_a_make_up_saturday_counts_as_a_working_day():
     assert cal.add_working_days(cst(2026, 10, 2, 9), 5) == cst(2026, 10, 14)
 
 
-def test_calendar_file_overrides_and_uncovered_years(tmp_path, caplog):
+def test_calendar_file_overrides_and_uncovered_years(tmp_path):
     (tmp_path / "calendar.yaml").write_text(
         "holidays: [2026-10-12]\nworkdays: [2026-10-11]\n", encoding="utf-8")
     cal = WorkCalendar.load(tmp_path)
     assert cal.is_workday(dt.date(2026, 10, 11)) and not cal.is_workday(dt.date(2026, 10, 12))
     assert cal.add_working_days(cst(2026, 10, 9, 15), 3) == cst(2026, 10, 14)
     plain = WorkCalendar()
-    with caplog.at_level("WARNING", logger="civflow.calendar"):
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("civflow.calendar").addHandler(handler)
+    try:
         assert plain.is_workday(dt.date(2099, 1, 5)) and not plain.is_workday(dt.date(2099, 1, 3))
-    assert "no official holiday data for 2099" in caplog.text
+    finally:
+        logging.getLogger("civflow.calendar").removeHandler(handler)
+    assert len(seen) == 1 and "no official holiday data for 2099" in seen[0]
 
 
 def test_time_zone_decides_the_day():
@@ -95,7 +102,8 @@ def test_plan_of_the_regular_assessment_summary_state():
     # 5 working days after 30 September: 8, 9, 10, 12, 13 October → end of 13 October.
     assert deadline == cst(2026, 10, 14)
     assert [(p.kind, p.due_at) for p in planned] == [
-        ("deadline", cst(2026, 10, 14)), ("reminder", cst(2026, 10, 13))]
+        ("deadline", cst(2026, 10, 14)), ("reminder", cst(2026, 10, 13)),
+        ("repeat", cst(2026, 10, 2, 16))]  # 周记实: the first Friday, 16:00
     _deadline, planned = plan_state(spec, "feedback", cst(2026, 9, 30, 10), "2026-09",
                                     WorkCalendar())
     (auto,) = planned
@@ -128,13 +136,14 @@ def test_entering_a_state_arms_and_leaving_drops_its_timers(timed, db, org, cloc
     case = timed.start_case("regular-assessment", org.s1, period_key="2026-09")
     assert case.deadline_at == cst(2026, 10, 14)
     assert [(k, s_, d) for k, s_, d, _v in _timers(db, case.id)] == [
-        ("deadline", "pending", cst(2026, 10, 14)), ("reminder", "pending", cst(2026, 10, 13))]
+        ("deadline", "pending", cst(2026, 10, 14)), ("reminder", "pending", cst(2026, 10, 13)),
+        ("repeat", "pending", cst(2026, 10, 2, 16))]
     clock.now = cst(2026, 10, 9, 10)
     timed.fire(case.id, "submit", P(org.s1), data={"summary": "x"})
     rows = _timers(db, case.id)
-    assert [r.status for r in rows[:2]] == ["dropped", "dropped"]
+    assert [r.status for r in rows[:3]] == ["dropped", "dropped", "dropped"]
     # evaluation: 5 working days from Friday 9 October: 10 (Sat), 12, 13, 14, 15.
-    assert [(r.kind, r.status, r.due_at, r.state_visit) for r in rows[2:]] == [
+    assert [(r.kind, r.status, r.due_at, r.state_visit) for r in rows[3:]] == [
         ("deadline", "pending", cst(2026, 10, 16), 2),
         ("reminder", "pending", cst(2026, 10, 15), 2)]
     assert timed.get_case(case.id).deadline_at == cst(2026, 10, 16)
@@ -284,3 +293,38 @@ def test_system_actor_cannot_act_for_people(timed, org):
     with pytest.raises(Exception) as exc:  # noqa: PT011
         timed.fire(cid, "object", SYSTEM_ACTOR, data={"objection_reason": "x"})
     assert "system" in str(exc.value)
+
+
+def test_the_weekly_record_reminder_comes_every_friday_while_the_summary_is_open(
+        timed, db, org, clock):
+    events = []
+    worker = TimerWorker(timed, on_event=lambda s, t, c, cf: events.append(
+        (t.kind, t.due_at, t.payload.get("message", {}).get("zh"))))
+    case = timed.start_case("regular-assessment", org.s1, period_key="2026-10")
+    clock.now = cst(2026, 10, 2, 16, 1)  # Friday
+    worker.tick()
+    clock.now = cst(2026, 10, 9, 16, 1)  # the next Friday
+    worker.tick()
+    assert events == [("repeat", cst(2026, 10, 2, 16), "请记录本周工作纪实"),
+                      ("repeat", cst(2026, 10, 9, 16), "请记录本周工作纪实")]
+    timed.fire(case.id, "submit", P(org.s1), data={"summary": "本月小结"})
+    clock.now = cst(2026, 10, 16, 16, 1)
+    worker.tick()
+    repeats = [e for e in events if e[0] == "repeat"]
+    assert len(repeats) == 2  # the summary is in: no more weekly reminders
+
+
+def test_a_failure_reported_after_losing_the_claim_changes_nothing(timed, db, org, clock):
+    cid = _to_feedback(timed, org)
+    clock.now = cst(2026, 12, 31)
+    a = TimerWorker(timed, node="a", lease=dt.timedelta(seconds=30))
+    b = TimerWorker(timed, node="b", lease=dt.timedelta(seconds=30))
+    claimed = a.claim(clock.now)
+    clock.now += dt.timedelta(seconds=31)
+    assert b.tick().fired >= 1  # b took over and fired
+    # a's hook had failed meanwhile: its report must not bring the timer back to life.
+    assert all(a._failed(t, clock.now, "RuntimeError: late") == "skipped" for t in claimed)
+    with db.unit_of_work(write=False) as s:
+        auto = s.execute(select(Timer).where(Timer.case_id == cid, Timer.kind == "auto")
+                         ).scalar_one()
+    assert (auto.status, auto.attempts, auto.last_error) == ("done", 0, None)

@@ -216,11 +216,16 @@ class TimerWorker:
 
     def _fire(self, s: Session, timer_id: int, now: dt.datetime) -> str:
         conn = s.connection()
+        # Lock the case before the timer: a person's action updates the case and then the
+        # timers (dropping those of the visit it leaves); the same order here means the
+        # two wait for each other instead of deadlocking.
+        case_id = conn.execute(select(TIMERS.c.case_id).where(TIMERS.c.id == timer_id)).scalar()
+        case = conn.execute(select(CASES).where(CASES.c.id == case_id)
+                            .with_for_update()).first() if case_id is not None else None
         timer = conn.execute(select(TIMERS).where(TIMERS.c.id == timer_id)
                              .with_for_update()).first()
         if timer is None or timer.status != CLAIMED or timer.claimed_by != self.node:
             return "skipped"
-        case = conn.execute(select(CASES).where(CASES.c.id == timer.case_id)).first()
         if case is None or case.state_visit != timer.state_visit or case.closed_at:
             self._finish(conn, timer_id, DROPPED, now)
             return "dropped"
@@ -251,13 +256,16 @@ class TimerWorker:
         """Back off and retry, or give up after MAX_ATTEMPTS; the error stays visible."""
         with self.engine.db.unit_of_work() as s:
             conn = s.connection()
-            row = conn.execute(select(TIMERS.c.attempts, TIMERS.c.claimed_by)
-                               .where(TIMERS.c.id == timer_id)).first()
-            if row is None or row.claimed_by != self.node:
+            # Only while the claim is still ours: another node may have taken over after
+            # our lease ran out, and fired the timer; it must not come back to life.
+            mine = (TIMERS.c.id == timer_id, TIMERS.c.status == CLAIMED,
+                    TIMERS.c.claimed_by == self.node)
+            row = conn.execute(select(TIMERS.c.attempts).where(*mine).with_for_update()).first()
+            if row is None:
                 return "skipped"
             attempts = row.attempts + 1
             give_up = attempts >= MAX_ATTEMPTS
-            conn.execute(update(TIMERS).where(TIMERS.c.id == timer_id).values(
+            conn.execute(update(TIMERS).where(*mine).values(
                 status=FAILED if give_up else PENDING, attempts=attempts, last_error=error,
                 claimed_by=None, claim_until=None,
                 due_at=now + dt.timedelta(seconds=min(2 ** attempts * 5, 3600))))
