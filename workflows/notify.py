@@ -50,6 +50,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from .claims import claim_batch
 from .db import Database
 from .errors import NotFound
 from .models import Case, Delivery, Notification, Person, RoleAssignment, Unit, unit_path_ids
@@ -413,30 +414,10 @@ class Deliverer:
                 return total
 
     def claim(self, now: dt.datetime) -> list[int]:
-        until = now + self.lease
         with self.db.unit_of_work() as s:
-            conn = s.connection()
-            order = (DELIVERIES.c.next_attempt_at, DELIVERIES.c.id)
-            if conn.dialect.name == "postgresql":
-                chosen = (select(DELIVERIES.c.id).where(CLAIMABLE).order_by(*order)
-                          .limit(self.batch).with_for_update(skip_locked=True))
-                return sorted(conn.execute(
-                    update(DELIVERIES).where(DELIVERIES.c.id.in_(chosen.scalar_subquery()))
-                    .values(status=CLAIMED, claimed_by=self.node, claim_until=until)
-                    .returning(DELIVERIES.c.id), {"now": now}).scalars())
-            # SQLite ignores FOR UPDATE: a conditional update per row says who won it.
-            candidates = conn.execute(select(DELIVERIES.c.id).where(CLAIMABLE)
-                                      .order_by(*order).limit(self.batch),
-                                      {"now": now}).scalars().all()
-            won = []
-            for delivery_id in candidates:
-                res = conn.execute(update(DELIVERIES)
-                                   .where(DELIVERIES.c.id == delivery_id, CLAIMABLE)
-                                   .values(status=CLAIMED, claimed_by=self.node,
-                                           claim_until=until), {"now": now})
-                if res.rowcount == 1:
-                    won.append(delivery_id)
-            return won
+            return claim_batch(s.connection(), DELIVERIES, CLAIMABLE,
+                               (DELIVERIES.c.next_attempt_at, DELIVERIES.c.id), self.batch,
+                               self.node, now, self.lease)
 
     def _load(self, ids: list[int]) -> list[Outgoing]:
         if not ids:

@@ -33,6 +33,7 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from .calendar import WorkCalendar, period_days
+from .claims import claim_batch
 from .errors import CivflowError
 from .models import Case, Timer
 from .spec import WEEKDAYS, FlowSpec
@@ -180,28 +181,9 @@ class TimerWorker:
                 return total
 
     def claim(self, now: dt.datetime) -> list[int]:
-        until = now + self.lease
         with self.engine.db.unit_of_work() as s:
-            conn = s.connection()
-            if conn.dialect.name == "postgresql":
-                chosen = (select(TIMERS.c.id).where(CLAIMABLE).order_by(TIMERS.c.due_at)
-                          .limit(self.batch).with_for_update(skip_locked=True))
-                return list(conn.execute(
-                    update(TIMERS).where(TIMERS.c.id.in_(chosen.scalar_subquery()))
-                    .values(status=CLAIMED, claimed_by=self.node, claim_until=until)
-                    .returning(TIMERS.c.id), {"now": now}).scalars())
-            # SQLite: FOR UPDATE is silently ignored; a conditional update per row decides.
-            candidates = conn.execute(select(TIMERS.c.id).where(CLAIMABLE)
-                                      .order_by(TIMERS.c.due_at).limit(self.batch),
-                                      {"now": now}).scalars().all()
-            won = []
-            for timer_id in candidates:
-                res = conn.execute(update(TIMERS).where(TIMERS.c.id == timer_id, CLAIMABLE)
-                                   .values(status=CLAIMED, claimed_by=self.node,
-                                           claim_until=until), {"now": now})
-                if res.rowcount == 1:
-                    won.append(timer_id)
-            return won
+            return claim_batch(s.connection(), TIMERS, CLAIMABLE, (TIMERS.c.due_at,),
+                               self.batch, self.node, now, self.lease)
 
     def fire(self, timer_id: int, now: dt.datetime) -> str:
         """Fire one claimed timer; returns the TickResult field it counts under."""
