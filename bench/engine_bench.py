@@ -85,12 +85,15 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 
+from workflows.calendar import WorkCalendar
 from workflows.db import Database, upgrade
 from workflows.engine import Actor, Engine
 from workflows.history import record_hash, verify
 from workflows.models import Case, unit_path_ids
 from workflows.org import add_person, add_unit, assign_role
 from workflows.rules import quota_limit
+from workflows.spec import load_definition
+from workflows.timers import plan_state, timer_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFINITION = ROOT / "definitions" / "regular-assessment.yaml"
@@ -276,6 +279,12 @@ def race(sides: list[EngineSide | CeilingSide], plans: list[Script], chunk: int
 
 # The engine reads every column of `cases` (select(CASES, Unit.path)); so does the ceiling.
 CASE_COLUMNS = tuple(c.name for c in Case.__table__.columns)
+# The columns engine._apply writes for the timers of the state a case enters.
+TIMER_COLUMNS = ("case_id", "state_visit", "kind", "action", "due_at", "status", "attempts",
+                 "dedupe_key", "payload", "created_at")
+# The flow's deadlines and timers, planned by the same pure function the engine uses.
+SPEC = load_definition(DEFINITION.read_text(encoding="utf-8"), str(DEFINITION))
+CALENDAR = WorkCalendar()
 # The columns engine._insert_history writes.
 HISTORY_COLUMNS = ("case_id", "seq", "at", "actor_id", "actor_role", "trigger", "from_state",
                    "to_state", "data", "comment", "idempotency_key", "prev_hash", "hash")
@@ -318,6 +327,10 @@ class Ceiling:
         if self.pg:  # SQLAlchemy fetches the new key this way on PostgreSQL (lastrowid on SQLite)
             self.insert += " RETURNING case_history.id"
         self._updates: dict[tuple[str, ...], str] = {}
+        self.disarm = (f"UPDATE timers SET status={p} WHERE timers.case_id = {p} AND "
+                       f"timers.state_visit = {p} AND timers.status IN ({p}, {p})")
+        self.arm = (f"INSERT INTO timers ({', '.join(TIMER_COLUMNS)}) "
+                    f"VALUES ({', '.join([p] * len(TIMER_COLUMNS))})")
 
     def close(self) -> None:
         self.conn.close()
@@ -371,13 +384,16 @@ class Ceiling:
             if trigger == "approve" and merged.get("grade") == GOOD:
                 self._check_quota(row["flow_id"], row["unit_id"], row["tier"], row["period_key"])
             # The UPDATE sets what engine._apply and engine._record set, in their order.
-            changes: dict[str, Any] = {"state": dest, "data": self._db_json(merged)}
-            if dest != state:
-                changes.update(deadline_at=None, claimed_by=None, claimed_at=None)
-            if final:
-                changes["closed_at"] = self._db_time(dt.datetime.now(dt.UTC))
             now = dt.datetime.now(dt.UTC)
+            changes: dict[str, Any] = {"state": dest, "data": self._db_json(merged)}
             seq, prev = row["history_seq"] + 1, row["history_hash"]
+            planned = []
+            if dest != state:
+                deadline, planned = plan_state(SPEC, dest, now, row["period_key"], CALENDAR)
+                changes.update(deadline_at=None if deadline is None else self._db_time(deadline),
+                               claimed_by=None, claimed_at=None, state_visit=seq)
+            if final:
+                changes["closed_at"] = self._db_time(now)
             h = record_hash(case_id=case_id, seq=seq, at=now, actor_id=actor_id,
                             actor_role=by, trigger=trigger, from_state=state, to_state=dest,
                             data=values, comment=None, prev_hash=prev)
@@ -392,6 +408,17 @@ class Ceiling:
                                       self._db_json(values), None, None, prev, h))
             if self.pg:
                 cur.fetchone()
+            if dest != state:
+                old = SPEC.states[state]
+                if old.deadline or old.timers:
+                    cur.execute(self.disarm, ("dropped", case_id, row["state_visit"],
+                                              "pending", "claimed"))
+                if planned:
+                    cur.executemany(self.arm, [
+                        tuple(self._db_json(v) if k == "payload" else
+                              self._db_time(v) if isinstance(v, dt.datetime) else v
+                              for k, v in r.items())
+                        for r in timer_rows(case_id, seq, planned, now)])
             self.conn.commit()
         except BaseException:
             self.conn.rollback()
