@@ -518,7 +518,7 @@ def test_bad_iso8601_duration(bad, state_name, change, sub):
      "a deadline needs exactly one of duration or working_days"),
     ("feedback", {"timers": [{"kind": "auto", "after": "P5D", "working_days": 5,
                               "fire": "accept"}]},
-     "timers[0]", "an auto timer needs exactly one of after, working_days, at"),
+     "timers[0]", "an auto timer needs exactly one of after, working_days, at, at_field"),
     ("feedback", {"timers": [{"kind": "auto", "after": "P5D"}]}, "timers[0].fire",
      "an auto timer needs fire: <trigger>"),
     ("feedback", {"timers": [{"kind": "auto", "after": "P5D", "fire": "accept",

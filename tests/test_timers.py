@@ -328,3 +328,64 @@ def test_a_failure_reported_after_losing_the_claim_changes_nothing(timed, db, or
         auto = s.execute(select(Timer).where(Timer.case_id == cid, Timer.kind == "auto")
                          ).scalar_one()
     assert (auto.status, auto.attempts, auto.last_error) == ("done", 0, None)
+
+
+DISPATCH = """
+flow: dispatch-demo
+title: {zh: 选派}
+fields:
+  term_end: {type: date, label: 任期届满}
+  checkins:
+    type: list
+    label: 月度在岗
+    fields:
+      month: {type: text}
+      days: {type: int, min: 0, max: 31}
+states:
+  - name: dispatched
+    actor: subject
+    timers:
+      - {kind: auto, at_field: term_end, time: "09:00", fire: term_end}
+  - name: ended
+    final: true
+transitions:
+  - {trigger: check_in, from: dispatched, to: dispatched, by: subject,
+     requires: [checkins], appends: [checkins]}
+  - {trigger: term_end, from: dispatched, to: ended, by: system}
+"""
+
+
+def test_a_term_ends_by_itself_on_its_date_and_check_ins_add_up(db, org, clock):
+    engine = Engine(db, clock=clock)
+    engine.publish(DISPATCH, "dispatch.yaml")
+    case = engine.start_case("dispatch-demo", org.s1, data={"term_end": "2027-09-30"})
+    (timer,) = [t for t in _timers(db, case.id) if t.kind == "auto"]
+    assert timer.due_at == cst(2027, 9, 30, 9)
+    for month, days in (("2026-10", 22), ("2026-11", 18)):
+        engine.fire(case.id, "check_in", P(org.s1),
+                    data={"checkins": [{"month": month, "days": days}]})
+    data = engine.get_case(case.id).data
+    assert data["checkins"] == [{"month": "2026-10", "days": 22},
+                                {"month": "2026-11", "days": 18}]
+    # A self-loop keeps the state visit: the term-end timer is still the one armed at start.
+    assert [t.status for t in _timers(db, case.id)] == ["pending"]
+    clock.now = cst(2027, 9, 30, 9, 1)
+    assert TimerWorker(engine).tick().fired == 1
+    assert engine.get_case(case.id).state == "ended"
+    # Without a date there is nothing to fire on.
+    other = engine.start_case("dispatch-demo", org.s2)
+    assert _timers(db, other.id) == []
+
+
+def test_appends_and_at_field_are_validated():
+    from workflows.errors import DefinitionInvalid
+
+    bad = DISPATCH.replace("appends: [checkins]", "appends: [term_end]").replace(
+        "at_field: term_end", "at_field: checkins")
+    with pytest.raises(DefinitionInvalid) as exc:
+        load_definition(bad, "d.yaml")
+    messages = {p.path: p.message for p in exc.value.problems}
+    assert messages["transitions[0].appends[0]"] == (
+        "field 'term_end' must be listed in requires or accepts to be appended")
+    assert messages["states[0].timers[0].at_field"] == (
+        "at_field must name a date field; 'checkins' is list")

@@ -358,7 +358,8 @@ class Engine:
                 raise DuplicateCase(
                     f"person {subject_id} already has a {spec.flow} case"
                     + (f" for {period_key}" if period_key else "")) from None
-            case.deadline_at = self._arm(s, cf, case.id, spec.initial, 1, now, period_key)
+            case.deadline_at = self._arm(s, cf, case.id, spec.initial, 1, now, period_key,
+                                         values)
             role = SYSTEM if actor.is_system else "starter"
             h = record_hash(case_id=case.id, seq=1, at=now, actor_id=actor.person_id,
                             actor_role=role, trigger=START, from_state=None,
@@ -587,11 +588,15 @@ class Engine:
                ) -> FireResult:
         dest = cf.fire(t.trigger, row.state)
         now = self.clock()
-        changes: dict[str, Any] = {"state": dest, "data": {**row.data, **values}}
+        merged = {**row.data, **values}
+        for name in t.appends:  # 周记实, check-ins: items are added to what is there
+            merged[name] = list(row.data.get(name) or []) + list(values.get(name) or [])
+        changes: dict[str, Any] = {"state": dest, "data": merged}
         planned: list[Planned] = []
         visit = row.history_seq + 1  # the record about to be written enters `dest`
         if dest != row.state:
-            deadline, planned = plan_state(cf.spec, dest, now, row.period_key, self.calendar)
+            deadline, planned = plan_state(cf.spec, dest, now, row.period_key, self.calendar,
+                                           merged)
             changes.update(deadline_at=deadline, claimed_by=None, claimed_at=None,
                            state_visit=visit)
         if cf.spec.states[dest].final:
@@ -608,9 +613,11 @@ class Engine:
         return result
 
     def _arm(self, s: Session, cf: CompiledFlow, case_id: int, state: str, visit: int,
-             entered: dt.datetime, period_key: str | None) -> dt.datetime | None:
+             entered: dt.datetime, period_key: str | None, data: dict[str, Any]
+             ) -> dt.datetime | None:
         """Insert the timers of a state visit; return its deadline."""
-        deadline, planned = plan_state(cf.spec, state, entered, period_key, self.calendar)
+        deadline, planned = plan_state(cf.spec, state, entered, period_key, self.calendar,
+                                       data)
         if planned:
             s.connection().execute(TIMERS.insert(),
                                    timer_rows(case_id, visit, planned, entered))

@@ -107,6 +107,7 @@ class TimerSpec:
     after: str | None = None  # auto: ISO 8601 duration
     working_days: int | None = None  # auto
     at: str | None = None  # auto: period_start | period_end
+    at_field: str | None = None  # auto: the date in this field of the case
     fire: str | None = None  # auto: trigger
     before: str | None = None  # reminder: ISO 8601 duration before the deadline
     every: str | None = None  # repeat: ISO 8601 duration
@@ -141,6 +142,7 @@ class TransitionSpec:
     by: tuple[str, ...]
     requires: tuple[str, ...] = ()
     accepts: tuple[str, ...] = ()
+    appends: tuple[str, ...] = ()  # list fields whose items are added, not replaced
     rules: tuple[RuleSpec, ...] = ()
     allow_self: bool = False  # may the subject fire it through a role other than subject?
     comment: str = "optional"
@@ -326,6 +328,7 @@ class TimerSchema(_Strict):
     after = mf.String(validate=_duration)
     working_days = mf.Integer(validate=validate.Range(min=0, max=365))
     at = mf.String(validate=_one_of(("period_start", "period_end")))
+    at_field = mf.String()  # auto: on the date held by this date field (e.g. term end)
     fire = mf.String(validate=validate.Regexp(NAME, error=NAME_MSG))
     before = mf.String(validate=_duration)
     every = mf.String(validate=_duration)
@@ -338,9 +341,10 @@ class TimerSchema(_Strict):
     def _kind_options(self, data, **kwargs):
         kind = data["kind"]
         if kind == "auto":
-            n = sum(k in data for k in ("after", "working_days", "at"))
+            n = sum(k in data for k in ("after", "working_days", "at", "at_field"))
             if n != 1:
-                raise ValidationError("an auto timer needs exactly one of after, working_days, at")
+                raise ValidationError("an auto timer needs exactly one of after, working_days, "
+                                      "at, at_field")
             if "fire" not in data:
                 raise ValidationError({"fire": ["an auto timer needs fire: <trigger>"]})
         elif kind == "reminder":
@@ -350,8 +354,8 @@ class TimerSchema(_Strict):
             raise ValidationError("a repeat timer needs exactly one of every or weekday")
         extra = {
             "auto": {"before", "every", "weekday"},
-            "reminder": {"after", "working_days", "at", "fire", "every", "weekday"},
-            "repeat": {"after", "working_days", "at", "fire", "before"},
+            "reminder": {"after", "working_days", "at", "at_field", "fire", "every", "weekday"},
+            "repeat": {"after", "working_days", "at", "at_field", "fire", "before"},
         }[kind] & set(data)
         if extra:
             raise ValidationError({k: [f"{k} does not apply to {'an' if kind == 'auto' else 'a'} {kind} timer"] for k in extra})
@@ -388,6 +392,7 @@ class TransitionSchema(_Strict):
     by = StrOrList(required=True)
     requires = mf.List(mf.String())
     accepts = mf.List(mf.String())
+    appends = mf.List(mf.String())
     rules = mf.List(RuleEntry())
     allow_self = mf.Boolean()
     comment = mf.String(validate=_one_of(COMMENT_POLICIES))
@@ -668,6 +673,14 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
                     add(f"{p}.{key}[{j}]",
                         f"{what} {fname!r} is not declared under fields"
                         f"{_suggest(fname, flow_fields)}")
+        given = set(raw.get("requires", ())) | set(raw.get("accepts", ()))
+        for j, fname in enumerate(raw.get("appends", ())):
+            if fname not in given:
+                add(f"{p}.appends[{j}]", f"field {fname!r} must be listed in requires or "
+                                         "accepts to be appended")
+            elif fname in flow_fields and flow_fields[fname].type != "list":
+                add(f"{p}.appends[{j}]", f"only a list field can be appended to; {fname!r} "
+                                         f"is {flow_fields[fname].type}")
         both = set(raw.get("requires", ())) & set(raw.get("accepts", ()))
         for fname in sorted(both):
             add(f"{p}.accepts", f"field {fname!r} is listed in both requires and accepts")
@@ -687,6 +700,7 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             by=tuple(raw["by"]),
             requires=tuple(raw.get("requires", ())),
             accepts=tuple(raw.get("accepts", ())),
+            appends=tuple(raw.get("appends", ())),
             rules=tuple(RuleSpec(name=n, params=prm) for n, prm in raw.get("rules", ())),
             allow_self=raw.get("allow_self", False),
             comment=raw.get("comment", "optional"),
@@ -718,6 +732,12 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             tp = f"states[{i}].timers[{j}]"
             if tm.fire:
                 check_system_trigger(f"{tp}.fire", tm.fire, st.name)
+            if tm.at_field and tm.at_field not in flow_fields:
+                add(f"{tp}.at_field", f"unknown field {tm.at_field!r}"
+                                      f"{_suggest(tm.at_field, flow_fields)}")
+            elif tm.at_field and flow_fields[tm.at_field].type != "date":
+                add(f"{tp}.at_field", f"at_field must name a date field; {tm.at_field!r} is "
+                                      f"{flow_fields[tm.at_field].type}")
             if tm.kind == "reminder" and not st.deadline:
                 add(tp, f"a reminder needs a deadline on state {st.name!r}")
             if tm.at and data["period"] == "none":

@@ -62,8 +62,12 @@ class Planned:
 
 
 def plan_state(spec: FlowSpec, state: str, entered: dt.datetime, period_key: str | None,
-               cal: WorkCalendar) -> tuple[dt.datetime | None, list[Planned]]:
-    """The deadline and the timers of one state visit. Pure: no I/O."""
+               cal: WorkCalendar, data: dict[str, Any] | None = None
+               ) -> tuple[dt.datetime | None, list[Planned]]:
+    """The deadline and the timers of one state visit. Pure: no I/O.
+
+    `data` is the case's data on entering the state: a timer `at_field` fires on the date
+    it holds (none is planned while the field is empty)."""
     st = spec.states[state]
     planned: list[Planned] = []
     deadline = None
@@ -89,6 +93,11 @@ def plan_state(spec: FlowSpec, state: str, entered: dt.datetime, period_key: str
                 due = cal.add_duration(entered, tm.after)
             elif tm.working_days is not None:
                 due = cal.add_working_days(entered, tm.working_days)
+            elif tm.at_field:
+                day = (data or {}).get(tm.at_field)
+                if not day:
+                    continue
+                due = cal.at_time(dt.date.fromisoformat(str(day)), tm.time)
             else:
                 due = _boundary(spec, period_key, tm.at, tm.time, cal) or entered
             planned.append(Planned(AUTO, due, tm.fire, f"t{i}"))
