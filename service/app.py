@@ -177,8 +177,8 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
 
     auth.init_app(app, api)
     metrics.init_app(app)
-    from .api import cases, flows, notifications, org, queue
+    from .api import cases, facts, flows, ledger, notifications, org, queue
 
-    for module in (flows, cases, queue, org, notifications):
+    for module in (flows, cases, queue, org, notifications, facts, ledger):
         api.register_blueprint(module.blp)
     return app

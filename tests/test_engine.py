@@ -322,3 +322,15 @@ def test_start_case_checks(engine, org, regular, db):
     # Without a period key the current month (Asia/Shanghai) is used.
     case = engine.start_case(FLOW, org.s2)
     assert len(case.period_key) == 7 and case.period_key[4] == "-"
+
+
+def test_quota_limit_arithmetic():
+    from workflows.rules import quota_limit
+
+    assert quota_limit(5, 0.4, "floor", 1) == 2  # 5 × 40 % is exactly 2
+    assert quota_limit(1, 0.4, "floor", 1) == 1  # at least one
+    assert quota_limit(5, 0.2, "ceil", 0) == 1  # exactly 1: ceil must not make it 2
+    assert quota_limit(0, 0.2, "ceil", 0) == 0
+    assert quota_limit(7, 0.15, "round", 0) == 1  # 1.05
+    assert quota_limit(10, 0.15, "round", 0) == 2  # 1.5 rounds half up
+    assert quota_limit(20, 0.15, "floor", 1) == 3

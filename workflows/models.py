@@ -8,6 +8,7 @@ a version counter for optimistic locking and the head of their history hash chai
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Text,
     TypeDecorator,
@@ -309,3 +311,116 @@ class CycleRun(Base):
     opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     cases_opened: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# --------------------------------------------------------------------------- person facts
+# What the rules read about a person (rank history, annual results, sanctions, …). Written
+# only through `workflows.facts`, which records every change in `fact_audit`.
+
+
+
+FACT_GRADES = ("优秀", "称职", "基本称职", "不称职", "不定等次")
+RESULT_SOURCES = ("manual", "import", "flow")
+# 处分 and 诫勉 with the default months of their effect period (影响期, DOMAIN.md §3). The
+# months are stored on each sanction row, so a rule reads them and never hard-codes them.
+SANCTION_KINDS = {"警告": 6, "记过": 12, "记大过": 18, "降级": 24, "撤职": 24, "诫勉": 6}
+
+
+class RankHistory(Base):
+    """One rank (职级) a person held from `since` until `until` (NULL: holds it now)."""
+
+    __tablename__ = "rank_history"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    rank: Mapped[str] = mapped_column(String(64))
+    since: Mapped[dt.date] = mapped_column(Date)
+    until: Mapped[dt.date | None] = mapped_column(Date)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class AnnualResult(Base):
+    """A person's annual assessment grade (年度考核等次) of one year."""
+
+    __tablename__ = "annual_results"
+    __table_args__ = (UniqueConstraint("person_id", "year"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
+    year: Mapped[int] = mapped_column(Integer)
+    grade: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16), default="manual")  # manual|import|flow
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class Sanction(Base):
+    """A sanction (处分) or 诫勉; its effect period runs `effect_months` from `decided_on`."""
+
+    __tablename__ = "sanctions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    decided_on: Mapped[dt.date] = mapped_column(Date)
+    effect_months: Mapped[int] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class Investigation(Base):
+    """A period under investigation (立案审查调查); open while `closed_on` is NULL."""
+
+    __tablename__ = "investigations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    opened_on: Mapped[dt.date] = mapped_column(Date)
+    closed_on: Mapped[dt.date | None] = mapped_column(Date)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class ExamResult(Base):
+    """An exam taken (e.g. 政治理论考试) and whether it was passed."""
+
+    __tablename__ = "exam_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    exam: Mapped[str] = mapped_column(String(100))
+    taken_on: Mapped[dt.date] = mapped_column(Date)
+    score: Mapped[Decimal | None] = mapped_column(Numeric(7, 2))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class TrainingHours(Base):
+    """Training hours (学时) a person completed in one year."""
+
+    __tablename__ = "training_hours"
+    __table_args__ = (UniqueConstraint("person_id", "year"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
+    year: Mapped[int] = mapped_column(Integer)
+    hours: Mapped[Decimal] = mapped_column(Numeric(7, 1))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class Commendation(Base):
+    """A commendation (嘉奖 / 记功 / 记二等功 / 通报表扬 / …)."""
+
+    __tablename__ = "commendations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    decided_on: Mapped[dt.date] = mapped_column(Date)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class FactAudit(Base):
+    """One change to a person fact: who, when, what, the row before and after (JSON)."""
+
+    __tablename__ = "fact_audit"
+    __table_args__ = (Index("ix_fact_audit_person_id_id", "person_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))  # NULL: the system
+    action: Mapped[str] = mapped_column(String(16))  # create | update | delete | import
+    table_name: Mapped[str] = mapped_column(String(32))
+    row_id: Mapped[int] = mapped_column(Integer)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

@@ -9,9 +9,9 @@ through `Facts` — rules never open sessions of their own.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
 from marshmallow import RAISE, Schema, ValidationError, validate
@@ -185,10 +185,10 @@ register(Rule(
 
 # --------------------------------------------------------------------------- quota
 
-ROUNDINGS: dict[str, Callable[[float], int]] = {
-    "floor": math.floor,
-    "ceil": math.ceil,
-    "round": lambda x: int(math.floor(x + 0.5)),
+ROUNDINGS: dict[str, Callable[[Decimal], int]] = {
+    "floor": lambda x: int(x.to_integral_value(rounding=ROUND_FLOOR)),
+    "ceil": lambda x: int(x.to_integral_value(rounding=ROUND_CEILING)),
+    "round": lambda x: int(x.to_integral_value(rounding=ROUND_HALF_UP)),
 }
 
 
@@ -213,8 +213,10 @@ def _quota_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
 
 
 def quota_limit(size: int, max_ratio: float, rounding: str, minimum: int) -> int:
-    """The most cases of the pool that may have the value: max(round(n × ratio), minimum)."""
-    return max(ROUNDINGS[rounding](size * max_ratio + 1e-9), minimum)
+    """The most cases of the pool that may have the value: max(round(n × ratio), minimum).
+
+    Decimal arithmetic on the ratio as written: 5 × 0.4 is exactly 2, never 1.999…"""
+    return max(ROUNDINGS[rounding](Decimal(str(max_ratio)) * size), minimum)
 
 
 def _pool_of(case: CaseFacts, keys: list[str]) -> dict[str, Any]:

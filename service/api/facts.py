@@ -1,0 +1,242 @@
+"""Person facts (人员信息) the rules read: rank history, annual results, sanctions,
+investigations, exam results, training hours, commendations; their audit; CSV import.
+
+Reading a person's facts is for admins, process owners, the person, and leaders and
+committee members of their unit or a unit above it (404 for anyone else). Writing,
+importing and reading the audit are for admins (403 `needs_admin`). The values are
+checked in `workflows.facts`, which gives 422 with the field at fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from workflows import facts
+from workflows.access import ADMIN, require
+from workflows.models import FACT_GRADES, RESULT_SOURCES, SANCTION_KINDS
+
+from ..auth import engine, viewer
+from .schemas import Id, PageQuery
+
+blp = Blueprint("facts", __name__, url_prefix="/api/v1/facts",
+                description="Person facts (人员信息) the rules read, their audit, CSV import")
+MAX_CSV = 5_000_000  # characters
+
+DESCRIPTIONS = {
+    "rank": "职级, e.g. 二级主任科员",
+    "since": "The first day in this rank",
+    "until": "The first day no longer in this rank; null: holds it now",
+    "year": "The year (e.g. 2025)",
+    "grade": f"One of {', '.join(FACT_GRADES)}",
+    "source": f"One of {', '.join(RESULT_SOURCES)}",
+    "effect_months": "Months of the effect period (影响期); default per kind: "
+                     + ", ".join(f"{k} {m}" for k, m in SANCTION_KINDS.items()),
+    "opened_on": "The day the investigation was opened",
+    "closed_on": "The day it was closed; null: still open",
+    "exam": "The exam, e.g. 政治理论考试",
+    "score": "The score, 0–1000, two decimal places at most",
+    "hours": "Hours of training in the year, one decimal place at most",
+    "note": "Free text, at most 2000 characters",
+}
+KIND_DESCRIPTIONS = {
+    facts.SANCTION: f"One of {', '.join(SANCTION_KINDS)} (警告 and 诫勉 are 诫勉谈话-level)",
+    facts.COMMENDATION: "e.g. 嘉奖, 记功, 记二等功, 通报表扬",
+}
+
+
+def _field(kind: str, name: str, *, required: bool, out: bool = False) -> fields.Field:
+    meta = {"description": (KIND_DESCRIPTIONS.get(kind) if name == "kind" else None)
+            or DESCRIPTIONS.get(name, name)}
+    opts: dict[str, Any] = {"metadata": meta}
+    if out:
+        opts["required"] = name in facts.KINDS[kind].required or name in ("source",
+                                                                            "effect_months")
+        opts["allow_none"] = not opts["required"]
+    else:
+        opts["required"] = required
+        opts["allow_none"] = not required
+    t = facts.FIELD_TYPES[name]
+    if t == facts.DATE:
+        return fields.Date(**opts)
+    if t == facts.INT:
+        return fields.Integer(strict=True, **opts)
+    if t == facts.DECIMAL:
+        return fields.Decimal(as_string=True, allow_nan=False, **opts)
+    if t == facts.BOOL:
+        return fields.Boolean(**opts)
+    return fields.String(validate=validate.Length(max=facts.TEXT_MAX[name]), **opts)
+
+
+def _schemas(k: facts.FactKind) -> tuple[type[Schema], type[Schema], type[Schema]]:
+    camel = "".join(p.title() for p in k.name.split("_"))
+    fin = {"person_id": Id(required=True)}
+    fin |= {n: _field(k.name, n, required=n in k.required) for n in k.fields}
+    patch = {n: _field(k.name, n, required=False) for n in k.fields}
+    fout = {"id": fields.Integer(required=True), "person_id": fields.Integer(required=True)}
+    fout |= {n: _field(k.name, n, required=True, out=True) for n in k.fields}
+    if k.name == facts.SANCTION:
+        fout["effect_ends"] = fields.Date(required=True, metadata={
+            "description": "decided_on + effect_months: the first day it no longer blocks"})
+    return (Schema.from_dict(fin, name=f"{camel}In"),
+            Schema.from_dict(patch, name=f"{camel}Patch"),
+            Schema.from_dict(fout, name=f"{camel}Out"))
+
+
+SCHEMAS = {name: _schemas(k) for name, k in facts.KINDS.items()}
+
+
+def _routes(k: facts.FactKind) -> None:
+    fin, patch, fout = SCHEMAS[k.name]
+    camel = "".join(p.title() for p in k.name.split("_"))
+
+    def post(self, body):
+        require(viewer(), ADMIN, f"adding a {k.name} fact")
+        person_id = body.pop("person_id")
+        return facts.create(engine().db, k.name, person_id, body, viewer().person_id)
+
+    post.__doc__ = (f"Add a {k.label} fact for a person; admins only.\n\n"
+                    "Audited (create). 422 with the field at fault, 404 for an unknown "
+                    "person.")
+
+    def patch_(self, body, fact_id: int):
+        require(viewer(), ADMIN, f"changing a {k.name} fact")
+        return facts.change(engine().db, k.name, fact_id, body, viewer().person_id)
+
+    patch_.__doc__ = (f"Change a {k.label} fact; admins only.\n\n"
+                      "Only the fields sent change. Audited (update) with the row before "
+                      "and after.")
+
+    def delete(self, fact_id: int):
+        require(viewer(), ADMIN, f"deleting a {k.name} fact")
+        facts.remove(engine().db, k.name, fact_id, viewer().person_id)
+
+    delete.__doc__ = f"Delete a {k.label} fact; admins only.\n\nAudited (delete)."
+
+    collection = type(f"{camel}Facts", (MethodView,), {
+        "post": blp.arguments(fin)(blp.response(201, fout)(post))})
+    detail = type(f"{camel}Fact", (MethodView,), {
+        "patch": blp.arguments(patch)(blp.response(200, fout)(patch_)),
+        "delete": blp.response(204)(delete)})
+    blp.route(f"/{k.name}")(collection)
+    blp.route(f"/{k.name}/<int:fact_id>")(detail)
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+class PersonFactsOut(Schema):
+    person_id = fields.Integer(required=True)
+    rank = fields.String(allow_none=True, required=True, metadata={
+        "description": "The open row of the rank history, else the person's rank"})
+    rank_since = fields.Date(allow_none=True, required=True)
+    under_investigation = fields.Boolean(required=True)
+    rank_history = fields.List(fields.Nested(SCHEMAS[facts.RANK][2]), required=True)
+    annual_results = fields.List(fields.Nested(SCHEMAS[facts.ANNUAL][2]), required=True)
+    sanctions = fields.List(fields.Nested(SCHEMAS[facts.SANCTION][2]), required=True)
+    investigations = fields.List(fields.Nested(SCHEMAS[facts.INVESTIGATION][2]),
+                                 required=True)
+    exam_results = fields.List(fields.Nested(SCHEMAS[facts.EXAM][2]), required=True)
+    training_hours = fields.List(fields.Nested(SCHEMAS[facts.TRAINING][2]), required=True)
+    commendations = fields.List(fields.Nested(SCHEMAS[facts.COMMENDATION][2]),
+                                required=True)
+
+
+class AuditOut(Schema):
+    id = fields.Integer(required=True)
+    at = fields.DateTime(required=True)
+    actor_id = fields.Integer(allow_none=True, required=True,
+                              metadata={"description": "The admin; null: the system"})
+    action = fields.String(required=True, metadata={
+        "description": "create | update | delete | import"})
+    table = fields.String(required=True, metadata={"description": "The kind of fact"})
+    row_id = fields.Integer(required=True)
+    person_id = fields.Integer(required=True)
+    before = fields.Dict(allow_none=True, required=True)
+    after = fields.Dict(allow_none=True, required=True)
+
+
+class AuditList(Schema):
+    items = fields.List(fields.Nested(AuditOut), required=True)
+    total = fields.Integer(required=True)
+    page = fields.Integer(required=True)
+    per_page = fields.Integer(required=True)
+
+
+class FactImportIn(Schema):
+    csv = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_CSV)],
+                        metadata={"description": "UTF-8 CSV text with a header row: "
+                                                 + ", ".join(facts.CSV_COLUMNS)})
+
+
+class FactImportOut(Schema):
+    rows = fields.Integer(required=True)
+    created = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True,
+                          metadata={"description": "Rows written per fact"})
+
+
+# --------------------------------------------------------------------------- views
+
+
+def facts_out(snapshot: facts.PersonFacts) -> dict[str, Any]:
+    def items(rows) -> list[dict[str, Any]]:
+        return [{"person_id": snapshot.person_id, **asdict(r)} for r in rows]
+
+    return {"person_id": snapshot.person_id, "rank": snapshot.rank,
+            "rank_since": snapshot.rank_since,
+            "under_investigation": snapshot.under_investigation,
+            "rank_history": items(snapshot.rank_history),
+            "annual_results": items(snapshot.annual_results),
+            "sanctions": items(snapshot.sanctions),
+            "investigations": items(snapshot.investigations),
+            "exam_results": items(snapshot.exams),
+            "training_hours": items(snapshot.training),
+            "commendations": items(snapshot.commendations)}
+
+
+@blp.route("/people/<int:person_id>")
+class PersonFacts(MethodView):
+    @blp.response(200, PersonFactsOut)
+    def get(self, person_id: int):
+        """A person's facts, every kind, oldest first.
+
+        For admins, process owners, the person, and leaders and committee members of
+        their unit or a unit above it; 404 for everyone else."""
+        return facts_out(facts.read(engine().db, viewer(), person_id))
+
+
+@blp.route("/people/<int:person_id>/audit")
+class PersonAudit(MethodView):
+    @blp.arguments(PageQuery, location="query")
+    @blp.response(200, AuditList)
+    def get(self, args, person_id: int):
+        """The audit of a person's facts, newest first; admins only.
+
+        Who changed what and when, with the row before and after."""
+        require(viewer(), ADMIN, "reading the audit of facts")
+        items, total = facts.audit_entries(engine().db, person_id, args["page"],
+                                           args["per_page"])
+        return {"items": items, "total": total, "page": args["page"],
+                "per_page": args["per_page"]}
+
+
+@blp.route("/import")
+class Import(MethodView):
+    @blp.arguments(FactImportIn)
+    @blp.response(200, FactImportOut)
+    def post(self, body):
+        """Import facts from CSV (批量导入); admins only.
+
+        One fact per row (see docs/facts.md). All rows or none: bad rows give 422 with
+        `errors` [{line, message}]. Each row written is audited (import)."""
+        require(viewer(), ADMIN, "importing facts")
+        report = facts.import_facts(engine().db, body["csv"], viewer().person_id)
+        return asdict(report)
+
+
+for _kind in facts.KINDS.values():
+    _routes(_kind)
