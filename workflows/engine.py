@@ -171,6 +171,9 @@ class _SqlFacts:
     def __init__(self, session: Session):
         self.session = session
 
+    def query(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(self.session, *args)
+
     def quota_pool(self, flow: str, pool: dict[str, Any], field: str, value: Any,
                    counted_states: list[str]) -> tuple[int, int]:
         conn = self.session.connection()

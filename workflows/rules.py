@@ -40,6 +40,10 @@ class CaseFacts:
 class Facts(Protocol):
     """Queries the engine answers for rules, inside the action's own transaction."""
 
+    def query(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(session, *args)` in the action's transaction — for domain rules that read
+        person facts or other cases (e.g. `workflows.facts.person_facts`)."""
+
     def quota_pool(
         self, flow: str, pool: dict[str, Any], field: str, value: Any, counted_states: list[str]
     ) -> tuple[int, int]:
@@ -257,3 +261,8 @@ register(Rule(
     check_definition=_quota_definition,
     evaluate=_quota,
 ))
+
+
+from .domain_rules import load_all as _load_domain_rules  # noqa: E402 - after register()
+
+_load_domain_rules()
