@@ -18,6 +18,7 @@ from typing import Any
 import flask_swagger_ui
 from flask import Flask, g, has_request_context, jsonify, request, send_from_directory
 from flask_smorest import Api
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
@@ -71,12 +72,23 @@ def _configure_logging() -> None:
         root.propagate = False
 
 
+def _bad_text(value: str) -> bool:
+    """NUL (PostgreSQL text cannot hold it) or a lone surrogate (not UTF-8 at all)."""
+    if "\x00" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _nul_in_request() -> str | None:
-    """The first place in the path, query or JSON body that holds a NUL character."""
-    if "\x00" in request.path:
+    """The first place in the path, query or JSON body holding text no database can store."""
+    if _bad_text(request.path):
         return "path"
     for key, value in request.args.items(multi=True):
-        if "\x00" in key or "\x00" in value:
+        if _bad_text(key) or _bad_text(value):
             return f"query.{key}"
     if request.is_json:
         return _nul_path(request.get_json(silent=True), "json")
@@ -85,11 +97,11 @@ def _nul_in_request() -> str | None:
 
 def _nul_path(value: Any, path: str) -> str | None:
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        return path if _bad_text(value) else None
     items = value.items() if isinstance(value, dict) else enumerate(value) \
         if isinstance(value, list) else ()
     for key, item in items:
-        if isinstance(key, str) and "\x00" in key:
+        if isinstance(key, str) and _bad_text(key):
             return f"{path}.{key}"
         found = _nul_path(item, f"{path}.{key}")
         if found:
@@ -136,6 +148,16 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
         DatabaseId, lambda _c: {"type": "integer", "minimum": 0, "maximum": MAX_ID})
     app.extensions["civflow_api"] = api
 
+    @app.errorhandler(OperationalError)
+    def _contention(exc: OperationalError):
+        # A deadlock or serialization failure is the database refereeing a race: the
+        # client may simply retry. Anything else is a real failure.
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if code in ("40P01", "40001"):
+            return jsonify(status=409, code="retry", message="another change to the same "
+                           "cases got in the way; try again"), 409
+        raise exc
+
     @app.errorhandler(CivflowError)
     def _civflow_error(exc: CivflowError):
         body = body_of(exc)
@@ -150,7 +172,7 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
         where = _nul_in_request()
         if where:
             # PostgreSQL text cannot hold NUL: refuse it here, once, for every endpoint.
-            raise FieldErrors({where: ["must not contain NUL characters"]})
+            raise FieldErrors({where: ["must not contain NUL characters or lone surrogates"]})
 
     @app.after_request
     def _finish(response):

@@ -25,7 +25,6 @@ from workflows.calendar import CALENDAR_FILE
 from workflows.db import Database, database_url, upgrade
 from workflows.engine import SYSTEM_ACTOR, Actor, Engine, utcnow
 from workflows.errors import CivflowError, DefinitionInvalid, ImportFailed, NotFound
-from workflows.history import verify
 from workflows.models import Person, User
 from workflows.org import import_people
 from workflows.spec import load_definition
@@ -168,10 +167,9 @@ def import_people_cmd(file: str, db_url: str | None) -> None:
 @main.command("verify-history")
 @db_option
 def verify_history(db_url: str | None) -> None:
-    """Recompute every case's history hash chain; report the first bad record of each."""
-    db = Database(db_url)
-    with db.unit_of_work(write=False) as s:
-        cases, records, breaks = verify(s)
+    """Recompute every case's history hash chain, and check each case against its history;
+    report the first problem of each case."""
+    cases, records, breaks = make_engine(db_url).verify_history()
     for b in breaks:
         click.echo(str(b))
     if breaks:

@@ -8,6 +8,8 @@ from sqlalchemy import update
 
 from workflows.models import Case
 
+from .conftest import ROOT
+
 FLOW = "regular-assessment"
 
 
@@ -190,3 +192,41 @@ def test_case_timers_are_visible(api):
     # 5 working days after 30 September 2026 (National Day holiday, make-up Saturday).
     assert deadline["due_at"] == "2026-10-13T16:00:00+00:00"
     assert api.get("s2", f"/api/v1/cases/{cid}/timers").status_code == 404
+
+
+def test_text_no_database_can_store_is_refused(api):
+    cid = start(api, "s1", "s1").json["id"]
+    for bad in ("\ud800", "a\x00b"):
+        r = act(api, "s1", cid, "submit", 1, {"summary": bad})
+        assert r.status_code == 422 and r.json["fields"] == {
+            "json.data.summary": ["must not contain NUL characters or lone surrogates"]}
+    r = api.post("s1", "/api/v1/cases", json={"flow": FLOW, "subject_id": api.org.s2,
+                                              "period_key": "0000-05"})
+    assert r.status_code in (403, 422)  # s1 may not start s2's case; never a 500
+    r = api.post("owner", "/api/v1/cases", json={"flow": FLOW, "subject_id": api.org.s2,
+                                                 "period_key": "0000-05"})
+    assert r.status_code == 422
+    assert "between 1900 and 9998" in r.json["fields"]["period_key"][0]
+
+
+def test_a_group_that_acts_on_a_step_sees_the_case(api, engine, db):
+    source = (ROOT / "definitions" / "regular-assessment.yaml").read_text(encoding="utf-8")
+    source = source.replace("committee: {resolve: unit_role, role: committee}",
+                            "committee: {resolve: group, group: hr-office}")
+    source = source.replace("title: {zh: 平时考核,", "title: {zh: 平时考核（人事处审定）,")
+    engine.publish(source, "group.yaml")  # c1 holds the group hr-office (tests/conftest.py)
+    cid = start(api, "t1", "t1").json["id"]
+    act(api, "t1", cid, "submit", 1, {"summary": "x"})
+    act(api, "l2", cid, "evaluate", 2, {"grade": "较好"})
+    act(api, "t1", cid, "accept", 3)
+    with db.unit_of_work() as s:  # take away c1's committee seat: only the group remains
+        from sqlalchemy import delete
+
+        from workflows.models import RoleAssignment
+        s.execute(delete(RoleAssignment).where(RoleAssignment.person_id == api.org.c1,
+                                               RoleAssignment.role == "committee"))
+    queue = api.get("c1", "/api/v1/queue").json
+    assert [i["id"] for i in queue["items"]] == [cid]
+    assert api.get("c1", f"/api/v1/cases/{cid}").status_code == 200
+    assert api.get("c1", "/api/v1/cases").json["total"] == 1
+    assert act(api, "c1", cid, "approve", 4).status_code == 200

@@ -108,3 +108,26 @@ def _build_org(db) -> dict[str, int]:
         assign_role(s, made["c2"], "committee", root)
         assign_role(s, made["l1"], "leader", sec1)
         return {k: v.id for k, v in made.items()}
+
+
+def test_overlapping_bulk_requests_do_not_deadlock(pg_only_url):
+    db = Database(pg_only_url)
+    eng = Engine(db)
+    org = _build_org(db)
+    eng.publish(REGULAR.read_text(encoding="utf-8"), str(REGULAR))
+    ids = []
+    for period in (f"2026-{m:02d}" for m in range(1, 13)):
+        for who in ("s1", "s2"):
+            c = eng.start_case("regular-assessment", org[who], period_key=period)
+            eng.fire(c.id, "submit", P(org[who]), data={"summary": "x"})
+            ids.append(c.id)
+    results, errors = _race([
+        lambda: Engine(Database(pg_only_url)).fire_bulk(ids, "evaluate", P(org["l1"]),
+                                                        data={"grade": "较好"}),
+        lambda: Engine(Database(pg_only_url)).fire_bulk(ids[::-1], "evaluate", P(org["l1"]),
+                                                        data={"grade": "较好"}),
+    ])
+    assert errors == []
+    done = sorted(r.case_id for result in results for r in result.done)
+    assert done == sorted(ids)  # each case evaluated once, by one request or the other
+    db.dispose()

@@ -334,3 +334,38 @@ def test_quota_limit_arithmetic():
     assert quota_limit(7, 0.15, "round", 0) == 1  # 1.05
     assert quota_limit(10, 0.15, "round", 0) == 2  # 1.5 rounds half up
     assert quota_limit(20, 0.15, "floor", 1) == 3
+
+
+def test_quota_holds_in_a_flow_without_periods(engine, org, db):
+    source = REGULAR.read_text(encoding="utf-8").replace("period: month", "period: none")
+    source = source.replace("deadline: {working_days: 5, from: period_end}",
+                            "deadline: {working_days: 5}")
+    source = source.replace("deadline: {working_days: 10, from: period_end}",
+                            "deadline: {working_days: 10}")
+    source = "\n".join(line for line in source.splitlines() if not line.startswith("cycle:"))
+    source = source.replace("flow: regular-assessment", "flow: once-assessment")
+    engine.publish(source, "once.yaml")
+    ids = []
+    for who in ("s1", "s2", "s3", "s4", "s5"):  # one pool of 5: limit 2
+        c = engine.start_case("once-assessment", org.ids[who])
+        engine.fire(c.id, "submit", P(org.ids[who]), data={"summary": "x"})
+        engine.fire(c.id, "evaluate", P(org.l1), data={"grade": "好"})
+        engine.fire(c.id, "accept", P(org.ids[who]))
+        ids.append(c.id)
+    engine.fire(ids[0], "approve", P(org.c1))
+    engine.fire(ids[1], "approve", P(org.c1))
+    with pytest.raises(RuleViolation) as exc:
+        engine.fire(ids[2], "approve", P(org.c1))
+    assert exc.value.details["size"] == 5 and exc.value.details["used"] == 2
+
+
+def test_bulk_quota_counts_cases_on_every_version(engine, org, regular, db):
+    first = [_to_approval(engine, org, who, grade="好") for who in ("s1", "s2")]
+    changed = REGULAR.read_text(encoding="utf-8").replace("title: {zh: 平时考核,",
+                                                          "title: {zh: 平时考核（新）,")
+    assert engine.publish(changed, "v2.yaml").version == 2
+    second = [_to_approval(engine, org, who, grade="好") for who in ("s3", "s4")]
+    second.append(_to_approval(engine, org, "s5", grade="较好"))
+    with pytest.raises(RuleViolation) as exc:  # 4 好 in a pool of 5 (limit 2), two versions
+        engine.fire_bulk(first + second, "approve", P(org.c1))
+    assert exc.value.details["asked"] == 4 and exc.value.details["limit"] == 2

@@ -84,3 +84,15 @@ def test_a_recomputed_hash_still_breaks_the_chain(engine, org, regular, db):
     assert "prev_hash" in breaks[0].reason
     with db.unit_of_work(write=False) as s:
         assert s.get(Case, ids[0]).history_seq == 3
+
+
+def test_a_case_altered_behind_the_engines_back_is_found(engine, org, regular, db):
+    ids = _cases(engine, org, n=2)
+    with db.unit_of_work() as s:  # someone raises a grade in the cases table directly
+        s.execute(update(Case).where(Case.id == ids[0]).values(data={"summary": "小结 1",
+                                                                     "grade": "好"}))
+        s.execute(update(Case).where(Case.id == ids[1]).values(state="approved"))
+    _c, _r, breaks = engine.verify_history()
+    by_case = {b.case_id: b.reason for b in breaks}
+    assert "data differ from what its history records (grade)" in by_case[ids[0]]
+    assert "in state 'approved' but its history ends in 'feedback'" in by_case[ids[1]]

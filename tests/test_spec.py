@@ -435,8 +435,11 @@ def test_unknown_rule_suggests_the_closest():
         t["rules"] = [{"qouta": t["rules"][0]["quota"]}]
 
     p = only(mutated(misspell), f"transitions[{ti('approve')}].rules[0].qouta")
+    from workflows.rules import REGISTRY
+
     assert p.message == ("unknown rule 'qouta' (did you mean 'quota'?); "
-                         "known rules: quota, required_when")
+                         f"known rules: {', '.join(sorted(REGISTRY))}")
+    assert {"quota", "required_when"} <= set(REGISTRY)
 
 
 @pytest.mark.parametrize(("rule_entry", "message"), [
@@ -793,3 +796,26 @@ def test_cycle_problems_name_their_line():
     text = SOURCE.replace('time: "08:00"', 'time: "8 am"')
     (p,) = problems(text)
     assert p.path == "cycle.time" and p.line == line_of(text, 'time: "8 am"')
+
+
+def test_yaml_aliases_are_refused_before_they_expand():
+    bomb = "a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n"
+    with pytest.raises(DefinitionInvalid) as exc:
+        load_definition(bomb, "bomb.yaml")
+    (p,) = exc.value.problems
+    assert "anchors and aliases" in p.message and p.line == 2
+
+
+@pytest.mark.parametrize("trigger", ["start", "claim", "release", "delegate"])
+def test_reserved_trigger_names(trigger):
+    found = mutated(lambda d: d["transitions"][0].__setitem__("trigger", trigger))
+    assert "is reserved" in only(found, "transitions[0].trigger").message
+
+
+def test_a_trigger_the_scheduler_fires_cannot_require_data():
+    def change(doc):
+        accept = next(t for t in doc["transitions"] if t["trigger"] == "accept")
+        accept["comment"] = "required"
+
+    found = mutated(change)
+    assert any("cannot require fields or a comment" in p.message for p in found)

@@ -72,6 +72,10 @@ def create_user(db: Database, username: str, password: str, person_code: str | N
             user.password_hash = hashed
             if person_id is not None:
                 user.person_id = person_id
+            # A new password ends every session and token the old one gave.
+            s.execute(update(ApiToken).where(ApiToken.user_id == user.id,
+                                             ApiToken.revoked_at.is_(None))
+                      .values(revoked_at=dt.datetime.now(dt.UTC)))
         try:
             s.flush()
         except IntegrityError:

@@ -39,6 +39,7 @@ from .errors import (
     NotPublished,
 )
 from .history import GENESIS, record_hash
+from .history import verify as verify_chains
 from .machine import CompiledFlow
 from .models import (
     Case,
@@ -182,18 +183,23 @@ class _SqlFacts:
             key = f"quota|{flow}|{sorted(pool.items())}|{field}|{value}"
             lock_id = struct.unpack(">q", hashlib.sha256(key.encode()).digest()[:8])[0]
             conn.execute(ADVISORY_LOCK, {"k": lock_id})
-        params = {f"pool_{k}": v for k, v in pool.items()}
-        size, used = conn.execute(_quota_statement(tuple(sorted(pool)), field), {
+        params = {f"pool_{k}": v for k, v in pool.items() if v is not None}
+        nulls = tuple(sorted(k for k, v in pool.items() if v is None))
+        size, used = conn.execute(_quota_statement(tuple(sorted(pool)), nulls, field), {
             **params, "flow": flow, "value": str(value), "states": counted_states}).one()
         return int(size), int(used)
 
 
 @functools.lru_cache(maxsize=256)
-def _quota_statement(pool_keys: tuple[str, ...], field: str):
-    """(cases in the pool, those counted with field = value), built once per pool shape."""
+def _quota_statement(pool_keys: tuple[str, ...], nulls: tuple[str, ...], field: str):
+    """(cases in the pool, those counted with field = value), built once per pool shape.
+
+    A pool key without a value (no period in a flow without periods) matches NULL: `=`
+    would match nothing, and every approval would pass."""
     columns = {"unit": CASES.c.unit_id, "tier": CASES.c.tier, "period": CASES.c.period_key}
     conds = [CASES.c.flow_id == bindparam("flow")]
-    conds += [columns[k] == bindparam(f"pool_{k}") for k in pool_keys]
+    conds += [columns[k].is_(None) if k in nulls else columns[k] == bindparam(f"pool_{k}")
+              for k in pool_keys]
     hit = and_(CASES.c.state.in_(bindparam("states", expanding=True)),
                CASES.c.data[field].as_string() == bindparam("value"))
     return select(func.count(), func.coalesce(func.sum(sql_case((hit, 1), else_=0)), 0)
@@ -289,6 +295,18 @@ class Engine:
         if not rows:
             raise NotFound(f"flow {flow!r} has no version {version}")
         return rows[0]
+
+    def verify_history(self) -> tuple[int, int, list[Any]]:
+        """`history.verify` with each version's appended fields (see its docstring)."""
+        with self.db.unit_of_work(write=False) as s:
+            flows = self.all_flows(s)
+
+            def appends(version_id: int, trigger: str, source: str | None) -> tuple[str, ...]:
+                cf = flows.get(version_id)
+                t = cf.spec.transition(trigger, source) if cf and source else None
+                return t.appends if t else ()
+
+            return verify_chains(s, appends=appends)
 
     def spec_of(self, version_id: int) -> FlowSpec:
         """The compiled (cached) definition of a stored version, draft or published."""
@@ -443,31 +461,41 @@ class Engine:
         """
         ids = list(dict.fromkeys(case_ids))
         with self.db.unit_of_work() as s:
+            # Lock the cases, in id order, before judging them: a second bulk request over
+            # the same cases waits, then finds them moved and refuses them one by one
+            # (instead of a version conflict failing it whole, or a deadlock).
             rows = {r.id: (r, r.path) for r in s.execute(
                 select(CASES, Unit.path).join(Unit, Unit.id == CASES.c.unit_id)
-                .where(CASES.c.id.in_(ids)))}
+                .where(CASES.c.id.in_(ids)).order_by(CASES.c.id)
+                .with_for_update(of=CASES))}
             refused: dict[int, CivflowError] = {}
-            ready: dict[int, list] = {}  # version_id -> [(row, t, values)]
+            ready: list[tuple[Any, TransitionSpec, dict[str, Any], str]] = []
             for cid in ids:
-                if cid not in rows or not _sees(viewer, *rows[cid]):
+                if cid not in rows or not self._may_see(s, viewer, *rows[cid]):
                     refused[cid] = NotFound(_not_found(cid, viewer))
                     continue
                 row, path = rows[cid]
                 cf = self.compiled(s, row.version_id)
                 try:
-                    checked = self._check(s, cf, row, path, trigger, actor, data, comment)
+                    ready.append((row, *self._check(s, cf, row, path, trigger, actor, data,
+                                                    comment)))
                 except CivflowError as exc:
                     refused[cid] = exc
-                    continue
-                ready.setdefault(row.version_id, []).append((row, *checked))
-            for version_id, items in ready.items():
-                cf = self.compiled(s, version_id)
-                for t in {id(t): t for _r, t, _v, _role in items}.values():
-                    batch = [_facts(r, v) for r, tt, v, _role in items if tt is t]
-                    rules.evaluate(rules.Batch(t, cf.spec, batch, _SqlFacts(s)))
+            facts = _SqlFacts(s)
+            # Each transition's rules judge its own cases; batch rules (a quota) judge every
+            # case of the flow in the request, whichever version it runs on.
+            for t in {id(t): t for _r, t, _v, _role in ready}.values():
+                own = [(r, v) for r, tt, v, _role in ready if tt is t]
+                spec = self.compiled(s, own[0][0].version_id).spec
+                flow_wide = [_facts(r, v) for r, _t, v, _role in ready
+                             if r.flow_id == spec.flow]
+                rules.evaluate(rules.Batch(t, spec, [_facts(r, v) for r, v in own], facts),
+                               whole=flow_wide)
+            # In case-id order: two overlapping bulk requests then lock rows in the same
+            # order and wait for each other instead of deadlocking.
             done = [self._apply(s, self.compiled(s, row.version_id), row, t, actor, role,
                                 values, comment, None)
-                    for items in ready.values() for row, t, values, role in items]
+                    for row, t, values, role in sorted(ready, key=lambda x: x[0].id)]
             return BulkResult(done=done, refused=refused)
 
     # ------------------------------------------------------------------ read side, per viewer
@@ -480,7 +508,7 @@ class Engine:
     def list_cases(self, viewer: Viewer, f: queries.CaseFilter, lang: str = "zh"
                    ) -> tuple[list[queries.CaseRow], int]:
         with self.db.unit_of_work(write=False) as s:
-            rows, total = queries.list_cases(s, viewer, f, self.clock())
+            rows, total = queries.list_cases(s, viewer, f, self.clock(), self.all_flows(s))
             for row in rows:
                 self._label(s, row, lang)
             return rows, total
@@ -502,7 +530,7 @@ class Engine:
         """A case the viewer may see, with what they may do on it now (`actions`)."""
         with self.db.unit_of_work(write=False) as s:
             row = queries.get_row(s, case_id, self.clock())
-            if row is None or not _sees(viewer, row, row.unit_path):
+            if row is None or not self._may_see(s, viewer, row, row.unit_path):
                 raise NotFound(_not_found(case_id, viewer))
             cf = self._label(s, row, lang)
             row.actions = self._actions(s, cf, row, row.unit_path,
@@ -553,10 +581,19 @@ class Engine:
 
     # ------------------------------------------------------------------ internals
 
+    def _may_see(self, s: Session, viewer: Viewer | None, row, path: str) -> bool:
+        """Visible by the organisation (`access`), or the viewer may act on its current
+        step — a named group or a unit role the flow gives the step to."""
+        if _sees(viewer, row, path):
+            return True
+        cf = self.compiled(s, row.version_id)
+        return bool(self._actions(s, cf, row, path, Actor.person(viewer.person_id), "zh",
+                                  viewer.role_units()))
+
     def _load(self, s: Session, case_id: int, viewer: Viewer | None = None):
         """The case row and its unit's path; NotFound also when `viewer` may not see it."""
         found = s.connection().execute(LOAD_CASE, {"case_id": case_id}).first()
-        if found is None or not _sees(viewer, found, found.path):
+        if found is None or not self._may_see(s, viewer, found, found.path):
             raise NotFound(_not_found(case_id, viewer))
         return found, found.path
 

@@ -32,8 +32,13 @@ def _not_blank(value: Any) -> None:
 
 
 def _no_nul(value: Any) -> None:
-    if isinstance(value, str) and "\x00" in value:
-        raise ValidationError("must not contain NUL characters")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationError("must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError("must be valid Unicode text") from None
 
 
 def _field(spec: FieldSpec, required: bool) -> mf.Field:

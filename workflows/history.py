@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,33 +59,58 @@ class Break:
         return f"case {self.case_id}: {where}: {self.reason}"
 
 
-def verify(session: Session, batch: int = 2000) -> tuple[int, int, list[Break]]:
-    """Recompute every chain; return (cases checked, records checked, first break per case)."""
+BOOKKEEPING = ("claim", "release", "delegate")  # queue records: they change no case data
+Appends = Callable[[int, str, str | None], tuple[str, ...]]
+
+
+def verify(session: Session, batch: int = 2000, appends: Appends | None = None
+           ) -> tuple[int, int, list[Break]]:
+    """Recompute every chain; return (cases checked, records checked, first break per case).
+
+    Beyond the chain, the case row itself must be what its history says: the state of the
+    last record, and the data the records add up to (`appends(version_id, trigger, from)`
+    names the list fields a transition appends to instead of replacing). A grade edited in
+    the cases table behind the engine's back shows here."""
     breaks: list[Break] = []
     cases = records = 0
-    heads = session.execute(select(Case.id, Case.history_seq, Case.history_hash).order_by(Case.id))
-    head_of = {cid: (seq, h) for cid, seq, h in heads}
+    heads = session.execute(select(Case.id, Case.history_seq, Case.history_hash, Case.state,
+                                   Case.data, Case.version_id).order_by(Case.id))
+    head_of = {r.id: r for r in heads}
     rows = session.execute(
         select(HistoryRecord).order_by(HistoryRecord.case_id, HistoryRecord.seq)
         .execution_options(yield_per=batch)
     ).scalars()
     current, prev, expected_seq, broken = None, GENESIS, 1, False
+    state: str | None = None
+    data: dict[str, Any] = {}
 
     def close(case_id: int | None) -> None:
         nonlocal cases
         if case_id is None:
             return
         cases += 1
-        seq, head = head_of.pop(case_id, (None, None))
-        if not broken and (seq != expected_seq - 1 or head != prev):
+        head = head_of.pop(case_id, None)
+        seq, last = (head.history_seq, head.history_hash) if head else (None, None)
+        if broken:
+            return
+        if seq != expected_seq - 1 or last != prev:
             breaks.append(Break(case_id, None, None,
                                 f"case says its history ends at seq {seq}, the records end at "
                                 f"seq {expected_seq - 1}: records were removed or added"))
+        elif head.state != state:
+            breaks.append(Break(case_id, None, None, f"the case is in state {head.state!r} "
+                                f"but its history ends in {state!r}: the case was altered"))
+        elif dict(head.data) != data:
+            changed = sorted(k for k in set(head.data) | set(data)
+                             if head.data.get(k) != data.get(k))
+            breaks.append(Break(case_id, None, None, "the case's data differ from what its "
+                                f"history records ({', '.join(changed)}): the case was altered"))
 
     for rec in rows:
         if rec.case_id != current:
             close(current)
             current, prev, expected_seq, broken = rec.case_id, GENESIS, 1, False
+            state, data = None, {}
         records += 1
         if broken:
             continue
@@ -98,10 +124,18 @@ def verify(session: Session, batch: int = 2000) -> tuple[int, int, list[Break]]:
         if reason:
             breaks.append(Break(rec.case_id, rec.seq, rec.id, reason))
             broken = True
-        prev, expected_seq = rec.hash, expected_seq + 1
+        prev, expected_seq, state = rec.hash, expected_seq + 1, rec.to_state
+        if rec.trigger not in BOOKKEEPING:
+            head = head_of.get(rec.case_id)
+            added = appends(head.version_id, rec.trigger, rec.from_state) \
+                if appends and head is not None else ()
+            for key, value in rec.data.items():
+                data[key] = list(data.get(key) or []) + list(value or []) if key in added \
+                    else value
     close(current)
-    for case_id, (seq, _h) in head_of.items():
-        if seq:
+    for case_id, head in head_of.items():
+        if head.history_seq:
             cases += 1
-            breaks.append(Break(case_id, None, None, f"case has {seq} history records, none found"))
+            breaks.append(Break(case_id, None, None,
+                                f"case has {head.history_seq} history records, none found"))
     return cases, records, breaks

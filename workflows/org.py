@@ -427,8 +427,11 @@ def add_role(db: Database, person_id: int, role: str, unit_id: int | None) -> di
 def remove_role(db: Database, assignment_id: int) -> None:
     with db.unit_of_work() as s:
         row = get_or_404(s, RoleAssignment, assignment_id)
-        if row.role == "admin" and s.execute(select(func.count()).where(
-                RoleAssignment.role == "admin")).scalar_one() <= 1:
+        # Lock every admin assignment before counting: two admins removing each other at
+        # the same moment would otherwise both see two and leave none.
+        admins = s.execute(select(RoleAssignment.id).where(RoleAssignment.role == "admin")
+                           .with_for_update()).scalars().all() if row.role == "admin" else []
+        if row.role == "admin" and len(admins) <= 1:
             raise ActionNotAllowed("this is the last admin assignment; make someone else "
                                    "admin before removing it")
         s.delete(row)

@@ -36,6 +36,8 @@ def check_period_key(period: str, key: str | None) -> str | None:
         return None if key is None else "this flow has no period; give no period key"
     if key is None or not PATTERNS[period].match(key):
         return f"a {period} period key looks like {EXAMPLES[period]}, not {key!r}"
+    if not 1900 <= int(key[:4]) <= 9998:
+        return f"the year of a period key must be between 1900 and 9998, not {key[:4]}"
     if period == "week":
         year, week = int(key[:4]), int(key[6:])
         try:

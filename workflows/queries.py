@@ -117,9 +117,13 @@ def _row(r, now: dt.datetime) -> CaseRow:
         closed=r.closed_at is not None, data=dict(r.data))
 
 
-def list_cases(s: Session, viewer: Viewer, f: CaseFilter, now: dt.datetime
-               ) -> tuple[list[CaseRow], int]:
-    conds = [visible_cases(viewer), *_filters(s, f, now)]
+def list_cases(s: Session, viewer: Viewer, f: CaseFilter, now: dt.datetime,
+               flows: dict[int, Any] | None = None) -> tuple[list[CaseRow], int]:
+    """Cases the viewer may see — or act on now (a group or unit role of the step)."""
+    seen = visible_cases(viewer)
+    if flows is not None and not viewer.sees_all:
+        seen = or_(seen, and_(CASES.c.closed_at.is_(None), actionable(viewer, flows)))
+    conds = [seen, *_filters(s, f, now)]
     total = s.execute(select(func.count()).select_from(_base().where(*conds).subquery())).scalar()
     rows = s.execute(_base().where(*conds).order_by(*_order(f.sort))
                      .limit(f.per_page).offset((f.page - 1) * f.per_page)).all()

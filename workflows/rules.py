@@ -69,6 +69,9 @@ class Rule:
     params: Schema
     check_definition: Callable[[dict[str, Any], TransitionSpec, FlowSpec], Iterator[tuple[str, str]]]
     evaluate: Callable[[dict[str, Any], Batch], None]
+    # "case": judges each case on its own; "batch": judges the whole request together
+    # (a quota counts every case of the flow being moved at once).
+    scope: str = "case"
 
 
 REGISTRY: dict[str, Rule] = {}
@@ -112,10 +115,17 @@ def _params(rule: RuleSpec) -> dict[str, Any]:
     return found[1]
 
 
-def evaluate(batch: Batch) -> None:
-    """Run every rule of the transition over the batch; the first refusal raises."""
+def evaluate(batch: Batch, whole: list[CaseFacts] | None = None) -> None:
+    """Run every rule of the transition over the batch; the first refusal raises.
+
+    `whole` is every case of the flow in a bulk request (other versions included): batch
+    rules judge it, case rules only the transition's own cases."""
     for rule in batch.transition.rules:
-        REGISTRY[rule.name].evaluate(_params(rule), batch)
+        impl = REGISTRY[rule.name]
+        judged = batch
+        if impl.scope == "batch" and whole is not None:
+            judged = Batch(batch.transition, batch.spec, whole, batch.facts)
+        impl.evaluate(_params(rule), judged)
 
 
 class _Params(Schema):
@@ -123,7 +133,7 @@ class _Params(Schema):
         unknown = RAISE
 
 
-def _field_value_problems(spec: FlowSpec, field: str, values: list[Any], path: str):
+def field_value_problems(spec: FlowSpec, field: str, values: list[Any], path: str):
     if field not in spec.fields:
         yield ".field", f"unknown field {field!r}; declare it under fields"
         return
@@ -207,7 +217,7 @@ class QuotaParams(_Params):
 
 
 def _quota_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
-    yield from _field_value_problems(spec, p["field"], [p["value"]], "value")
+    yield from field_value_problems(spec, p["field"], [p["value"]], "value")
     ftype = spec.fields[p["field"]].type if p["field"] in spec.fields else None
     if ftype not in (None, "enum", "text"):
         yield ".field", f"a quota counts an enum or text field; {p['field']!r} is {ftype}"
@@ -223,7 +233,7 @@ def quota_limit(size: int, max_ratio: float, rounding: str, minimum: int) -> int
     return max(ROUNDINGS[rounding](Decimal(str(max_ratio)) * size), minimum)
 
 
-def _pool_of(case: CaseFacts, keys: list[str]) -> dict[str, Any]:
+def pool_of(case: CaseFacts, keys: list[str]) -> dict[str, Any]:
     attrs = {"unit": case.unit_id, "tier": case.tier, "period": case.period_key}
     return {k: attrs[k] for k in keys}
 
@@ -233,7 +243,7 @@ def _quota(p: dict[str, Any], batch: Batch) -> None:
     asked_by_pool: dict[tuple, list[CaseFacts]] = {}
     for case in batch.cases:
         if case.data.get(p["field"]) == p["value"]:
-            key = tuple(sorted(_pool_of(case, p["pool"]).items()))
+            key = tuple(sorted(pool_of(case, p["pool"]).items()))
             asked_by_pool.setdefault(key, []).append(case)
     field_label = batch.spec.fields[p["field"]].label.zh
     for key, cases in sorted(asked_by_pool.items(), key=lambda kv: str(kv[0])):
@@ -260,6 +270,7 @@ register(Rule(
     params=QuotaParams(),
     check_definition=_quota_definition,
     evaluate=_quota,
+    scope="batch",
 ))
 
 

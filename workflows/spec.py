@@ -42,6 +42,7 @@ BUILTIN_ROLES = {
     "leader": {"resolve": "leader"},  # 主管领导: a leader of the case's unit or above it
 }
 SYSTEM = "system"  # the scheduler; never a person
+RESERVED_TRIGGERS = ("start", "claim", "release", "delegate")  # history records of their own
 ANY_STATE = "*"
 TIMER_KINDS = ("reminder", "auto", "repeat")
 DEADLINE_FROM = ("entered", "period_start", "period_end")
@@ -510,6 +511,14 @@ def parse_source(text: str, filename: str) -> tuple[Any, yaml.Node | None]:
         except RecursionError:  # both parsers recurse: 50,000 '[' is bad input, not a crash
             raise too_deep from None
     try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                # An alias shares a node; expanding nested ones costs exponential time.
+                mark = event.start_mark
+                raise DefinitionInvalid([Problem(
+                    filename, "", "YAML anchors and aliases (&name, *name) are not "
+                                  "supported in flow definitions: write the value out",
+                    mark.line + 1 if mark else None)])
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         return yaml.safe_load(text), node
     except RecursionError:
@@ -650,6 +659,9 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
     seen: dict[tuple[str, str], int] = {}
     for i, raw in enumerate(data["transitions"]):
         p = f"transitions[{i}]"
+        if raw["trigger"] in RESERVED_TRIGGERS:
+            add(f"{p}.trigger", f"{raw['trigger']!r} is reserved: the history records starting "
+                                "a case and queue claims under it")
         sources: list[str] = []
         raw_sources = raw["source"]
         for j, s in enumerate(raw_sources):
@@ -718,6 +730,9 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
         elif SYSTEM not in t.by:
             add(path, f"trigger {trigger!r} from {state!r} must list system in by: "
                       "the scheduler fires it")
+        elif t.requires or t.comment == "required":
+            add(path, f"trigger {trigger!r} from {state!r} is fired by the scheduler, which "
+                      "gives no data: it cannot require fields or a comment")
 
     for st in states.values():
         i = position[st.name]
