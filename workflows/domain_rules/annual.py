@@ -1,0 +1,457 @@
+"""Rules of the annual assessment (年度考核, DOMAIN.md §2).
+
+- `values_allowed`: a transition only takes some values of a field (优秀 goes through the
+  public notice, every other grade straight to approval).
+- `sanction_block`: sanctions (处分, 诫勉) and investigations limit the grade of a year;
+  which kind blocks what, and for how many years, is a parameter table.
+- `regular_linkage`: 优秀 needs the year's regular results (平时考核): a minimum count or
+  share of 好, none below a grade, optionally a weighted score.
+- `excellent_quota`: the 优秀 quota per pool (default 15 %), raised (default 20 %) for units
+  flagged by the contact-point evaluation (考核联系点), never above a ceiling.
+
+The assessment year is the case's period key (`2026`). Every number is a parameter with
+DOMAIN.md's value as the default; nothing here is a constant of the domain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, validate, validates_schema
+from marshmallow import fields as mf
+from sqlalchemy import select
+
+from ..errors import RuleViolation
+from ..facts import person_facts
+from ..models import Unit
+from ..results import regular_results
+from ..rules import (
+    POOL_KEYS,
+    ROUNDINGS,
+    Batch,
+    CaseFacts,
+    Rule,
+    field_value_problems,
+    pool_of,
+    quota_limit,
+    register,
+)
+from ..spec import FlowSpec, TransitionSpec
+
+GRADE_FIELD = "grade"
+EXCELLENT = "优秀"
+NO_GRADE = "不定等次"
+REGULAR_SCALE = ["好", "较好", "一般", "较差"]  # best first: the regular flow's grades
+
+
+class _Params(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+def _year_of(case: CaseFacts) -> int | None:
+    key = case.period_key or ""
+    return int(key[:4]) if key[:4].isdigit() else None
+
+
+def _enum_problems(spec: FlowSpec, field: str, values: list[Any], path: str):
+    """Definition-time: the field exists and (for an enum) the values are its values."""
+    if field not in spec.fields:
+        yield ".field", f"unknown field {field!r}; declare it under fields"
+        return
+    yield from field_value_problems(spec, field, values, path)
+
+
+# --------------------------------------------------------------------------- values_allowed
+
+
+class ValuesAllowedParams(_Params):
+    field = mf.String(required=True)
+    in_ = mf.List(mf.Raw(), data_key="in", required=True, validate=validate.Length(min=1))
+
+
+def _values_allowed_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
+    yield from _enum_problems(spec, p["field"], p["in_"], "in")
+    if p["field"] in spec.fields and p["field"] not in t.requires:
+        yield ".field", (f"field {p['field']!r} must be listed in requires of trigger "
+                         f"{t.trigger!r}")
+
+
+def _values_allowed(p: dict[str, Any], batch: Batch) -> None:
+    for case in batch.cases:
+        value = case.data.get(p["field"])
+        if value not in p["in_"]:
+            label = batch.spec.fields[p["field"]].label.zh
+            t = batch.transition
+            raise RuleViolation(
+                "values_allowed",
+                f"case {case.id}: {t.label.zh} ({t.trigger}) takes {label} "
+                f"{' / '.join(map(str, p['in_']))} only; got {value}",
+                {"case_id": case.id, "field": p["field"], "value": value,
+                 "allowed": list(p["in_"])},
+            )
+
+
+register(Rule(
+    name="values_allowed",
+    label="限定取值 / allowed values",
+    params=ValuesAllowedParams(),
+    check_definition=_values_allowed_definition,
+    evaluate=_values_allowed,
+))
+
+
+# --------------------------------------------------------------------------- sanction_block
+
+
+class BlockParams(_Params):
+    """What one kind of sanction does to the grade of an assessment year."""
+
+    blocks = mf.List(mf.String(), validate=validate.Length(min=1))  # grades it forbids
+    only = mf.List(mf.String(), validate=validate.Length(min=1))  # or: the grades left
+    # decided: the year of the decision and the `years - 1` following years;
+    # effect: every year its effect period (影响期) overlaps.
+    basis = mf.String(load_default="decided", validate=validate.OneOf(["decided", "effect"]))
+    years = mf.Integer(load_default=1, validate=validate.Range(min=1, max=10))
+
+    @validates_schema
+    def _one_of(self, data, **kwargs):
+        if ("blocks" in data) == ("only" in data):
+            raise ValidationError("give exactly one of blocks or only")
+
+
+class InvestigationParams(_Params):
+    only = mf.List(mf.String(), validate=validate.Length(min=1))  # grades left while open
+    refuse = mf.Boolean(load_default=False)  # or: no grade may be decided while open
+
+    @validates_schema
+    def _one_of(self, data, **kwargs):
+        if bool(data.get("only")) == bool(data.get("refuse")):
+            raise ValidationError("give exactly one of only or refuse: true")
+
+
+DEFAULT_KINDS = {
+    "警告": {"blocks": [EXCELLENT], "basis": "effect", "years": 1},
+    "诫勉": {"blocks": [EXCELLENT], "basis": "effect", "years": 1},
+    "记过": {"only": [NO_GRADE], "basis": "decided", "years": 1},
+    "记大过": {"only": [NO_GRADE], "basis": "decided", "years": 2},
+    "降级": {"only": [NO_GRADE], "basis": "decided", "years": 2},
+    "撤职": {"only": [NO_GRADE], "basis": "decided", "years": 2},
+}
+DEFAULT_INVESTIGATION = {"only": [NO_GRADE], "refuse": False}
+
+
+class SanctionBlockParams(_Params):
+    field = mf.String(load_default=GRADE_FIELD)
+    kinds = mf.Dict(keys=mf.String(), values=mf.Nested(BlockParams),
+                    load_default=lambda: {k: dict(v) for k, v in DEFAULT_KINDS.items()})
+    investigation = mf.Nested(InvestigationParams, allow_none=True,
+                              load_default=lambda: dict(DEFAULT_INVESTIGATION))
+
+
+def _sanction_block_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
+    if p["field"] not in spec.fields:
+        yield ".field", f"unknown field {p['field']!r}; declare it under fields"
+        return
+    for kind, block in p["kinds"].items():
+        key = "only" if "only" in block else "blocks"
+        yield from field_value_problems(spec, p["field"], block[key], f"kinds.{kind}.{key}")
+    inv = p.get("investigation")
+    if inv and inv.get("only"):
+        yield from field_value_problems(spec, p["field"], inv["only"], "investigation.only")
+    if spec.period != "year":
+        yield "", f"sanction_block reads the assessment year from the period key; this flow " \
+                  f"has period: {spec.period}"
+
+
+def _applies(block: dict[str, Any], sanction: Any, year: int) -> bool:
+    if block["basis"] == "effect":
+        return (sanction.decided_on < dt.date(year + 1, 1, 1)
+                and sanction.effect_ends > dt.date(year, 1, 1))
+    return sanction.decided_on.year <= year < sanction.decided_on.year + block["years"]
+
+
+def _sanction_block(p: dict[str, Any], batch: Batch) -> None:
+    field = p["field"]
+    label = batch.spec.fields[field].label.zh
+    for case in batch.cases:
+        grade = case.data.get(field)
+        year = _year_of(case)
+        if grade is None or year is None:
+            continue
+        facts = batch.facts.query(person_facts, case.subject_id)
+        for s in facts.sanctions:
+            block = p["kinds"].get(s.kind)
+            if block is None or not _applies(block, s, year):
+                continue
+            if "only" in block:
+                refused = grade not in block["only"]
+                what = f"allows only {' / '.join(block['only'])}"
+            else:
+                refused = grade in block["blocks"]
+                what = f"blocks {' / '.join(block['blocks'])}"
+            if not refused:
+                continue
+            if block["basis"] == "effect":
+                when = f"in effect until {s.effect_ends.isoformat()}"
+            else:
+                last = s.decided_on.year + block["years"] - 1
+                span = str(last) if last == s.decided_on.year else \
+                    f"{s.decided_on.year}–{last}"
+                when = f"applies to {span}"
+            raise RuleViolation(
+                "sanction_block",
+                f"case {case.id}: {s.kind} decided {s.decided_on.isoformat()} ({when}) "
+                f"{what} for {year}; {label} {grade} is not possible",
+                {"case_id": case.id, "sanction_id": s.id, "kind": s.kind,
+                 "decided_on": s.decided_on.isoformat(),
+                 "effect_ends": s.effect_ends.isoformat(), "year": year, "grade": grade,
+                 "only": block.get("only"), "blocks": block.get("blocks")},
+            )
+        inv = p.get("investigation")
+        open_ = [i for i in facts.investigations if i.closed_on is None]
+        if inv and open_:
+            i = open_[0]
+            if inv.get("refuse"):
+                raise RuleViolation(
+                    "sanction_block",
+                    f"case {case.id}: under investigation since {i.opened_on.isoformat()}; "
+                    f"the {year} grade is withheld until the investigation is closed",
+                    {"case_id": case.id, "investigation_id": i.id, "year": year,
+                     "grade": grade, "opened_on": i.opened_on.isoformat()})
+            if grade not in inv["only"]:
+                raise RuleViolation(
+                    "sanction_block",
+                    f"case {case.id}: under investigation since {i.opened_on.isoformat()}; "
+                    f"the {year} grade is withheld: only {' / '.join(inv['only'])}, "
+                    f"not {grade}",
+                    {"case_id": case.id, "investigation_id": i.id, "year": year,
+                     "grade": grade, "only": inv["only"],
+                     "opened_on": i.opened_on.isoformat()})
+
+
+register(Rule(
+    name="sanction_block",
+    label="处分影响等次 / sanctions block grades",
+    params=SanctionBlockParams(),
+    check_definition=_sanction_block_definition,
+    evaluate=_sanction_block,
+))
+
+
+# --------------------------------------------------------------------------- regular_linkage
+
+
+class WeightedParams(_Params):
+    """Regular results as a share of an annual score (e.g. 50–60 %)."""
+
+    weight = mf.Float(required=True, validate=validate.Range(min=0, max=1))
+    scores = mf.Dict(keys=mf.String(), values=mf.Float(),  # a score per regular grade
+                     load_default=lambda: {"好": 100.0, "较好": 85.0, "一般": 70.0,
+                                           "较差": 50.0})
+    score_field = mf.String(required=True)  # the annual case's own score, e.g. 民主测评得分
+    min_score = mf.Float(required=True)
+
+
+class RegularLinkageParams(_Params):
+    field = mf.String(load_default=GRADE_FIELD)
+    value = mf.String(load_default=EXCELLENT)  # the annual grade the linkage guards
+    regular_flow = mf.String(load_default="regular-assessment")
+    regular_states = mf.List(mf.String(), load_default=lambda: ["approved"])
+    scale = mf.List(mf.String(), load_default=lambda: list(REGULAR_SCALE),
+                    validate=validate.Length(min=2))  # regular grades, best first
+    good = mf.String(load_default="好")
+    min_good = mf.Integer(validate=validate.Range(min=0))  # at least this many 好
+    min_good_share = mf.Float(validate=validate.Range(min=0, max=1))  # share of results
+    share_strict = mf.Boolean(load_default=True)  # true: more than the share
+    none_below = mf.String()  # no result worse than this grade
+    min_results = mf.Integer(load_default=0, validate=validate.Range(min=0))
+    weighted = mf.Nested(WeightedParams)
+
+
+def _regular_linkage_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
+    yield from _enum_problems(spec, p["field"], [p["value"]], "value")
+    for name in ("good", "none_below"):
+        if p.get(name) is not None and p[name] not in p["scale"]:
+            yield f".{name}", (f"{p[name]!r} is not a regular grade; the grades are "
+                               f"{', '.join(p['scale'])}")
+    if not any(p.get(k) is not None for k in ("min_good", "min_good_share", "none_below",
+                                               "weighted")) and not p["min_results"]:
+        yield "", "give at least one of min_good, min_good_share, none_below, weighted"
+    w = p.get("weighted")
+    if w:
+        if w["score_field"] not in spec.fields:
+            yield ".weighted.score_field", (f"unknown field {w['score_field']!r}; declare it "
+                                            "under fields")
+        elif spec.fields[w["score_field"]].type not in ("int", "decimal"):
+            yield ".weighted.score_field", f"{w['score_field']!r} is not a number field"
+        for g in w["scores"]:
+            if g not in p["scale"]:
+                yield ".weighted.scores", f"{g!r} is not a regular grade"
+    if spec.period != "year":
+        yield "", f"regular_linkage reads the assessment year from the period key; this " \
+                  f"flow has period: {spec.period}"
+
+
+def _needed_good(p: dict[str, Any], n: int) -> int:
+    needed = p.get("min_good") or 0
+    share = p.get("min_good_share")
+    if share is not None:
+        exact = Decimal(str(share)) * n
+        by_share = math.floor(exact) + 1 if p["share_strict"] else math.ceil(exact)
+        needed = max(needed, by_share)
+    return needed
+
+
+def _refuse(case: CaseFacts, message: str, details: dict[str, Any]) -> None:
+    raise RuleViolation("regular_linkage", f"case {case.id}: {message}",
+                        {"case_id": case.id, **details})
+
+
+def _regular_linkage(p: dict[str, Any], batch: Batch) -> None:
+    for case in batch.cases:
+        if case.data.get(p["field"]) != p["value"]:
+            continue
+        year = _year_of(case)
+        if year is None:
+            continue
+        grades = batch.facts.query(regular_results, case.subject_id, year, p["regular_flow"],
+                                   p["regular_states"])
+        n = len(grades)
+        base = {"year": year, "results": n, "grades": grades}
+        what = f"{p['value']} for {year}"
+        if n < p["min_results"]:
+            _refuse(case, f"{what} needs at least {p['min_results']} regular results, "
+                          f"has {n}", {**base, "min_results": p["min_results"]})
+        good = sum(1 for g in grades if g == p["good"])
+        needed = _needed_good(p, n)
+        if good < needed:
+            _refuse(case, f"{what} needs {needed} {p['good']} of {n} regular results, "
+                          f"has {good}", {**base, "needed": needed, "good": good})
+        if p.get("none_below") is not None:
+            rank = {g: i for i, g in enumerate(p["scale"])}
+            floor_ = rank[p["none_below"]]
+            below = [g for g in grades if rank.get(g, len(rank)) > floor_]
+            if below:
+                _refuse(case, f"{what} needs no regular result below {p['none_below']}, "
+                              f"has {len(below)} ({', '.join(below)})",
+                        {**base, "none_below": p["none_below"], "below": below})
+        w = p.get("weighted")
+        if w:
+            own = case.data.get(w["score_field"])
+            if own is None or not grades:
+                _refuse(case, f"{what} needs a weighted score of at least {w['min_score']:g}; "
+                              f"{'no regular results' if not grades else 'no own score'}",
+                        {**base, "min_score": w["min_score"]})
+            regular = sum(w["scores"].get(g, 0.0) for g in grades) / n
+            score = round(w["weight"] * regular + (1 - w["weight"]) * float(own), 2)
+            if score < w["min_score"]:
+                _refuse(case, f"{what} needs a weighted score of at least {w['min_score']:g}, "
+                              f"has {score} ({w['weight']:.0%} regular {regular:.2f} + "
+                              f"{1 - w['weight']:.0%} {w['score_field']} {own})",
+                        {**base, "score": score, "min_score": w["min_score"],
+                         "regular_score": regular})
+
+
+register(Rule(
+    name="regular_linkage",
+    label="平时考核结果运用 / regular results link",
+    params=RegularLinkageParams(),
+    check_definition=_regular_linkage_definition,
+    evaluate=_regular_linkage,
+))
+
+
+# --------------------------------------------------------------------------- excellent_quota
+
+
+class ExcellentQuotaParams(_Params):
+    field = mf.String(load_default=GRADE_FIELD)
+    value = mf.Raw(load_default=EXCELLENT)
+    max_ratio = mf.Float(load_default=0.15,
+                         validate=validate.Range(min=0, max=1, min_inclusive=False))
+    raised_ratio = mf.Float(load_default=0.2,
+                            validate=validate.Range(min=0, max=1, min_inclusive=False))
+    raise_units = mf.List(mf.String(validate=validate.Length(min=1, max=64)),
+                          load_default=list)  # unit codes, each with its sub-units
+    ceiling = mf.Float(load_default=0.2, validate=validate.Range(min=0, max=1,
+                                                                 min_inclusive=False))
+    rounding = mf.String(load_default="floor", validate=validate.OneOf(sorted(ROUNDINGS)))
+    min = mf.Integer(load_default=1, validate=validate.Range(min=0))
+    pool = mf.List(mf.String(validate=validate.OneOf(POOL_KEYS)),
+                   load_default=lambda: ["unit", "period"])
+    counted_states = mf.List(mf.String())  # default: the transition's destination
+
+
+def _excellent_quota_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
+    yield from _enum_problems(spec, p["field"], [p["value"]], "value")
+    for name in ("max_ratio", "raised_ratio"):
+        if p[name] > p["ceiling"]:
+            yield f".{name}", (f"{p[name]:.0%} is above the ceiling of {p['ceiling']:.0%}; "
+                               "raise the ceiling only with the approval it needs")
+    if p["raised_ratio"] < p["max_ratio"]:
+        yield ".raised_ratio", (f"raised_ratio {p['raised_ratio']:.0%} is below max_ratio "
+                                f"{p['max_ratio']:.0%}")
+    for i, s in enumerate(p.get("counted_states", ())):
+        if s not in spec.states:
+            yield f".counted_states[{i}]", f"unknown state {s!r}"
+
+
+def _raised_units(s, unit_ids: list[int], codes: list[str]) -> dict[int, str | None]:
+    """For each unit id: the flagged code it is (or is under), else None."""
+    if not codes:
+        return dict.fromkeys(unit_ids)
+    flagged = dict(s.execute(select(Unit.id, Unit.code).where(Unit.code.in_(codes))).all())
+    paths = dict(s.execute(select(Unit.id, Unit.path).where(Unit.id.in_(unit_ids))).all())
+    out: dict[int, str | None] = {}
+    for uid in unit_ids:
+        ancestors = [int(x) for x in (paths.get(uid) or "").strip("/").split("/") if x]
+        hit = [flagged[a] for a in ancestors + [uid] if a in flagged]
+        out[uid] = hit[0] if hit else None
+    return out
+
+
+def _excellent_quota(p: dict[str, Any], batch: Batch) -> None:
+    counted = p.get("counted_states") or [batch.transition.dest]
+    asked_by_pool: dict[tuple, list[CaseFacts]] = {}
+    for case in batch.cases:
+        if case.data.get(p["field"]) == p["value"]:
+            key = tuple(sorted(pool_of(case, p["pool"]).items()))
+            asked_by_pool.setdefault(key, []).append(case)
+    if not asked_by_pool:
+        return
+    units = sorted({c.unit_id for cs in asked_by_pool.values() for c in cs})
+    raised = batch.facts.query(_raised_units, units, p["raise_units"])
+    label = batch.spec.fields[p["field"]].label.zh
+    for key, cases in sorted(asked_by_pool.items(), key=lambda kv: str(kv[0])):
+        pool = dict(key)
+        flag = next((raised[c.unit_id] for c in cases if raised.get(c.unit_id)), None)
+        ratio = min(p["raised_ratio"] if flag else p["max_ratio"], p["ceiling"])
+        size, used = batch.facts.quota_pool(batch.spec.flow, pool, p["field"], p["value"],
+                                            counted)
+        limit = quota_limit(size, ratio, p["rounding"], p["min"])
+        asked = len(cases)
+        if used + asked > limit:
+            where = ", ".join(f"{k}={v}" for k, v in pool.items()) or "whole flow"
+            why = f", raised for {flag}" if flag else ""
+            raise RuleViolation(
+                "excellent_quota",
+                f"quota for {label}={p['value']} in pool {where}: limit {limit} "
+                f"({ratio:.0%} of {size}{why}, {p['rounding']}, at least {p['min']}), "
+                f"already used {used}, asked {asked}",
+                {"pool": pool, "size": size, "limit": limit, "used": used, "asked": asked,
+                 "field": p["field"], "value": p["value"], "ratio": ratio,
+                 "raised_for": flag, "case_ids": [c.id for c in cases]},
+            )
+
+
+register(Rule(
+    name="excellent_quota",
+    label="优秀比例 / 优秀 quota",
+    params=ExcellentQuotaParams(),
+    check_definition=_excellent_quota_definition,
+    evaluate=_excellent_quota,
+))
