@@ -33,7 +33,7 @@ def test_full_pass_through_the_api(api):
     case = r.json
     assert (case["state"], case["state_label"], case["subject"]["id"]) == (
         "summary", "个人小结", api.org.s1)
-    assert [a["trigger"] for a in case["actions"]] == ["submit"]
+    assert [a["trigger"] for a in case["actions"]] == ["record_week", "submit"]
     cid = case["id"]
     assert act(api, "s1", cid, "submit", 1, {"summary": "本月小结"}).json["to"] == "evaluation"
     detail = api.get("l1", f"/api/v1/cases/{cid}")
@@ -59,7 +59,7 @@ def test_english_labels_on_request(api):
     cid = start(api, "s1", "s1").json["id"]
     r = api.get("s1", f"/api/v1/cases/{cid}", headers={"Accept-Language": "en"})
     assert r.json["state_label"] == "Self summary"
-    assert r.json["actions"][0]["label"] == "Submit summary"
+    assert [a["label"] for a in r.json["actions"]] == ["Add a weekly record", "Submit summary"]
 
 
 def test_who_may_start_a_case(api):

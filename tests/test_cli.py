@@ -29,7 +29,7 @@ def test_validate_exit_codes(tmp_path):
     res = run("validate", REGULAR, bad)
     assert res.exit_code == 1
     lines = [ln for ln in res.output.splitlines() if ln.startswith(str(bad))]
-    assert f"{bad}: transitions[5].to: unknown state 'aproved' (did you mean 'approved'?)" \
+    assert f"{bad}: transitions[6].to: unknown state 'aproved' (did you mean 'approved'?)" \
         in lines[0]
     assert any("state 'approved' is unreachable" in ln for ln in lines)
     res = run("validate", bad, tmp_path / "missing.yaml")

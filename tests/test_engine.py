@@ -100,7 +100,8 @@ def test_full_pass_with_returns(engine, org, regular, db):
 
 def test_actions_list_what_the_caller_may_do(engine, org, regular):
     case = engine.start_case(FLOW, org.s1, period_key="2026-11")
-    (submit,) = engine.actions(case.id, P(org.s1))
+    record, submit = engine.actions(case.id, P(org.s1))
+    assert (record.trigger, record.to) == ("record_week", "summary")
     assert submit.trigger == "submit" and submit.label == "提交小结" and submit.to == "evaluation"
     assert submit.requires[0] == {"name": "summary", "type": "text", "required": True,
                                   "label": "个人小结", "max_length": 4000}
@@ -292,7 +293,7 @@ def test_versions_pin_running_cases(engine, org, regular, db):
     assert engine.get_case(old_case.id).flow_version == 1
     assert new_case.flow_version == 2
     # The old case still follows version 1: indicators optional, old label.
-    (old_submit,) = engine.actions(old_case.id, P(org.s1))
+    _record, old_submit = engine.actions(old_case.id, P(org.s1))
     assert old_submit.label == "提交小结"
     engine.fire(old_case.id, "submit", P(org.s1), data={"summary": "x"})
     with pytest.raises(FieldErrors) as exc:
@@ -369,3 +370,17 @@ def test_bulk_quota_counts_cases_on_every_version(engine, org, regular, db):
     with pytest.raises(RuleViolation) as exc:  # 4 好 in a pool of 5 (limit 2), two versions
         engine.fire_bulk(first + second, "approve", P(org.c1))
     assert exc.value.details["asked"] == 4 and exc.value.details["limit"] == 2
+
+
+def test_weekly_records_add_up_in_the_months_case(engine, org, regular):
+    case = engine.start_case(FLOW, org.s1, period_key="2026-11")
+    for week, text in (("2026-W45", "完成档案审核 60 卷"), ("2026-W46", "起草考核方案")):
+        engine.fire(case.id, "record_week", P(org.s1),
+                    data={"weekly_records": [{"week": week, "content": text}]})
+    current = engine.get_case(case.id)
+    assert current.state == "summary"
+    assert [r["week"] for r in current.data["weekly_records"]] == ["2026-W45", "2026-W46"]
+    history = engine.history(case.id)
+    assert [h["data"]["weekly_records"][0]["week"] for h in history[1:]] == [
+        "2026-W45", "2026-W46"]
+    assert engine.verify_history()[2] == []

@@ -193,6 +193,7 @@ flow: auto-demo
 title: {zh: 自动流转}
 fields:
   note: {type: text}
+  flag: {type: enum, values: [y, n]}
 states:
   - name: waiting
     actor: subject
@@ -205,7 +206,8 @@ states:
   - name: done
     final: true
 transitions:
-  - {trigger: expire, from: waiting, to: done, by: system, requires: [note]}
+  - {trigger: expire, from: waiting, to: done, by: system, accepts: [note],
+     rules: [{required_when: {field: note, if_field: flag, in: [y]}}]}
   - {trigger: escalate, from: waiting, to: escalated, by: system}
   - {trigger: finish, from: escalated, to: done, by: leader}
 """
@@ -217,7 +219,7 @@ def test_escalation_repeat_and_retries(db, org, clock):
     events = []
     worker = TimerWorker(engine, on_event=lambda s, t, c, cf: events.append((t.kind, c.id)))
     start = clock.now
-    cid = engine.start_case("auto-demo", org.s1).id
+    cid = engine.start_case("auto-demo", org.s1, data={"flag": "y"}).id
     # 20 minutes: the repeat fires and arms the next one.
     clock.now = start + dt.timedelta(minutes=21)
     assert worker.tick().fired == 1 and events == [("repeat", cid)]
