@@ -1,0 +1,409 @@
+"""职级晋升 (rank promotion) rules: `promotion_eligible` (人选资格) and `positions` (职数).
+
+`promotion_eligible` judges a candidate on the candidate-confirmation transition from the
+person facts (`workflows.facts.person_facts`) and, optionally, the person's approved
+regular-assessment grades. The computation is the pure function `eligibility_reasons`
+(facts snapshot + parameters + decision date → reasons); the rule only gathers its inputs.
+Every number (the ladder of DOMAIN.md §6, the 优秀 bonus, the exam, the count of 好) is a
+parameter of the definition, never a constant here.
+
+`positions` takes a rank position (职数) on approval: at most `positions[rank]` cases of a
+pool (unit × target rank × round) are approved, counted over the counted states plus the
+request, serialised per pool with a PostgreSQL advisory lock; and each 三三制 category
+(排头兵 / 实干家 / 老黄牛) holds at most ⌈positions / parts⌉ of them unless the action carries
+an override reason, which is stored with the case and its history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import struct
+from dataclasses import dataclass, field
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from marshmallow import RAISE, Schema, post_load, validate
+from marshmallow import fields as mf
+from sqlalchemy import and_, func, select, text
+from sqlalchemy.orm import Session
+
+from ..errors import RuleViolation
+from ..facts import PersonFacts, person_facts
+from ..models import Case
+from ..rules import Batch, CaseFacts, Rule, register
+from ..spec import FlowSpec, TransitionSpec
+
+COUNTED_GRADES = ("优秀", "称职")  # annual grades that count as 称职 or better
+EXCELLENT = "优秀"
+LOCAL = ZoneInfo("Asia/Shanghai")
+CASES = Case.__table__
+ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+
+
+# --------------------------------------------------------------------------- pure part
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One reason a candidate is not eligible: a code, a readable message, the numbers."""
+
+    code: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def months_between(start: dt.date, end: dt.date) -> int:
+    """Whole calendar months from `start` to `end` (0 when end <= start)."""
+    if end <= start:
+        return 0
+    months = (end.year - start.year) * 12 + end.month - start.month
+    if end.day < start.day:
+        months -= 1
+    return max(months, 0)
+
+
+def _years(months: Decimal | int) -> str:
+    """Months as years, one decimal, rounded down: 17 months → '1.4' (never shows 2.0 for
+    a requirement that is not met)."""
+    value = (Decimal(months) / 12).quantize(Decimal("0.1"), rounding=ROUND_FLOOR)
+    return f"{value}"
+
+
+@dataclass(frozen=True)
+class Tenure:
+    """Time in the current rank as it counts for promotion, in months."""
+
+    elapsed: int  # rank date → decision date
+    uncounted: int  # months in years graded below 称职 (基本称职, 不称职, 不定等次)
+    uncounted_years: tuple[int, ...]
+    excellent_years: tuple[int, ...]
+    bonus: Decimal  # months credited for 优秀 years
+
+    @property
+    def counted(self) -> Decimal:
+        return Decimal(self.elapsed - self.uncounted) + self.bonus
+
+
+def tenure(snap: PersonFacts, since: dt.date, on: dt.date, excellent_bonus_years: float
+           ) -> Tenure:
+    """Months in rank from `since` to `on`; the part of each year graded below 称职 does not
+    count; each 优秀 year in rank adds `excellent_bonus_years`. A year is "in rank" when
+    the rank was held during it (its year ≥ the rank date's year) and it ended before or on
+    the decision date's year."""
+    elapsed = months_between(since, on)
+    uncounted, bad, excellent = 0, [], []
+    for year, grade in sorted(snap.grades.items()):
+        if year < since.year or year > on.year:
+            continue
+        if grade == EXCELLENT:
+            excellent.append(year)
+        elif grade not in COUNTED_GRADES:
+            bad.append(year)
+            start = max(since, dt.date(year, 1, 1))
+            end = min(on, dt.date(year + 1, 1, 1))
+            uncounted += months_between(start, end)
+    bonus = Decimal(str(excellent_bonus_years)) * 12 * len(excellent)
+    return Tenure(elapsed, uncounted, tuple(bad), tuple(excellent), bonus)
+
+
+def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: str | None,
+                        on: dt.date, regular_grades: list[str] | None = None) -> list[Reason]:
+    """Why the person of `snap` may not be a candidate for `target_rank` on day `on`;
+    an empty list means eligible.
+
+    `params` are the loaded parameters of `promotion_eligible` (ladder, excellent_bonus_years,
+    min_good, good_value, exam). `regular_grades` are the grades of the person's approved
+    regular assessments of the year before `on` (needed only with `min_good`)."""
+    reasons: list[Reason] = []
+    ladder: dict[str, dict[str, Any]] = params["ladder"]
+    step = ladder.get(target_rank or "")
+    if not target_rank:
+        reasons.append(Reason("target", "no target rank given"))
+    elif step is None:
+        reasons.append(Reason("target", f"{target_rank} is not a rank of the ladder; "
+                                        f"known: {', '.join(ladder)}",
+                              {"target_rank": target_rank}))
+    elif snap.rank is None or snap.rank_since is None:
+        reasons.append(Reason("rank", "no current rank and rank date on record",
+                              {"target_rank": target_rank}))
+    elif snap.rank not in step["from"]:
+        reasons.append(Reason(
+            "ladder", f"{target_rank} is reached from {' or '.join(step['from'])}, "
+                      f"not from {snap.rank}",
+            {"target_rank": target_rank, "rank": snap.rank, "from": list(step["from"])}))
+    else:
+        t = tenure(snap, snap.rank_since, on, params["excellent_bonus_years"])
+        needed = Decimal(str(step["years"])) * 12
+        if t.counted < needed:
+            n = len(t.excellent_years)
+            extra = f"{n} {EXCELLENT} year{'s' if n != 1 else ''} counted"
+            if t.uncounted_years:
+                extra += ("; not counted: "
+                          + ", ".join(f"{y} ({snap.grades[y]})" for y in t.uncounted_years))
+            reasons.append(Reason(
+                "years",
+                f"needs {Decimal(str(step['years'])):.1f} years in {snap.rank}, "
+                f"has {_years(t.counted)} ({extra})",
+                {"rank": snap.rank, "since": snap.rank_since.isoformat(),
+                 "needed_years": float(step["years"]), "counted_months": float(t.counted),
+                 "elapsed_months": t.elapsed, "uncounted_months": t.uncounted,
+                 "uncounted_years": list(t.uncounted_years),
+                 "excellent_years": list(t.excellent_years)}))
+    for x in snap.sanctions_in_effect(on):
+        reasons.append(Reason(
+            "sanction", f"sanction {x.kind} decided {x.decided_on} is in effect until "
+                        f"{x.effect_ends}",
+            {"kind": x.kind, "decided_on": x.decided_on.isoformat(),
+             "effect_ends": x.effect_ends.isoformat()}))
+    if snap.under_investigation_on(on):
+        since = max(i.opened_on for i in snap.investigations if i.open_on(on))
+        reasons.append(Reason("investigation", f"under investigation since {since}",
+                              {"opened_on": since.isoformat()}))
+    graded = {y: g for y, g in snap.grades.items() if y <= on.year}
+    if not graded:
+        reasons.append(Reason("last_result", "no annual result on record"))
+    else:
+        year = max(graded)
+        if graded[year] not in COUNTED_GRADES:
+            reasons.append(Reason(
+                "last_result", f"last annual result {graded[year]} ({year}) is below 称职",
+                {"year": year, "grade": graded[year]}))
+    if params.get("exam") and not snap.passed(params["exam"], on):
+        reasons.append(Reason("exam", f"theory exam {params['exam']} not passed",
+                              {"exam": params["exam"]}))
+    if params.get("min_good"):
+        good = sum(1 for g in regular_grades or () if g == params["good_value"])
+        if good < params["min_good"]:
+            reasons.append(Reason(
+                "min_good", f"needs at least {params['min_good']} {params['good_value']} in "
+                            f"the regular assessments of {on.year - 1}, has {good}",
+                {"year": on.year - 1, "needed": params["min_good"], "has": good}))
+    return reasons
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def regular_grades(s: Session, person_id: int, year: int, flow: str, states: list[str],
+                   grade_field: str) -> list[str]:
+    """Grades of the person's `flow` cases of `year` (period keys `YYYY-…`) in `states`."""
+    rows = s.execute(select(CASES.c.data[grade_field].as_string()).where(
+        CASES.c.flow_id == flow, CASES.c.subject_id == person_id,
+        CASES.c.period_key.like(f"{year}%"), CASES.c.state.in_(states)))
+    return [g for (g,) in rows if g is not None]
+
+
+def _lock(s: Session, key: str) -> None:
+    conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        lock_id = struct.unpack(">q", hashlib.sha256(key.encode()).digest()[:8])[0]
+        conn.execute(ADVISORY_LOCK, {"k": lock_id})
+
+
+def positions_used(s: Session, flow: str, unit_id: int, rank_field: str, rank: str,
+                   round_field: str | None, round_value: Any, states: list[str],
+                   category_field: str | None) -> dict[str | None, int]:
+    """Cases of the pool in `states`, by category (None when there is no category field).
+
+    Takes the pool's advisory lock first on PostgreSQL: two approvals cannot both take
+    the last position."""
+    _lock(s, f"positions|{flow}|{unit_id}|{rank}|{round_value}")
+    conds = [CASES.c.flow_id == flow, CASES.c.unit_id == unit_id,
+             CASES.c.state.in_(states), CASES.c.data[rank_field].as_string() == rank]
+    if round_field:
+        conds.append(CASES.c.data[round_field].as_string() == str(round_value))
+    if not category_field:
+        return {None: int(s.execute(select(func.count()).where(and_(*conds))).scalar_one())}
+    cat = CASES.c.data[category_field].as_string()
+    rows = s.execute(select(cat, func.count()).where(and_(*conds)).group_by(cat))
+    return {c: int(n) for c, n in rows}
+
+
+# --------------------------------------------------------------------------- promotion_eligible
+
+
+class _Params(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class _Step(_Params):
+    from_ = mf.List(mf.String(validate=validate.Length(min=1)), data_key="from",
+                    required=True, validate=validate.Length(min=1))
+    years = mf.Float(required=True, validate=validate.Range(min=0, max=50))
+
+    @post_load
+    def _named(self, data, **kwargs):
+        return {"from": data["from_"], "years": data["years"]}
+
+
+class EligibleParams(_Params):
+    ladder = mf.Dict(keys=mf.String(validate=validate.Length(min=1)),
+                     values=mf.Nested(_Step), required=True,
+                     validate=validate.Length(min=1))
+    target_field = mf.String(load_default="target_rank")
+    date_field = mf.String(load_default=None)  # the decision date; default: today
+    excellent_bonus_years = mf.Float(load_default=0.5, validate=validate.Range(min=0, max=5))
+    exam = mf.String(load_default=None, validate=validate.Length(min=1))
+    min_good = mf.Integer(load_default=None, validate=validate.Range(min=1, max=12))
+    good_value = mf.String(load_default="好")
+    good_flow = mf.String(load_default="regular-assessment")
+    good_field = mf.String(load_default="grade")
+    good_states = mf.List(mf.String(), load_default=lambda: ["approved"],
+                          validate=validate.Length(min=1))
+
+
+def _eligible_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
+    for rank, step in p["ladder"].items():
+        if rank in step["from"]:
+            yield f".ladder.{rank}.from", f"{rank} cannot be reached from itself"
+    for key in ("target_field", "date_field"):
+        name = p.get(key)
+        if name is None:
+            continue
+        if name not in spec.fields:
+            yield f".{key}", f"unknown field {name!r}; declare it under fields"
+        elif key == "date_field" and spec.fields[name].type != "date":
+            yield f".{key}", f"{name!r} must be a date field, not {spec.fields[name].type}"
+
+
+def _decision_date(p: dict[str, Any], case: CaseFacts) -> dt.date:
+    value = case.data.get(p["date_field"]) if p.get("date_field") else None
+    if value:
+        return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+    return dt.datetime.now(LOCAL).date()
+
+
+def _eligible(p: dict[str, Any], batch: Batch) -> None:
+    refused = []
+    for case in batch.cases:
+        on = _decision_date(p, case)
+        snap = batch.facts.query(person_facts, case.subject_id)
+        grades = None
+        if p.get("min_good"):
+            grades = batch.facts.query(regular_grades, case.subject_id, on.year - 1,
+                                       p["good_flow"], p["good_states"], p["good_field"])
+        target = case.data.get(p["target_field"])
+        reasons = eligibility_reasons(snap, p, target, on, grades)
+        if reasons:
+            refused.append((case, target, on, reasons))
+    if refused:
+        parts = [f"case {c.id}: person {c.subject_id} is not eligible for {target} on {on}: "
+                 + "; ".join(r.message for r in reasons) for c, target, on, reasons in refused]
+        raise RuleViolation("promotion_eligible", " | ".join(parts), {"cases": [
+            {"case_id": c.id, "person_id": c.subject_id, "target_rank": target,
+             "decision_date": on.isoformat(),
+             "reasons": [{"code": r.code, "message": r.message, **r.details} for r in reasons]}
+            for c, target, on, reasons in refused]})
+
+
+register(Rule(
+    name="promotion_eligible",
+    label="晋升人选资格 / promotion eligibility",
+    params=EligibleParams(),
+    check_definition=_eligible_definition,
+    evaluate=_eligible,
+))
+
+
+# --------------------------------------------------------------------------- positions
+
+
+class PositionsParams(_Params):
+    positions = mf.Dict(keys=mf.String(validate=validate.Length(min=1)),
+                        values=mf.Integer(validate=validate.Range(min=0, max=10000)),
+                        required=True)
+    field = mf.String(load_default="target_rank")
+    round_field = mf.String(load_default=None)
+    counted_states = mf.List(mf.String())  # default: the transition's destination
+    category_field = mf.String(load_default=None)
+    category_parts = mf.Integer(load_default=3, validate=validate.Range(min=1, max=100))
+    override_field = mf.String(load_default=None)
+
+
+def _positions_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
+    for key in ("field", "round_field", "category_field", "override_field"):
+        name = p.get(key)
+        if name is not None and name not in spec.fields:
+            yield f".{key}", f"unknown field {name!r}; declare it under fields"
+    if p.get("override_field") in spec.fields and p["override_field"] not in (
+            t.requires + t.accepts):
+        yield ".override_field", (f"field {p['override_field']!r} must be listed in accepts "
+                                  f"of trigger {t.trigger!r} so that it can be given")
+    if p.get("override_field") and not p.get("category_field"):
+        yield ".override_field", "an override needs a category_field to override"
+    for i, s in enumerate(p.get("counted_states", ())):
+        if s not in spec.states:
+            yield f".counted_states[{i}]", f"unknown state {s!r}"
+
+
+def category_limit(positions: int, parts: int) -> int:
+    """Each category may hold at most ⌈positions / parts⌉ (三三制: a third, rounded up)."""
+    return math.ceil(positions / parts) if positions else 0
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _positions(p: dict[str, Any], batch: Batch) -> None:
+    counted = p.get("counted_states") or [batch.transition.dest]
+    rf, cf, of = p.get("round_field"), p.get("category_field"), p.get("override_field")
+    pools: dict[tuple, list[CaseFacts]] = {}
+    for case in batch.cases:
+        key = (case.unit_id, str(case.data.get(p["field"])),
+               case.data.get(rf) if rf else None)
+        pools.setdefault(key, []).append(case)
+    for (unit_id, rank, round_value), cases in sorted(pools.items(), key=str):
+        limit = p["positions"].get(rank, 0)
+        used = batch.facts.query(positions_used, batch.spec.flow, unit_id, p["field"], rank,
+                                 rf, round_value, counted, cf)
+        where = f"unit {unit_id}, {rank}" + (f", round {round_value}" if rf else "")
+        total = sum(used.values())
+        ids = [c.id for c in cases]
+        if total + len(cases) > limit:
+            raise RuleViolation(
+                "positions",
+                f"positions (职数) for {where}: {limit}, already taken {total}, "
+                f"asked {len(cases)}",
+                {"unit_id": unit_id, "rank": rank, "round": round_value, "limit": limit,
+                 "used": total, "asked": len(cases), "case_ids": ids})
+        if not cf:
+            continue
+        cap = category_limit(limit, p["category_parts"])
+        by_cat: dict[Any, list[CaseFacts]] = {}
+        for c in cases:
+            by_cat.setdefault(c.data.get(cf), []).append(c)
+        for cat, asked in sorted(by_cat.items(), key=str):
+            taken = used.get(cat, 0)
+            if taken + len(asked) <= cap:
+                continue
+            plain = [c.id for c in asked if not of or _blank(c.data.get(of))]
+            if plain:
+                hint = f"; give {of} to exceed it" if of else ""
+                raise RuleViolation(
+                    "positions",
+                    f"三三制: category {cat} in {where} may hold {cap} of {limit} positions "
+                    f"(1/{p['category_parts']}, rounded up), already {taken}, "
+                    f"asked {len(asked)}{hint}",
+                    {"unit_id": unit_id, "rank": rank, "round": round_value,
+                     "category": cat, "category_limit": cap, "limit": limit,
+                     "used": taken, "asked": len(asked), "case_ids": plain})
+
+
+_batch_scope = {"scope": "batch"} if "scope" in getattr(Rule, "__dataclass_fields__", {}) else {}
+
+register(Rule(
+    name="positions",
+    label="职数 / rank positions",
+    params=PositionsParams(),
+    check_definition=_positions_definition,
+    evaluate=_positions,
+    **_batch_scope,
+))
