@@ -397,7 +397,6 @@ def _positions(p: dict[str, Any], batch: Batch) -> None:
                      "used": taken, "asked": len(asked), "case_ids": plain})
 
 
-_batch_scope = {"scope": "batch"} if "scope" in getattr(Rule, "__dataclass_fields__", {}) else {}
 
 register(Rule(
     name="positions",
@@ -405,5 +404,5 @@ register(Rule(
     params=PositionsParams(),
     check_definition=_positions_definition,
     evaluate=_positions,
-    **_batch_scope,
+    scope="batch",
 ))
