@@ -119,7 +119,8 @@ def test_the_subject_sees_their_own_summary_step(api, engine):
 
     mine = _queue(api, "s2")
     assert _ids(mine) == [cid] and mine["total"] == 1
-    (submit,) = mine["items"][0]["actions"]
+    record, submit = mine["items"][0]["actions"]
+    assert record["trigger"] == "record_week"  # 周记实 while the summary step is open
     assert submit["trigger"] == "submit" and submit["as_role"] == "subject"
     assert submit["requires"][0]["name"] == "summary"
     assert _queue(api, "s1")["total"] == 0

@@ -497,6 +497,23 @@ _FLOW_SCHEMA = FlowSchema()
 # --------------------------------------------------------------------------- loading
 
 
+class _AliasFound(Exception):
+    def __init__(self, line: int | None):
+        self.line = line
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that stops at the first alias: expanding nested aliases costs exponential
+    time (a few hundred bytes can keep a worker busy for hours), and flows never need them.
+    Checked while composing, so deep nesting still stops early at the recursion limit."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise _AliasFound(mark.line + 1 if mark else None)
+        return super().compose_node(parent, index)
+
+
 def parse_source(text: str, filename: str) -> tuple[Any, yaml.Node | None]:
     """Parse YAML or JSON text. JSON is YAML, but `.json` files get JSON's own parser."""
     too_deep = DefinitionInvalid([Problem(filename, "", "nested too deeply to be a flow "
@@ -511,16 +528,12 @@ def parse_source(text: str, filename: str) -> tuple[Any, yaml.Node | None]:
         except RecursionError:  # both parsers recurse: 50,000 '[' is bad input, not a crash
             raise too_deep from None
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
-                # An alias shares a node; expanding nested ones costs exponential time.
-                mark = event.start_mark
-                raise DefinitionInvalid([Problem(
-                    filename, "", "YAML anchors and aliases (&name, *name) are not "
-                                  "supported in flow definitions: write the value out",
-                    mark.line + 1 if mark else None)])
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        return yaml.safe_load(text), node
+        node = yaml.compose(text, Loader=_NoAliasLoader)
+        return yaml.load(text, Loader=_NoAliasLoader), node  # noqa: S506 - a SafeLoader
+    except _AliasFound as found:
+        raise DefinitionInvalid([Problem(
+            filename, "", "YAML anchors and aliases (&name, *name) are not supported in "
+                          "flow definitions: write the value out", found.line)]) from None
     except RecursionError:
         raise too_deep from None
     except yaml.YAMLError as exc:
