@@ -522,3 +522,18 @@ def test_decimal_years_display_rounds_down():
 
     assert [_years(m) for m in (17, 18, 23, 24)] == ["1.4", "1.5", "1.9", "2.0"]
     assert _years(Decimal("29")) == "2.4"
+
+
+def test_without_a_decision_date_the_engines_clock_decides():
+    import datetime as _dt
+
+    from workflows.domain_rules.promotion import _decision_date
+    from workflows.rules import CaseFacts
+
+    case = CaseFacts(id=1, flow="rank-promotion", subject_id=1, unit_id=1, tier="staff",
+                     period_key=None, state="candidates", data={})
+    # 23:30 UTC on 31 December is already 1 January in Beijing.
+    now = _dt.datetime(2026, 12, 31, 23, 30, tzinfo=_dt.UTC)
+    assert _decision_date({"date_field": "decided_on"}, case, now) == _dt.date(2027, 1, 1)
+    dated = CaseFacts(**{**case.__dict__, "data": {"decided_on": "2026-06-30"}})
+    assert _decision_date({"date_field": "decided_on"}, dated, now) == _dt.date(2026, 6, 30)

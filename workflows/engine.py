@@ -447,7 +447,8 @@ class Engine:
             raise Conflict(case_id, row.version, expected_version)
         cf = self.compiled(s, row.version_id)
         t, values, role = self._check(s, cf, row, path, trigger, actor, data, comment)
-        rules.evaluate(rules.Batch(t, cf.spec, [_facts(row, values)], _SqlFacts(s)))
+        rules.evaluate(rules.Batch(t, cf.spec, [_facts(row, values)], _SqlFacts(s),
+                                   self.clock()))
         return self._apply(s, cf, row, t, actor, role, values, comment, idempotency_key)
 
     def fire_bulk(self, case_ids: Iterable[int], trigger: str, actor: Actor, *,
@@ -489,8 +490,8 @@ class Engine:
                 spec = self.compiled(s, own[0][0].version_id).spec
                 flow_wide = [_facts(r, v) for r, _t, v, _role in ready
                              if r.flow_id == spec.flow]
-                rules.evaluate(rules.Batch(t, spec, [_facts(r, v) for r, v in own], facts),
-                               whole=flow_wide)
+                rules.evaluate(rules.Batch(t, spec, [_facts(r, v) for r, v in own], facts,
+                                           self.clock()), whole=flow_wide)
             # In case-id order: two overlapping bulk requests then lock rows in the same
             # order and wait for each other instead of deadlocking.
             done = [self._apply(s, self.compiled(s, row.version_id), row, t, actor, role,

@@ -9,6 +9,7 @@ through `Facts` — rules never open sessions of their own.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
@@ -60,6 +61,7 @@ class Batch:
     spec: FlowSpec
     cases: list[CaseFacts]
     facts: Facts
+    now: dt.datetime | None = None  # the engine's clock, for rules that judge by date
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ def evaluate(batch: Batch, whole: list[CaseFacts] | None = None) -> None:
         impl = REGISTRY[rule.name]
         judged = batch
         if impl.scope == "batch" and whole is not None:
-            judged = Batch(batch.transition, batch.spec, whole, batch.facts)
+            judged = Batch(batch.transition, batch.spec, whole, batch.facts, batch.now)
         impl.evaluate(_params(rule), judged)
 
 

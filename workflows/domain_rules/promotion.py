@@ -248,7 +248,7 @@ class EligibleParams(_Params):
                      values=mf.Nested(_Step), required=True,
                      validate=validate.Length(min=1))
     target_field = mf.String(load_default="target_rank")
-    date_field = mf.String(load_default=None)  # the decision date; default: today
+    date_field = mf.String(load_default=None)  # the decision date; default: the engine's today
     excellent_bonus_years = mf.Float(load_default=0.5, validate=validate.Range(min=0, max=5))
     exam = mf.String(load_default=None, validate=validate.Length(min=1))
     min_good = mf.Integer(load_default=None, validate=validate.Range(min=1, max=12))
@@ -273,17 +273,18 @@ def _eligible_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
             yield f".{key}", f"{name!r} must be a date field, not {spec.fields[name].type}"
 
 
-def _decision_date(p: dict[str, Any], case: CaseFacts) -> dt.date:
+def _decision_date(p: dict[str, Any], case: CaseFacts, now: dt.datetime | None) -> dt.date:
+    """The case's decision date field, else today on the engine's clock (local time)."""
     value = case.data.get(p["date_field"]) if p.get("date_field") else None
     if value:
         return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
-    return dt.datetime.now(LOCAL).date()
+    return (now or dt.datetime.now(LOCAL)).astimezone(LOCAL).date()
 
 
 def _eligible(p: dict[str, Any], batch: Batch) -> None:
     refused = []
     for case in batch.cases:
-        on = _decision_date(p, case)
+        on = _decision_date(p, case, batch.now)
         snap = batch.facts.query(person_facts, case.subject_id)
         grades = None
         if p.get("min_good"):
