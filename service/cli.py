@@ -394,6 +394,9 @@ def demo(definitions: Path, db_url: str | None) -> None:
         click.echo("demo organisation already present")
     if result.passwords_set:
         click.echo(f"password set for {result.passwords_set} account(s)")
+    if result.facts_added:
+        click.echo(f"demo facts loaded: {result.facts_added} (annual results 2024–2025, "
+                   "exams, training, a sanction, a commendation)")
     click.echo("")
     click.echo(demo_data.table(demo_data.accounts(db)))
     click.echo("")

@@ -172,3 +172,28 @@ def test_demo_gives_a_password_only_to_accounts_without_one(tmp_path):
         assert s.execute(select(User.password_hash)
                          .where(User.username == "admin")).scalar() == kept
     db.dispose()
+
+
+def test_demo_seeds_the_facts_the_rules_read(tmp_path):
+    from click.testing import CliRunner
+    from sqlalchemy import func, select
+
+    from service.cli import main
+    from workflows.db import Database
+    from workflows.facts import person_facts
+    from workflows.models import AnnualResult, Person
+
+    url = f"sqlite:///{tmp_path / 'facts.db'}"
+    result = CliRunner().invoke(main, ["demo", "--db", url])
+    assert result.exit_code == 0, result.output
+    assert "demo facts loaded: 116" in result.output
+    db = Database(url)
+    with db.unit_of_work(write=False) as s:
+        assert s.execute(select(func.count()).select_from(AnnualResult)
+                         .where(AnnualResult.year == 2025)).scalar() == 30
+        staff05 = s.execute(select(Person.id).where(Person.code == "RS0106")).scalar()
+        facts = person_facts(s, staff05)
+    assert [x.kind for x in facts.sanctions] == ["警告"]
+    again = CliRunner().invoke(main, ["demo", "--db", url])
+    assert "demo facts loaded" not in again.output
+    db.dispose()

@@ -18,10 +18,14 @@ from sqlalchemy import select
 from workflows.accounts import hash_password
 from workflows.db import Database
 from workflows.errors import ImportFailed
-from workflows.models import Person, RoleAssignment, Unit, User
+from workflows.facts import import_facts
+from workflows.models import AnnualResult, Person, RoleAssignment, Unit, User
 from workflows.org import import_people, read_rows
 
 PEOPLE_CSV = Path(__file__).with_name("people.csv")
+# Last years' annual results, exams, training, a sanction and a commendation, so that the
+# annual assessment and promotion rules have something to read at once.
+FACTS_CSV = Path(__file__).with_name("facts.csv")
 PASSWORD = "civflow-demo"
 BUREAU = "RSJ"  # the top unit's code: its presence means the demo organisation is loaded
 TIER_LABELS = {"chief": "正职", "deputy": "副职", "staff": "一般干部"}
@@ -33,11 +37,12 @@ class DemoResult:
     units_created: int = 0
     accounts_created: int = 0
     passwords_set: int = 0
+    facts_added: int = 0
 
     @property
     def changed(self) -> bool:
         return any((self.people_created, self.units_created, self.accounts_created,
-                    self.passwords_set))
+                    self.passwords_set, self.facts_added))
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,20 @@ def load(db: Database) -> DemoResult:
             for user in missing:
                 user.password_hash = hashed
     return DemoResult(result.people_created, result.units_created, result.accounts_created,
-                      len(missing))
+                      len(missing), _load_facts(db))
+
+
+def _load_facts(db: Database) -> int:
+    """The demo people's facts, once: nothing when any of them already has a result."""
+    codes = [r.person_code for r in read_rows(PEOPLE_CSV.read_text(encoding="utf-8"))[0]
+             if r.person_code]
+    with db.unit_of_work(write=False) as s:
+        known = s.execute(select(AnnualResult.id)
+                          .join(Person, Person.id == AnnualResult.person_id)
+                          .where(Person.code.in_(codes)).limit(1)).first()
+    if known:
+        return 0
+    return import_facts(db, FACTS_CSV.read_text(encoding="utf-8"), by=None).rows
 
 
 def accounts(db: Database) -> list[Account]:
