@@ -14,6 +14,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -31,7 +32,24 @@ REGULAR = ROOT / "definitions" / "regular-assessment.yaml"
 PG_DEFAULT = "postgresql+psycopg://civflow:civflow@127.0.0.1:5432/civflow"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+CST = ZoneInfo("Asia/Shanghai")
+
 _pg_problem: str | None = None
+
+
+def cst(*args) -> dt.datetime:
+    """A moment in Beijing time, for tests on the controlled clock."""
+    return dt.datetime(*args, tzinfo=CST)
+
+
+class Clock:
+    """A controlled clock for `Engine(db, clock=...)`: set `.now` to move time."""
+
+    def __init__(self, start: dt.datetime):
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now
 
 
 def _pg_admin_url() -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -25,26 +24,15 @@ from workflows.results import ResultSummary, regular_results, regular_summary
 from workflows.spec import load_definition
 from workflows.timers import TimerWorker
 
-from .conftest import REGULAR
+from .conftest import REGULAR, Clock, cst
 
 ANNUAL = Path(__file__).resolve().parent.parent / "definitions" / "annual-assessment.yaml"
 SOURCE = ANNUAL.read_text(encoding="utf-8")
 FLOW = "annual-assessment"
 YEAR = "2026"
 P = Actor.person
-CST = ZoneInfo("Asia/Shanghai")
 
 
-def cst(*args) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=CST)
-
-
-class Clock:
-    def __init__(self, start: dt.datetime):
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 def _doc() -> dict:

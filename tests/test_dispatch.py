@@ -4,7 +4,6 @@ controlled clock, on SQLite and PostgreSQL; shortfalls and outcomes read back.""
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -23,12 +22,11 @@ from workflows.org import add_person, add_unit, assign_role
 from workflows.spec import load_definition
 from workflows.timers import TimerWorker
 
-from .conftest import ROOT
+from .conftest import ROOT, Clock, cst
 
 DISPATCH = ROOT / "definitions" / "frontline-dispatch.yaml"
 SOURCE = DISPATCH.read_text(encoding="utf-8")
 FLOW = "frontline-dispatch"
-CST = ZoneInfo("Asia/Shanghai")
 P = Actor.person
 
 NOMINATION = {"post_type": "第一书记", "receiving_unit": "青山镇石桥村",
@@ -38,16 +36,6 @@ EVALUATION = {"receiving_evaluation": "扎根村里，带领发展集体经济�
               "recommended_grade": "优秀", "county_opinion": "同意评为优秀。"}
 
 
-def cst(*args) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=CST)
-
-
-class Clock:
-    def __init__(self, start: dt.datetime):
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -36,26 +35,16 @@ from workflows.facts import (
 from workflows.spec import load_definition
 from workflows.timers import TimerWorker
 
+from .conftest import Clock, cst
 from .test_concurrency import _race, _racing_engines
 
 D = dt.date
 P = Actor.person
-CST = ZoneInfo("Asia/Shanghai")
 PROMOTION = Path(__file__).resolve().parent.parent / "definitions" / "rank-promotion.yaml"
 SOURCE = PROMOTION.read_text(encoding="utf-8")
 FLOW = "rank-promotion"
 
 
-def cst(*args) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=CST)
-
-
-class Clock:
-    def __init__(self, start: dt.datetime):
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 def _confirm_params(**overrides) -> dict:

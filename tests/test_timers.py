@@ -20,22 +20,11 @@ from workflows.models import Case, HistoryRecord, Timer
 from workflows.spec import load_definition
 from workflows.timers import MAX_ATTEMPTS, TimerWorker, plan_state
 
-from .conftest import REGULAR
+from .conftest import REGULAR, Clock, cst
 
-CST = ZoneInfo("Asia/Shanghai")
 P = Actor.person
 
 
-def cst(*args) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=CST)
-
-
-class Clock:
-    def __init__(self, start: dt.datetime):
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 # --------------------------------------------------------------------------- calendar
