@@ -424,3 +424,42 @@ class FactAudit(Base):
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class RankPositions(Base):
+    """职数: the rank positions a unit may fill in one promotion round, per target rank.
+
+    Set by admins per unit, rank and round (职数 differ by level of government and are set
+    by each province, DOMAIN.md §3), read by the `positions` rule on approval.
+    """
+
+    __tablename__ = "rank_positions"
+    __table_args__ = (UniqueConstraint("unit_id", "rank", "round"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
+    rank: Mapped[str] = mapped_column(String(64))
+    round: Mapped[str] = mapped_column(String(32))
+    positions: Mapped[int] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(Text)
+    set_by: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    set_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ContactPointScore(Base):
+    """考核联系点成绩单: a contact-point unit's year-end quality evaluation.
+
+    `items` holds the score sheet lines ({item, score, max}); `score` their total as
+    entered; `raised` marks the units whose annual 优秀 ratio is raised (seed document 3).
+    """
+
+    __tablename__ = "contact_point_scores"
+    __table_args__ = (UniqueConstraint("unit_id", "year"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
+    year: Mapped[int] = mapped_column(Integer)
+    score: Mapped[Decimal | None] = mapped_column(Numeric(6, 2))
+    items: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    raised: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str | None] = mapped_column(Text)
+    set_by: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    set_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
