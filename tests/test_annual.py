@@ -99,7 +99,7 @@ def test_the_definition_validates_and_every_number_is_a_parameter():
     assert spec.flow == FLOW and spec.period == "year"
     assert list(spec.states) == ["summary", "democratic_evaluation", "evaluation",
                                  "public_notice", "approval", "result", "appeal_window",
-                                 "review", "closed"]
+                                 "review", "review_decided", "complaint", "closed"]
     doc = _doc()
     quota = _rule(doc, "approve", "excellent_quota")
     assert (quota["max_ratio"], quota["raised_ratio"], quota["ceiling"]) == (0.15, 0.2, 0.2)
@@ -213,7 +213,7 @@ def test_other_grades_skip_the_notice_and_a_review_can_change_the_grade(engine, 
     assert engine.get_case(cid).state == "review"
     engine.fire(cid, "revise", P(org.c1), data={"grade": "称职", "review_decision": "改定称职"})
     final = engine.get_case(cid)
-    assert final.state == "closed" and final.data["grade"] == "称职"
+    assert final.state == "review_decided" and final.data["grade"] == "称职"
 
 
 # --------------------------------------------------------------------------- sanctions
@@ -481,6 +481,8 @@ def test_an_appeal_within_the_window_goes_to_review(timed, db, org, clock):
     TimerWorker(timed).tick()
     assert timed.get_case(cid).state == "review"  # the window's timer was dropped
     timed.fire(cid, "uphold", P(org.c2), data={"review_decision": "维持称职"})
+    assert timed.get_case(cid).state == "review_decided"
+    timed.fire(cid, "accept_decision", P(org.s2))
     assert timed.get_case(cid).state == "closed"
 
 

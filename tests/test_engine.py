@@ -341,7 +341,7 @@ def test_quota_holds_in_a_flow_without_periods(engine, org, db):
     source = REGULAR.read_text(encoding="utf-8").replace("period: month", "period: none")
     source = source.replace("deadline: {working_days: 5, from: period_end}",
                             "deadline: {working_days: 5}")
-    source = source.replace("deadline: {working_days: 10, from: period_end}",
+    source = source.replace("deadline: {working_days: 10, from: quarter_end}",
                             "deadline: {working_days: 10}")
     source = "\n".join(line for line in source.splitlines() if not line.startswith("cycle:"))
     source = source.replace("flow: regular-assessment", "flow: once-assessment")

@@ -20,7 +20,7 @@ from workflows.models import Case, HistoryRecord, Timer
 from workflows.spec import load_definition
 from workflows.timers import MAX_ATTEMPTS, TimerWorker, plan_state
 
-from .conftest import REGULAR, Clock, cst
+from .conftest import CST, REGULAR, Clock, cst
 
 P = Actor.person
 
@@ -97,6 +97,21 @@ def test_plan_of_the_regular_assessment_summary_state():
                                     WorkCalendar())
     (auto,) = planned
     assert (auto.kind, auto.action, auto.due_at) == ("auto", "accept", cst(2026, 10, 14))
+
+
+def test_the_regular_approval_is_due_after_the_quarter_ends():
+    """季审定: July's and September's grades are due on the same day, 10 working days
+    after 30 September (8, 9, 10 (make-up Saturday), 12–16, 19, 20 October)."""
+    spec = load_definition(REGULAR.read_text(encoding="utf-8"), str(REGULAR))
+    for month in ("2026-07", "2026-08", "2026-09"):
+        deadline, planned = plan_state(spec, "approval", cst(2026, 8, 10, 9), month,
+                                       WorkCalendar())
+        assert deadline == cst(2026, 10, 21)
+        assert [(p.kind, p.due_at) for p in planned] == [
+            ("deadline", cst(2026, 10, 21)), ("reminder", cst(2026, 10, 18))]
+    deadline, _planned = plan_state(spec, "approval", cst(2026, 11, 3), "2026-10",
+                                    WorkCalendar())
+    assert deadline.astimezone(CST).date() > dt.date(2026, 12, 31)  # Q4: after year end
 
 
 # --------------------------------------------------------------------------- engine + worker

@@ -208,11 +208,13 @@ def assert_each_accepted_once(url: str, case_ids: list[int]) -> None:
                          .group_by(TIMERS.c.status, TIMERS.c.attempts, TIMERS.c.last_error)
                          ).all()
         assert [tuple(r) for r in auto] == [("done", 0, None, len(case_ids))]
-        # Each accept armed `approval` once: its deadline timer, still pending.
+        # Each accept armed `approval` once: its deadline and reminder, still pending.
         armed = s.execute(select(TIMERS.c.kind, TIMERS.c.status, func.count())
                           .where(TIMERS.c.kind != "auto")
-                          .group_by(TIMERS.c.kind, TIMERS.c.status)).all()
-        assert [tuple(r) for r in armed] == [("deadline", "pending", len(case_ids))]
+                          .group_by(TIMERS.c.kind, TIMERS.c.status)
+                          .order_by(TIMERS.c.kind)).all()
+        assert [tuple(r) for r in armed] == [("deadline", "pending", len(case_ids)),
+                                             ("reminder", "pending", len(case_ids))]
         checked, records, breaks = verify(s)
         assert not breaks, [str(b) for b in breaks[:5]]
         assert (checked, records) == (len(case_ids), 4 * len(case_ids))

@@ -134,5 +134,11 @@ def period_days(period: str, key: str) -> tuple[dt.date, dt.date]:
     raise ValueError(f"{period!r} has no days")
 
 
+def quarter_end(day: dt.date) -> dt.date:
+    """The last day of the quarter holding `day`: 季审定 — the months of a quarter are
+    approved together after it ends."""
+    return period_days("quarter", f"{day.year}-Q{(day.month - 1) // 3 + 1}")[1]
+
+
 def _date(value) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))

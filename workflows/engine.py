@@ -447,9 +447,13 @@ class Engine:
             raise Conflict(case_id, row.version, expected_version)
         cf = self.compiled(s, row.version_id)
         t, values, role = self._check(s, cf, row, path, trigger, actor, data, comment)
-        rules.evaluate(rules.Batch(t, cf.spec, [_facts(row, values)], _SqlFacts(s),
-                                   self.clock()))
-        return self._apply(s, cf, row, t, actor, role, values, comment, idempotency_key)
+        batch = rules.Batch(t, cf.spec, [_facts(row, values)], _SqlFacts(s), self.clock(),
+                            actor.person_id)
+        rules.evaluate(batch)
+        result = self._apply(s, cf, row, t, actor, role, values, comment, idempotency_key)
+        if t.effects:
+            rules.run_effects(batch)
+        return result
 
     def fire_bulk(self, case_ids: Iterable[int], trigger: str, actor: Actor, *,
                   data: dict[str, Any] | None = None, comment: str | None = None,
@@ -497,6 +501,11 @@ class Engine:
             done = [self._apply(s, self.compiled(s, row.version_id), row, t, actor, role,
                                 values, comment, None)
                     for row, t, values, role in sorted(ready, key=lambda x: x[0].id)]
+            for row, t, values, _role in ready:
+                if t.effects:
+                    rules.run_effects(rules.Batch(
+                        t, self.compiled(s, row.version_id).spec, [_facts(row, values)],
+                        facts, self.clock(), actor.person_id))
             return BulkResult(done=done, refused=refused)
 
     # ------------------------------------------------------------------ read side, per viewer

@@ -52,7 +52,7 @@ from .models import (
 RANK, ANNUAL, SANCTION, INVESTIGATION = ("rank_history", "annual_results", "sanctions",
                                          "investigations")
 EXAM, TRAINING, COMMENDATION = "exam_results", "training_hours", "commendations"
-ACTIONS = ("create", "update", "delete", "import")
+ACTIONS = ("create", "update", "delete", "import", "flow")  # flow: written by a flow's effect
 MIN_YEAR, MAX_YEAR = 1949, 2100
 MAX_NOTE = 2000
 MAX_EFFECT_MONTHS = 120
@@ -477,6 +477,32 @@ def add_annual_result(s: Session, person_id: int, year: int, grade: str, *,
                       by: int | None) -> dict[str, Any]:
     return add_fact(s, ANNUAL, person_id, dict(year=year, grade=grade, source=source,
                                                note=note), by=by)
+
+
+def record_annual_result(s: Session, person_id: int, year: int, grade: str, *,
+                         note: str | None, by: int | None) -> dict[str, Any]:
+    """The grade a flow decided for `year` (source `flow`): added, or replacing the year's
+    row — a 复核 or 申诉 that changes the grade updates it; the audit keeps both."""
+    row = s.execute(select(AnnualResult).where(AnnualResult.person_id == person_id,
+                                               AnnualResult.year == year)).scalar_one_or_none()
+    if row is None:
+        return add_fact(s, ANNUAL, person_id, dict(year=year, grade=grade, source="flow",
+                                                   note=note), by=by, action="flow")
+    if (row.grade, row.source, row.note) == (grade, "flow", note):
+        return fact_out(KINDS[ANNUAL], row)
+    return update_fact(s, ANNUAL, row.id, dict(grade=grade, source="flow", note=note), by=by)
+
+
+def record_rank(s: Session, person_id: int, rank: str, since: dt.date, *,
+                note: str | None, by: int | None) -> dict[str, Any] | None:
+    """A rank a flow granted (职级晋升 filed): the held rank ends on `since`. Nothing when
+    the person already holds that rank since that day (a replayed effect)."""
+    held = s.execute(select(RankHistory).where(
+        RankHistory.person_id == person_id, RankHistory.until.is_(None))).scalars().all()
+    if any(h.rank == rank and h.since == since for h in held):
+        return None
+    return add_fact(s, RANK, person_id, dict(rank=rank, since=since, until=None, note=note),
+                    by=by, action="flow")
 
 
 def add_sanction(s: Session, person_id: int, kind: str, decided_on: dt.date, *,

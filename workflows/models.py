@@ -418,7 +418,7 @@ class FactAudit(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))  # NULL: the system
-    action: Mapped[str] = mapped_column(String(16))  # create | update | delete | import
+    action: Mapped[str] = mapped_column(String(16))  # create | update | delete | import | flow
     table_name: Mapped[str] = mapped_column(String(32))
     row_id: Mapped[int] = mapped_column(Integer)
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id"))

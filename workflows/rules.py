@@ -1,10 +1,15 @@
-"""Guard rules: a registry of named, parameterised checks that definitions refer to.
+"""Guard rules and effects: registries of named, parameterised checks and record-keeping
+steps that definitions refer to.
 
 A definition says `rules: [{quota: {field: grade, value: 好, max_ratio: 0.4}}]`; nothing in
 a definition is ever evaluated as code. Each rule has a marshmallow schema for its
 parameters, a definition-time check against the flow (fields and values exist), and an
 evaluation that is a pure function of the batch being fired and of facts the engine gives it
 through `Facts` — rules never open sessions of their own.
+
+Effects (`effects: [{record_annual_result: {...}}]` on a transition) use the same shape but
+run after the case has moved, in the same transaction: a closed flow writes its result into
+the person facts the other flows' rules read (an approved annual grade, a filed promotion).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class Batch:
     cases: list[CaseFacts]
     facts: Facts
     now: dt.datetime | None = None  # the engine's clock, for rules that judge by date
+    actor_id: int | None = None  # who acts (None: the system), for effects' audit records
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ class Rule:
 
 
 REGISTRY: dict[str, Rule] = {}
+EFFECTS: dict[str, Rule] = {}  # run after the transition; `evaluate` writes through Facts
 
 
 def register(rule: Rule) -> Rule:
@@ -84,15 +91,24 @@ def register(rule: Rule) -> Rule:
     return rule
 
 
-def check_rule_params(rule: RuleSpec, t: TransitionSpec, spec: FlowSpec) -> Iterator[tuple[str, str]]:
-    """Definition-time problems of one rule use, as (sub-path, message)."""
-    impl = REGISTRY.get(rule.name)
+def register_effect(effect: Rule) -> Rule:
+    EFFECTS[effect.name] = effect
+    return effect
+
+
+def check_rule_params(rule: RuleSpec, t: TransitionSpec, spec: FlowSpec,
+                      registry: dict[str, Rule] | None = None) -> Iterator[tuple[str, str]]:
+    """Definition-time problems of one rule (or effect) use, as (sub-path, message)."""
+    registry = REGISTRY if registry is None else registry
+    impl = registry.get(rule.name)
     if impl is None:
         import difflib
 
-        close = difflib.get_close_matches(rule.name, list(REGISTRY), n=1)
+        what = "rule" if registry is REGISTRY else "effect"
+        close = difflib.get_close_matches(rule.name, list(registry), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        yield "", f"unknown rule {rule.name!r}{hint}; known rules: {', '.join(sorted(REGISTRY))}"
+        yield "", (f"unknown {what} {rule.name!r}{hint}; known {what}s: "
+                   f"{', '.join(sorted(registry)) or 'none'}")
         return
     try:
         params = impl.params.load(rule.params)
@@ -108,13 +124,20 @@ def check_rule_params(rule: RuleSpec, t: TransitionSpec, spec: FlowSpec) -> Iter
 _LOADED: dict[int, tuple[RuleSpec, dict[str, Any]]] = {}
 
 
-def _params(rule: RuleSpec) -> dict[str, Any]:
+def _params(rule: RuleSpec, registry: dict[str, Rule] | None = None) -> dict[str, Any]:
     """A rule's parameters, loaded once (the spec keeps the RuleSpec alive, and so do we)."""
     found = _LOADED.get(id(rule))
     if found is None or found[0] is not rule:
-        found = (rule, REGISTRY[rule.name].params.load(rule.params))
+        found = (rule, (REGISTRY if registry is None else registry)[rule.name].params.load(
+            rule.params))
         _LOADED[id(rule)] = found
     return found[1]
+
+
+def run_effects(batch: Batch) -> None:
+    """Run the transition's effects over cases that have just moved (same transaction)."""
+    for effect in batch.transition.effects:
+        EFFECTS[effect.name].evaluate(_params(effect, EFFECTS), batch)
 
 
 def evaluate(batch: Batch, whole: list[CaseFacts] | None = None) -> None:

@@ -45,7 +45,7 @@ SYSTEM = "system"  # the scheduler; never a person
 RESERVED_TRIGGERS = ("start", "claim", "release", "delegate")  # history records of their own
 ANY_STATE = "*"
 TIMER_KINDS = ("reminder", "auto", "repeat")
-DEADLINE_FROM = ("entered", "period_start", "period_end")
+DEADLINE_FROM = ("entered", "period_start", "period_end", "quarter_end")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 COMMENT_POLICIES = ("optional", "required")
 CYCLE_OPEN = ("period_start", "period_end")
@@ -98,7 +98,7 @@ class RoleSpec:
 class DeadlineSpec:
     duration: str | None = None  # ISO 8601, e.g. P5D
     working_days: int | None = None
-    start: str = "entered"  # entered | period_start | period_end
+    start: str = "entered"  # entered | period_start | period_end | quarter_end (of the period)
     escalate: str | None = None  # trigger fired by `system` when the deadline passes
 
 
@@ -145,6 +145,7 @@ class TransitionSpec:
     accepts: tuple[str, ...] = ()
     appends: tuple[str, ...] = ()  # list fields whose items are added, not replaced
     rules: tuple[RuleSpec, ...] = ()
+    effects: tuple[RuleSpec, ...] = ()  # record-keeping after the move (rules.EFFECTS)
     allow_self: bool = False  # may the subject fire it through a role other than subject?
     comment: str = "optional"
 
@@ -395,6 +396,7 @@ class TransitionSchema(_Strict):
     accepts = mf.List(mf.String())
     appends = mf.List(mf.String())
     rules = mf.List(RuleEntry())
+    effects = mf.List(RuleEntry())
     allow_self = mf.Boolean()
     comment = mf.String(validate=_one_of(COMMENT_POLICIES))
 
@@ -575,12 +577,15 @@ def compile_document(document: Any, filename: str, node: yaml.Node | None = None
 
     spec = _build(data, add)
     # The rule registry lives above this module; import late to keep spec free of cycles.
-    from .rules import check_rule_params
+    from .rules import EFFECTS, check_rule_params
 
     for ti, t in enumerate(spec.transitions):
         for ri, rule in enumerate(t.rules):
             for sub, message in check_rule_params(rule, t, spec):
                 add(f"transitions[{ti}].rules[{ri}].{rule.name}{sub}", message)
+        for ei, effect in enumerate(t.effects):
+            for sub, message in check_rule_params(effect, t, spec, EFFECTS):
+                add(f"transitions[{ti}].effects[{ei}].{effect.name}{sub}", message)
     if problems:
         raise DefinitionInvalid(problems)
     return _with_hash(spec, document)
@@ -727,6 +732,7 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             accepts=tuple(raw.get("accepts", ())),
             appends=tuple(raw.get("appends", ())),
             rules=tuple(RuleSpec(name=n, params=prm) for n, prm in raw.get("rules", ())),
+            effects=tuple(RuleSpec(name=n, params=prm) for n, prm in raw.get("effects", ())),
             allow_self=raw.get("allow_self", False),
             comment=raw.get("comment", "optional"),
         ))

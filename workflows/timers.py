@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from .calendar import WorkCalendar, period_days
+from .calendar import WorkCalendar, period_days, quarter_end
 from .claims import claim_batch
 from .errors import CivflowError
 from .models import Case, Timer
@@ -76,8 +76,10 @@ def plan_state(spec: FlowSpec, state: str, entered: dt.datetime, period_key: str
         base = entered
         if d.start != "entered" and period_key:
             first, last = period_days(spec.period, period_key)
-            # Working days are counted after the day the period starts or ends.
-            base = cal.at_time(first if d.start == "period_start" else last, "12:00")
+            anchor = {"period_start": first, "period_end": last}.get(d.start) \
+                or quarter_end(last)
+            # Working days are counted after the anchor day.
+            base = cal.at_time(anchor, "12:00")
         deadline = (cal.add_working_days(base, d.working_days) if d.working_days is not None
                     else cal.add_duration(base, d.duration))
         planned.append(Planned(DEADLINE, deadline, d.escalate, "deadline"))
