@@ -364,7 +364,7 @@ def test_webhook_is_signed_and_carries_the_idempotency_key(db, org):
     assert (d.status, d.attempts, d.last_error) == ("sent", 1, None)
 
 
-@pytest.mark.parametrize("status", [500, 404, 302])
+@pytest.mark.parametrize("status", [500, 503, 429, 408, 302])
 def test_a_webhook_answer_that_is_not_2xx_is_retried(db, org, status):
     with _Hook(statuses=[status, 204]) as hook:
         config = NotifyConfig(webhook_urls=(hook.url + "?token=abc",), webhook_secret=SECRET)
@@ -380,6 +380,23 @@ def test_a_webhook_answer_that_is_not_2xx_is_retried(db, org, status):
     assert hook.requests[0][0]["Idempotency-Key"] == hook.requests[1][0]["Idempotency-Key"]
     [d] = _deliveries(db)
     assert (d.status, d.attempts, d.last_error) == ("sent", 2, None)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 422])
+def test_a_webhook_that_refuses_the_request_fails_at_once(db, org, status):
+    """A 4xx says the request itself is wrong (a bad URL, a revoked key): retrying for
+    hours would only hide it. 408, 425 and 429 are retried (see above)."""
+    with _Hook(statuses=[status]) as hook:
+        config = NotifyConfig(webhook_urls=(hook.url,), webhook_secret=SECRET)
+        _queue(db, [org.s1], config=config)
+        deliverer = Deliverer(db, config, node="n1")
+        result = deliverer.deliver_due(T0)
+        assert (result.retried, result.failed) == (0, 1)
+        assert deliverer.deliver_due(T0 + dt.timedelta(hours=2)).claimed == 0
+    assert len(hook.requests) == 1
+    [d] = _deliveries(db)
+    assert (d.status, d.attempts) == ("failed", 1)
+    assert f"HTTP {status}" in d.last_error
 
 
 def test_retries_back_off_and_give_up_after_max_attempts(db, org):

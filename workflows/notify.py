@@ -375,7 +375,18 @@ class Outgoing:
 
 
 class DeliveryFailed(Exception):
-    """A send that did not succeed; the message is what `last_error` keeps."""
+    """A send that did not succeed; the message is what `last_error` keeps.
+
+    `permanent`: trying again cannot help (the receiver refused the request itself: a 4xx
+    other than 408/425/429, or a target that is not a URL); the delivery fails at once
+    instead of retrying for hours."""
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+RETRYABLE_4XX = (408, 425, 429)  # timeout, too early, too many requests: worth retrying
 
 
 CLAIMABLE = or_(
@@ -441,7 +452,8 @@ class Deliverer:
         except Exception as exc:  # noqa: BLE001 - any failure to send is retried
             error = str(exc) if isinstance(exc, DeliveryFailed) \
                 else f"{exc.__class__.__name__}: {exc}"
-            return self.record_failure(item, now or self.clock(), error[:MAX_ERROR])
+            return self.record_failure(item, now or self.clock(), error[:MAX_ERROR],
+                                       permanent=getattr(exc, "permanent", False))
         return self.record_sent(item, now or self.clock())
 
     def send(self, item: Outgoing) -> None:
@@ -496,7 +508,7 @@ class Deliverer:
 
     def send_webhook(self, item: Outgoing) -> None:
         if urlsplit(item.target).scheme not in ("http", "https"):
-            raise DeliveryFailed(f"{redact(item.target)} is not an http(s) URL")
+            raise DeliveryFailed(f"{redact(item.target)} is not an http(s) URL", permanent=True)
         req = self.webhook_request(item)
         try:
             with self._opener.open(req, timeout=self.config.timeout) as resp:
@@ -504,7 +516,9 @@ class Deliverer:
         except urllib.error.HTTPError as exc:
             detail = exc.read(200).decode("utf-8", "replace").strip()
             raise DeliveryFailed(f"webhook {redact(item.target)} answered HTTP {exc.code}"
-                                 + (f": {detail}" if detail else "")) from exc
+                                 + (f": {detail}" if detail else ""),
+                                 permanent=400 <= exc.code < 500
+                                 and exc.code not in RETRYABLE_4XX) from exc
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DeliveryFailed(f"webhook {redact(item.target)}: "
@@ -524,9 +538,10 @@ class Deliverer:
                         last_error=None, claimed_by=None, claim_until=None))
         return "sent" if res.rowcount == 1 else "skipped"
 
-    def record_failure(self, item: Outgoing, now: dt.datetime, error: str) -> str:
+    def record_failure(self, item: Outgoing, now: dt.datetime, error: str,
+                       permanent: bool = False) -> str:
         attempts = item.attempts + 1
-        give_up = attempts >= self.config.max_attempts
+        give_up = permanent or attempts >= self.config.max_attempts
         with self.db.unit_of_work() as s:
             res = s.connection().execute(
                 update(DELIVERIES).where(DELIVERIES.c.id == item.id,
