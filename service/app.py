@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import os
 import re
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -41,6 +42,16 @@ class DatabaseId(IntegerConverter):
     def __init__(self, url_map, *args, **kwargs):
         kwargs.setdefault("max", MAX_ID)
         super().__init__(url_map, *args, **kwargs)
+
+
+def _unreachable(exc: OperationalError) -> bool:
+    """The database cannot be used just now: a connection failure (SQLSTATE class 08, or
+    psycopg's "connection failed", which carries none), an administrator's shutdown
+    (57P01–57P03), or SQLite still locked after its busy timeout."""
+    if isinstance(exc.orig, sqlite3.OperationalError):
+        return "locked" in str(exc.orig)
+    code = getattr(exc.orig, "sqlstate", None)
+    return code is None or code.startswith("08") or code in ("57P01", "57P02", "57P03")
 
 
 class CivflowApi(Api):
@@ -156,6 +167,14 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
         if code in ("40P01", "40001"):
             return jsonify(status=409, code="retry", message="another change to the same "
                            "cases got in the way; try again"), 409
+        if exc.connection_invalidated or _unreachable(exc):
+            # The database went away (restart, failover): nothing was committed; the pool
+            # reconnects on the next request. Tell the client to retry, not that we broke.
+            log.warning("database unavailable: %s", str(exc.orig).splitlines()[0])
+            return (jsonify(status=503, code="database_unavailable",
+                            message="the database is not reachable just now; nothing was "
+                            "changed — try again shortly (with the same Idempotency-Key)"),
+                    503, {"Retry-After": "2"})
         raise exc
 
     @app.errorhandler(CivflowError)
@@ -198,7 +217,7 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
         return send_from_directory(SWAGGER_ASSETS, name)
 
     auth.init_app(app, api)
-    metrics.init_app(app)
+    metrics.init_app(app, engine)
     from .api import cases, facts, flows, ledger, notifications, org, queue
 
     for module in (flows, cases, queue, org, notifications, facts, ledger):

@@ -1,7 +1,9 @@
 """Prometheus metrics at `/metrics` (admins; scrape with a bearer token).
 
 Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR to an empty directory
-shared by the workers: prometheus_client then adds up every worker's samples.
+shared by the workers: prometheus_client then adds up every worker's samples. The backlog
+gauges (`civflow_timers_*`, `civflow_deliveries*`) are read from the database on each
+scrape, so every node reports the same installation-wide figures (docs/OPERATIONS.md).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 from workflows.access import ADMIN, require
+from workflows.backlog import read_backlog
 
 REQUESTS = Counter("civflow_http_requests_total", "HTTP requests",
                    ["method", "endpoint", "status"])
@@ -49,8 +53,40 @@ def _registry():
     return REGISTRY
 
 
-def init_app(app: Flask) -> None:
+class BacklogCollector:
+    """The database backlog as gauges, read when collected."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    def collect(self):
+        now = self.engine.clock()
+        b = read_backlog(self.engine.db, now)
+        yield GaugeMetricFamily("civflow_timers_due", "Timers due and not yet fired",
+                                value=b.timers_due)
+        yield GaugeMetricFamily("civflow_timer_lag_seconds",
+                                "How long the oldest due timer has waited",
+                                value=b.lag(now, b.timers_oldest_due))
+        yield GaugeMetricFamily("civflow_timers_failed",
+                                "Timers that gave up after their retries",
+                                value=b.timers_failed)
+        deliveries = GaugeMetricFamily("civflow_deliveries",
+                                       "Notification deliveries by status (sent not counted)",
+                                       labels=["status"])
+        for status, n in b.deliveries.items():
+            deliveries.add_metric([status], n)
+        yield deliveries
+        yield GaugeMetricFamily("civflow_delivery_lag_seconds",
+                                "How long the oldest due delivery has waited",
+                                value=b.lag(now, b.deliveries_oldest_due))
+
+
+def init_app(app: Flask, engine) -> None:
+    backlog = CollectorRegistry(auto_describe=False)
+    backlog.register(BacklogCollector(engine))
+
     @app.get("/metrics")
     def metrics():
         require(g.viewer, ADMIN, "reading /metrics")
-        return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(_registry()) + generate_latest(backlog),
+                        mimetype=CONTENT_TYPE_LATEST)

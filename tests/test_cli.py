@@ -171,3 +171,14 @@ def test_health_reports_an_unreachable_database(tmp_path):
     app = create_app("postgresql+psycopg://nobody:x@127.0.0.1:1/none")
     res = app.test_client().get("/healthz")
     assert res.status_code == 503 and res.json["status"] == "unavailable"
+
+
+def test_an_unreachable_database_is_503_with_retry_after_not_500(tmp_path):
+    app = create_app("postgresql+psycopg://nobody:x@127.0.0.1:1/none")
+    client = app.test_client()
+    res = client.get("/api/v1/cases", headers={"Authorization": "Bearer some-token"})
+    assert res.status_code == 503 and res.headers["Retry-After"] == "2"
+    assert res.json["code"] == "database_unavailable"
+    assert "nothing was changed" in res.json["message"]
+    res = client.post("/api/v1/auth/token", json={"username": "a", "password": "b"})
+    assert res.status_code == 503
