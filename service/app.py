@@ -218,8 +218,19 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
 
     auth.init_app(app, api)
     metrics.init_app(app, engine)
-    from .api import cases, facts, flows, ledger, notifications, org, queue
+    from .api import (
+        cases,
+        contact_points,
+        facts,
+        flows,
+        ledger,
+        notifications,
+        org,
+        positions,
+        queue,
+    )
 
-    for module in (flows, cases, queue, org, notifications, facts, ledger):
+    for module in (flows, cases, queue, org, notifications, facts, ledger, contact_points,
+                   positions):
         api.register_blueprint(module.blp)
     return app

@@ -201,7 +201,7 @@ def test_schemathesis_over_the_ledger(lapi):
                                             headers=headers)
     failures = []
     ops = [r.ok() for r in schema.get_all_operations() if r.ok().path.startswith(URL)]
-    assert len(ops) == 5
+    assert len(ops) == 6  # states, rates, grades, good-counts, cases, eligibility
     for op in ops:
         @given(case=op.as_strategy())
         @settings(max_examples=25, deadline=None, database=None, derandomize=True,

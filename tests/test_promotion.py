@@ -253,11 +253,13 @@ def _eligible_facts(db, org, who, since=SINCE_2022):
         facts.add_exam_result(s, org.ids[who], "政治理论考试", D(2025, 5, 1), True, by=org.chief)
 
 
-def _to_candidates(engine, org, who, target="一级主任科员", category="排头兵"):
+def _to_candidates(engine, org, who, target="一级主任科员", category="排头兵", round="2026-1"):
     leader = org.l1 if who.startswith(("s", "d")) else org.l2
     case = engine.start_case(FLOW, org.ids[who])
-    engine.fire(case.id, "propose", P(leader),
-                data={"target_rank": target, "category": category, "round": "2026-1"})
+    data = {"target_rank": target, "category": category}
+    if round is not None:
+        data["round"] = round  # without: a case of no round
+    engine.fire(case.id, "propose", P(leader), data=data)
     engine.fire(case.id, "record_votes", P(org.c1), data={"votes_cast": 20, "votes_for": 16})
     return case.id
 
@@ -415,8 +417,10 @@ def test_positions_and_the_three_thirds_rule(flow, db, org):
     with pytest.raises(RuleViolation) as exc:
         flow.fire(ids["s4"], "approve", P(org.c2))
     assert str(exc.value) == (
-        f"positions (职数) for unit {org.units['SEC1']}, 一级主任科员, round 2026-1: 3, "
+        f"positions (职数) for unit {org.units['SEC1']}, 一级主任科员, round 2026-1: 3 from "
+        "the definition (no rank positions set for this unit or a unit above it), "
         "already taken 3, asked 1")
+    assert (exc.value.details["source"], exc.value.details["subtree"]) == ("definition", False)
     assert flow.get_case(ids["s4"]).state == "approval"
     # a filed case still holds its position
     flow.fire(ids["s1"], "file", P(org.c1))
@@ -450,7 +454,8 @@ def test_a_rank_without_positions_cannot_be_approved(flow, db, org):
             facts.add_annual_result(s, org.s2, year, "称职", by=org.chief)
         facts.add_exam_result(s, org.s2, "政治理论考试", D(2025, 5, 1), True, by=org.chief)
     cid = _to_approval(flow, org, "s2", target="二级巡视员")
-    with pytest.raises(RuleViolation, match="二级巡视员, round 2026-1: 0, already taken 0"):
+    with pytest.raises(RuleViolation, match="二级巡视员, round 2026-1: 0 from the definition "
+                                            r"\(no rank .*\), already taken 0"):
         flow.fire(cid, "approve", P(org.c1))
 
 

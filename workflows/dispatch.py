@@ -17,7 +17,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from .models import Case, FlowVersion
@@ -134,7 +134,14 @@ def _day(value: Any) -> dt.date | None:
 def dispatch_outcomes(s: Session, person_id: int, *, flow: str = FLOW
                       ) -> list[DispatchOutcome]:
     """The closed (审定备案) dispatches of a person, oldest term first."""
-    rows = s.execute(select(Case).where(Case.flow_id == flow, Case.subject_id == person_id,
+    return outcomes_of(s, Case.subject_id == person_id, flow=flow)
+
+
+def outcomes_of(s: Session, subjects: ColumnElement[bool], *, flow: str = FLOW
+                ) -> list[DispatchOutcome]:
+    """`dispatch_outcomes` of every person `subjects` (a condition on the case) matches, in
+    one query — for lists of many people (the eligibility list, workflows/eligibility.py)."""
+    rows = s.execute(select(Case).where(Case.flow_id == flow, subjects,
                                         Case.state == CLOSED)).scalars()
     specs = _Specs(s)
     out = []

@@ -16,7 +16,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from workflows import ledger
+from workflows import eligibility, ledger
 from workflows.errors import FieldErrors
 from workflows.spec import FlowSpec
 
@@ -76,6 +76,16 @@ class CasesQuery(PeriodQuery, PageQuery):
 
 class GoodQuery(FlowQuery):
     year = fields.Integer(required=True, validate=validate.Range(min=1900, max=9999))
+    format = _format()
+
+
+class EligibilityQuery(Schema):
+    flow = fields.String(load_default="rank-promotion", validate=validate.Length(min=1, max=64),
+                         metadata={"description": "The promotion flow whose published "
+                                                  "promotion_eligible rule judges"})
+    unit_id = Id(metadata={"description": "This unit and its sub-units"})
+    date = fields.Date(metadata={"description": "The decision date judged; default today "
+                                                "(Beijing time)"})
     format = _format()
 
 
@@ -192,6 +202,39 @@ class LedgerRow(Schema):
     closed = fields.Boolean(required=True)
     closed_at = fields.DateTime(allow_none=True)
     updated_at = fields.DateTime(required=True)
+
+
+class NextRank(Schema):
+    rank = fields.String(required=True)
+    eligible = fields.Boolean(required=True)
+    reasons = fields.List(fields.Dict(), required=True, metadata={
+        "description": "Why not: code, message and the numbers (as the rule refuses)"})
+
+
+class EligiblePerson(Schema):
+    person = fields.Nested(LedgerPerson, required=True)
+    unit = fields.Nested(Ref, required=True)
+    tier = fields.String(allow_none=True, required=True)
+    tier_label = fields.String(required=True)
+    rank = fields.String(allow_none=True, required=True)
+    rank_since = fields.Date(allow_none=True, required=True)
+    eligible = fields.Boolean(required=True, metadata={
+        "description": "Eligible for at least one of next_ranks"})
+    next_ranks = fields.List(fields.Nested(NextRank), required=True)
+    reasons = fields.List(fields.Dict(), required=True, metadata={
+        "description": "Why there is no next rank (no rank on record, top of the ladder)"})
+    priority = fields.List(fields.Dict(), required=True, metadata={
+        "description": "优先情形: frontline (下沉一线 result recommends priority), "
+                       "excellent_years (consecutive 优秀)"})
+
+
+class EligibilityOut(Schema):
+    flow = fields.String(required=True)
+    date = fields.Date(required=True)
+    unit = fields.Nested(Ref, allow_none=True, required=True)
+    total = fields.Integer(required=True)
+    eligible = fields.Integer(required=True)
+    people = fields.List(fields.Nested(EligiblePerson), required=True)
 
 
 class LedgerOut(Schema):
@@ -330,3 +373,24 @@ class LedgerCases(MethodView):
                     "narrow the unit or the periods"]})
             rows = ledger.ledger_rows(s, who, spec, **scope, now=now, lang=lang())
         return _file(args["format"], args, rows, ledger.LEDGER_COLUMNS, "台账", "ledger")
+
+
+@blp.route("/eligibility")
+class Eligibility(MethodView):
+    @blp.arguments(EligibilityQuery, location="query")
+    @blp.response(200, EligibilityOut)
+    @blp.doc(**_file_doc(EligibilityOut))
+    def get(self, args):
+        """The eligibility list (任职资格名单): every active person you may see in the unit,
+        their rank, the next rank(s) on the ladder, eligible or not on the date with the
+        reasons and numbers, and priority situations (优先情形); also as CSV or XLSX (one
+        row per person and next rank)."""
+        spec = _flow(args)
+        on = args.get("date") or engine().calendar.local(engine().clock()).date()
+        listing = _read(eligibility.eligibility_list, spec, on, unit_id=args.get("unit_id"))
+        if args["format"] != "json":
+            # the date takes the period's place in the file name
+            return _file(args["format"], {**args, "period": on.isoformat()},
+                         eligibility.export_rows(listing), eligibility.COLUMNS,
+                         "任职资格名单", "eligibility")
+        return listing

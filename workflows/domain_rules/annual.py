@@ -7,7 +7,9 @@
 - `regular_linkage`: 优秀 needs the year's regular results (平时考核): a minimum count or
   share of 好, none below a grade, optionally a weighted score.
 - `excellent_quota`: the 优秀 quota per pool (default 15 %), raised (default 20 %) for units
-  flagged by the contact-point evaluation (考核联系点), never above a ceiling.
+  flagged by the contact-point evaluation (考核联系点): a unit (or a unit above it) whose
+  score sheet (成绩单, `workflows.contact_points`) of the assessment year is `raised`, or
+  is within `raise_top`, or is listed in `raise_units`; never above a ceiling.
 
 The assessment year is the case's period key (`2026`). Every number is a parameter with
 DOMAIN.md's value as the default; nothing here is a constant of the domain.
@@ -22,11 +24,10 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as mf
-from sqlalchemy import select
 
+from .. import contact_points  # a module: contact_points imports the rules, which load us
 from ..errors import RuleViolation
 from ..facts import person_facts
-from ..models import Unit
 from ..results import regular_results
 from ..rules import (
     POOL_KEYS,
@@ -384,6 +385,9 @@ class ExcellentQuotaParams(_Params):
     pool = mf.List(mf.String(validate=validate.OneOf(POOL_KEYS)),
                    load_default=lambda: ["unit", "period"])
     counted_states = mf.List(mf.String())  # default: the transition's destination
+    # The top N contact points of the year's score sheets (成绩单) are raised even without
+    # their `raised` flag; ties at the Nth place are all in.
+    raise_top = mf.Integer(validate=validate.Range(min=1))
 
 
 def _excellent_quota_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
@@ -398,20 +402,9 @@ def _excellent_quota_definition(p: dict[str, Any], t: TransitionSpec, spec: Flow
     for i, s in enumerate(p.get("counted_states", ())):
         if s not in spec.states:
             yield f".counted_states[{i}]", f"unknown state {s!r}"
-
-
-def _raised_units(s, unit_ids: list[int], codes: list[str]) -> dict[int, str | None]:
-    """For each unit id: the flagged code it is (or is under), else None."""
-    if not codes:
-        return dict.fromkeys(unit_ids)
-    flagged = dict(s.execute(select(Unit.id, Unit.code).where(Unit.code.in_(codes))).all())
-    paths = dict(s.execute(select(Unit.id, Unit.path).where(Unit.id.in_(unit_ids))).all())
-    out: dict[int, str | None] = {}
-    for uid in unit_ids:
-        ancestors = [int(x) for x in (paths.get(uid) or "").strip("/").split("/") if x]
-        hit = [flagged[a] for a in ancestors + [uid] if a in flagged]
-        out[uid] = hit[0] if hit else None
-    return out
+    if p.get("raise_top") and spec.period == "none":
+        yield ".raise_top", ("raise_top reads the score sheets of the assessment year from "
+                             "the period key; this flow has period: none")
 
 
 def _excellent_quota(p: dict[str, Any], batch: Batch) -> None:
@@ -423,12 +416,18 @@ def _excellent_quota(p: dict[str, Any], batch: Batch) -> None:
             asked_by_pool.setdefault(key, []).append(case)
     if not asked_by_pool:
         return
-    units = sorted({c.unit_id for cs in asked_by_pool.values() for c in cs})
-    raised = batch.facts.query(_raised_units, units, p["raise_units"])
+    asked_cases = [c for cs in asked_by_pool.values() for c in cs]
+    # One lookup for the batch: the score sheets of the cases' years (their units or a unit
+    # above them flagged, or within raise_top) and the definition's raise_units.
+    raised = batch.facts.query(contact_points.raised_units,
+                               {c.unit_id for c in asked_cases},
+                               {_year_of(c) for c in asked_cases}, p["raise_units"],
+                               p.get("raise_top"))
     label = batch.spec.fields[p["field"]].label.zh
     for key, cases in sorted(asked_by_pool.items(), key=lambda kv: str(kv[0])):
         pool = dict(key)
-        flag = next((raised[c.unit_id] for c in cases if raised.get(c.unit_id)), None)
+        flag = next((raised[(c.unit_id, _year_of(c))] for c in cases
+                     if (c.unit_id, _year_of(c)) in raised), None)
         ratio = min(p["raised_ratio"] if flag else p["max_ratio"], p["ceiling"])
         size, used = batch.facts.quota_pool(batch.spec.flow, pool, p["field"], p["value"],
                                             counted)
@@ -436,7 +435,7 @@ def _excellent_quota(p: dict[str, Any], batch: Batch) -> None:
         asked = len(cases)
         if used + asked > limit:
             where = ", ".join(f"{k}={v}" for k, v in pool.items()) or "whole flow"
-            why = f", raised for {flag}" if flag else ""
+            why = f", raised for {flag.describe()}" if flag else ""
             raise RuleViolation(
                 "excellent_quota",
                 f"quota for {label}={p['value']} in pool {where}: limit {limit} "
@@ -444,7 +443,9 @@ def _excellent_quota(p: dict[str, Any], batch: Batch) -> None:
                 f"already used {used}, asked {asked}",
                 {"pool": pool, "size": size, "limit": limit, "used": used, "asked": asked,
                  "field": p["field"], "value": p["value"], "ratio": ratio,
-                 "raised_for": flag, "case_ids": [c.id for c in cases]},
+                 "raised_for": flag.code if flag else None,
+                 "raised_by": flag.details() if flag else None,
+                 "case_ids": [c.id for c in cases]},
             )
 
 
@@ -454,4 +455,5 @@ register(Rule(
     params=ExcellentQuotaParams(),
     check_definition=_excellent_quota_definition,
     evaluate=_excellent_quota,
+    scope="batch",  # like `quota`: a bulk approval is judged whole, across versions
 ))

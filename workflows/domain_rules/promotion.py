@@ -7,19 +7,20 @@ regular-assessment grades. The computation is the pure function `eligibility_rea
 Every number (the ladder of DOMAIN.md §6, the 优秀 bonus, the exam, the count of 好) is a
 parameter of the definition, never a constant here.
 
-`positions` takes a rank position (职数) on approval: at most `positions[rank]` cases of a
-pool (unit × target rank × round) are approved, counted over the counted states plus the
-request, serialised per pool with a PostgreSQL advisory lock; and each 三三制 category
-(排头兵 / 实干家 / 老黄牛) holds at most ⌈positions / parts⌉ of them unless the action carries
-an override reason, which is stored with the case and its history.
+`positions` takes a rank position (职数) on approval. The number comes from the
+`rank_positions` table (`workflows.positions`): every row for the target rank and round on
+the case's unit or a unit above it caps that unit's subtree; when no unit on the path has a
+row, the definition's `positions[rank]` caps the case's own unit (0 for a rank it does not
+list). Counted over the counted states plus the request, serialised per rank and round with
+a PostgreSQL advisory lock; each 三三制 category (排头兵 / 实干家 / 老黄牛) holds at most
+⌈positions / parts⌉ of a pool unless the action carries an override reason, which is stored
+with the case and its history.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
-import struct
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
@@ -27,9 +28,10 @@ from zoneinfo import ZoneInfo
 
 from marshmallow import RAISE, Schema, post_load, validate
 from marshmallow import fields as mf
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .. import positions as rank_positions
 from ..errors import RuleViolation
 from ..facts import PersonFacts, person_facts
 from ..models import Case
@@ -40,7 +42,6 @@ COUNTED_GRADES = ("优秀", "称职")  # annual grades that count as 称职 or b
 EXCELLENT = "优秀"
 LOCAL = ZoneInfo("Asia/Shanghai")
 CASES = Case.__table__
-ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 
 
 # --------------------------------------------------------------------------- pure part
@@ -187,6 +188,25 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
     return reasons
 
 
+def next_ranks(ladder: dict[str, dict[str, Any]], rank: str | None) -> list[str]:
+    """The ranks one step above `rank` on the ladder (those whose `from` lists it), in the
+    ladder's order; none for a rank at the top or off the ladder."""
+    return [target for target, step in ladder.items() if rank and rank in step["from"]]
+
+
+def excellent_streak(snap: PersonFacts, on: dt.date) -> tuple[int, ...]:
+    """The consecutive 优秀 years that end with the person's latest annual result up to the
+    year of `on` (连续优秀): 2024 优秀, 2025 优秀 → (2024, 2025); a year graded otherwise or
+    missing ends the run; a latest result other than 优秀 gives ()."""
+    graded = {y: g for y, g in snap.grades.items() if y <= on.year}
+    years: list[int] = []
+    year = max(graded, default=None)
+    while year is not None and graded.get(year) == EXCELLENT:
+        years.append(year)
+        year -= 1
+    return tuple(reversed(years))
+
+
 # --------------------------------------------------------------------------- queries
 
 
@@ -197,32 +217,6 @@ def regular_grades(s: Session, person_id: int, year: int, flow: str, states: lis
         CASES.c.flow_id == flow, CASES.c.subject_id == person_id,
         CASES.c.period_key.like(f"{year}%"), CASES.c.state.in_(states)))
     return [g for (g,) in rows if g is not None]
-
-
-def _lock(s: Session, key: str) -> None:
-    conn = s.connection()
-    if conn.dialect.name == "postgresql":
-        lock_id = struct.unpack(">q", hashlib.sha256(key.encode()).digest()[:8])[0]
-        conn.execute(ADVISORY_LOCK, {"k": lock_id})
-
-
-def positions_used(s: Session, flow: str, unit_id: int, rank_field: str, rank: str,
-                   round_field: str | None, round_value: Any, states: list[str],
-                   category_field: str | None) -> dict[str | None, int]:
-    """Cases of the pool in `states`, by category (None when there is no category field).
-
-    Takes the pool's advisory lock first on PostgreSQL: two approvals cannot both take
-    the last position."""
-    _lock(s, f"positions|{flow}|{unit_id}|{rank}|{round_value}")
-    conds = [CASES.c.flow_id == flow, CASES.c.unit_id == unit_id,
-             CASES.c.state.in_(states), CASES.c.data[rank_field].as_string() == rank]
-    if round_field:
-        conds.append(CASES.c.data[round_field].as_string() == str(round_value))
-    if not category_field:
-        return {None: int(s.execute(select(func.count()).where(and_(*conds))).scalar_one())}
-    cat = CASES.c.data[category_field].as_string()
-    rows = s.execute(select(cat, func.count()).where(and_(*conds)).group_by(cat))
-    return {c: int(n) for c, n in rows}
 
 
 # --------------------------------------------------------------------------- promotion_eligible
@@ -257,6 +251,10 @@ class EligibleParams(_Params):
     good_field = mf.String(load_default="grade")
     good_states = mf.List(mf.String(), load_default=lambda: ["approved"],
                           validate=validate.Length(min=1))
+    # 优先情形 "连续优秀": marked in the eligibility list (workflows/eligibility.py) from this
+    # many consecutive 优秀 years; not a condition of the rule.
+    priority_excellent_years = mf.Integer(load_default=2, validate=validate.Range(min=1,
+                                                                                  max=50))
 
 
 def _eligible_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
@@ -317,9 +315,11 @@ register(Rule(
 
 
 class PositionsParams(_Params):
+    # The default positions per target rank, used where no unit on the case's path has a
+    # row in rank_positions for the rank and round (workflows/positions.py).
     positions = mf.Dict(keys=mf.String(validate=validate.Length(min=1)),
                         values=mf.Integer(validate=validate.Range(min=0, max=10000)),
-                        required=True)
+                        load_default=None)
     field = mf.String(load_default="target_rank")
     round_field = mf.String(load_default=None)
     counted_states = mf.List(mf.String())  # default: the transition's destination
@@ -353,28 +353,43 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _pool_details(pool: rank_positions.Pool) -> dict[str, Any]:
+    return {"unit_id": pool.unit_id, "subtree": pool.subtree, "rank": pool.rank,
+            "round": pool.round, "source": pool.source, "row_id": pool.row_id,
+            "limit": pool.limit}
+
+
 def _positions(p: dict[str, Any], batch: Batch) -> None:
-    counted = p.get("counted_states") or [batch.transition.dest]
     rf, cf, of = p.get("round_field"), p.get("category_field"), p.get("override_field")
-    pools: dict[tuple, list[CaseFacts]] = {}
+    rule = rank_positions.PoolRule(batch.spec.flow, p["field"], rf,
+                                   tuple(p.get("counted_states") or [batch.transition.dest]),
+                                   cf)
+    keys: dict[tuple, list[CaseFacts]] = {}
     for case in batch.cases:
         key = (case.unit_id, str(case.data.get(p["field"])),
                case.data.get(rf) if rf else None)
-        pools.setdefault(key, []).append(case)
-    for (unit_id, rank, round_value), cases in sorted(pools.items(), key=str):
-        limit = p["positions"].get(rank, 0)
-        used = batch.facts.query(positions_used, batch.spec.flow, unit_id, p["field"], rank,
-                                 rf, round_value, counted, cf)
-        where = f"unit {unit_id}, {rank}" + (f", round {round_value}" if rf else "")
-        total = sum(used.values())
+        keys.setdefault(key, []).append(case)
+    # Lock every rank and round first, in one order for all requests (no deadlock), then
+    # read the numbers and count: nothing can change them in between.
+    for rank, round_value in sorted({(k[1], k[2]) for k in keys}, key=str):
+        batch.facts.query(rank_positions.lock_pool, rank, round_value)
+    pools: dict[rank_positions.Pool, list[CaseFacts]] = {}
+    for (unit_id, rank, round_value), cases in keys.items():
+        default = None if p["positions"] is None else p["positions"].get(rank, 0)
+        for pool in batch.facts.query(rank_positions.pools_for, unit_id, rank, round_value,
+                                      default, rf is not None):
+            pools.setdefault(pool, []).extend(cases)
+    for pool, cases in sorted(pools.items(), key=lambda kv: kv[0].order):
+        used = batch.facts.query(rank_positions.pool_taken, rule, pool)
+        where = pool.where(with_round=rf is not None)
+        total, limit = sum(used.values()), pool.limit
         ids = [c.id for c in cases]
         if total + len(cases) > limit:
             raise RuleViolation(
                 "positions",
-                f"positions (职数) for {where}: {limit}, already taken {total}, "
+                f"positions (职数) for {where}: {limit} {pool.origin()}, already taken {total}, "
                 f"asked {len(cases)}",
-                {"unit_id": unit_id, "rank": rank, "round": round_value, "limit": limit,
-                 "used": total, "asked": len(cases), "case_ids": ids})
+                {**_pool_details(pool), "used": total, "asked": len(cases), "case_ids": ids})
         if not cf:
             continue
         cap = category_limit(limit, p["category_parts"])
@@ -393,10 +408,8 @@ def _positions(p: dict[str, Any], batch: Batch) -> None:
                     f"三三制: category {cat} in {where} may hold {cap} of {limit} positions "
                     f"(1/{p['category_parts']}, rounded up), already {taken}, "
                     f"asked {len(asked)}{hint}",
-                    {"unit_id": unit_id, "rank": rank, "round": round_value,
-                     "category": cat, "category_limit": cap, "limit": limit,
+                    {**_pool_details(pool), "category": cat, "category_limit": cap,
                      "used": taken, "asked": len(asked), "case_ids": plain})
-
 
 
 register(Rule(

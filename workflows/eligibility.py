@@ -1,0 +1,235 @@
+"""Eligibility lists (任职资格名单): who in a unit may be proposed for the next rank on a
+decision date, who may not and why, and who has a priority situation (优先情形).
+
+The judgement is the rule's own: `promotion.eligibility_reasons` with the parameters of the
+`promotion_eligible` rule of the flow's published definition (ladder, 优秀 bonus, exam,
+minimum 好). This module only gathers the inputs for many people at once — one query per
+fact table for the whole list, never one per person — and lays the answers out for the
+ledger (JSON, CSV, XLSX).
+
+Priority markers (DOMAIN.md §3, "five situations get priority"), from facts:
+- `frontline`: a closed frontline dispatch (下沉一线 / 第一书记) whose result recommends
+  priority for promotion (`promotion_priority`), closed on or before the decision date;
+- `excellent_years`: at least `priority_excellent_years` (a `promotion_eligible` parameter,
+  default 2) consecutive 优秀 years ending with the latest annual result up to the decision
+  year (`promotion.excellent_streak`).
+Markers inform the committee; they never make an ineligible person eligible.
+
+Who is listed: active people the viewer may see — admins and process owners everyone,
+leaders and committee members their units and the units below, anyone else themselves (the
+same rule as reading a person's facts, `facts.read`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import fields
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, Select, or_, select, true
+from sqlalchemy.orm import Session
+
+from . import dispatch, facts
+from .access import COMMITTEE, LEADER, Viewer
+from .calendar import DEFAULT_TZ
+from .domain_rules.promotion import (
+    Reason,
+    eligibility_reasons,
+    excellent_streak,
+    next_ranks,
+)
+from .errors import FieldErrors, NotFound
+from .ledger import TIER_LABELS, Column
+from .models import Case, Person, Unit
+from .positions import eligible_params
+from .spec import FlowSpec
+
+CASES = Case.__table__
+# fact kind → (field of `facts.PersonFacts`, its dataclass), as `facts.person_facts` builds it
+SNAPSHOT_KINDS = {
+    facts.RANK: ("rank_history", facts.RankFact),
+    facts.ANNUAL: ("annual_results", facts.AnnualFact),
+    facts.SANCTION: ("sanctions", facts.SanctionFact),
+    facts.INVESTIGATION: ("investigations", facts.InvestigationFact),
+    facts.EXAM: ("exams", facts.ExamFact),
+    facts.TRAINING: ("training", facts.TrainingFact),
+    facts.COMMENDATION: ("commendations", facts.CommendationFact)}
+
+
+# --------------------------------------------------------------------------- inputs in bulk
+
+
+def visible_people(viewer: Viewer) -> ColumnElement[bool]:
+    """SQL condition on `people` joined with `units`: the people whose facts the viewer may
+    read (`access.can_see` for a person)."""
+    if viewer.sees_all:
+        return true()
+    return or_(Person.id == viewer.person_id,
+               *[Unit.path.like(f"{p}%") for p in viewer.paths(LEADER, COMMITTEE)])
+
+
+def snapshots(s: Session, people: Select, rows: dict[int, Any]) -> dict[int, facts.PersonFacts]:
+    """`facts.person_facts` for every person of `people` (a select of person ids), in one
+    query per fact table. `rows` are the people's own rows (rank, rank_since), by id."""
+    found: dict[str, dict[int, list]] = {}
+    for kind, (_name, cls) in SNAPSHOT_KINDS.items():
+        k = facts.KINDS[kind]
+        names = [f.name for f in fields(cls)]
+        order = [getattr(k.model, c) for c in k.order]
+        by_person: dict[int, list] = defaultdict(list)
+        for r in s.execute(select(k.model).where(k.model.person_id.in_(people))
+                           .order_by(k.model.person_id, *order)).scalars():
+            out = facts.fact_out(k, r)
+            by_person[r.person_id].append(cls(**{n: out[n] for n in names}))
+        found[kind] = by_person
+    snaps = {}
+    for pid, person in rows.items():
+        history = tuple(found[facts.RANK].get(pid, ()))
+        held = [r for r in history if r.until is None]
+        rank, since = (held[-1].rank, held[-1].since) if held else (person.rank,
+                                                                    person.rank_since)
+        snaps[pid] = facts.PersonFacts(
+            person_id=pid, rank=rank, rank_since=since,
+            **{name: tuple(found[kind].get(pid, ())) for kind, (name, _c) in
+               SNAPSHOT_KINDS.items()})
+    return snaps
+
+
+def regular_grades_of(s: Session, people: Select, year: int, p: dict[str, Any]
+                      ) -> dict[int, list[str]]:
+    """`promotion.regular_grades` for every person of `people`, in one query."""
+    grade = CASES.c.data[p["good_field"]].as_string()
+    out: dict[int, list[str]] = defaultdict(list)
+    for pid, g in s.execute(select(CASES.c.subject_id, grade).where(
+            CASES.c.flow_id == p["good_flow"], CASES.c.subject_id.in_(people),
+            CASES.c.period_key.like(f"{year}%"), CASES.c.state.in_(p["good_states"]))):
+        if g is not None:
+            out[pid].append(g)
+    return out
+
+
+# --------------------------------------------------------------------------- the list
+
+
+def _reason(r: Reason) -> dict[str, Any]:
+    return {"code": r.code, "message": r.message, **r.details}
+
+
+def _closed_by(outcome: dispatch.DispatchOutcome, on: dt.date) -> bool:
+    """Closed on or before `on` (a day in Beijing time)."""
+    return (outcome.closed_at is not None
+            and outcome.closed_at.astimezone(ZoneInfo(DEFAULT_TZ)).date() <= on)
+
+
+def priority_markers(snap: facts.PersonFacts, outcomes: list[dispatch.DispatchOutcome],
+                     on: dt.date, excellent_years: int) -> list[dict[str, Any]]:
+    """The 优先情形 a person's facts show on day `on` (see the module's docstring)."""
+    marks = []
+    for o in outcomes:
+        if o.promotion_priority and _closed_by(o, on):
+            where = " ".join(x for x in (o.post_type, o.receiving_unit) if x)
+            term = f"{o.term_start or '?'}–{o.term_end or '?'}"
+            marks.append({
+                "code": "frontline",
+                "message": f"下沉一线 {where} {term}: result recommends priority for "
+                           f"promotion (case {o.case_id})".replace("  ", " "),
+                "case_id": o.case_id, "post_type": o.post_type,
+                "receiving_unit": o.receiving_unit,
+                "term_start": o.term_start.isoformat() if o.term_start else None,
+                "term_end": o.term_end.isoformat() if o.term_end else None,
+                "grade": o.grade})
+    streak = excellent_streak(snap, on)
+    if len(streak) >= excellent_years:
+        marks.append({"code": "excellent_years",
+                      "message": f"{len(streak)} consecutive 优秀 years ({streak[0]}–"
+                                 f"{streak[-1]})",
+                      "years": list(streak), "needed": excellent_years})
+    return marks
+
+
+def eligibility_list(s: Session, viewer: Viewer, flow: FlowSpec, on: dt.date,
+                     unit_id: int | None = None) -> dict[str, Any]:
+    """Every active person the viewer may see in the unit's subtree (all units without
+    one): current rank, the next rank(s) on the ladder of `flow`'s `promotion_eligible`
+    rule, for each whether the person is eligible on `on` with the reasons and numbers
+    when not, and the priority markers. Ordered by unit (tree order), then person code."""
+    params = eligible_params(flow)
+    if params is None:
+        raise FieldErrors({"flow": [f"flow {flow.flow!r} has no promotion_eligible rule, "
+                                    "so it has no ladder to judge by"]})
+    conds = [Person.active.is_(True), visible_people(viewer)]
+    unit = None
+    if unit_id is not None:
+        unit = s.execute(select(Unit.id, Unit.name, Unit.path)
+                         .where(Unit.id == unit_id)).first()
+        if unit is None:
+            raise NotFound(f"unit {unit_id} does not exist")
+        conds.append(Unit.path.like(f"{unit.path}%"))
+    base = select(Person.id).join(Unit, Unit.id == Person.unit_id).where(*conds)
+    rows = {r.id: r for r in s.execute(
+        select(Person.id, Person.code, Person.name, Person.tier, Person.rank,
+               Person.rank_since, Unit.id.label("unit_id"), Unit.name.label("unit_name"))
+        .join(Unit, Unit.id == Person.unit_id).where(*conds)
+        .order_by(Unit.path, Person.code, Person.id)).all()}
+    snaps = snapshots(s, base, rows)
+    grades = (regular_grades_of(s, base, on.year - 1, params) if params.get("min_good")
+              else {})
+    outcomes: dict[int, list[dispatch.DispatchOutcome]] = defaultdict(list)
+    for o in dispatch.outcomes_of(s, CASES.c.subject_id.in_(base)):
+        outcomes[o.person_id].append(o)
+    ladder = params["ladder"]
+    people = []
+    for pid, r in rows.items():
+        snap = snaps[pid]
+        reasons: list[dict[str, Any]] = []
+        targets = next_ranks(ladder, snap.rank)
+        if snap.rank is None:
+            reasons.append({"code": "rank", "message": "no current rank on record"})
+        elif not targets:
+            reasons.append({"code": "ladder", "rank": snap.rank,
+                            "message": f"{snap.rank} is the start of no step of the ladder "
+                                       "(the top rank, or a rank off the ladder)"})
+        judged = []
+        for target in targets:
+            why = eligibility_reasons(snap, params, target, on, grades.get(pid, []))
+            judged.append({"rank": target, "eligible": not why,
+                           "reasons": [_reason(x) for x in why]})
+        people.append({
+            "person": {"id": pid, "code": r.code, "name": r.name},
+            "unit": {"id": r.unit_id, "name": r.unit_name}, "tier": r.tier,
+            "tier_label": TIER_LABELS.get(r.tier, r.tier or ""), "rank": snap.rank,
+            "rank_since": snap.rank_since,
+            "eligible": any(t["eligible"] for t in judged), "next_ranks": judged,
+            "reasons": reasons,
+            "priority": priority_markers(snap, outcomes.get(pid, []), on,
+                                         params["priority_excellent_years"])})
+    return {"flow": flow.flow, "date": on,
+            "unit": {"id": unit.id, "name": unit.name} if unit else None,
+            "total": len(people), "eligible": sum(1 for p in people if p["eligible"]),
+            "people": people}
+
+
+# --------------------------------------------------------------------------- export
+
+COLUMNS: list[Column] = [
+    ("person_code", "人员编号"), ("person", "姓名"), ("unit", "单位"), ("rank", "现职级"),
+    ("rank_since", "任现职级时间"), ("target", "拟晋升职级"), ("eligible", "是否符合任职资格"),
+    ("reasons", "不符合的原因"), ("priority", "优先情形")]
+
+
+def export_rows(listing: dict[str, Any]) -> list[dict[str, Any]]:
+    """`eligibility_list` flattened: one row per person and next rank (one row for a person
+    with none), reasons and markers joined with "; "."""
+    out = []
+    for p in listing["people"]:
+        base = {"person_code": p["person"]["code"], "person": p["person"]["name"],
+                "unit": p["unit"]["name"], "rank": p["rank"], "rank_since": p["rank_since"],
+                "priority": "; ".join(m["message"] for m in p["priority"])}
+        for t in p["next_ranks"] or [None]:
+            why = t["reasons"] if t else p["reasons"]
+            out.append({**base, "target": t["rank"] if t else None,
+                        "eligible": bool(t and t["eligible"]),
+                        "reasons": "; ".join(x["message"] for x in why)})
+    return out
