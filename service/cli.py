@@ -397,6 +397,10 @@ def demo(definitions: Path, db_url: str | None) -> None:
     if result.facts_added:
         click.echo(f"demo facts loaded: {result.facts_added} (annual results 2024–2025, "
                    "exams, training, a sanction, a commendation)")
+    if result.history_cases:
+        click.echo(f"demo history: {result.history_cases} cases, {result.history_records} "
+                   "records (12 months of 平时考核, a dispatch under way, a promotion in "
+                   "public notice)")
     click.echo("")
     click.echo(demo_data.table(demo_data.accounts(db)))
     click.echo("")

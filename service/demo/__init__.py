@@ -3,12 +3,18 @@
 `people.csv` next to this file is the data, in the ordinary import format (`civflow
 import-people`): 示范市人力资源和社会保障局 with 公务员管理处, 考核奖惩处 and 工资福利处, each
 with a chief (处长, `leaderN`), deputies and staff. Every account gets the password
-`civflow-demo`. Loading is idempotent: an organisation that is already there is left alone,
-and only accounts that still have no password get one.
+`civflow-demo`. `facts.csv` holds the facts the rules read, and `history.py` replays a year
+of cases through the engine (regular assessment month by month, a dispatch under way, a
+promotion candidate in public notice) so that every flow can be tried at once.
+
+Loading is idempotent: an organisation that is already there is left alone, only accounts
+that still have no password get one, facts are loaded when none is there, and the history is
+replayed only when no demo person has a case yet.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +22,14 @@ from pathlib import Path
 from sqlalchemy import select
 
 from workflows.accounts import hash_password
+from workflows.calendar import WorkCalendar
 from workflows.db import Database
 from workflows.errors import ImportFailed
 from workflows.facts import import_facts
 from workflows.models import AnnualResult, Person, RoleAssignment, Unit, User
 from workflows.org import import_people, read_rows
+
+from . import history
 
 PEOPLE_CSV = Path(__file__).with_name("people.csv")
 # Last years' annual results, exams, training, a sanction and a commendation, so that the
@@ -38,11 +47,13 @@ class DemoResult:
     accounts_created: int = 0
     passwords_set: int = 0
     facts_added: int = 0
+    history_cases: int = 0  # cases replayed by `history.seed`
+    history_records: int = 0  # their history records
 
     @property
     def changed(self) -> bool:
         return any((self.people_created, self.units_created, self.accounts_created,
-                    self.passwords_set, self.facts_added))
+                    self.passwords_set, self.facts_added, self.history_cases))
 
 
 @dataclass(frozen=True)
@@ -71,10 +82,14 @@ def has_units(db: Database) -> bool:
         return s.execute(select(Unit.id).limit(1)).first() is not None
 
 
-def load(db: Database) -> DemoResult:
-    """Import the demo organisation unless it is there, then give every demo account that
-    has no password the demo password. Raises `ImportFailed` when the file clashes with the
-    database (for example a username already taken by another person)."""
+def load(db: Database, *, with_history: bool = True, now: dt.datetime | None = None,
+         calendar: WorkCalendar | None = None) -> DemoResult:
+    """Import the demo organisation unless it is there, give every demo account that has no
+    password the demo password, load the facts, and replay the year of history up to `now`
+    (the wall clock by default) unless `with_history` is false. The flows must be published
+    first; those that are not are left out of the history. Raises `ImportFailed` when the
+    file clashes with the database (for example a username already taken by another
+    person)."""
     result = DemoResult()
     if not is_loaded(db):
         report = import_people(db, PEOPLE_CSV.read_text(encoding="utf-8"))
@@ -87,14 +102,24 @@ def load(db: Database) -> DemoResult:
             hashed = hash_password(PASSWORD)  # Argon2 is slow on purpose: hash once
             for user in missing:
                 user.password_hash = hashed
+    facts_added = _load_facts(db)
+    replayed = history.HistoryResult()
+    if with_history:
+        replayed = history.seed(db, person_codes(), now=now, calendar=calendar)
     return DemoResult(result.people_created, result.units_created, result.accounts_created,
-                      len(missing), _load_facts(db))
+                      len(missing), facts_added, replayed.cases, replayed.records)
+
+
+def person_codes() -> list[str]:
+    rows, errors = read_rows(PEOPLE_CSV.read_text(encoding="utf-8"))
+    if errors:
+        raise ImportFailed(errors)
+    return [r.person_code for r in rows if r.person_code]
 
 
 def _load_facts(db: Database) -> int:
     """The demo people's facts, once: nothing when any of them already has a result."""
-    codes = [r.person_code for r in read_rows(PEOPLE_CSV.read_text(encoding="utf-8"))[0]
-             if r.person_code]
+    codes = person_codes()
     with db.unit_of_work(write=False) as s:
         known = s.execute(select(AnnualResult.id)
                           .join(Person, Person.id == AnnualResult.person_id)
