@@ -26,7 +26,7 @@ from werkzeug.routing import IntegerConverter
 from workflows.engine import Engine
 from workflows.errors import CivflowError, FieldErrors
 
-from . import auth, metrics
+from . import auth, metrics, web
 from .errors import ProblemSchema, body_of, http_body, status_of
 from .runtime import make_engine
 
@@ -218,6 +218,7 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
 
     auth.init_app(app, api)
     metrics.init_app(app, engine)
+    web.init_app(app)  # the pages (网页): service/web
     from .api import (
         cases,
         contact_points,

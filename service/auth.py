@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import logging
 import secrets
 from urllib.parse import urlparse
 
@@ -18,11 +19,12 @@ from flask import (
     current_app,
     g,
     redirect,
-    render_template_string,
+    render_template,
     request,
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSessionInterface
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields, validate
@@ -41,11 +43,14 @@ from workflows.accounts import (
 from workflows.engine import Actor, Engine, utcnow
 from workflows.errors import Forbidden
 
+log = logging.getLogger("civflow.auth")
+
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth",
                 description="Log in: bearer tokens and browser sessions (登录)")
 # (endpoint, method) pairs that answer without a login.
 PUBLIC = {("healthz", "GET"), ("healthz", "HEAD"), ("auth.Token", "POST"),
-          ("auth.Login", "POST"), ("login_page", "GET"), ("login_page", "POST")}
+          ("auth.Login", "POST"), ("login_page", "GET"), ("login_page", "POST"),
+          ("web.static", "GET"), ("web.static", "HEAD"), ("web.set_language", "POST")}
 SAFE = {"GET", "HEAD", "OPTIONS"}
 
 
@@ -154,26 +159,25 @@ def _sign_in(token: str) -> None:
     g.principal = p
 
 
-_LOGIN_PAGE = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>登录 civflow</title>
-<style>body{font-family:system-ui,sans-serif;max-width:22rem;margin:4rem auto;padding:0 1rem}
-label{display:block;margin:.8rem 0 .2rem}input{width:100%;box-sizing:border-box;padding:.5rem;font-size:1rem}
-button{margin-top:1rem;padding:.5rem 1rem;font-size:1rem}.err{color:#a00}</style></head>
-<body><h1>civflow 登录 / Log in</h1>
-{% if error %}<p class="err" role="alert">{{ error }}</p>{% endif %}
-<form method="post"><input type="hidden" name="next" value="{{ next }}">
-<label for="u">用户名 Username</label><input id="u" name="username" autocomplete="username" required>
-<label for="p">密码 Password</label>
-<input id="p" name="password" type="password" autocomplete="current-password" required>
-<button type="submit">登录 Log in</button></form></body></html>"""
-
-
 def _safe_next(target: str | None) -> str:
     # Only local paths: an open redirect after login would help phishing.
     if target and target.startswith("/") and not target.startswith("//") \
-            and not urlparse(target).netloc:
+            and "\\" not in target and not urlparse(target).netloc:
         return target
-    return "/docs"
+    return url_for("web.home")  # the person's to-dos
+
+
+class _SecretLoadingSessions(SecureCookieSessionInterface):
+    """Flask opens the session before any `before_request` hook runs: load the signing key
+    kept in the database first, or the first request of each process has no session."""
+
+    def open_session(self, app: Flask, request):  # type: ignore[override]
+        if not app.config.get("SECRET_KEY"):
+            try:
+                _ensure_secret()
+            except Exception:  # noqa: BLE001 - database down: the request will say so (503)
+                log.warning("no session key yet: the database is not reachable")
+        return super().open_session(app, request)
 
 
 def _ensure_secret() -> None:
@@ -185,16 +189,35 @@ def _ensure_secret() -> None:
 
 
 def login_page():
+    """The login form (the web interface's base template); then the page asked for, or the
+    person's to-dos. The form carries a CSRF token made for the anonymous session."""
+    from .web import csrf
+
     _ensure_secret()
     nxt = _safe_next(request.values.get("next"))
+    expired = request.args.get("expired") == "1"
     if request.method == "POST":
+        csrf.check()
+        username = request.form.get("username", "")
         try:
-            _start_session(request.form.get("username", ""), request.form.get("password", ""))
+            _start_session(username, request.form.get("password", ""))
         except AuthFailed:
-            return render_template_string(_LOGIN_PAGE, error="用户名或密码错误 / wrong username "
-                                          "or password", next=nxt), 401
+            return render_template("login.html", error=True, next=nxt, username=username,
+                                   expired=False), 401
         return redirect(nxt)
-    return render_template_string(_LOGIN_PAGE, error=None, next=nxt)
+    return render_template("login.html", error=False, next=nxt, username="", expired=expired)
+
+
+def _to_login(expired: bool = False):
+    """A browser asking for a page without a (live) session goes to the login page, and
+    comes back to the page after logging in."""
+    nxt = request.full_path.rstrip("?") if request.method in SAFE else request.path
+    if request.method not in SAFE and request.referrer:
+        ref = urlparse(request.referrer)
+        if ref.netloc == request.host:
+            nxt = ref.path + (f"?{ref.query}" if ref.query else "")
+    args = {"next": nxt, **({"expired": "1"} if expired else {})}
+    return redirect(url_for("login_page", **args))
 
 
 def _authenticate():
@@ -212,6 +235,8 @@ def _authenticate():
             _sign_in(session["t"])
         except AuthFailed:
             session.clear()
+            if not request.path.startswith(("/api/", "/metrics")):
+                return _to_login(expired=True)  # an expired or revoked browser session
             raise
         if request.method not in SAFE and request.path.startswith("/api/"):
             sent = request.headers.get("X-CSRF-Token", "")
@@ -222,14 +247,15 @@ def _authenticate():
         raise AuthFailed("log in first: POST /api/v1/auth/token, then send "
                          "Authorization: Bearer <token>")
     else:
-        return redirect(url_for("login_page", next=request.full_path.rstrip("?")))
+        return _to_login()
     return None
 
 
 def init_app(app: Flask, api: Api) -> None:
+    app.session_interface = _SecretLoadingSessions()
     app.permanent_session_lifetime = dt.timedelta(
         seconds=app.config["CIVFLOW_SESSION_TTL"].total_seconds())
     app.add_url_rule("/login", "login_page", login_page, methods=["GET", "POST"])
-    app.add_url_rule("/", "index", lambda: redirect("/docs"))
+    app.add_url_rule("/", "index", lambda: redirect(url_for("web.home")))
     app.before_request(_authenticate)
     api.register_blueprint(blp)

@@ -184,3 +184,21 @@ def test_an_unreachable_database_is_503_with_retry_after_not_500(tmp_path):
     assert "nothing was changed" in res.json["message"]
     res = client.post("/api/v1/auth/token", json={"username": "a", "password": "b"})
     assert res.status_code == 503
+
+
+def test_the_first_request_of_a_process_has_a_session(tmp_path, monkeypatch):
+    """Without CIVFLOW_SECRET_KEY the signing key comes from the database; Flask opens the
+    session before any hook runs, so it must be loaded by then — on the first request."""
+    monkeypatch.delenv("CIVFLOW_SECRET_KEY", raising=False)
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    run("init-db", "--db", url)
+    run("create-user", "zhangsan", "--password-stdin", "--db", url,
+        input="a long enough password\n")
+    client = create_app(url).test_client()
+    page = client.get("/login")
+    assert page.status_code == 200 and 'name="csrf_token"' in page.get_data(as_text=True)
+    with client.session_transaction() as s:
+        csrf = s["csrf"]
+    r = client.post("/login", data={"username": "zhangsan", "password": "a long enough password",
+                                    "csrf_token": csrf})
+    assert r.status_code == 302 and r.headers["Location"] == "/home"

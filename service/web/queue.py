@@ -1,0 +1,334 @@
+"""The approvers' pages (待办队列): the queue with filters and due dates, claim / release /
+delegate, and bulk approval (批量审定) with a quota meter per pool.
+
+The same engine calls and schemas as `service/api/queue.py`: the filters are `CaseQuery`,
+delegation `DelegateIn`, a bulk request `BulkIn`; claims carry the page's case version as
+their If-Match. The quota meter's figures come from the flow's own `quota` rule
+(`ledger.quota_of`, `rules.pool_of`, `readouts.pool_usage`), so the page refuses, before
+sending, exactly what `Engine.fire_bulk` would refuse — and the server still judges.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from marshmallow import ValidationError
+from werkzeug.datastructures import MultiDict
+
+from workflows import ledger, readouts, rules
+from workflows.access import Viewer
+from workflows.errors import (
+    ActionNotAllowed,
+    Conflict,
+    FieldErrors,
+    Forbidden,
+    NotFound,
+    RuleViolation,
+)
+from workflows.org import list_units
+from workflows.queries import CaseFilter, CaseRow
+from workflows.spec import SYSTEM, FlowSpec
+
+from .. import auth, metrics
+from ..api.queue import BULK_MAX, BulkIn, DelegateIn
+from ..api.schemas import CaseQuery
+from ..errors import status_of
+from . import bp, forms, wants_fragment
+from .cases import Failure, form_version, refusal, render_case
+from .i18n import label, lang
+from .nav import approvers
+
+PER_PAGE = 20
+TIER_LABELS = {"chief": _l("Chief"), "deputy": _l("Deputy"), "staff": _l("Staff")}  # 正职 副职 一般干部
+ROUNDINGS = {"floor": _l("down"), "ceil": _l("up"), "round": _l("to the nearest")}
+
+
+def require_approver(viewer: Viewer) -> None:
+    if not approvers(viewer):
+        raise Forbidden(_("The approval queue is for people who hold a role (leaders, "
+                          "committee members, groups). Your own to-dos are on your home page."),
+                        rule="approver")
+
+
+def tier_label(tier: str | None) -> str:
+    return str(TIER_LABELS[tier]) if tier in TIER_LABELS else (tier or "")
+
+
+def _flows() -> list[tuple[str, FlowSpec]]:
+    """The published flows (latest version each), by id."""
+    eng = auth.engine()
+    out = []
+    for flow in sorted({v.flow_id for v in eng.versions() if v.status == "published"}):
+        out.append((flow, eng.flow(flow).spec))
+    return out
+
+
+def _units(viewer: Viewer) -> list[Any]:
+    units = list_units(auth.engine().db)
+    if viewer.sees_all:
+        return units
+    paths = viewer.paths(*{r for r, _u, _p in viewer.assignments})
+    return [u for u in units if any(u.path.startswith(p) for p in paths)]
+
+
+def queue_filters(args: MultiDict) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The query string through `CaseQuery` (blank choices mean "any")."""
+    given = {k: v for k, v in args.items() if v.strip() and k in CaseQuery().fields}
+    try:
+        return CaseQuery().load(given), {}
+    except ValidationError as exc:
+        errors = {k: v for k, v in exc.messages.items()}
+        kept = {k: v for k, v in given.items() if k not in errors}
+        return CaseQuery().load(kept), errors
+
+
+def queue_row(row: CaseRow, me: int) -> dict[str, Any]:
+    approving = [a for a in row.actions if a.as_role not in ("subject", SYSTEM)]
+    return {"row": row, "actions": row.actions, "approving": bool(approving),
+            "claimed_by_me": row.claimed_by == me, "tier": tier_label(row.tier)}
+
+
+@bp.get("/queue")
+def queue():
+    eng, viewer = auth.engine(), auth.viewer()
+    require_approver(viewer)
+    args, errors = queue_filters(request.args)
+    f = CaseFilter(flow=args.get("flow"), state=args.get("state"), unit_id=args.get("unit_id"),
+                   overdue=args.get("overdue"), text=args.get("q"), page=args["page"],
+                   per_page=PER_PAGE)
+    rows, total = eng.queue(viewer, f, lang())
+    flows = _flows()
+    # Bulk: one link per (flow, state, action) an approver can take on what is listed.
+    bulk = Counter((r.flow, r.state, r.state_label, a.trigger, a.label)
+                   for r in rows for a in r.actions if a.as_role not in ("subject", SYSTEM))
+    pages = max(1, -(-total // PER_PAGE))
+    query = {k: v for k, v in request.args.items() if k != "page" and v}
+    return render_template(
+        "queue.html", rows=[queue_row(r, viewer.person_id) for r in rows], total=total,
+        args=args, errors=errors, flows=[(fid, label(spec.title, fid), [
+            (s.name, label(s.label, s.name)) for s in spec.states.values() if not s.final])
+            for fid, spec in flows],
+        units=_units(viewer), bulk=sorted(bulk.items()), page=args["page"], pages=pages,
+        query=query)
+
+
+# --------------------------------------------------------------------------- claims
+
+
+def _back(case_id: int) -> str:
+    return auth._safe_next(request.form.get("next") or url_for("web.case", case_id=case_id))
+
+
+def _claims(case_id: int, do, done_message: str):
+    """Claim or release: on the case page and (htmx) in a queue row."""
+    eng, viewer = auth.engine(), auth.viewer()
+    try:
+        result = do(eng, viewer, form_version(request.form))
+    except (Conflict, Forbidden, ActionNotAllowed, FieldErrors) as exc:
+        if wants_fragment():
+            row = eng.case_for(viewer, case_id, lang())
+            return render_template("_queue_row.html", r=queue_row(row, viewer.person_id),
+                                   error=str(exc) if not isinstance(exc, Conflict) else
+                                   _("Someone changed this case meanwhile; try again.")), \
+                status_of(exc)
+        flash(str(exc), "error")
+        return redirect(_back(case_id))
+    metrics.count_action(result.flow, result.trigger)
+    if wants_fragment():
+        row = eng.case_for(viewer, case_id, lang())
+        return render_template("_queue_row.html", r=queue_row(row, viewer.person_id),
+                               done=done_message)
+    flash(done_message, "success")
+    return redirect(_back(case_id))
+
+
+@bp.post("/queue/<int:case_id>/claim")
+def claim(case_id: int):
+    return _claims(case_id, lambda eng, v, version: eng.claim(
+        case_id, auth.actor(), expected_version=version, viewer=v),
+        _("Claimed: others holding the role no longer see this step."))
+
+
+@bp.post("/queue/<int:case_id>/release")
+def release(case_id: int):
+    return _claims(case_id, lambda eng, v, version: eng.release(
+        case_id, auth.actor(), expected_version=version, viewer=v),
+        _("Released: every holder of the role sees this step again."))
+
+
+@bp.post("/queue/<int:case_id>/delegate")
+def delegate(case_id: int):
+    """转办: validated by the API's `DelegateIn`, then `Engine.delegate`."""
+    eng, viewer = auth.engine(), auth.viewer()
+    comment = (request.form.get("comment") or "").replace("\r\n", "\n")
+    given = {"to": request.form.get("to", "").strip() or None, "comment": comment or None}
+    try:
+        try:
+            body = DelegateIn().load({k: v for k, v in given.items() if v is not None})
+        except ValidationError as exc:
+            raise FieldErrors({k: v for k, v in exc.messages.items()}) from None
+        result = eng.delegate(case_id, auth.actor(), body["to"], comment=body.get("comment"),
+                              expected_version=form_version(request.form), viewer=viewer)
+    except (FieldErrors, Conflict, Forbidden, ActionNotAllowed, NotFound) as exc:
+        # NotFound here is the person chosen; a case the viewer cannot see is NotFound
+        # again when the page is drawn, and gives the 404 page.
+        failed, status = refusal(exc, "delegate", None, comment)
+        failed.values = {"to": given["to"]}
+        if isinstance(exc, NotFound | Forbidden) and not failed.errors:
+            failed.errors = {"to": [str(exc)]}
+        return render_case(case_id, failed, status)
+    metrics.count_action(result.flow, result.trigger)
+    names = readouts.person_names(eng.db, [body["to"]])
+    flash(_("Delegated to %(name)s.", name=names.get(body["to"], body["to"])), "success")
+    try:
+        eng.case_for(viewer, case_id)
+    except NotFound:
+        return redirect(url_for("web.queue"))
+    return redirect(_back(case_id))
+
+
+# --------------------------------------------------------------------------- bulk
+
+
+def _bulk_rows(flow: str, state: str, trigger: str) -> list[CaseRow]:
+    rows, _total = auth.engine().queue(auth.viewer(), CaseFilter(
+        flow=flow, state=state, per_page=BULK_MAX), lang())
+    return [r for r in rows if any(a.trigger == trigger and a.as_role not in ("subject", SYSTEM)
+                                   for a in r.actions)]
+
+
+def _pool_text(key: tuple, unit_names: dict[int, str]) -> str:
+    parts = []
+    for name, value in key:
+        if name == "unit":
+            parts.append(unit_names.get(value, f"#{value}"))
+        elif name == "tier":
+            parts.append(tier_label(value))
+        elif value is not None:
+            parts.append(str(value))
+    return " · ".join(parts) or _("whole flow")
+
+
+def quota_meter(spec: FlowSpec, trigger: str, rows: list[CaseRow], selected: set[int]
+                ) -> dict[str, Any] | None:
+    """The meter of the flow's quota when `trigger` is the action it guards: per pool, its
+    size, limit, already approved with the value, how many of the selected carry it."""
+    quota = ledger.quota_of(spec)
+    if quota is None or quota.trigger != trigger:
+        return None
+    keys: dict[int, tuple] = {}
+    hits: dict[int, bool] = {}
+    for r in rows:
+        facts = rules.CaseFacts(id=r.id, flow=r.flow, subject_id=r.subject_id,
+                                unit_id=r.unit_id, tier=r.tier, period_key=r.period_key,
+                                state=r.state, data=r.data)
+        keys[r.id] = readouts.pool_key(facts, quota)
+        hits[r.id] = r.data.get(quota.field) == quota.value
+    usage = readouts.pool_usage(auth.engine().db, spec.flow, quota, keys.values())
+    unit_names = {r.unit_id: r.unit_name for r in rows}
+    chosen = Counter(keys[i] for i in selected if i in keys and hits[i])
+    pools = []
+    for n, (key, u) in enumerate(sorted(usage.items(), key=lambda kv: str(kv[0]))):
+        pools.append({"id": f"pool-{n}", "key": key, "text": _pool_text(key, unit_names),
+                      "size": u.size, "limit": u.limit, "used": u.used,
+                      "selected": chosen.get(key, 0),
+                      "over": u.used + chosen.get(key, 0) > u.limit})
+    ids = {p["key"]: p["id"] for p in pools}
+    field = spec.fields[quota.field]
+    return {"field": quota.field, "field_label": label(field.label, quota.field),
+            "value": quota.value, "ratio": quota.max_ratio,
+            "rounding": str(ROUNDINGS.get(quota.rounding, quota.rounding)),
+            "min": quota.min, "pools": pools, "pool_of": {i: ids[k] for i, k in keys.items()},
+            "hit": hits, "over": any(p["over"] for p in pools)}
+
+
+def render_bulk(flow: str, state: str, trigger: str, selected: set[int],
+                failed: Failure | None = None, status: int = 200):
+    eng = auth.engine()
+    rows = _bulk_rows(flow, state, trigger)
+    spec = eng.flow(flow).spec if not rows else eng.spec_of(rows[0].version_id)
+    t = spec.transition(trigger, state)
+    if t is None:
+        raise ActionNotAllowed(_("%(flow)s has no action %(trigger)s in step %(state)s",
+                                 flow=flow, trigger=trigger, state=state))
+    ws = forms.widgets(spec, t)
+    comment = forms.comment_widget(t)
+    grade_field = ledger.quota_of(spec).field if ledger.quota_of(spec) else None
+    errors = failed.errors if failed else {}
+    return render_template(
+        "bulk.html", rows=[{"row": r, "tier": tier_label(r.tier),
+                            "grade": r.data.get(grade_field) if grade_field else None}
+                           for r in rows],
+        flow=flow, state=state, trigger=trigger, flow_title=label(spec.title, flow),
+        state_label=label(spec.states[state].label) if state in spec.states else state,
+        action_label=label(t.label, trigger), danger=t.comment == "required",
+        grade_label=label(spec.fields[grade_field].label) if grade_field else None,
+        meter=quota_meter(spec, trigger, rows, selected), selected=selected,
+        widgets=ws, comment=comment, values=failed.values if failed else {},
+        comment_value=failed.comment if failed else "", errors=errors,
+        message=failed.message if failed else None,
+        summary=forms.summary("bulk", [*ws, comment], errors), max=BULK_MAX), status
+
+
+def _bulk_target(source: MultiDict) -> tuple[str, str, str]:
+    flow, state, trigger = (source.get(k, "").strip() for k in ("flow", "state", "trigger"))
+    if not (flow and state and trigger):
+        raise FieldErrors({k: ["is required"] for k, v in
+                           (("flow", flow), ("state", state), ("trigger", trigger)) if not v})
+    return flow, state, trigger
+
+
+@bp.get("/queue/bulk")
+def bulk():
+    require_approver(auth.viewer())
+    flow, state, trigger = _bulk_target(request.args)
+    return render_bulk(flow, state, trigger, set())
+
+
+@bp.post("/queue/bulk")
+def bulk_post():
+    """Validated by the API's `BulkIn`, fired by `Engine.fire_bulk`; the results per case."""
+    eng, viewer = auth.engine(), auth.viewer()
+    require_approver(viewer)
+    flow, state, trigger = _bulk_target(request.form)
+    raw_ids = request.form.getlist("case_ids")
+    selected = {int(i) for i in raw_ids if i.isdigit() and len(i) < 10}
+    listed = _bulk_rows(flow, state, trigger)  # for names on the results page
+    spec = eng.flow(flow).spec
+    t = spec.transition(trigger, state)
+    parsed = forms.parse(spec, t, request.form)
+    comment = (request.form.get("comment") or "").replace("\r\n", "\n")
+    try:
+        try:
+            body = BulkIn().load({"trigger": trigger, "case_ids": raw_ids,
+                                  "data": parsed.data, **({"comment": comment} if comment
+                                                          else {})})
+        except ValidationError as exc:
+            msgs = exc.messages
+            if "case_ids" in msgs:
+                msgs = {**msgs, "case_ids": [_("Select at least one case, at most %(n)s.",
+                                               n=BULK_MAX)]}
+            raise FieldErrors({k: v if isinstance(v, list) else [str(v)]
+                               for k, v in msgs.items()}) from None
+        result = eng.fire_bulk(body["case_ids"], trigger, auth.actor(), data=body["data"],
+                               comment=body.get("comment"), viewer=viewer)
+    except (FieldErrors, RuleViolation, Forbidden, ActionNotAllowed) as exc:
+        failed, status = refusal(exc, trigger, parsed, comment)
+        if isinstance(exc, RuleViolation):
+            failed.errors, failed.message = {}, str(exc)
+        return render_bulk(flow, state, trigger, selected, failed, status)
+    for (f, trig), n in Counter((r.flow, r.trigger) for r in result.done).items():
+        metrics.count_action(f, trig, n=n)
+    names = {r.id: r.subject_name for r in listed}
+    done = [{"id": r.case_id, "name": names.get(r.case_id, ""),
+             "to": label(spec.states[r.to_state].label) if r.to_state in spec.states
+             else r.to_state} for r in result.done]
+    refused = [{"id": cid, "name": names.get(cid, ""), "message": str(exc),
+                "status": status_of(exc)} for cid, exc in result.refused.items()]
+    return render_template("bulk_done.html", done=done, refused=refused, flow=flow,
+                           state=state, trigger=trigger, action_label=label(t.label, trigger)
+                           if t else trigger, flow_title=label(spec.title, flow))
