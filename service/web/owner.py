@@ -24,13 +24,13 @@ from flask_babel import gettext as _
 from marshmallow import ValidationError
 from sqlalchemy import select
 
-from workflows import readouts
+from workflows import readouts, rules
 from workflows.access import Viewer
 from workflows.diagram import mermaid
 from workflows.engine import PUBLISHED, PublishResult
 from workflows.errors import DefinitionInvalid, FieldErrors, Forbidden
 from workflows.models import FlowVersion
-from workflows.spec import FlowSpec, Label, load_definition
+from workflows.spec import FlowSpec, Label, RuleSpec, load_definition
 
 from .. import auth
 from ..api.flows import MAX_SOURCE, SourceIn, flows_out
@@ -126,9 +126,16 @@ def transition_rows(spec: FlowSpec) -> list[dict[str, Any]]:
     return [{"trigger": t.trigger, "label": _both(t.label, t.trigger),
              "from": [state(s) for s in t.sources], "to": state(t.dest), "by": ", ".join(t.by),
              "requires": list(t.requires), "accepts": list(t.accepts),
-             "rules": [f"{r.name}({_brief(r.params)})" if r.params else r.name for r in t.rules],
-             "effects": [r.name for r in t.effects], "comment": t.comment}
+             "rules": [_named(r, rules.REGISTRY) for r in t.rules],
+             "effects": [_named(r, rules.EFFECTS) for r in t.effects], "comment": t.comment}
             for t in spec.transitions]
+
+
+def _named(rule: RuleSpec, registry: dict[str, rules.Rule]) -> dict[str, str]:
+    """A rule or effect as the table shows it: its name and label, parameters folded."""
+    impl = registry.get(rule.name)
+    return {"name": rule.name, "label": impl.label if impl else "",
+            "params": _brief(rule.params) if rule.params else ""}
 
 
 def numbered(source: str) -> list[dict[str, Any]]:
