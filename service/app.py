@@ -19,7 +19,7 @@ from typing import Any
 import flask_swagger_ui
 from flask import Flask, g, has_request_context, jsonify, request, send_from_directory
 from flask_smorest import Api
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
@@ -52,6 +52,17 @@ def _unreachable(exc: OperationalError) -> bool:
         return "locked" in str(exc.orig)
     code = getattr(exc.orig, "sqlstate", None)
     return code is None or code.startswith("08") or code in ("57P01", "57P02", "57P03")
+
+
+def _unavailable(exc: DBAPIError):
+    """The database went away (restart, failover); the pool reconnects on the next request.
+    Tell the client to retry — with its Idempotency-Key, since a connection lost during
+    COMMIT leaves it unknown whether the action was applied."""
+    log.warning("database unavailable: %s", (str(exc.orig).splitlines() or [""])[0])
+    return (jsonify(status=503, code="database_unavailable",
+                    message="the database is not reachable just now; try again shortly with "
+                    "the same Idempotency-Key (the action may or may not have been applied)"),
+            503, {"Retry-After": "2"})
 
 
 class CivflowApi(Api):
@@ -168,13 +179,13 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
             return jsonify(status=409, code="retry", message="another change to the same "
                            "cases got in the way; try again"), 409
         if exc.connection_invalidated or _unreachable(exc):
-            # The database went away (restart, failover): nothing was committed; the pool
-            # reconnects on the next request. Tell the client to retry, not that we broke.
-            log.warning("database unavailable: %s", str(exc.orig).splitlines()[0])
-            return (jsonify(status=503, code="database_unavailable",
-                            message="the database is not reachable just now; nothing was "
-                            "changed — try again shortly (with the same Idempotency-Key)"),
-                    503, {"Retry-After": "2"})
+            return _unavailable(exc)
+        raise exc
+
+    @app.errorhandler(DBAPIError)
+    def _lost(exc: DBAPIError):
+        if exc.connection_invalidated:  # e.g. an InterfaceError on a connection cut mid-way
+            return _unavailable(exc)
         raise exc
 
     @app.errorhandler(CivflowError)

@@ -240,7 +240,11 @@ def test_version_detail_has_source_definition_diagram_and_counts(api):
                      headers={"If-Match": f'"{case["version"]}"'})
     assert fired.status_code == 200, fired.json
 
-    r = api.get("t1", f"{FLOWS}/{FLOW}/versions/1")
+    # Counted over the cases the reader may see: t1 (another section) sees none, s3 its own.
+    assert set(api.get("t1", f"{FLOWS}/{FLOW}/versions/1").json["counts"].values()) == {0}
+    assert api.get("s3", f"{FLOWS}/{FLOW}/versions/1").json["counts"] == {
+        "summary": 0, "evaluation": 1, "feedback": 0, "approval": 0, "approved": 0}
+    r = api.get("l1", f"{FLOWS}/{FLOW}/versions/1")  # the leader of s1, s2, s3
     assert r.status_code == 200
     body = r.json
     assert (body["flow"], body["version"], body["status"]) == (FLOW, 1, "published")
@@ -257,7 +261,7 @@ def test_version_detail_has_source_definition_diagram_and_counts(api):
     assert "    summary --> evaluation : 提交小结" in lines
     assert "    approved --> [*]" in lines
 
-    en = api.get("t1", f"{FLOWS}/{FLOW}/versions/1", headers={"Accept-Language": "en"})
+    en = api.get("l1", f"{FLOWS}/{FLOW}/versions/1", headers={"Accept-Language": "en"})
     assert "    summary : Self summary (2)" in en.json["mermaid"].splitlines()
 
 

@@ -571,9 +571,10 @@ class Engine:
             check_can_start(s, viewer, subject_id)
         return self.start_case(flow, subject_id, actor=Actor.person(viewer.person_id), **kwargs)
 
-    def counts_by_state(self, version_id: int) -> dict[str, int]:
+    def counts_by_state(self, version_id: int, viewer: Viewer | None = None
+                        ) -> dict[str, int]:
         with self.db.unit_of_work(write=False) as s:
-            return queries.counts_by_state(s, version_id)
+            return queries.counts_by_state(s, version_id, viewer)
 
     def _actions(self, s: Session, cf: CompiledFlow, row, path: str, actor: Actor, lang: str,
                  held: list[tuple[str, int | None]] | None = None) -> list[Action]:

@@ -194,7 +194,12 @@ def get_row(s: Session, case_id: int, now: dt.datetime) -> CaseRow | None:
     return _row(r, now) if r is not None else None
 
 
-def counts_by_state(s: Session, version_id: int) -> dict[str, int]:
-    rows = s.execute(select(CASES.c.state, func.count()).where(CASES.c.version_id == version_id)
-                     .group_by(CASES.c.state)).all()
-    return {state: n for state, n in rows}
+def counts_by_state(s: Session, version_id: int, viewer: Viewer | None = None
+                    ) -> dict[str, int]:
+    """Cases of a version per state — of those the viewer may see, when one is given (how
+    many cases sit in 申诉 is not for every signed-in person to know)."""
+    q = select(CASES.c.state, func.count()).where(CASES.c.version_id == version_id)
+    if viewer is not None and not viewer.sees_all:
+        q = q.select_from(CASES.join(Unit, Unit.id == CASES.c.unit_id)).where(
+            visible_cases(viewer))
+    return {state: n for state, n in s.execute(q.group_by(CASES.c.state)).all()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -196,11 +197,25 @@ def _duration(value: str) -> None:
             or value.endswith("T"):
         raise ValidationError(f"{value!r} is not an ISO 8601 duration such as P5D or PT12H")
     try:
-        isodate.parse_duration(value)
+        parsed = isodate.parse_duration(value)
     except (isodate.ISO8601Error, ValueError) as exc:
         raise ValidationError(
             f"{value!r} is not an ISO 8601 duration such as P5D or PT12H"
         ) from exc
+    try:  # from any day of this century, forward (deadlines) and back (reminders' before)
+        dt.datetime(2100, 1, 1) + parsed
+        dt.datetime(2000, 1, 1) - parsed
+    except (OverflowError, ValueError):
+        raise ValidationError(f"{value!r} is longer than the calendar holds (dates end in "
+                              "the year 9999)") from None
+
+
+def _step(value: str) -> None:
+    """A repeat's `every`: a duration longer than zero (PT0S would repeat without end)."""
+    _duration(value)
+    start = dt.datetime(2000, 1, 1)
+    if start + isodate.parse_duration(value) <= start:
+        raise ValidationError(f"{value!r} repeats without end: every must be longer than zero")
 
 
 def _one_of(choices) -> validate.OneOf:
@@ -256,6 +271,8 @@ class Scalar(mf.Field):
             return value.isoformat()
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ValidationError("must be a number or an ISO date")
+        if isinstance(value, float) and not math.isfinite(value):  # .nan, .inf
+            raise ValidationError("must be a finite number")
         return value
 
 
@@ -333,7 +350,7 @@ class TimerSchema(_Strict):
     at_field = mf.String()  # auto: on the date held by this date field (e.g. term end)
     fire = mf.String(validate=validate.Regexp(NAME, error=NAME_MSG))
     before = mf.String(validate=_duration)
-    every = mf.String(validate=_duration)
+    every = mf.String(validate=_step)
     weekday = mf.String(validate=_one_of(WEEKDAYS))
     time = mf.String(validate=_hhmm)
     notify = StrOrList()
@@ -531,6 +548,9 @@ def parse_source(text: str, filename: str) -> tuple[Any, yaml.Node | None]:
             raise too_deep from None
     try:
         node = yaml.compose(text, Loader=_NoAliasLoader)
+        if node is None:  # blank or comments only: what is missing is missing on line 1
+            node = yaml.ScalarNode("tag:yaml.org,2002:null", "",
+                                   start_mark=yaml.Mark(filename, 0, 0, 0, text, 0))
         return yaml.load(text, Loader=_NoAliasLoader), node  # noqa: S506 - a SafeLoader
     except _AliasFound as found:
         raise DefinitionInvalid([Problem(
@@ -542,6 +562,9 @@ def parse_source(text: str, filename: str) -> tuple[Any, yaml.Node | None]:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         msg = getattr(exc, "problem", None) or str(exc)
+        if isinstance(exc, yaml.reader.ReaderError):  # a control character: no mark
+            line = text.count("\n", 0, exc.position) + 1
+            msg = f"character {exc.character!r} is not allowed"
         raise DefinitionInvalid([Problem(filename, "", f"not valid YAML: {msg}", line)]) from exc
 
 

@@ -133,10 +133,11 @@ class Version(MethodView):
         """One version (版本) of a flow, drafts included.
 
         Its source, the parsed definition, a mermaid state diagram (状态图) and its cases
-        counted by state."""
+        counted by state — the cases you may see."""
         row = engine().version(flow, version, with_source=True)
         spec = engine().spec_of(row.id)
-        counts = {name: 0 for name in spec.states} | engine().counts_by_state(row.id)
+        counts = {name: 0 for name in spec.states} | engine().counts_by_state(row.id,
+                                                                              viewer())
         return {**version_out(row), "source": row.source, "definition": _plain(spec.document),
                 "mermaid": mermaid(spec, counts, lang()), "counts": counts}
 
