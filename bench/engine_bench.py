@@ -518,6 +518,10 @@ class RecordingCursor:
         self._log.append(sql)
         return self._cur.execute(sql, params) if params is not None else self._cur.execute(sql)
 
+    def executemany(self, sql: str, params: Any) -> Any:  # the timers of a state, at once
+        self._log.append(sql)
+        return self._cur.executemany(sql, params)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cur, name)
 
