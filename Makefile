@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.civflow-installed
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench bench-all clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py $(ARGS)
+
+bench-all: $(STAMP)
+	$(BIN)/python bench/run_all.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

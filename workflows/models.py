@@ -163,6 +163,16 @@ class Case(Base):
     __table_args__ = (
         UniqueConstraint("flow_id", "subject_id", "period_key"),
         Index("ix_cases_flow_id_state", "flow_id", "state"),
+        # Lists and the queue at a million cases (migration 0007, docs/BENCHMARKS.md).
+        Index("ix_cases_updated_at_id", "updated_at", "id"),
+        Index("ix_cases_deadline_at_id", "deadline_at", "id"),
+        Index("ix_cases_open_due", "deadline_at", "state_entered_at", "id",
+              postgresql_where=text("closed_at IS NULL"), sqlite_where=text("closed_at IS NULL")),
+        Index("ix_cases_open_step", "version_id", "state", "unit_id",
+              postgresql_where=text("closed_at IS NULL"), sqlite_where=text("closed_at IS NULL")),
+        Index("ix_cases_claimed_by", "claimed_by", postgresql_where=text("claimed_by IS NOT NULL"),
+              sqlite_where=text("claimed_by IS NOT NULL")),
+        Index("ix_cases_flow_id_period_key", "flow_id", "period_key"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     flow_id: Mapped[str] = mapped_column(String(64))

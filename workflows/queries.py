@@ -3,19 +3,30 @@
 Nothing here writes. Lists are filtered by what the viewer may see (`access`), and the
 queue by what the viewer may *do* now, worked out from the compiled flows: for every flow
 version and state, which roles may fire a transition there.
+
+Shaped for a million cases (bench/query_bench.py, docs/BENCHMARKS.md):
+- conditions are on `cases` columns only — a unit subtree becomes the list of its unit ids
+  (`subtrees`, one small query) instead of a LIKE on the joined unit path, which no index
+  serves inside the OR of the visibility and queue conditions;
+- the count and the choice of the page's ids read `cases` alone; the joins (person, unit,
+  flow version) are made for the page's rows only, so a deep page walks an index instead
+  of joining every row it skips;
+- the sort keys match the indexes of migration 0007 (no `col IS NULL` sort key, which no
+  index can serve; NULLS LAST only on the nullable deadline).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from .access import Viewer, visible_cases
+from .access import COMMITTEE, LEADER, Viewer, visible_cases
 from .models import Case, FlowVersion, Person, Unit
 
 CASES = Case.__table__
@@ -85,8 +96,9 @@ def _filters(s: Session, f: CaseFilter, now: dt.datetime) -> list[ColumnElement[
     if f.period:
         conds.append(CASES.c.period_key == f.period)
     if f.unit_id:
-        path = s.execute(select(Unit.path).where(Unit.id == f.unit_id)).scalar()
-        conds.append(Unit.path.like(f"{path}%") if path else false())
+        top = select(Unit.path).where(Unit.id == f.unit_id).scalar_subquery()
+        ids = s.execute(select(Unit.id).where(Unit.path.like(top + "%"))).scalars().all()
+        conds.append(CASES.c.unit_id.in_(ids) if ids else false())
     if f.overdue is not None:
         late = and_(CASES.c.deadline_at < now, CASES.c.closed_at.is_(None))
         # Spelled out, not ~late: NOT over a NULL deadline is NULL, which filters it out.
@@ -102,8 +114,10 @@ def _filters(s: Session, f: CaseFilter, now: dt.datetime) -> list[ColumnElement[
 def _order(sort: str, *then):
     desc = sort.startswith("-")
     col = SORTABLE[sort.lstrip("-")]
-    # NULLs last either way, the same on SQLite and PostgreSQL.
-    return [col.is_(None), col.desc() if desc else col.asc(), *then, CASES.c.id.asc()]
+    key = col.desc() if desc else col.asc()
+    if col.nullable:  # NULLs last either way, the same on SQLite and PostgreSQL
+        key = key.nulls_last()
+    return [key, *then, CASES.c.id.asc()]
 
 
 def _row(r, now: dt.datetime) -> CaseRow:
@@ -117,25 +131,66 @@ def _row(r, now: dt.datetime) -> CaseRow:
         closed=r.closed_at is not None, data=dict(r.data))
 
 
-def list_cases(s: Session, viewer: Viewer, f: CaseFilter, now: dt.datetime,
-               flows: dict[int, Any] | None = None) -> tuple[list[CaseRow], int]:
-    """Cases the viewer may see — or act on now (a group or unit role of the step)."""
-    seen = visible_cases(viewer)
-    if flows is not None and not viewer.sees_all:
-        seen = or_(seen, and_(CASES.c.closed_at.is_(None), actionable(viewer, flows)))
-    conds = [seen, *_filters(s, f, now)]
-    total = s.execute(select(func.count()).select_from(_base().where(*conds).subquery())).scalar()
-    rows = s.execute(_base().where(*conds).order_by(*_order(f.sort))
-                     .limit(f.per_page).offset((f.page - 1) * f.per_page)).all()
+@dataclass(frozen=True)
+class Subtrees:
+    """The ids of the units at or under each of some unit paths (`subtrees`)."""
+
+    ids: dict[str, list[int]]
+
+    def cond(self, paths: Iterable[str]) -> ColumnElement[bool]:
+        """`cases.unit_id` in the subtree of any of `paths`: an IN list, which an index
+        serves (also inside an OR), where a LIKE on the joined unit path is not."""
+        units = sorted({uid for p in paths for uid in self.ids.get(p, ())})
+        return CASES.c.unit_id.in_(units) if units else false()
+
+
+def subtrees(s: Session, paths: Iterable[str]) -> Subtrees:
+    """One query for the subtrees of all `paths` (materialised paths: a prefix LIKE)."""
+    wanted = sorted(set(paths))
+    if not wanted:
+        return Subtrees({})
+    rows = s.execute(select(Unit.id, Unit.path).where(
+        or_(*[Unit.path.like(f"{p}%") for p in wanted]))).all()
+    return Subtrees({p: [uid for uid, path in rows if path.startswith(p)] for p in wanted})
+
+
+def _viewer_subtrees(s: Session, viewer: Viewer) -> Subtrees:
+    """The subtrees of every unit the viewer holds a role in (leader, committee, …)."""
+    if viewer.sees_all:
+        return Subtrees({})
+    return subtrees(s, [p for _r, _u, p in viewer.assignments if p])
+
+
+def _page(s: Session, conds: list[ColumnElement[bool]], order: list[Any], f: CaseFilter,
+          now: dt.datetime) -> tuple[list[CaseRow], int]:
+    """The total and the page: both decided on `cases` alone (plus `people` for a text
+    search), then the page's rows joined for display — in the same order."""
+    src = CASES.join(Person, Person.id == CASES.c.subject_id) if f.text else CASES
+    total = s.execute(select(func.count()).select_from(src).where(*conds)).scalar()
+    ids: Select = (select(CASES.c.id).select_from(src).where(*conds).order_by(*order)
+                   .limit(f.per_page).offset((f.page - 1) * f.per_page))
+    rows = s.execute(_base().where(CASES.c.id.in_(ids)).order_by(*order)).all()
     return [_row(r, now) for r in rows], int(total or 0)
 
 
-def actionable(viewer: Viewer, flows: dict[int, Any]) -> ColumnElement[bool]:
+def list_cases(s: Session, viewer: Viewer, f: CaseFilter, now: dt.datetime,
+               flows: dict[int, Any] | None = None) -> tuple[list[CaseRow], int]:
+    """Cases the viewer may see — or act on now (a group or unit role of the step)."""
+    under = _viewer_subtrees(s, viewer)
+    seen = visible_cases(viewer, under.cond(viewer.paths(LEADER, COMMITTEE)))
+    if flows is not None and not viewer.sees_all:
+        seen = or_(seen, and_(CASES.c.closed_at.is_(None), actionable(viewer, flows, under)))
+    return _page(s, [seen, *_filters(s, f, now)], _order(f.sort), f, now)
+
+
+def actionable(viewer: Viewer, flows: dict[int, Any], under: Subtrees
+               ) -> ColumnElement[bool]:
     """SQL condition: the case's current step has a transition the viewer may fire.
 
-    `flows` maps version_id → CompiledFlow. Own cases are left out for roles other than
-    `subject` unless the transition allows it (`allow_self`). The exact check per case is
-    still the engine's; this condition only has to find the candidates.
+    `flows` maps version_id → CompiledFlow; `under` the subtrees of the viewer's units
+    (`subtrees`). Own cases are left out for roles other than `subject` unless the
+    transition allows it (`allow_self`). The exact check per case is still the engine's;
+    this condition only has to find the candidates.
     """
     # (kind, key, allow_self) -> {(version_id, state)}
     pairs: dict[tuple[str, str, bool], set[tuple[int, str]]] = defaultdict(set)
@@ -160,7 +215,7 @@ def actionable(viewer: Viewer, flows: dict[int, Any]) -> ColumnElement[bool]:
             paths = viewer.paths(key)
             if not paths:
                 continue
-            who = or_(*[Unit.path.like(f"{p}%") for p in paths])
+            who = under.cond(paths)
         elif kind == "unit_role_here":
             units = [u for r, u, _p in viewer.assignments if r == key and u is not None]
             if not units:
@@ -179,14 +234,10 @@ def actionable(viewer: Viewer, flows: dict[int, Any]) -> ColumnElement[bool]:
 def queue(s: Session, viewer: Viewer, flows: dict[int, Any], f: CaseFilter,
           now: dt.datetime) -> tuple[list[CaseRow], int]:
     """Open cases the viewer can act on now, due first; claimed-by-others left out."""
-    conds = [CASES.c.closed_at.is_(None), actionable(viewer, flows),
+    conds = [CASES.c.closed_at.is_(None), actionable(viewer, flows, _viewer_subtrees(s, viewer)),
              or_(CASES.c.claimed_by.is_(None), CASES.c.claimed_by == viewer.person_id),
              *_filters(s, f, now)]
-    total = s.execute(select(func.count()).select_from(_base().where(*conds).subquery())).scalar()
-    rows = s.execute(_base().where(*conds)
-                     .order_by(*_order("deadline_at", CASES.c.state_entered_at))
-                     .limit(f.per_page).offset((f.page - 1) * f.per_page)).all()
-    return [_row(r, now) for r in rows], int(total or 0)
+    return _page(s, conds, _order("deadline_at", CASES.c.state_entered_at), f, now)
 
 
 def get_row(s: Session, case_id: int, now: dt.datetime) -> CaseRow | None:
