@@ -32,12 +32,13 @@ from sqlalchemy import ColumnElement, and_, case, false, func, select
 from sqlalchemy.orm import Session, aliased
 
 from . import rules
-from .access import Viewer, visible_cases
+from .access import COMMITTEE, LEADER, Viewer, visible_cases
 from .calendar import DEFAULT_TZ
 from .cycles import next_period
 from .errors import FieldErrors, NotFound
 from .models import TIERS, Case, Person, Unit, utcnow
 from .periods import check_period_key
+from .queries import subtrees
 from .spec import FlowSpec
 
 CASES = Case.__table__
@@ -126,13 +127,19 @@ def periods_of(spec: FlowSpec, period: str | None = None, period_from: str | Non
 
 def _scope(s: Session, viewer: Viewer, spec: FlowSpec, unit_id: int | None,
            periods: list[str] | None) -> list[ColumnElement[bool]]:
-    """Conditions on `cases` joined with `units` (the case's unit)."""
-    conds = [CASES.c.flow_id == spec.flow, visible_cases(viewer)]
+    """Conditions on `cases` alone: unit subtrees as lists of unit ids, which an index
+    serves (a LIKE on the joined unit path scans every case of the flow)."""
+    mine = [] if viewer.sees_all else viewer.paths(LEADER, COMMITTEE)
+    path = None
     if unit_id is not None:
         path = s.execute(select(Unit.path).where(Unit.id == unit_id)).scalar()
         if path is None:
             raise NotFound(f"unit {unit_id} does not exist")
-        conds.append(Unit.path.like(f"{path}%"))
+    under = subtrees(s, [*mine, *([path] if path else [])])
+    conds = [CASES.c.flow_id == spec.flow,
+             visible_cases(viewer, None if viewer.sees_all else under.cond(mine))]
+    if path is not None:
+        conds.append(under.cond([path]))
     if periods is not None:
         conds.append(CASES.c.period_key.in_(periods) if periods else false())
     return conds
