@@ -226,7 +226,7 @@ def test_the_bulk_snapshots_are_the_rules_snapshots(db, engine, org, promotion):
     with db.unit_of_work(write=False) as s:
         rows = {r.id: r for r in s.execute(select(Person.id, Person.rank,
                                                   Person.rank_since)).all()}
-        snaps = eligibility.snapshots(s, select(Person.id), rows)
+        snaps = facts.people_facts(s, select(Person.id), rows)
         assert snaps == {pid: facts.person_facts(s, pid) for pid in rows}
 
 

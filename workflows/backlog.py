@@ -49,15 +49,6 @@ def read_backlog(db: Database, now: dt.datetime) -> Backlog:
             select(func.min(DELIVERIES.c.next_attempt_at))
             .where(DELIVERIES.c.status == "pending", DELIVERIES.c.next_attempt_at <= now)
         ).scalar_one()
-    return Backlog(timers_due=int(due), timers_oldest_due=_aware(oldest),
-                   timers_failed=int(failed), deliveries=deliveries,
-                   deliveries_oldest_due=_aware(oldest_delivery))
-
-
-def _aware(moment: dt.datetime | None) -> dt.datetime | None:
-    # SQLite's MIN() returns the stored text's value without the column type's conversion.
-    if moment is None:
-        return None
-    if isinstance(moment, str):
-        moment = dt.datetime.fromisoformat(moment)
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    # MIN() keeps the column's type, so both databases give aware UTC datetimes.
+    return Backlog(timers_due=int(due), timers_oldest_due=oldest, timers_failed=int(failed),
+                   deliveries=deliveries, deliveries_oldest_due=oldest_delivery)

@@ -493,16 +493,12 @@ def _readers(specs: Mapping[int, FlowSpec], flow: str) -> list[_Reader]:
     `min_good` (the year before the decision)."""
     out = []
     for vid, spec in specs.items():
-        for t in spec.transitions:
-            for r in t.rules:
-                if r.name not in ("regular_linkage", "promotion_eligible"):
-                    continue
-                p = rules.REGISTRY[r.name].params.load(r.params)
-                if r.name == "regular_linkage" and p["regular_flow"] == flow:
-                    out.append(_Reader(vid, t.trigger, "same_year", p["field"], p["value"]))
-                elif (r.name == "promotion_eligible" and p.get("min_good")
-                      and p["good_flow"] == flow):
-                    out.append(_Reader(vid, t.trigger, "year_before", p.get("date_field")))
+        for t, p in rules.uses(spec, "regular_linkage"):
+            if p["regular_flow"] == flow:
+                out.append(_Reader(vid, t.trigger, "same_year", p["field"], p["value"]))
+        for t, p in rules.uses(spec, "promotion_eligible"):
+            if p.get("min_good") and p["good_flow"] == flow:
+                out.append(_Reader(vid, t.trigger, "year_before", p.get("date_field")))
     return out
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from .models import Case, FlowVersion
-from .rules import REGISTRY
+from .rules import uses
 from .spec import FlowSpec, load_definition
 
 FLOW = "frontline-dispatch"
@@ -72,12 +72,9 @@ class DispatchOutcome:
 
 def check_in_minimum(spec: FlowSpec, field: str = CHECK_INS) -> int | None:
     """`min_days` of the `check_in` rule on `field` in a definition, or None without one."""
-    for t in spec.transitions:
-        for rule in t.rules:
-            if rule.name == CHECK_IN_RULE:
-                params = REGISTRY[CHECK_IN_RULE].params.load(rule.params)
-                if params["field"] == field:
-                    return params["min_days"]
+    for _t, params in uses(spec, CHECK_IN_RULE):
+        if params["field"] == field:
+            return params["min_days"]
     return None
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import fields
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -47,15 +46,6 @@ from .positions import eligible_params
 from .spec import FlowSpec
 
 CASES = Case.__table__
-# fact kind → (field of `facts.PersonFacts`, its dataclass), as `facts.person_facts` builds it
-SNAPSHOT_KINDS = {
-    facts.RANK: ("rank_history", facts.RankFact),
-    facts.ANNUAL: ("annual_results", facts.AnnualFact),
-    facts.SANCTION: ("sanctions", facts.SanctionFact),
-    facts.INVESTIGATION: ("investigations", facts.InvestigationFact),
-    facts.EXAM: ("exams", facts.ExamFact),
-    facts.TRAINING: ("training", facts.TrainingFact),
-    facts.COMMENDATION: ("commendations", facts.CommendationFact)}
 
 
 # --------------------------------------------------------------------------- inputs in bulk
@@ -68,33 +58,6 @@ def visible_people(viewer: Viewer) -> ColumnElement[bool]:
         return true()
     return or_(Person.id == viewer.person_id,
                *[Unit.path.like(f"{p}%") for p in viewer.paths(LEADER, COMMITTEE)])
-
-
-def snapshots(s: Session, people: Select, rows: dict[int, Any]) -> dict[int, facts.PersonFacts]:
-    """`facts.person_facts` for every person of `people` (a select of person ids), in one
-    query per fact table. `rows` are the people's own rows (rank, rank_since), by id."""
-    found: dict[str, dict[int, list]] = {}
-    for kind, (_name, cls) in SNAPSHOT_KINDS.items():
-        k = facts.KINDS[kind]
-        names = [f.name for f in fields(cls)]
-        order = [getattr(k.model, c) for c in k.order]
-        by_person: dict[int, list] = defaultdict(list)
-        for r in s.execute(select(k.model).where(k.model.person_id.in_(people))
-                           .order_by(k.model.person_id, *order)).scalars():
-            out = facts.fact_out(k, r)
-            by_person[r.person_id].append(cls(**{n: out[n] for n in names}))
-        found[kind] = by_person
-    snaps = {}
-    for pid, person in rows.items():
-        history = tuple(found[facts.RANK].get(pid, ()))
-        held = [r for r in history if r.until is None]
-        rank, since = (held[-1].rank, held[-1].since) if held else (person.rank,
-                                                                    person.rank_since)
-        snaps[pid] = facts.PersonFacts(
-            person_id=pid, rank=rank, rank_since=since,
-            **{name: tuple(found[kind].get(pid, ())) for kind, (name, _c) in
-               SNAPSHOT_KINDS.items()})
-    return snaps
 
 
 def regular_grades_of(s: Session, people: Select, year: int, p: dict[str, Any]
@@ -173,7 +136,7 @@ def eligibility_list(s: Session, viewer: Viewer, flow: FlowSpec, on: dt.date,
                Person.rank_since, Unit.id.label("unit_id"), Unit.name.label("unit_name"))
         .join(Unit, Unit.id == Person.unit_id).where(*conds)
         .order_by(Unit.path, Person.code, Person.id)).all()}
-    snaps = snapshots(s, base, rows)
+    snaps = facts.people_facts(s, base, rows)
     grades = (regular_grades_of(s, base, on.year - 1, params) if params.get("min_good")
               else {})
     outcomes: dict[int, list[dispatch.DispatchOutcome]] = defaultdict(list)

@@ -18,13 +18,14 @@ import calendar
 import csv
 import datetime as dt
 import io
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -661,22 +662,46 @@ class PersonFacts:
                    for e in self.exams)
 
 
+# fact kind → (field of `PersonFacts`, its dataclass)
+SNAPSHOT_KINDS = {
+    RANK: ("rank_history", RankFact), ANNUAL: ("annual_results", AnnualFact),
+    SANCTION: ("sanctions", SanctionFact), INVESTIGATION: ("investigations", InvestigationFact),
+    EXAM: ("exams", ExamFact), TRAINING: ("training", TrainingFact),
+    COMMENDATION: ("commendations", CommendationFact)}
+
+
+def people_facts(s: Session, people: Select | list[int], rows: dict[int, Any]
+                 ) -> dict[int, PersonFacts]:
+    """The snapshots of many people at once (eligibility lists): one query per fact table,
+    never one per person. `people` selects their ids; `rows` are their own rows (rank and
+    rank date), by id."""
+    found: dict[str, dict[int, list]] = {}
+    for kind, (_name, cls) in SNAPSHOT_KINDS.items():
+        k = KINDS[kind]
+        names = [f.name for f in fields(cls)]
+        order = [getattr(k.model, c) for c in k.order]
+        by_person: dict[int, list] = defaultdict(list)
+        for r in s.execute(select(k.model).where(k.model.person_id.in_(people))
+                           .order_by(k.model.person_id, *order)).scalars():
+            out = fact_out(k, r)
+            by_person[r.person_id].append(cls(**{n: out[n] for n in names}))
+        found[kind] = by_person
+    snaps = {}
+    for pid, person in rows.items():
+        history = tuple(found[RANK].get(pid, ()))
+        held = [r for r in history if r.until is None]
+        rank, since = (held[-1].rank, held[-1].since) if held else (person.rank,
+                                                                    person.rank_since)
+        snaps[pid] = PersonFacts(
+            person_id=pid, rank=rank, rank_since=since,
+            **{name: tuple(found[kind].get(pid, ())) for kind, (name, _c) in
+               SNAPSHOT_KINDS.items()})
+    return snaps
+
+
 def person_facts(s: Session, person_id: int) -> PersonFacts:
     """The snapshot of a person's facts that rules read. NotFound for an unknown person."""
-    person = _person(s, person_id)
-
-    def rows(kind: str, cls: type) -> tuple:
-        names = [f.name for f in fields(cls)]
-        return tuple(cls(**{n: r[n] for n in names}) for r in list_facts(s, kind, person_id))
-
-    history = rows(RANK, RankFact)
-    held = [r for r in history if r.until is None]
-    rank, since = (held[-1].rank, held[-1].since) if held else (person.rank,
-                                                                person.rank_since)
-    return PersonFacts(person_id, rank, since, history, rows(ANNUAL, AnnualFact),
-                       rows(SANCTION, SanctionFact), rows(INVESTIGATION, InvestigationFact),
-                       rows(EXAM, ExamFact), rows(TRAINING, TrainingFact),
-                       rows(COMMENDATION, CommendationFact))
+    return people_facts(s, [person_id], {person_id: _person(s, person_id)})[person_id]
 
 
 # --------------------------------------------------------------------------- units of work

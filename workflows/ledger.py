@@ -70,13 +70,9 @@ class Quota:
 
 def quota_of(spec: FlowSpec) -> Quota | None:
     """The first `quota` rule on the flow's transitions (the one approvals are held to)."""
-    for t in spec.transitions:
-        for r in t.rules:
-            if r.name == "quota":
-                p = rules.REGISTRY["quota"].params.load(r.params)
-                return Quota(t.trigger, p["field"], p["value"], p["max_ratio"], p["rounding"],
-                             p["min"], tuple(p["pool"]),
-                             tuple(p.get("counted_states") or [t.dest]))
+    for t, p in rules.uses(spec, "quota"):
+        return Quota(t.trigger, p["field"], p["value"], p["max_ratio"], p["rounding"],
+                     p["min"], tuple(p["pool"]), tuple(p.get("counted_states") or [t.dest]))
     return None
 
 

@@ -41,7 +41,7 @@ from .access import COMMITTEE, LEADER, Viewer
 from .db import Database
 from .errors import FieldErrors, Forbidden, ImportFailed, NotFound
 from .models import Case, RankPositions, Unit, unit_path_ids, utcnow
-from .rules import REGISTRY
+from .rules import uses
 from .spec import FlowSpec
 
 FLOW = "rank-promotion"  # the flow whose ladder and positions rule the table serves
@@ -71,11 +71,7 @@ class PoolRule:
 
 
 def _rule_params(spec: FlowSpec, name: str) -> tuple[Any, dict[str, Any]] | None:
-    for t in spec.transitions:
-        for r in t.rules:
-            if r.name == name:
-                return t, REGISTRY[name].params.load(r.params)
-    return None
+    return next(uses(spec, name), None)
 
 
 def pool_rule(spec: FlowSpec | None) -> PoolRule | None:
@@ -149,7 +145,8 @@ def lock_pool(s: Session, rank: str, round_value: Any) -> None:
                      {"k": struct.unpack(">q", hashlib.sha256(key.encode()).digest()[:8])[0]})
 
 
-def _blank(value: Any) -> bool:
+def blank_text(value: Any) -> bool:
+    """None or only whitespace: a round or an override reason not given."""
     return value is None or (isinstance(value, str) and not value.strip())
 
 
@@ -164,7 +161,7 @@ def pools_for(s: Session, unit_id: int, rank: str, round_value: Any, default: in
     unit = s.execute(select(Unit.path, Unit.name).where(Unit.id == unit_id)).one()
     if not per_round:
         why = "the rule has no round field; rank positions are per round"
-    elif _blank(round_value):
+    elif blank_text(round_value):
         why = "the case names no round; rank positions are per round"
     else:
         ids = unit_path_ids(unit.path)

@@ -134,6 +134,16 @@ def _params(rule: RuleSpec, registry: dict[str, Rule] | None = None) -> dict[str
     return found[1]
 
 
+def uses(spec: FlowSpec, name: str) -> Iterator[tuple[TransitionSpec, dict[str, Any]]]:
+    """Each transition of a definition that uses rule `name`, with that use's parameters
+    loaded (defaults filled in) — for readers that follow a rule's numbers: the ledger's
+    quota, the positions table, the check-in minimum."""
+    for t in spec.transitions:
+        for r in t.rules:
+            if r.name == name:
+                yield t, REGISTRY[name].params.load(r.params)
+
+
 def run_effects(batch: Batch) -> None:
     """Run the transition's effects over cases that have just moved (same transaction)."""
     for effect in batch.transition.effects:

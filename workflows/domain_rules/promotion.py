@@ -349,10 +349,6 @@ def category_limit(positions: int, parts: int) -> int:
     return math.ceil(positions / parts) if positions else 0
 
 
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
 def _pool_details(pool: rank_positions.Pool) -> dict[str, Any]:
     return {"unit_id": pool.unit_id, "subtree": pool.subtree, "rank": pool.rank,
             "round": pool.round, "source": pool.source, "row_id": pool.row_id,
@@ -400,7 +396,7 @@ def _positions(p: dict[str, Any], batch: Batch) -> None:
             taken = used.get(cat, 0)
             if taken + len(asked) <= cap:
                 continue
-            plain = [c.id for c in asked if not of or _blank(c.data.get(of))]
+            plain = [c.id for c in asked if not of or rank_positions.blank_text(c.data.get(of))]
             if plain:
                 hint = f"; give {of} to exceed it" if of else ""
                 raise RuleViolation(
