@@ -23,7 +23,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import forms, queries, rules
+from . import forms, provenance, queries, rules
 from .access import Viewer, can_see, check_can_start
 from .calendar import WorkCalendar
 from .db import Database
@@ -53,7 +53,14 @@ from .models import (
 )
 from .periods import check_period_key
 from .periods import period_key as period_key_of
-from .spec import FLOW_ID, SYSTEM, FlowSpec, TransitionSpec, load_definition
+from .spec import (
+    FLOW_ID,
+    START_ORG_ROLES,
+    SYSTEM,
+    FlowSpec,
+    TransitionSpec,
+    load_definition,
+)
 from .timers import Planned, plan_state, timer_rows
 
 CASES = Case.__table__
@@ -76,7 +83,12 @@ DISARM = (update(TIMERS).where(TIMERS.c.case_id == bindparam("_case"),
                                TIMERS.c.state_visit == bindparam("_visit"),
                                TIMERS.c.status.in_(["pending", "claimed"]))
           .values(status="dropped"))
-START = "start"  # the trigger name recorded for a case's first history record
+START = provenance.START  # the trigger name recorded for a case's first history record
+# What rules may read of a case comes from its history (`provenance.trusted`).
+HISTORY_OF = (select(HISTORY.c.case_id, HISTORY.c.seq, HISTORY.c.trigger,
+                     HISTORY.c.from_state, HISTORY.c.actor_role, HISTORY.c.data)
+              .where(HISTORY.c.case_id.in_(bindparam("ids", expanding=True)))
+              .order_by(HISTORY.c.case_id, HISTORY.c.seq))
 CLAIM, RELEASE, DELEGATE = "claim", "release", "delegate"  # queue bookkeeping, no state change
 
 
@@ -367,7 +379,10 @@ class Engine:
             problem = check_period_key(spec.period, period_key)
             if problem:
                 raise FieldErrors({"period_key": [problem]})
-            values = forms.load(cf.start_schema, data)
+            values = forms.load_start(spec, cf.start_schema, data)
+            # Start data only from a starter the definition names (`start: {by}`).
+            role = self._start_role(s, spec, actor, subject_id, unit_id) if values \
+                else SYSTEM if actor.is_system else "starter"
             case = Case(flow_id=spec.flow, version_id=cf.version_id, subject_id=subject_id,
                         unit_id=unit_id, tier=subject.tier, period_key=period_key,
                         state=spec.initial, data=values, version=1, history_seq=1,
@@ -381,7 +396,6 @@ class Engine:
                     + (f" for {period_key}" if period_key else "")) from None
             case.deadline_at = self._arm(s, cf, case.id, spec.initial, 1, now, period_key,
                                          values)
-            role = SYSTEM if actor.is_system else "starter"
             h = record_hash(case_id=case.id, seq=1, at=now, actor_id=actor.person_id,
                             actor_role=role, trigger=START, from_state=None,
                             to_state=spec.initial, data=values, comment=comment,
@@ -390,6 +404,32 @@ class Engine:
                                  values, comment, None, GENESIS, h)
             case.history_hash = h
             return self._view(case, cf)
+
+    def _start_role(self, s: Session, spec: FlowSpec, actor: Actor, subject_id: int,
+                    unit_id: int) -> str:
+        """The role through which `actor` may give start data (`start: {by}`), recorded as
+        the start record's role; Forbidden when they hold none of them."""
+        names = spec.start.by
+        if actor.is_system:
+            if SYSTEM in names:
+                return SYSTEM
+        else:
+            org = {r for (r,) in s.execute(select(RoleAssignment.role).where(
+                RoleAssignment.person_id == actor.person_id,
+                RoleAssignment.role.in_(START_ORG_ROLES)))}
+            path = s.execute(select(Unit.path).where(Unit.id == unit_id)).scalar_one()
+            held = _Roles(s, actor, _Opening(subject_id), path, spec)
+            for name in sorted(names, key=lambda n: n != "subject"):
+                if name != "subject" and actor.person_id == subject_id:
+                    continue  # nobody gives a role's start data on their own case
+                if name in START_ORG_ROLES and name not in spec.roles:
+                    if name in org:
+                        return name
+                elif name != SYSTEM and held.holds(name):
+                    return name
+        who = ", ".join(names) or "nobody: this flow takes no data at start"
+        raise Forbidden(f"start data of {spec.flow} may be given only by {who}; {actor} "
+                        f"holds none of these for person {subject_id}", rule="start_data")
 
     def get_case(self, case_id: int) -> CaseView:
         with self.db.unit_of_work(write=False) as s:
@@ -447,8 +487,9 @@ class Engine:
             raise Conflict(case_id, row.version, expected_version)
         cf = self.compiled(s, row.version_id)
         t, values, role = self._check(s, cf, row, path, trigger, actor, data, comment)
-        batch = rules.Batch(t, cf.spec, [_facts(row, values)], _SqlFacts(s), self.clock(),
-                            actor.person_id)
+        known = self._trusted(s, [row]) if t.rules or t.effects else {}
+        batch = rules.Batch(t, cf.spec, [_facts(row, values, known)], _SqlFacts(s),
+                            self.clock(), actor.person_id)
         rules.evaluate(batch)
         result = self._apply(s, cf, row, t, actor, role, values, comment, idempotency_key)
         if t.effects:
@@ -487,15 +528,17 @@ class Engine:
                 except CivflowError as exc:
                     refused[cid] = exc
             facts = _SqlFacts(s)
+            judged = any(t.rules or t.effects for _r, t, _v, _role in ready)
+            known = self._trusted(s, [r for r, _t, _v, _role in ready]) if judged else {}
             # Each transition's rules judge its own cases; batch rules (a quota) judge every
             # case of the flow in the request, whichever version it runs on.
             for t in {id(t): t for _r, t, _v, _role in ready}.values():
                 own = [(r, v) for r, tt, v, _role in ready if tt is t]
                 spec = self.compiled(s, own[0][0].version_id).spec
-                flow_wide = [_facts(r, v) for r, _t, v, _role in ready
+                flow_wide = [_facts(r, v, known) for r, _t, v, _role in ready
                              if r.flow_id == spec.flow]
-                rules.evaluate(rules.Batch(t, spec, [_facts(r, v) for r, v in own], facts,
-                                           self.clock()), whole=flow_wide)
+                rules.evaluate(rules.Batch(t, spec, [_facts(r, v, known) for r, v in own],
+                                           facts, self.clock()), whole=flow_wide)
             # In case-id order: two overlapping bulk requests then lock rows in the same
             # order and wait for each other instead of deadlocking.
             done = [self._apply(s, self.compiled(s, row.version_id), row, t, actor, role,
@@ -504,7 +547,8 @@ class Engine:
             for row, t, values, _role in ready:
                 if t.effects:
                     rules.run_effects(rules.Batch(
-                        t, self.compiled(s, row.version_id).spec, [_facts(row, values)],
+                        t, self.compiled(s, row.version_id).spec,
+                        [_facts(row, values, known)],
                         facts, self.clock(), actor.person_id))
             return BulkResult(done=done, refused=refused)
 
@@ -793,6 +837,18 @@ class Engine:
         return FireResult(case_id, rec.trigger, rec.from_state, rec.to_state, rec.seq, rec.seq,
                           replayed=True, flow=row.flow_id)
 
+    def _trusted(self, s: Session, rows: list[Any]) -> dict[int, dict[str, Any]]:
+        """Per case, the stored values that a writer entitled to them wrote (one read of
+        the cases' history): a value pre-filled at start, or written outside the engine,
+        never reaches a rule or an effect."""
+        if not rows:
+            return {}
+        records: dict[int, list[Any]] = {r.id: [] for r in rows}
+        for rec in s.connection().execute(HISTORY_OF, {"ids": list(records)}):
+            records[rec.case_id].append(rec)
+        return {r.id: provenance.trusted(self.compiled(s, r.version_id).spec, dict(r.data),
+                                         records[r.id]) for r in rows}
+
     def _view(self, row, cf: CompiledFlow) -> CaseView:
         return CaseView(
             id=row.id, flow=row.flow_id, flow_version=cf.version, version_id=row.version_id,
@@ -811,10 +867,20 @@ def _not_found(case_id: int, viewer: Viewer | None) -> str:
     return f"case {case_id} does not exist" + (" or is not visible to you" if viewer else "")
 
 
-def _facts(row, values: dict[str, Any]) -> rules.CaseFacts:
+def _facts(row, values: dict[str, Any], known: dict[int, dict[str, Any]]) -> rules.CaseFacts:
+    """What rules and effects see of a case: of its stored data only what entitled writers
+    wrote (`known`, from `Engine._trusted`), then what this action submits."""
     return rules.CaseFacts(id=row.id, flow=row.flow_id, subject_id=row.subject_id,
                            unit_id=row.unit_id, tier=row.tier, period_key=row.period_key,
-                           state=row.state, data={**row.data, **values})
+                           state=row.state, data={**known.get(row.id, {}), **values})
+
+
+@dataclass(frozen=True)
+class _Opening:
+    """The case about to be opened, as far as `_Roles` needs one (who is its subject)."""
+
+    subject_id: int
+    id: int | None = None
 
 
 class _Roles:
