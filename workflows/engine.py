@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import json
 import struct
 import threading
 from collections.abc import Callable, Iterable
@@ -507,8 +508,9 @@ class Engine:
         except (Conflict, IntegrityError):
             if idempotency_key:  # the same request may have won in another session
                 with self.db.unit_of_work(write=False) as s:
-                    row, _path = self._load(s, case_id, viewer)
-                    replay = self._replay(s, row, trigger, idempotency_key)
+                    row, path = self._load(s, case_id, viewer)
+                    replay = self._replay(s, row, path, actor, trigger, idempotency_key,
+                                          request_hash(actor, trigger, data, comment))
                 if replay:
                     return replay
             raise
@@ -520,8 +522,9 @@ class Engine:
         """`fire` inside a caller's transaction: the scheduler fires timers this way, so
         that the timer and the state change it causes commit together."""
         row, path = self._load(s, case_id, viewer)
+        digest = request_hash(actor, trigger, data, comment) if idempotency_key else None
         if idempotency_key:
-            replay = self._replay(s, row, trigger, idempotency_key)
+            replay = self._replay(s, row, path, actor, trigger, idempotency_key, digest)
             if replay:
                 return replay
         if expected_version is not None and row.version != expected_version:
@@ -532,7 +535,8 @@ class Engine:
         batch = rules.Batch(t, cf.spec, [_facts(row, values, known)], _SqlFacts(s),
                             self.clock(), actor.person_id)
         rules.evaluate(batch)
-        result = self._apply(s, cf, row, t, actor, role, values, comment, idempotency_key)
+        result = self._apply(s, cf, row, t, actor, role, values, comment, idempotency_key,
+                             digest)
         if t.effects:
             rules.run_effects(batch)
         return result
@@ -720,8 +724,8 @@ class Engine:
         return t, values, role
 
     def _apply(self, s: Session, cf: CompiledFlow, row, t: TransitionSpec, actor: Actor,
-               role: str, values: dict[str, Any], comment: str | None, idempotency_key: str | None
-               ) -> FireResult:
+               role: str, values: dict[str, Any], comment: str | None, idempotency_key: str | None,
+               digest: str | None = None) -> FireResult:
         dest = cf.fire(t.trigger, row.state)
         now = self.clock()
         merged = {**row.data, **values}
@@ -738,7 +742,7 @@ class Engine:
         if cf.spec.states[dest].final:
             changes["closed_at"] = now
         result = self._record(s, row, actor, role, t.trigger, dest, values, comment,
-                              idempotency_key, changes, now)
+                              idempotency_key, changes, now, digest)
         if dest != row.state:
             old = cf.spec.states[row.state]
             if old.deadline or old.timers:  # timers belong to the visit that armed them
@@ -761,7 +765,8 @@ class Engine:
 
     def _record(self, s: Session, row, actor: Actor, role: str, trigger: str, dest: str,
                 values: dict[str, Any], comment: str | None, idempotency_key: str | None,
-                changes: dict[str, Any], now: dt.datetime | None = None) -> FireResult:
+                changes: dict[str, Any], now: dt.datetime | None = None,
+                digest: str | None = None) -> FireResult:
         """The versioned UPDATE and the chained history INSERT that every change makes."""
         now = now or self.clock()
         seq = row.history_seq + 1
@@ -779,7 +784,7 @@ class Engine:
             current = s.execute(select(CASES.c.version).where(CASES.c.id == row.id)).scalar()
             raise Conflict(row.id, current or 0, row.version)
         self._insert_history(s, row.id, seq, now, actor, role, trigger, row.state, dest,
-                             values, comment, idempotency_key, row.history_hash, h)
+                             values, comment, idempotency_key, row.history_hash, h, digest)
         return FireResult(row.id, trigger, row.state, dest, row.version + 1, seq,
                           flow=row.flow_id)
 
@@ -855,25 +860,49 @@ class Engine:
     def _insert_history(self, s: Session, case_id: int, seq: int, at: dt.datetime,
                         actor: Actor, role: str, trigger: str, from_state: str | None,
                         to_state: str, data: dict[str, Any], comment: str | None,
-                        idempotency_key: str | None, prev: str, h: str) -> None:
+                        idempotency_key: str | None, prev: str, h: str,
+                        digest: str | None = None) -> None:
         s.connection().execute(INSERT_HISTORY, [{
             "case_id": case_id, "seq": seq, "at": at, "actor_id": actor.person_id,
             "actor_role": role, "trigger": trigger, "from_state": from_state,
             "to_state": to_state, "data": data, "comment": comment,
-            "idempotency_key": idempotency_key, "prev_hash": prev, "hash": h}])
+            "idempotency_key": idempotency_key, "request_hash": digest, "prev_hash": prev,
+            "hash": h}])
 
-    def _replay(self, s: Session, row, trigger: str, key: str) -> FireResult | None:
+    def _replay(self, s: Session, row, path: str, actor: Actor, trigger: str, key: str,
+                digest: str) -> FireResult | None:
+        """The first result of a request sent again with its Idempotency-Key, or None when
+        the key is new on this case. The key is bound to who sent it and what they sent
+        (`request_hash`): only the same actor, entitled to the action, gets the replay."""
         case_id = row.id
         rec = s.execute(select(HISTORY.c.trigger, HISTORY.c.from_state, HISTORY.c.to_state,
-                               HISTORY.c.seq)
+                               HISTORY.c.seq, HISTORY.c.actor_id, HISTORY.c.request_hash)
                         .where(HISTORY.c.case_id == case_id,
                                HISTORY.c.idempotency_key == key)).first()
         if rec is None:
             return None
+        if rec.actor_id != actor.person_id:
+            raise IdempotencyMismatch(
+                f"idempotency key {key!r} was used on case {case_id} by someone else; "
+                "use a new key for your own action")
         if rec.trigger != trigger:
             raise IdempotencyMismatch(
                 f"idempotency key {key!r} was used for {rec.trigger!r} on case {case_id}, "
                 f"not {trigger!r}; use a new key for a new action")
+        # (A record from before keys were bound to the request has no hash to compare.)
+        if rec.request_hash is not None and rec.request_hash != digest:
+            raise IdempotencyMismatch(
+                f"idempotency key {key!r} was used on case {case_id} for {rec.trigger!r} with "
+                "other data or another comment; nothing was done — send the first request "
+                "unchanged to get its result, or use a new key for a new action")
+        # Last, before answering: the actor must still be entitled to the action.
+        cf = self.compiled(s, row.version_id)
+        t = cf.spec.transition(rec.trigger, rec.from_state or "")
+        held = _Roles(s, actor, row, path, cf.spec)
+        role = held.first_allowed(t) if t is not None else None
+        if role is None or held.self_refusal(t, role):
+            raise Forbidden(f"idempotency key {key!r} on case {case_id} belongs to an action "
+                            f"{actor} may not take; use a new key", rule="role")
         # The case version after an action is its history seq (both start at 1, both +1).
         return FireResult(case_id, rec.trigger, rec.from_state, rec.to_state, rec.seq, rec.seq,
                           replayed=True, flow=row.flow_id)
@@ -897,6 +926,16 @@ class Engine:
             period_key=row.period_key, state=row.state,
             final=cf.spec.states[row.state].final, data=dict(row.data), version=row.version,
             created_at=row.created_at, updated_at=row.updated_at, deadline_at=row.deadline_at)
+
+
+def request_hash(actor: Actor, trigger: str, data: dict[str, Any] | None,
+                 comment: str | None) -> str:
+    """What an Idempotency-Key was first used for: who, which action, what data and comment
+    (canonical JSON, hashed). The same key with another of these is another request."""
+    raw = json.dumps({"actor": actor.person_id, "system": actor.is_system, "trigger": trigger,
+                      "data": data or {}, "comment": comment},
+                     sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 def _sees(viewer: Viewer | None, row, path: str) -> bool:
