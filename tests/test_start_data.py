@@ -241,3 +241,28 @@ def test_the_audit_of_clean_data_is_clean(engine, regular, db, org):
     result = CliRunner().invoke(main, ["audit-case-data", "--db", db.url])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "case data clean: 1 cases"
+
+
+# --------------------------------------------------------------------------- over HTTP
+
+
+def test_http_the_subject_prefilling_their_promotion_gets_422_and_nothing_is_stored(api, db,
+                                                                                  engine):
+    engine.publish(PROMOTION_FILE.read_text(encoding="utf-8"), str(PROMOTION_FILE))
+    before = _counts(db)
+    r = api.post("s1", "/api/v1/cases", json={"flow": PROMOTION, "subject_id": api.org.s1,
+                                              "data": PREFILL})
+    assert r.status_code == 422 and r.json["code"] == "invalid_data"
+    assert sorted(r.json["fields"]) == sorted(PREFILL)
+    assert r.json["fields"]["personal_matters_checked"] == [
+        "cannot be given when a case starts: it is set later by 考察通过 (pass) by committee"]
+    r = api.post("s1", "/api/v1/cases", json={"flow": "regular-assessment",
+                                              "subject_id": api.org.s1,
+                                              "period_key": "2026-11", "data": {"grade": "好"}})
+    assert r.status_code == 422 and list(r.json["fields"]) == ["grade"]
+    assert _counts(db) == before
+    r = api.get("l1", "/api/v1/ledger/grades?flow=regular-assessment&period=2026-11")
+    assert r.status_code == 200 and r.json["totals"]["好"] == 0
+    # Without data the subject starts their case as before.
+    r = api.post("s1", "/api/v1/cases", json={"flow": PROMOTION, "subject_id": api.org.s1})
+    assert r.status_code == 201 and r.json["data"] == {}
