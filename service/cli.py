@@ -219,7 +219,8 @@ def _fail(exc: CivflowError) -> None:
 @click.argument("flow")
 @click.argument("person_code")
 @click.option("--period", default=None, help="Period key, e.g. 2026-11, 2026-Q4.")
-@click.option("--data", default=None, help="Initial data as a JSON object.")
+@click.option("--data", default=None, help="Initial data as a JSON object: only fields the "
+              "flow's start: block accepts from system.")
 @db_option
 def start(flow: str, person_code: str, period: str | None, data: str | None,
           db_url: str | None) -> None:
