@@ -28,6 +28,9 @@ Why the ceiling is fair
 
       (a) SELECT every column of the case joined with units.path, by id;
       (b) when the actor is not the subject: SELECT role, unit_id FROM role_assignments;
+      (b2) on evaluate and approve (the actions with rules): SELECT the case's history
+          records, from which the rules are given only values written by an entitled
+          writer (``workflows.provenance.trusted``);
       (c) on approve of a case graded 好: the quota count and conditional sum over the
           pool, preceded on PostgreSQL by SELECT pg_advisory_xact_lock(<the engine's key>);
       (d) UPDATE cases SET <the columns engine._apply/_record set> WHERE id AND version;
@@ -71,7 +74,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import Counter, namedtuple
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,6 +88,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 
+from workflows import provenance
 from workflows.calendar import WorkCalendar
 from workflows.db import Database, upgrade
 from workflows.engine import Actor, Engine
@@ -287,7 +291,12 @@ SPEC = load_definition(DEFINITION.read_text(encoding="utf-8"), str(DEFINITION))
 CALENDAR = WorkCalendar()
 # The columns engine._insert_history writes.
 HISTORY_COLUMNS = ("case_id", "seq", "at", "actor_id", "actor_role", "trigger", "from_state",
-                   "to_state", "data", "comment", "idempotency_key", "prev_hash", "hash")
+                   "to_state", "data", "comment", "idempotency_key", "request_hash",
+                   "prev_hash", "hash")
+# Actions whose rules or effects read the case: the engine reads the case's history first,
+# to give them only values an entitled writer wrote (engine._trusted).
+JUDGED = {t.trigger for t in SPEC.transitions if t.rules or t.effects}
+HistoryRow = namedtuple("HistoryRow", "case_id seq trigger from_state actor_role data")
 
 
 class Ceiling:
@@ -316,6 +325,11 @@ class Ceiling:
         self.select_roles = (f"SELECT role_assignments.role, role_assignments.unit_id "
                              f"FROM role_assignments WHERE role_assignments.person_id = {p}")
         self.lock = f"SELECT pg_advisory_xact_lock({p})"
+        self.select_history = (
+            "SELECT case_history.case_id, case_history.seq, case_history.\"trigger\", "
+            "case_history.from_state, case_history.actor_role, case_history.data "
+            f"FROM case_history WHERE case_history.case_id IN ({p}) "
+            "ORDER BY case_history.case_id, case_history.seq")
         self.quota = (f"SELECT count(*), coalesce(sum(CASE WHEN (cases.state IN ({p}) AND "
                       f"{grade} = {p}) THEN 1 ELSE 0 END), 0) FROM cases WHERE "
                       f"cases.flow_id = {p} AND cases.period_key = {p} AND cases.tier = {p} "
@@ -381,7 +395,13 @@ class Ceiling:
             values = dict(data) if data else {}
             stored = row["data"] if self.pg else json.loads(row["data"])
             merged = {**stored, **values}
-            if trigger == "approve" and merged.get("grade") == GOOD:
+            seen = merged  # what the rules see: of the stored data, what was written by right
+            if trigger in JUDGED:
+                cur.execute(self.select_history, (case_id,))
+                records = [HistoryRow(*r[:5], r[5] if self.pg else json.loads(r[5]))
+                           for r in cur.fetchall()]
+                seen = {**provenance.trusted(SPEC, stored, records), **values}
+            if trigger == "approve" and seen.get("grade") == GOOD:
                 self._check_quota(row["flow_id"], row["unit_id"], row["tier"], row["period_key"])
             # The UPDATE sets what engine._apply and engine._record set, in their order.
             now = dt.datetime.now(dt.UTC)
@@ -405,7 +425,7 @@ class Ceiling:
             if cur.rowcount != 1:
                 raise RuntimeError(f"case {case_id} changed underneath")
             cur.execute(self.insert, (case_id, seq, at, actor_id, by, trigger, state, dest,
-                                      self._db_json(values), None, None, prev, h))
+                                      self._db_json(values), None, None, None, prev, h))
             if self.pg:
                 cur.fetchone()
             if dest != state:

@@ -195,6 +195,7 @@ def test_a_timer_of_a_state_the_case_left_is_dropped_not_fired(timed, db, org, c
 AUTO_FLOW = """
 flow: auto-demo
 title: {zh: 自动流转}
+start: {accepts: [flag], by: system}
 fields:
   note: {type: text}
   flag: {type: enum, values: [y, n]}
@@ -339,6 +340,7 @@ def test_a_failure_reported_after_losing_the_claim_changes_nothing(timed, db, or
 DISPATCH = """
 flow: dispatch-demo
 title: {zh: 选派}
+start: {accepts: [term_end], by: system}
 fields:
   term_end: {type: date, label: 任期届满}
   checkins:

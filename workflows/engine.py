@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import json
 import struct
 import threading
 from collections.abc import Callable, Iterable
@@ -23,7 +24,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import forms, queries, rules
+from . import forms, provenance, queries, rules
 from .access import Viewer, can_see, check_can_start
 from .calendar import WorkCalendar
 from .db import Database
@@ -53,7 +54,14 @@ from .models import (
 )
 from .periods import check_period_key
 from .periods import period_key as period_key_of
-from .spec import FLOW_ID, SYSTEM, FlowSpec, TransitionSpec, load_definition
+from .spec import (
+    FLOW_ID,
+    START_ORG_ROLES,
+    SYSTEM,
+    FlowSpec,
+    TransitionSpec,
+    load_definition,
+)
 from .timers import Planned, plan_state, timer_rows
 
 CASES = Case.__table__
@@ -76,7 +84,12 @@ DISARM = (update(TIMERS).where(TIMERS.c.case_id == bindparam("_case"),
                                TIMERS.c.state_visit == bindparam("_visit"),
                                TIMERS.c.status.in_(["pending", "claimed"]))
           .values(status="dropped"))
-START = "start"  # the trigger name recorded for a case's first history record
+START = provenance.START  # the trigger name recorded for a case's first history record
+# What rules may read of a case comes from its history (`provenance.trusted`).
+HISTORY_OF = (select(HISTORY.c.case_id, HISTORY.c.seq, HISTORY.c.trigger,
+                     HISTORY.c.from_state, HISTORY.c.actor_role, HISTORY.c.data)
+              .where(HISTORY.c.case_id.in_(bindparam("ids", expanding=True)))
+              .order_by(HISTORY.c.case_id, HISTORY.c.seq))
 CLAIM, RELEASE, DELEGATE = "claim", "release", "delegate"  # queue bookkeeping, no state change
 
 
@@ -308,6 +321,47 @@ class Engine:
 
             return verify_chains(s, appends=appends)
 
+    def audit_case_data(self, flow: str | None = None, batch: int = 2000
+                        ) -> tuple[int, list[provenance.Finding]]:
+        """(cases checked, every stored value no entitled writer wrote): start data the
+        case's definition does not accept at start (or from that starter), values written
+        by a transition that does not take them or by a role it does not name, values in
+        no history record. Rules already ignore them (`_trusted`); this finds them."""
+        with self.db.unit_of_work(write=False) as s:
+            flows = self.all_flows(s)
+            q = select(CASES.c.id, CASES.c.flow_id, CASES.c.version_id, CASES.c.data)
+            h = select(HISTORY.c.case_id, HISTORY.c.seq, HISTORY.c.trigger,
+                       HISTORY.c.from_state, HISTORY.c.actor_role, HISTORY.c.data)
+            if flow is not None:
+                q = q.where(CASES.c.flow_id == flow)
+                h = h.join(CASES, CASES.c.id == HISTORY.c.case_id).where(
+                    CASES.c.flow_id == flow)
+            heads = {r.id: r for r in s.execute(q)}
+            found: list[provenance.Finding] = []
+            records: list[Any] = []
+
+            def close() -> None:
+                head = heads.pop(records[0].case_id, None) if records else None
+                if head is not None:
+                    found.extend(provenance.audit(head.id, head.flow_id,
+                                                  flows[head.version_id].spec,
+                                                  dict(head.data), records))
+
+            checked = len(heads)
+            rows = s.execute(h.order_by(HISTORY.c.case_id, HISTORY.c.seq)
+                             .execution_options(yield_per=batch))
+            for rec in rows:
+                if records and rec.case_id != records[0].case_id:
+                    close()
+                    records = []
+                records.append(rec)
+            close()
+            for head in heads.values():  # a case without history: nothing vouches for it
+                found.extend(provenance.audit(head.id, head.flow_id,
+                                              flows[head.version_id].spec, dict(head.data), []))
+            found.sort(key=lambda f: (f.case_id, f.field))
+            return checked, found
+
     def spec_of(self, version_id: int) -> FlowSpec:
         """The compiled (cached) definition of a stored version, draft or published."""
         with self.db.unit_of_work(write=False) as s:
@@ -367,7 +421,10 @@ class Engine:
             problem = check_period_key(spec.period, period_key)
             if problem:
                 raise FieldErrors({"period_key": [problem]})
-            values = forms.load(cf.start_schema, data)
+            values = forms.load_start(spec, cf.start_schema, data)
+            # Start data only from a starter the definition names (`start: {by}`).
+            role = self._start_role(s, spec, actor, subject_id, unit_id) if values \
+                else SYSTEM if actor.is_system else "starter"
             case = Case(flow_id=spec.flow, version_id=cf.version_id, subject_id=subject_id,
                         unit_id=unit_id, tier=subject.tier, period_key=period_key,
                         state=spec.initial, data=values, version=1, history_seq=1,
@@ -381,7 +438,6 @@ class Engine:
                     + (f" for {period_key}" if period_key else "")) from None
             case.deadline_at = self._arm(s, cf, case.id, spec.initial, 1, now, period_key,
                                          values)
-            role = SYSTEM if actor.is_system else "starter"
             h = record_hash(case_id=case.id, seq=1, at=now, actor_id=actor.person_id,
                             actor_role=role, trigger=START, from_state=None,
                             to_state=spec.initial, data=values, comment=comment,
@@ -390,6 +446,32 @@ class Engine:
                                  values, comment, None, GENESIS, h)
             case.history_hash = h
             return self._view(case, cf)
+
+    def _start_role(self, s: Session, spec: FlowSpec, actor: Actor, subject_id: int,
+                    unit_id: int) -> str:
+        """The role through which `actor` may give start data (`start: {by}`), recorded as
+        the start record's role; Forbidden when they hold none of them."""
+        names = spec.start.by
+        if actor.is_system:
+            if SYSTEM in names:
+                return SYSTEM
+        else:
+            org = {r for (r,) in s.execute(select(RoleAssignment.role).where(
+                RoleAssignment.person_id == actor.person_id,
+                RoleAssignment.role.in_(START_ORG_ROLES)))}
+            path = s.execute(select(Unit.path).where(Unit.id == unit_id)).scalar_one()
+            held = _Roles(s, actor, _Opening(subject_id), path, spec)
+            for name in sorted(names, key=lambda n: n != "subject"):
+                if name != "subject" and actor.person_id == subject_id:
+                    continue  # nobody gives a role's start data on their own case
+                if name in START_ORG_ROLES and name not in spec.roles:
+                    if name in org:
+                        return name
+                elif name != SYSTEM and held.holds(name):
+                    return name
+        who = ", ".join(names) or "nobody: this flow takes no data at start"
+        raise Forbidden(f"start data of {spec.flow} may be given only by {who}; {actor} "
+                        f"holds none of these for person {subject_id}", rule="start_data")
 
     def get_case(self, case_id: int) -> CaseView:
         with self.db.unit_of_work(write=False) as s:
@@ -426,8 +508,9 @@ class Engine:
         except (Conflict, IntegrityError):
             if idempotency_key:  # the same request may have won in another session
                 with self.db.unit_of_work(write=False) as s:
-                    row, _path = self._load(s, case_id, viewer)
-                    replay = self._replay(s, row, trigger, idempotency_key)
+                    row, path = self._load(s, case_id, viewer)
+                    replay = self._replay(s, row, path, actor, trigger, idempotency_key,
+                                          request_hash(actor, trigger, data, comment))
                 if replay:
                     return replay
             raise
@@ -439,18 +522,21 @@ class Engine:
         """`fire` inside a caller's transaction: the scheduler fires timers this way, so
         that the timer and the state change it causes commit together."""
         row, path = self._load(s, case_id, viewer)
+        digest = request_hash(actor, trigger, data, comment) if idempotency_key else None
         if idempotency_key:
-            replay = self._replay(s, row, trigger, idempotency_key)
+            replay = self._replay(s, row, path, actor, trigger, idempotency_key, digest)
             if replay:
                 return replay
         if expected_version is not None and row.version != expected_version:
             raise Conflict(case_id, row.version, expected_version)
         cf = self.compiled(s, row.version_id)
         t, values, role = self._check(s, cf, row, path, trigger, actor, data, comment)
-        batch = rules.Batch(t, cf.spec, [_facts(row, values)], _SqlFacts(s), self.clock(),
-                            actor.person_id)
+        known = self._trusted(s, [row]) if t.rules or t.effects else {}
+        batch = rules.Batch(t, cf.spec, [_facts(row, values, known)], _SqlFacts(s),
+                            self.clock(), actor.person_id)
         rules.evaluate(batch)
-        result = self._apply(s, cf, row, t, actor, role, values, comment, idempotency_key)
+        result = self._apply(s, cf, row, t, actor, role, values, comment, idempotency_key,
+                             digest)
         if t.effects:
             rules.run_effects(batch)
         return result
@@ -487,15 +573,17 @@ class Engine:
                 except CivflowError as exc:
                     refused[cid] = exc
             facts = _SqlFacts(s)
+            judged = any(t.rules or t.effects for _r, t, _v, _role in ready)
+            known = self._trusted(s, [r for r, _t, _v, _role in ready]) if judged else {}
             # Each transition's rules judge its own cases; batch rules (a quota) judge every
             # case of the flow in the request, whichever version it runs on.
             for t in {id(t): t for _r, t, _v, _role in ready}.values():
                 own = [(r, v) for r, tt, v, _role in ready if tt is t]
                 spec = self.compiled(s, own[0][0].version_id).spec
-                flow_wide = [_facts(r, v) for r, _t, v, _role in ready
+                flow_wide = [_facts(r, v, known) for r, _t, v, _role in ready
                              if r.flow_id == spec.flow]
-                rules.evaluate(rules.Batch(t, spec, [_facts(r, v) for r, v in own], facts,
-                                           self.clock()), whole=flow_wide)
+                rules.evaluate(rules.Batch(t, spec, [_facts(r, v, known) for r, v in own],
+                                           facts, self.clock()), whole=flow_wide)
             # In case-id order: two overlapping bulk requests then lock rows in the same
             # order and wait for each other instead of deadlocking.
             done = [self._apply(s, self.compiled(s, row.version_id), row, t, actor, role,
@@ -504,7 +592,8 @@ class Engine:
             for row, t, values, _role in ready:
                 if t.effects:
                     rules.run_effects(rules.Batch(
-                        t, self.compiled(s, row.version_id).spec, [_facts(row, values)],
+                        t, self.compiled(s, row.version_id).spec,
+                        [_facts(row, values, known)],
                         facts, self.clock(), actor.person_id))
             return BulkResult(done=done, refused=refused)
 
@@ -635,8 +724,8 @@ class Engine:
         return t, values, role
 
     def _apply(self, s: Session, cf: CompiledFlow, row, t: TransitionSpec, actor: Actor,
-               role: str, values: dict[str, Any], comment: str | None, idempotency_key: str | None
-               ) -> FireResult:
+               role: str, values: dict[str, Any], comment: str | None, idempotency_key: str | None,
+               digest: str | None = None) -> FireResult:
         dest = cf.fire(t.trigger, row.state)
         now = self.clock()
         merged = {**row.data, **values}
@@ -653,7 +742,7 @@ class Engine:
         if cf.spec.states[dest].final:
             changes["closed_at"] = now
         result = self._record(s, row, actor, role, t.trigger, dest, values, comment,
-                              idempotency_key, changes, now)
+                              idempotency_key, changes, now, digest)
         if dest != row.state:
             old = cf.spec.states[row.state]
             if old.deadline or old.timers:  # timers belong to the visit that armed them
@@ -676,7 +765,8 @@ class Engine:
 
     def _record(self, s: Session, row, actor: Actor, role: str, trigger: str, dest: str,
                 values: dict[str, Any], comment: str | None, idempotency_key: str | None,
-                changes: dict[str, Any], now: dt.datetime | None = None) -> FireResult:
+                changes: dict[str, Any], now: dt.datetime | None = None,
+                digest: str | None = None) -> FireResult:
         """The versioned UPDATE and the chained history INSERT that every change makes."""
         now = now or self.clock()
         seq = row.history_seq + 1
@@ -694,7 +784,7 @@ class Engine:
             current = s.execute(select(CASES.c.version).where(CASES.c.id == row.id)).scalar()
             raise Conflict(row.id, current or 0, row.version)
         self._insert_history(s, row.id, seq, now, actor, role, trigger, row.state, dest,
-                             values, comment, idempotency_key, row.history_hash, h)
+                             values, comment, idempotency_key, row.history_hash, h, digest)
         return FireResult(row.id, trigger, row.state, dest, row.version + 1, seq,
                           flow=row.flow_id)
 
@@ -770,28 +860,64 @@ class Engine:
     def _insert_history(self, s: Session, case_id: int, seq: int, at: dt.datetime,
                         actor: Actor, role: str, trigger: str, from_state: str | None,
                         to_state: str, data: dict[str, Any], comment: str | None,
-                        idempotency_key: str | None, prev: str, h: str) -> None:
+                        idempotency_key: str | None, prev: str, h: str,
+                        digest: str | None = None) -> None:
         s.connection().execute(INSERT_HISTORY, [{
             "case_id": case_id, "seq": seq, "at": at, "actor_id": actor.person_id,
             "actor_role": role, "trigger": trigger, "from_state": from_state,
             "to_state": to_state, "data": data, "comment": comment,
-            "idempotency_key": idempotency_key, "prev_hash": prev, "hash": h}])
+            "idempotency_key": idempotency_key, "request_hash": digest, "prev_hash": prev,
+            "hash": h}])
 
-    def _replay(self, s: Session, row, trigger: str, key: str) -> FireResult | None:
+    def _replay(self, s: Session, row, path: str, actor: Actor, trigger: str, key: str,
+                digest: str) -> FireResult | None:
+        """The first result of a request sent again with its Idempotency-Key, or None when
+        the key is new on this case. The key is bound to who sent it and what they sent
+        (`request_hash`): only the same actor, entitled to the action, gets the replay."""
         case_id = row.id
         rec = s.execute(select(HISTORY.c.trigger, HISTORY.c.from_state, HISTORY.c.to_state,
-                               HISTORY.c.seq)
+                               HISTORY.c.seq, HISTORY.c.actor_id, HISTORY.c.request_hash)
                         .where(HISTORY.c.case_id == case_id,
                                HISTORY.c.idempotency_key == key)).first()
         if rec is None:
             return None
+        if rec.actor_id != actor.person_id:
+            raise IdempotencyMismatch(
+                f"idempotency key {key!r} was used on case {case_id} by someone else; "
+                "use a new key for your own action")
         if rec.trigger != trigger:
             raise IdempotencyMismatch(
                 f"idempotency key {key!r} was used for {rec.trigger!r} on case {case_id}, "
                 f"not {trigger!r}; use a new key for a new action")
+        # (A record from before keys were bound to the request has no hash to compare.)
+        if rec.request_hash is not None and rec.request_hash != digest:
+            raise IdempotencyMismatch(
+                f"idempotency key {key!r} was used on case {case_id} for {rec.trigger!r} with "
+                "other data or another comment; nothing was done — send the first request "
+                "unchanged to get its result, or use a new key for a new action")
+        # Last, before answering: the actor must still be entitled to the action.
+        cf = self.compiled(s, row.version_id)
+        t = cf.spec.transition(rec.trigger, rec.from_state or "")
+        held = _Roles(s, actor, row, path, cf.spec)
+        role = held.first_allowed(t) if t is not None else None
+        if role is None or held.self_refusal(t, role):
+            raise Forbidden(f"idempotency key {key!r} on case {case_id} belongs to an action "
+                            f"{actor} may not take; use a new key", rule="role")
         # The case version after an action is its history seq (both start at 1, both +1).
         return FireResult(case_id, rec.trigger, rec.from_state, rec.to_state, rec.seq, rec.seq,
                           replayed=True, flow=row.flow_id)
+
+    def _trusted(self, s: Session, rows: list[Any]) -> dict[int, dict[str, Any]]:
+        """Per case, the stored values that a writer entitled to them wrote (one read of
+        the cases' history): a value pre-filled at start, or written outside the engine,
+        never reaches a rule or an effect."""
+        if not rows:
+            return {}
+        records: dict[int, list[Any]] = {r.id: [] for r in rows}
+        for rec in s.connection().execute(HISTORY_OF, {"ids": list(records)}):
+            records[rec.case_id].append(rec)
+        return {r.id: provenance.trusted(self.compiled(s, r.version_id).spec, dict(r.data),
+                                         records[r.id]) for r in rows}
 
     def _view(self, row, cf: CompiledFlow) -> CaseView:
         return CaseView(
@@ -800,6 +926,16 @@ class Engine:
             period_key=row.period_key, state=row.state,
             final=cf.spec.states[row.state].final, data=dict(row.data), version=row.version,
             created_at=row.created_at, updated_at=row.updated_at, deadline_at=row.deadline_at)
+
+
+def request_hash(actor: Actor, trigger: str, data: dict[str, Any] | None,
+                 comment: str | None) -> str:
+    """What an Idempotency-Key was first used for: who, which action, what data and comment
+    (canonical JSON, hashed). The same key with another of these is another request."""
+    raw = json.dumps({"actor": actor.person_id, "system": actor.is_system, "trigger": trigger,
+                      "data": data or {}, "comment": comment},
+                     sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 def _sees(viewer: Viewer | None, row, path: str) -> bool:
@@ -811,10 +947,20 @@ def _not_found(case_id: int, viewer: Viewer | None) -> str:
     return f"case {case_id} does not exist" + (" or is not visible to you" if viewer else "")
 
 
-def _facts(row, values: dict[str, Any]) -> rules.CaseFacts:
+def _facts(row, values: dict[str, Any], known: dict[int, dict[str, Any]]) -> rules.CaseFacts:
+    """What rules and effects see of a case: of its stored data only what entitled writers
+    wrote (`known`, from `Engine._trusted`), then what this action submits."""
     return rules.CaseFacts(id=row.id, flow=row.flow_id, subject_id=row.subject_id,
                            unit_id=row.unit_id, tier=row.tier, period_key=row.period_key,
-                           state=row.state, data={**row.data, **values})
+                           state=row.state, data={**known.get(row.id, {}), **values})
+
+
+@dataclass(frozen=True)
+class _Opening:
+    """The case about to be opened, as far as `_Roles` needs one (who is its subject)."""
+
+    subject_id: int
+    id: int | None = None
 
 
 class _Roles:

@@ -15,7 +15,7 @@ from marshmallow import RAISE, Schema, ValidationError, validate
 from marshmallow import fields as mf
 
 from .errors import FieldErrors
-from .spec import FieldSpec, TransitionSpec
+from .spec import FieldSpec, FlowSpec, TransitionSpec
 
 _MESSAGES = {
     "Missing data for required field.": "is required",
@@ -114,6 +114,28 @@ def load(schema: Schema, data: Any) -> dict[str, Any]:
     except ValidationError as exc:
         raise FieldErrors(_messages(exc.messages)) from None
     return schema.dump(loaded)
+
+
+def load_start(spec: FlowSpec, schema: Schema, data: Any) -> dict[str, Any]:
+    """`load` for a case's initial data: a field the definition does not accept at start
+    (`start: {accepts}`) is refused with the step that sets it, nothing is stored."""
+    if isinstance(data, dict):
+        errors = {str(name): [_not_at_start(spec, str(name))]
+                  for name in data if name not in spec.start.accepts}
+        if errors:
+            raise FieldErrors(errors)
+    return load(schema, data)
+
+
+def _not_at_start(spec: FlowSpec, name: str) -> str:
+    if name not in spec.fields:
+        return f"is not a field of flow {spec.flow}"
+    setters = [t for t in spec.transitions if name in t.requires or name in t.accepts]
+    if not setters:
+        return "cannot be given when a case starts, and no step of this flow sets it"
+    steps = "; ".join(f"{t.label.zh} ({t.trigger}) by {' or '.join(t.by)}"
+                      for t in setters[:3]) + ("; …" if len(setters) > 3 else "")
+    return f"cannot be given when a case starts: it is set later by {steps}"
 
 
 def _messages(messages: dict[str, Any], prefix: str = "") -> dict[str, list[str]]:

@@ -51,8 +51,8 @@ class CompiledFlow:
         for t in self.spec.transitions:
             for source in t.sources:
                 self.schemas[f"{t.trigger}@{source}"] = transition_schema(self.spec.fields, t)
-        # Initial data may set any declared field; none is required at start.
-        self.start_schema = build_schema(self.spec.fields, (), tuple(self.spec.fields))
+        # Initial data may set only what `start: {accepts}` names; none is required.
+        self.start_schema = build_schema(self.spec.fields, (), self.spec.start.accepts)
 
     def transition(self, trigger: str, state: str) -> TransitionSpec:
         t = self.spec.transition(trigger, state)

@@ -53,6 +53,9 @@ CYCLE_OPEN = ("period_start", "period_end")
 CYCLE_CATCH_UP = ("latest", "all", "none")
 CYCLE_TIERS = ("chief", "deputy", "staff")  # the person tiers (models.TIERS)
 CYCLE_MAX_OFFSET = 366
+# Who may give start data besides the flow's roles: the organisation-wide roles that may start
+# any case (access.check_can_start): 流程管理员 and 系统管理员.
+START_ORG_ROLES = ("process_owner", "admin")
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 FLOW_ID = re.compile(r"^[a-z][a-z0-9-]{1,63}$")
@@ -164,6 +167,17 @@ class CycleSpec:
 
 
 @dataclass(frozen=True)
+class StartSpec:
+    """What a case may carry when it is opened (`start:`), and from whom (开启时可填写的字段).
+
+    By default nothing: every field is written by the transition that owns it, by the role
+    that transition names — a case's subject cannot pre-fill a grade or a vote count."""
+
+    accepts: tuple[str, ...] = ()
+    by: tuple[str, ...] = ()  # flow roles, `system`, or process_owner / admin
+
+
+@dataclass(frozen=True)
 class FlowSpec:
     flow: str
     title: Label
@@ -175,6 +189,7 @@ class FlowSpec:
     transitions: tuple[TransitionSpec, ...]
     description: str | None = None
     cycle: CycleSpec | None = None
+    start: StartSpec = field(default_factory=StartSpec)
     content_hash: str = ""
     document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -441,6 +456,11 @@ class UnitCode(mf.Field):
         return value.strip()
 
 
+def _no_repeats(values: list, what: str) -> None:
+    if len(set(values)) != len(values):
+        raise ValidationError(f"{what} must not repeat")
+
+
 def _unique_list(what: str, inner: mf.Field) -> mf.List:
     def check(values: list) -> None:
         if not values:
@@ -479,6 +499,12 @@ class CycleSchema(_Strict):
     catch_up = mf.String(validate=_one_of(CYCLE_CATCH_UP))
 
 
+class StartSchema(_Strict):
+    _mapping = _mapping_of("{accepts: [round], by: [process_owner]}")
+    accepts = mf.List(mf.String(), validate=lambda v: _no_repeats(v, "fields"))
+    by = StrOrList()
+
+
 class FlowSchema(_Strict):
     flow = mf.String(
         required=True,
@@ -495,6 +521,9 @@ class FlowSchema(_Strict):
     cycle = mf.Nested(CycleSchema, error_messages={
         "null": "must be a mapping such as {{open: period_start, catch_up: latest}}; "
                 "leave cycle out for a flow without one"})
+    start = mf.Nested(StartSchema, error_messages={
+        "null": "must be a mapping such as {{accepts: [round], by: [process_owner]}}; "
+                "leave start out when a case starts without data"})
 
     @pre_load
     def _mapping(self, data, **kwargs):
@@ -851,6 +880,8 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
                           tiers=tuple(who.get("tiers", ())), units=tuple(who.get("units", ())),
                           catch_up=raw.get("catch_up", "latest"))
 
+    start = _start(data.get("start"), flow_fields, roles, transitions, add)
+
     return FlowSpec(
         flow=data["flow"],
         title=data["title"],
@@ -862,7 +893,34 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
         states=states,
         transitions=tuple(transitions),
         cycle=cycle,
+        start=start,
     )
+
+
+def _start(raw: dict[str, Any] | None, flow_fields: dict[str, FieldSpec],
+           roles: dict[str, RoleSpec], transitions: list[TransitionSpec], add) -> StartSpec:
+    """The `start:` block: fields a case may carry when opened, and who may give them."""
+    if raw is None:
+        return StartSpec()
+    accepts = tuple(raw.get("accepts", ()))
+    by = tuple(raw.get("by", ()))
+    for j, fname in enumerate(accepts):
+        if fname not in flow_fields:
+            add(f"start.accepts[{j}]", f"field {fname!r} is not declared under fields"
+                                       f"{_suggest(fname, flow_fields)}")
+    known = sorted(roles) + [SYSTEM, *START_ORG_ROLES]
+    for j, name in enumerate(by):
+        path = "start.by" + (f"[{j}]" if len(by) > 1 else "")
+        if name in START_ORG_ROLES and name in roles:
+            add(path, f"{name!r} names both an organisation role and a role of this flow; "
+                      "rename the flow's role")
+        elif name not in known:
+            add(path, f"unknown role {name!r}{_suggest(name, known)}; known here: "
+                      f"{', '.join(known)}")
+    if accepts and not by:
+        add("start", "start.accepts needs start.by: who may give these fields when a case "
+                     "opens (a role of the flow, system, process_owner or admin)")
+    return StartSpec(accepts=accepts, by=by)
 
 
 def _field(name: str, raw: dict[str, Any], path: str, add) -> FieldSpec:

@@ -130,7 +130,10 @@ class CaseAction(MethodView):
         {"in": "header", "name": "If-Match", "required": True, "schema": {"type": "string"},
          "description": "The case version last read (its ETag)."},
         {"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
-         "description": "Replaying the same key returns the first result."}])
+         "description": "Sending the same request again with the same key returns the "
+                        "first result (`replayed: true`). The key is bound to the person "
+                        "and the request: another body or comment, or another user, gets "
+                        "422 idempotency_mismatch and nothing is done."}])
     def post(self, body, case_id: int, trigger: str):
         """Fire an action. 409 with the current version when If-Match is stale."""
         result = engine().fire(case_id, trigger, actor(), data=body["data"],

@@ -100,7 +100,10 @@ class StartCase(Schema):
     subject_id = Id(required=True)
     period_key = fields.String(validate=validate.Length(min=1, max=16))
     version = fields.Integer(validate=validate.Range(min=1, max=MAX_ID))
-    data = fields.Dict(load_default=dict)
+    data = fields.Dict(load_default=dict, metadata={
+        "description": "Only the fields the flow's `start: {accepts}` names, from a starter "
+                       "its `by` names (none in the shipped flows); any other field is "
+                       "refused with 422 naming the step that sets it."})
     comment = fields.String(validate=validate.Length(max=4000))
 
 

@@ -44,6 +44,7 @@ from service.cli import main
 from workflows.calendar import WorkCalendar
 from workflows.diagram import mermaid
 from workflows.errors import DefinitionInvalid, FieldErrors
+from workflows.forms import build_schema
 from workflows.forms import load as load_form
 from workflows.machine import CompiledFlow
 from workflows.rules import EFFECTS, REGISTRY
@@ -227,6 +228,11 @@ def assembled(draw) -> dict[str, Any]:
                            "fields": fields, "roles": roles, "states": states,
                            "transitions": transitions}
     if draw(st.booleans()):
+        doc["start"] = draw(st.sampled_from([
+            {"accepts": field_names[:1], "by": draw(who)}, {"accepts": ["ghost"]},
+            {"accepts": field_names[:2] * 2, "by": "process_owner"}, {"by": "admin"},
+            None, "everything", {"accepts": [], "by": []}]))
+    if draw(st.booleans()):
         doc["cycle"] = draw(st.sampled_from([
             {"open": "period_start", "time": "08:00", "catch_up": "latest"},
             {"open": "period_end", "offset_days": draw(st.integers(-400, 400)),
@@ -335,6 +341,11 @@ def sane(draw) -> dict[str, Any]:
     doc: dict[str, Any] = {"flow": "fuzz-flow", "title": {"zh": "模糊测试", "en": "Fuzz"},
                            "period": period, "fields": fields, "states": states,
                            "transitions": transitions}
+    if draw(st.booleans()):
+        doc["start"] = {"accepts": draw(st.lists(st.sampled_from(sorted(fields)), min_size=1,
+                                                 max_size=3, unique=True)),
+                        "by": draw(st.sampled_from(["system", ["leader", "process_owner"],
+                                                    "admin", ["subject", "system"]]))}
     if period != "none" and draw(st.booleans()):
         doc["cycle"] = {"open": draw(st.sampled_from(["period_start", "period_end"])),
                         "time": draw(st.sampled_from(["00:00", "08:00"])),
@@ -441,7 +452,8 @@ def usable(spec: FlowSpec) -> None:
         return {f: (spec.fields[f].values[0] if spec.fields[f].type == "enum"
                     else SAMPLE[spec.fields[f].type]) for f in names}
 
-    forms = [(cf.start_schema, sample(spec.fields))]  # every field, as a case's start data
+    forms = [(cf.start_schema, sample(spec.start.accepts)),  # a case's start data
+             (build_schema(spec.fields, (), tuple(spec.fields)), sample(spec.fields))]
     forms += [(cf.schema(t, source), sample((*t.requires, *t.accepts)))
               for t in spec.transitions for source in t.sources]
     for schema, data in forms:
