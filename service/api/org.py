@@ -19,6 +19,7 @@ from workflows.models import ORG_ROLES, TIERS
 from workflows.spec import NAME, NAME_MSG
 
 from ..auth import engine, viewer
+from ..limits import large_body
 from .schemas import Id, PageQuery
 
 blp = Blueprint("org", __name__, url_prefix="/api/v1/org",
@@ -268,6 +269,7 @@ class RoleDetail(MethodView):
 
 
 @blp.route("/import")
+@large_body
 class Import(MethodView):
     @blp.arguments(ImportIn)
     @blp.response(200, ImportOut)
