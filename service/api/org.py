@@ -20,7 +20,7 @@ from workflows.spec import NAME, NAME_MSG
 
 from ..auth import engine, viewer
 from ..limits import large_body
-from .schemas import Id, PageQuery
+from .schemas import Id, PageQuery, RecordDate
 
 blp = Blueprint("org", __name__, url_prefix="/api/v1/org",
                 description="The organisation (组织): units (单位), people (人员), roles (角色)")
@@ -72,7 +72,7 @@ class PersonIn(Schema):
         "description": "chief (正职) | deputy (副职) | staff (一般干部): the pool of 同级人员"})
     rank = Trimmed(allow_none=True, max_length=64,
                    metadata={"description": "职级, e.g. 一级主任科员"})
-    rank_since = fields.Date(allow_none=True)
+    rank_since = RecordDate(allow_none=True)
     post = Trimmed(allow_none=True, max_length=200,
                    metadata={"description": "职务"})
 
@@ -82,7 +82,7 @@ class PersonPatch(Schema):
     unit_id = Id()
     tier = fields.String(validate=validate.OneOf(TIERS))
     rank = Trimmed(allow_none=True, max_length=64)
-    rank_since = fields.Date(allow_none=True)
+    rank_since = RecordDate(allow_none=True)
     post = Trimmed(allow_none=True, max_length=200)
     active = fields.Boolean()
 
