@@ -336,6 +336,26 @@ def test_the_edges_of_the_range_are_dates_like_any_other(api):
     assert r.get_json()["effect_ends"] == "2102-06-30"
 
 
+def test_a_case_form_date_without_bounds_keeps_to_the_same_years():
+    """Dates typed into a case's form (a dispatch's term, a promotion's effective date)
+    feed timers and write-backs: without bounds of their own they keep to the record's."""
+    from marshmallow import ValidationError
+
+    from workflows.forms import build_schema
+    from workflows.spec import FieldSpec, Label
+
+    fields = {"day": FieldSpec("day", "date", Label("日期")),
+              "late": FieldSpec("late", "date", Label("日期"), min="2200-01-01"),
+              "old": FieldSpec("old", "date", Label("日期"), max="1900-01-01")}
+    schema = build_schema(fields, (), tuple(fields))
+    assert schema.load({"day": "2100-12-31", "late": "2300-01-01", "old": "1800-01-01"})
+    assert schema.load({"day": "1949-01-01"})
+    for day in ("9999-12-31", "0001-01-01"):
+        with pytest.raises(ValidationError) as refused:
+            schema.load({"day": day})
+        assert list(refused.value.messages) == ["day"]
+
+
 # --------------------------------------------------------------------------- 8. diagram labels
 
 HTML_LABELS = """\
