@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import flask_swagger_ui
-from flask import Flask, g, has_request_context, jsonify, request, send_from_directory
+from flask import (
+    Flask,
+    g,
+    has_request_context,
+    jsonify,
+    render_template,
+    request,
+    send_from_directory,
+    url_for,
+)
 from flask_smorest import Api
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
@@ -26,7 +35,7 @@ from werkzeug.routing import IntegerConverter
 from workflows.engine import Engine
 from workflows.errors import CivflowError, FieldErrors
 
-from . import auth, metrics, web
+from . import auth, limits, metrics, web
 from .errors import ProblemSchema, body_of, http_body, status_of
 from .runtime import make_engine
 
@@ -35,6 +44,19 @@ SWAGGER_ASSETS = Path(flask_swagger_ui.__file__).parent / "dist"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+# Every answer's security headers. Scripts come only from our own static files (htmx,
+# mermaid, civflow.js, owner.js, api-docs.js: no inline script anywhere); inline *styles*
+# are allowed because mermaid writes a <style> into each diagram it draws and htmx adds
+# one for its indicators. Images may be data: URLs (Swagger UI's icons). No framing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
+                               "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                               "object-src 'none'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 MAX_ID = 2**31 - 1  # PostgreSQL INTEGER; SQLite would overflow at 2**63
 
 
@@ -112,9 +134,7 @@ def _nul_in_request() -> str | None:
     for key, value in request.args.items(multi=True):
         if _bad_text(key) or _bad_text(value):
             return f"query.{key}"
-    if request.is_json:
-        return _nul_path(request.get_json(silent=True), "json")
-    return None
+    return _nul_path(limits.json_body(), "json")
 
 
 def _nul_path(value: Any, path: str) -> str | None:
@@ -159,6 +179,7 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
         },
     )
     app.config.update(config or {})
+    limits.configure(app)
     app.extensions["civflow"] = engine
     app.config.setdefault("SECRET_KEY", os.environ.get("CIVFLOW_SECRET_KEY"))
     _configure_logging()
@@ -199,6 +220,7 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
         rid = request.headers.get("X-Request-ID", "")
         g.request_id = rid if REQUEST_ID.match(rid) else uuid.uuid4().hex
         g.started = time.perf_counter()
+        limits.check_size()  # before anything reads the body
         where = _nul_in_request()
         if where:
             # PostgreSQL text cannot hold NUL: refuse it here, once, for every endpoint.
@@ -207,6 +229,8 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
     @app.after_request
     def _finish(response):
         response.headers["X-Request-ID"] = g.get("request_id", "-")
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         metrics.observe_request(request, response, elapsed)
         principal = g.get("principal")
@@ -222,6 +246,14 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
         except Exception as exc:  # noqa: BLE001 - any database failure is "unavailable"
             return jsonify(status="unavailable", database=exc.__class__.__name__), 503
         return jsonify(status="ok", database=engine.db.dialect)
+
+    def swagger_ui():
+        # flask-smorest's page starts Swagger UI from an inline script, which the CSP
+        # refuses: the same page with the start moved to static/api-docs.js.
+        return render_template("api_docs.html", title=app.config["API_TITLE"],
+                               spec_url=url_for("api-docs.openapi_json"))
+
+    app.view_functions["api-docs.openapi_swagger_ui"] = swagger_ui
 
     @app.get("/docs/assets/<path:name>")
     def swagger_assets(name: str):

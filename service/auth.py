@@ -221,7 +221,9 @@ def _to_login(expired: bool = False):
 
 
 def _authenticate():
-    if (request.endpoint, request.method) in PUBLIC or request.endpoint is None:
+    # HEAD is GET without the body: it answers wherever GET does (HEAD /login, too).
+    method = "GET" if request.method == "HEAD" else request.method
+    if (request.endpoint, method) in PUBLIC or request.endpoint is None:
         return None
     _ensure_secret()
     header = request.headers.get("Authorization", "")

@@ -5,7 +5,8 @@ cannot hold '-' (its lexer reads an id as `[^:\\n\\s\\-\\{]+`), and some words a
 there (`state`, `note`, `class`, `default`, `accTitle`, …: checked against mermaid 11's
 parser). Such names get a safe id; each state's label, shown beside it, still names it.
 Labels are cleaned of what would end or derail a mermaid line (`;`, `:`, line breaks, and
-"direction LR", which mermaid reads as a layout statement anywhere on a line).
+"direction LR", which mermaid reads as a layout statement anywhere on a line), and of what
+mermaid would draw as HTML (`<`, `>`, `&` become its entity codes `#lt;`, `#gt;`, `#amp;`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ MERMAID_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 KEYWORDS = {"state", "note", "class", "classdef", "scale", "statediagram", "acctitle",
             "accdescr", "default"}
 _LABEL_SWAPS = str.maketrans({":": "：", ";": "；", "\r": " ", "\n": " "})
+_MARKUP = str.maketrans({"&": "#amp;", "<": "#lt;", ">": "#gt;"})
 _DIRECTION = re.compile(r"(direction)(?=\s)", re.IGNORECASE)
 
 
@@ -74,4 +76,7 @@ def _clean(text: str) -> str:
     # A zero-width space after "direction" keeps mermaid from reading "direction LR" in a
     # label as a layout statement (its lexer looks for that anywhere on a line).
     text = _DIRECTION.sub("\\1\u200b", text.translate(_LABEL_SWAPS))
+    # mermaid draws labels as HTML: `<`, `>` and `&` go as its entity codes (`#lt;`), which
+    # it turns into the characters themselves, never into markup.
+    text = text.translate(_MARKUP)
     return " ".join(text.split()) or "-"

@@ -55,6 +55,10 @@ RANK, ANNUAL, SANCTION, INVESTIGATION = ("rank_history", "annual_results", "sanc
 EXAM, TRAINING, COMMENDATION = "exam_results", "training_hours", "commendations"
 ACTIONS = ("create", "update", "delete", "import", "flow")  # flow: written by a flow's effect
 MIN_YEAR, MAX_YEAR = 1949, 2100
+# The dates a person's record may hold (人事记录日期): those years. Beyond them a date is a
+# typing error, and arithmetic on it (a sanction's effect of N months, a rank's years of
+# service) would run past the calendar's end (year 9999) instead of failing as a field.
+FIRST_DAY, LAST_DAY = dt.date(MIN_YEAR, 1, 1), dt.date(MAX_YEAR, 12, 31)
 MAX_NOTE = 2000
 MAX_EFFECT_MONTHS = 120
 MAX_SCORE = Decimal("1000")
@@ -106,12 +110,12 @@ def _coerce(name: str, value: Any) -> tuple[Any, str | None]:
     if kind == DATE:
         if isinstance(value, dt.datetime):
             return None, f"{value.isoformat()!r} is a timestamp, not a date (YYYY-MM-DD)"
-        if isinstance(value, dt.date):
-            return value, None
-        try:
-            return dt.date.fromisoformat(str(value)), None
-        except ValueError:
-            return None, f"{value!r} is not a date (YYYY-MM-DD)"
+        if not isinstance(value, dt.date):
+            try:
+                value = dt.date.fromisoformat(str(value))
+            except ValueError:
+                return None, f"{value!r} is not a date (YYYY-MM-DD)"
+        return (None, out_of_range(value)) if out_of_range(value) else (value, None)
     if kind == INT:
         if isinstance(value, bool):
             return None, f"{value!r} is not a whole number"
@@ -146,6 +150,13 @@ def _coerce(name: str, value: Any) -> tuple[Any, str | None]:
     if len(value) > TEXT_MAX[name]:
         return None, f"is longer than {TEXT_MAX[name]} characters"
     return (value or None), None
+
+
+def out_of_range(day: dt.date) -> str | None:
+    """Why `day` cannot be in a person's record, or None when it can."""
+    if FIRST_DAY <= day <= LAST_DAY:
+        return None
+    return f"{day.isoformat()} is not a date between {FIRST_DAY} and {LAST_DAY}"
 
 
 def _coerce_all(k: FactKind, values: Values, partial: bool) -> tuple[Values, Errors]:

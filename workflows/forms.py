@@ -15,6 +15,7 @@ from marshmallow import RAISE, Schema, ValidationError, validate
 from marshmallow import fields as mf
 
 from .errors import FieldErrors
+from .facts import FIRST_DAY, LAST_DAY
 from .spec import FieldSpec, FlowSpec, TransitionSpec
 
 _MESSAGES = {
@@ -59,8 +60,15 @@ def _field(spec: FieldSpec, required: bool) -> mf.Field:
         checks.append(validate.Range(min=lo, max=hi))
         return mf.Decimal(places=spec.places, as_string=True, validate=checks, **kw)
     if t == "date":
+        # A bound the definition leaves out is the years a record holds (as facts keep
+        # to), unless its other bound lies beyond them: 9999-12-31 would overflow the
+        # timers and write-backs that add days to the date.
         lo = dt.date.fromisoformat(str(spec.min)) if spec.min is not None else None
         hi = dt.date.fromisoformat(str(spec.max)) if spec.max is not None else None
+        if lo is None and (hi is None or hi >= FIRST_DAY):
+            lo = FIRST_DAY
+        if hi is None and lo <= LAST_DAY:
+            hi = LAST_DAY
         checks.append(validate.Range(min=lo, max=hi))
         return mf.Date(validate=checks, **kw)
     if t == "enum":

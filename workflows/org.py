@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from .db import Database
 from .errors import ActionNotAllowed, FieldErrors, ImportFailed, NotFound
+from .facts import out_of_range
 from .models import ORG_ROLES, TIERS, Person, RoleAssignment, Unit, User
 
 # Columns of the people CSV (UTF-8, header row required; BOM tolerated for Excel files).
@@ -136,6 +137,9 @@ def read_rows(text: str) -> tuple[list[_Row], list[tuple[int, str]]]:
                 since = dt.date.fromisoformat(v["rank_since"])
             except ValueError:
                 problems.append(f"rank_since {v['rank_since']!r} is not a date YYYY-MM-DD")
+            else:
+                if out_of_range(since):
+                    problems.append(f"rank_since {out_of_range(since)}")
         roles: list[tuple[str, bool]] = []
         for part in filter(None, (p.strip() for p in v.get("roles", "").split(";"))):
             if part.startswith(GROUP_PREFIX) and len(part) > len(GROUP_PREFIX):

@@ -106,8 +106,10 @@ def _filters(s: Session, f: CaseFilter, now: dt.datetime) -> list[ColumnElement[
                       CASES.c.closed_at.is_not(None))
         conds.append(late if f.overdue else on_time)
     if f.text:
-        like = f"%{f.text.strip()}%"
-        conds.append(or_(Person.name.ilike(like), Person.code.ilike(like)))
+        # autoescape: a `%` or `_` typed in the search box is that character, not a wildcard.
+        text = f.text.strip()
+        conds.append(or_(Person.name.icontains(text, autoescape=True),
+                         Person.code.icontains(text, autoescape=True)))
     return conds
 
 

@@ -561,6 +561,30 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise _AliasFound(mark.line + 1 if mark else None)
         return super().compose_node(parent, index)
 
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # longer than int() reads (sys.get_int_max_str_digits)
+            return _TooLong(node.value)
+
+
+_NoAliasLoader.add_constructor("tag:yaml.org,2002:int", _NoAliasLoader.construct_yaml_int)
+
+
+class _TooLong:
+    """An integer written with more digits than Python reads from text: kept as a
+    marker, so that the problem names its path instead of the parser failing."""
+
+    def __init__(self, text: str):
+        self.digits = sum(c.isdigit() for c in text)
+
+
+def _json_int(text: str) -> int | _TooLong:
+    try:
+        return int(text)
+    except ValueError:
+        return _TooLong(text)
+
 
 def parse_source(text: str, filename: str) -> tuple[Any, yaml.Node | None]:
     """Parse YAML or JSON text. JSON is YAML, but `.json` files get JSON's own parser."""
@@ -568,7 +592,7 @@ def parse_source(text: str, filename: str) -> tuple[Any, yaml.Node | None]:
                                                         "definition")])
     if filename.endswith(".json"):
         try:
-            return json.loads(text), None
+            return json.loads(text, parse_int=_json_int), None
         except json.JSONDecodeError as exc:
             raise DefinitionInvalid(
                 [Problem(filename, "", f"not valid JSON: {exc.msg}", exc.lineno)]
@@ -616,8 +640,8 @@ def compile_document(document: Any, filename: str, node: yaml.Node | None = None
     def add(path: str, message: str) -> None:
         problems.append(Problem(filename, path, message, _line_of(node, path)))
 
-    for path in _nul_paths(document):
-        add(path, "text must not contain NUL characters")
+    for path, message in _unreadable(document):
+        add(path, message)
     if problems:
         raise DefinitionInvalid(problems)
     try:
@@ -643,19 +667,29 @@ def compile_document(document: Any, filename: str, node: yaml.Node | None = None
     return _with_hash(spec, document)
 
 
-def _nul_paths(value: Any, path: str = "") -> Iterator[str]:
-    """Where the document holds a NUL character (JSON's \\u0000): databases refuse them."""
+NUL = "text must not contain NUL characters"
+
+
+def _unreadable(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Where the document holds what nothing after the parser can take: a NUL character
+    (JSON's \\u0000; databases refuse them) or an integer too long to read."""
     if isinstance(value, str):
         if "\x00" in value:
-            yield path
+            yield path, NUL
+    elif isinstance(value, _TooLong):
+        yield path, (f"a number of {value.digits} digits is longer than any number in a "
+                     f"flow definition may be")
     elif isinstance(value, dict):
         for k, v in value.items():
             if isinstance(k, str) and "\x00" in k:
-                yield _join(path, k)
-            yield from _nul_paths(v, _join(path, k))
+                yield _join(path, k), NUL
+            elif isinstance(k, _TooLong):
+                yield path, f"a key of {k.digits} digits is longer than any key may be"
+                continue
+            yield from _unreadable(v, _join(path, k))
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            yield from _nul_paths(v, _join(path, i))
+            yield from _unreadable(v, _join(path, i))
 
 
 def _with_hash(spec: FlowSpec, document: Any) -> FlowSpec:

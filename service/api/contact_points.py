@@ -26,6 +26,7 @@ from workflows.errors import FieldErrors
 from workflows.facts import MAX_NOTE, MAX_YEAR, MIN_YEAR
 
 from ..auth import engine, viewer
+from ..limits import large_body
 from .schemas import Id
 
 blp = Blueprint("contact_points", __name__, url_prefix="/api/v1/contact-points",
@@ -243,6 +244,7 @@ class Sheet(MethodView):
 
 
 @blp.route("/import")
+@large_body
 class Import(MethodView):
     @blp.arguments(ScoreSheetImportIn)
     @blp.response(200, ScoreSheetImportOut)

@@ -21,6 +21,7 @@ from workflows.access import ADMIN, require
 from workflows.models import FACT_GRADES, RESULT_SOURCES, SANCTION_KINDS
 
 from ..auth import engine, viewer
+from ..limits import large_body
 from .schemas import Id, PageQuery
 
 blp = Blueprint("facts", __name__, url_prefix="/api/v1/facts",
@@ -225,6 +226,7 @@ class PersonAudit(MethodView):
 
 
 @blp.route("/import")
+@large_body
 class Import(MethodView):
     @blp.arguments(FactImportIn)
     @blp.response(200, FactImportOut)

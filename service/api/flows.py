@@ -16,6 +16,7 @@ from workflows.models import FlowVersion
 from workflows.spec import load_definition
 
 from ..auth import engine, viewer
+from ..limits import large_body
 from .cases import lang
 
 blp = Blueprint("flows", __name__, url_prefix="/api/v1/flows",
@@ -86,6 +87,7 @@ class ValidOut(Schema):
 
 
 @blp.route("")
+@large_body
 class Flows(MethodView):
     @blp.response(200, FlowOut(many=True))
     def get(self):
@@ -113,6 +115,7 @@ class Flows(MethodView):
 
 
 @blp.route("/validate")
+@large_body
 class Validate(MethodView):
     @blp.arguments(SourceIn)
     @blp.response(200, ValidOut)

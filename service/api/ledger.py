@@ -22,7 +22,7 @@ from workflows.spec import FlowSpec
 
 from ..auth import engine, viewer
 from .cases import lang
-from .schemas import Id, PageQuery, Ref
+from .schemas import Id, PageQuery, RecordDate, Ref
 
 blp = Blueprint("ledger", __name__, url_prefix="/api/v1/ledger",
                 description="Ledger (台账) and statistics per unit and period; CSV and XLSX "
@@ -84,7 +84,7 @@ class EligibilityQuery(Schema):
                          metadata={"description": "The promotion flow whose published "
                                                   "promotion_eligible rule judges"})
     unit_id = Id(metadata={"description": "This unit and its sub-units"})
-    date = fields.Date(metadata={"description": "The decision date judged; default today "
+    date = RecordDate(metadata={"description": "The decision date judged; default today "
                                                 "(Beijing time)"})
     format = _format()
 

@@ -19,7 +19,8 @@ from workflows.models import ORG_ROLES, TIERS
 from workflows.spec import NAME, NAME_MSG
 
 from ..auth import engine, viewer
-from .schemas import Id, PageQuery
+from ..limits import large_body
+from .schemas import Id, PageQuery, RecordDate
 
 blp = Blueprint("org", __name__, url_prefix="/api/v1/org",
                 description="The organisation (组织): units (单位), people (人员), roles (角色)")
@@ -71,7 +72,7 @@ class PersonIn(Schema):
         "description": "chief (正职) | deputy (副职) | staff (一般干部): the pool of 同级人员"})
     rank = Trimmed(allow_none=True, max_length=64,
                    metadata={"description": "职级, e.g. 一级主任科员"})
-    rank_since = fields.Date(allow_none=True)
+    rank_since = RecordDate(allow_none=True)
     post = Trimmed(allow_none=True, max_length=200,
                    metadata={"description": "职务"})
 
@@ -81,7 +82,7 @@ class PersonPatch(Schema):
     unit_id = Id()
     tier = fields.String(validate=validate.OneOf(TIERS))
     rank = Trimmed(allow_none=True, max_length=64)
-    rank_since = fields.Date(allow_none=True)
+    rank_since = RecordDate(allow_none=True)
     post = Trimmed(allow_none=True, max_length=200)
     active = fields.Boolean()
 
@@ -268,6 +269,7 @@ class RoleDetail(MethodView):
 
 
 @blp.route("/import")
+@large_body
 class Import(MethodView):
     @blp.arguments(ImportIn)
     @blp.response(200, ImportOut)

@@ -19,6 +19,7 @@ from workflows.errors import NotFound
 from workflows.spec import FlowSpec
 
 from ..auth import engine, viewer
+from ..limits import large_body
 from .schemas import Id
 
 blp = Blueprint("rank_positions", __name__, url_prefix="/api/v1/rank-positions",
@@ -138,6 +139,7 @@ class RankPositionsRow(MethodView):
 
 
 @blp.route("/import")
+@large_body
 class Import(MethodView):
     @blp.arguments(PositionsImportIn)
     @blp.response(200, PositionsImportOut)

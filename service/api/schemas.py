@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 from marshmallow import Schema, fields, pre_dump, validate
 
+from workflows.facts import FIRST_DAY, LAST_DAY
 from workflows.queries import SORTABLE
 
 SORTS = [k for k in SORTABLE] + [f"-{k}" for k in SORTABLE]
@@ -15,6 +16,14 @@ MAX_ID = 2**31 - 1  # ids are PostgreSQL INTEGERs
 def Id(**kwargs) -> fields.Integer:  # noqa: N802 - reads like a field class
     """An id of a row: 1 … 2**31-1, so no query ever sees a number the column cannot hold."""
     return fields.Integer(validate=validate.Range(min=1, max=MAX_ID), **kwargs)
+
+
+def RecordDate(**kwargs) -> fields.Date:  # noqa: N802 - reads like a field class
+    """A date of a person's record (or judged against one): within the years the record
+    holds (`workflows.facts.FIRST_DAY` … `LAST_DAY`); 9999-12-31 is a field error."""
+    return fields.Date(validate=validate.Range(
+        min=FIRST_DAY, max=LAST_DAY, error=f"must be a date between {FIRST_DAY} and "
+                                           f"{LAST_DAY}"), **kwargs)
 
 
 class PageQuery(Schema):

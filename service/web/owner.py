@@ -34,6 +34,7 @@ from workflows.spec import FlowSpec, Label, RuleSpec, load_definition
 
 from .. import auth
 from ..api.flows import MAX_SOURCE, SourceIn, flows_out
+from ..limits import large_body
 from . import bp
 from .i18n import label, lang
 from .nav import owners
@@ -323,6 +324,7 @@ def flow_upload():
 
 
 @bp.post("/flows/upload")
+@large_body
 def flow_upload_post():
     eng, viewer = auth.engine(), auth.viewer()
     require_owner_pages(viewer)
