@@ -259,11 +259,12 @@ def _settle_success(db: Database, keys: list[str], now: dt.datetime) -> None:
     with db.unit_of_work() as s:
         rows = _locked_rows(s, keys, now)
         for r in rows.values():
-            if r.key.startswith(ACCOUNT):
+            r.failures = 0 if r.key.startswith(ACCOUNT) else max(0, r.failures - 1)
+            r.updated_at = now
+            # The account is proven, even if a parallel failure just locked it; an address
+            # row with nothing left to count goes too (the table holds live counters only).
+            if r.key.startswith(ACCOUNT) or (r.failures == 0 and r.locked_until is None):
                 s.delete(r)
-            else:
-                r.failures = max(0, r.failures - 1)
-                r.updated_at = now
 
 
 def login(db: Database, username: str, password: str, address: str | None,
