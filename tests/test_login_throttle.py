@@ -267,3 +267,24 @@ def test_address_keys():
     assert address_key("2001:db8:1:2::1") == address_key("2001:db8:1:2:ffff::9") == \
         "address:2001:db8:1:2::/64"
     assert address_key(None) == "address:unknown"
+
+
+def test_a_good_password_in_flight_clears_a_lock_set_meanwhile(api):
+    """A right password (S) and a wrong one (F) checked at once, F finishing first and
+    reaching the limit: the account is locked, then S proves it — the lock goes."""
+    db = api.db
+    keys = [accounts.account_key("s1"), address_key("10.4.4.4")]
+    with pytest.raises(AuthFailed):
+        login(db, "s1", "wrong-password", "10.4.4.4", POLICY, T0)
+    accounts._reserve(db, keys, POLICY, T0)  # S counted
+    accounts._reserve(db, keys, POLICY, T0)  # F counted: the quota of 3 is taken
+    with pytest.raises(LoginThrottled):  # any other attempt now waits for the window
+        login(db, "s1", PASSWORD, "10.4.4.4", POLICY, T0)
+    accounts._settle_failure(db, keys, "s1", api.users["s1"], "10.4.4.4", POLICY, T0)
+    with db.unit_of_work(write=False) as s:
+        assert s.get(LoginThrottle, "account:s1").locked_until is not None
+    accounts._settle_success(db, keys, T0)
+    with db.unit_of_work(write=False) as s:
+        assert s.get(LoginThrottle, "account:s1") is None
+        assert s.get(LoginThrottle, "address:10.4.4.4").failures == 2
+    assert login(db, "s1", PASSWORD, "10.4.4.4", POLICY, T0).username == "s1"
