@@ -432,12 +432,14 @@ def update_person(db: Database, person_id: int, changes: dict[str, Any],
 def _keep_an_admin(s: Session, person_id: int, assignment_id: int | None = None) -> None:
     """Refuse to leave no active admin (系统管理员): nobody could manage the organisation.
 
-    Every admin assignment is locked before counting: two admins removing (or deactivating)
-    each other at the same moment would otherwise both see two and leave none."""
+    Every admin assignment and its holder is locked before counting: two admins removing
+    (or deactivating) each other at the same moment would otherwise both see two and leave
+    none. Locking the people rows too makes the second one wait for, and then read, the
+    first one's `active`."""
     admins = s.execute(select(RoleAssignment.id, RoleAssignment.person_id, Person.active)
                        .join(Person, Person.id == RoleAssignment.person_id)
                        .where(RoleAssignment.role == "admin")
-                       .with_for_update(of=RoleAssignment)).all()
+                       .order_by(RoleAssignment.id).with_for_update()).all()
     mine = [a for a in admins if a.person_id == person_id and a.active]
     if not mine or (assignment_id is not None and assignment_id not in {a.id for a in mine}):
         return  # not an admin that counts now
