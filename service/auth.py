@@ -4,6 +4,12 @@ Every request except the health check and the two ways of logging in must carry 
 token or session. Both are rows in `api_tokens` (only their SHA-256 is stored), so both
 expire and both can be revoked. A browser that writes through the API with its cookie must
 also send the session's CSRF token in `X-CSRF-Token`; bearer clients need not.
+
+Every login (the token endpoint, the browser login, the /login form) is throttled per
+account name and per client address (`workflows.accounts.login`): over the limit the
+answer is 429 with `Retry-After`, before any password is hashed. The limits are the
+CIVFLOW_LOGIN_* settings; the client address is `request.remote_addr`, which is the
+proxy's unless CIVFLOW_PROXY_HOPS says how many proxies to trust (docs/OPERATIONS.md).
 """
 
 from __future__ import annotations
@@ -11,13 +17,17 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import logging
+import os
 import secrets
+from collections.abc import Mapping
+from dataclasses import asdict
 from urllib.parse import urlparse
 
 from flask import (
     Flask,
     current_app,
     g,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -27,21 +37,30 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from workflows.access import Viewer, load_viewer
+from workflows.access import ADMIN, Viewer, load_viewer, require
 from workflows.accounts import (
     BEARER,
+    EVENT_KINDS,
     SESSION,
     AuthFailed,
-    authenticate,
+    LoginThrottled,
+    ThrottlePolicy,
     issue_token,
+    lift_lockout,
+    lockouts,
+    login,
     principal_of,
     revoke_token,
+    security_events,
     shared_secret,
 )
 from workflows.engine import Actor, Engine, utcnow
 from workflows.errors import Forbidden
+
+from .errors import body_of
 
 log = logging.getLogger("civflow.auth")
 
@@ -78,6 +97,59 @@ class TokenOut(Schema):
     expires_in = fields.Integer(required=True)
 
 
+class LockoutOut(Schema):
+    key = fields.String(required=True, metadata={
+        "description": "account:NAME or address:IP (an IPv6 client by its /64)"})
+    failures = fields.Integer(required=True, metadata={
+        "description": "failed logins counted in the current window"})
+    window_started_at = fields.DateTime(required=True)
+    locked_until = fields.DateTime(allow_none=True)
+    locked = fields.Boolean(required=True, metadata={"description": "refused just now"})
+
+
+class LiftIn(Schema):
+    username = fields.String(validate=validate.Length(min=1, max=150))
+    address = fields.String(validate=validate.Length(min=1, max=64),
+                            metadata={"description": "an IP address as the log shows it"})
+
+    @validates_schema
+    def _one_of(self, data, **kwargs):
+        if ("username" in data) == ("address" in data):
+            raise ValidationError("give a username or an address (one of them)", "username")
+
+
+class LiftOut(Schema):
+    lifted = fields.Boolean(required=True, metadata={
+        "description": "false when there was no counter for it (nothing to lift)"})
+    was = fields.Nested(LockoutOut, allow_none=True)
+
+
+class EventQuery(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    username = fields.String(validate=validate.Length(min=1, max=100))
+    kind = fields.String(validate=validate.OneOf(EVENT_KINDS))
+
+
+class EventOut(Schema):
+    id = fields.Integer(required=True)
+    at = fields.DateTime(required=True)
+    kind = fields.String(required=True, metadata={"description": ", ".join(EVENT_KINDS)})
+    username = fields.String(allow_none=True, metadata={
+        "description": "as typed at the login; the account may not exist"})
+    user_id = fields.Integer(allow_none=True)
+    address = fields.String(allow_none=True)
+    by = fields.Integer(allow_none=True, metadata={"description": "the admin's person id"})
+    detail = fields.Dict(required=True)
+
+
+class EventList(Schema):
+    items = fields.List(fields.Nested(EventOut), required=True)
+    total = fields.Integer(required=True)
+    page = fields.Integer(required=True)
+    per_page = fields.Integer(required=True)
+
+
 class Me(Schema):
     username = fields.String(required=True)
     person_id = fields.Integer(allow_none=True)
@@ -91,8 +163,11 @@ class Token(MethodView):
     @blp.response(201, TokenOut)
     @blp.doc(security=[])
     def post(self, creds):
-        """Exchange a username and password for a bearer token (anonymous)."""
-        user = authenticate(engine().db, creds["username"], creds["password"])
+        """Exchange a username and password for a bearer token (anonymous).
+
+        401 for a wrong username or password; 429 with `Retry-After` after too many
+        failed logins for the name or from the address (see docs/OPERATIONS.md)."""
+        user = _check_password(creds["username"], creds["password"])
         ttl = current_app.config["CIVFLOW_TOKEN_TTL"]
         token, _exp = issue_token(engine().db, user.id, BEARER, ttl, utcnow())
         return {"access_token": token, "token_type": "bearer",
@@ -111,7 +186,9 @@ class Login(MethodView):
     @blp.response(200, Me)
     @blp.doc(security=[])
     def post(self, creds):
-        """Log in a browser: sets the session cookie (anonymous)."""
+        """Log in a browser: sets the session cookie (anonymous).
+
+        Throttled as `POST /auth/token` is (429 with `Retry-After`)."""
         _start_session(creds["username"], creds["password"])
         return _me()
 
@@ -133,6 +210,48 @@ class WhoAmI(MethodView):
         return _me()
 
 
+@blp.route("/lockouts")
+class Lockouts(MethodView):
+    @blp.response(200, LockoutOut(many=True))
+    def get(self):
+        """Failed-login counters and lockouts (登录锁定); admins only.
+
+        Every account name and address with failures in its window, locked ones first."""
+        require(viewer(), ADMIN, "reading login lockouts")
+        return [asdict(x) for x in lockouts(engine().db, utcnow())]
+
+
+@blp.route("/lockouts/lift")
+class LiftLockout(MethodView):
+    @blp.arguments(LiftIn)
+    @blp.response(200, LiftOut)
+    def post(self, body):
+        """Lift the lockout of an account name or an address (解除锁定); admins only.
+
+        Clears its counter, so logging in is allowed again at once; recorded in the
+        security log. `lifted` is false when there was nothing to lift."""
+        require(viewer(), ADMIN, "lifting a login lockout")
+        was = lift_lockout(engine().db, username=body.get("username"),
+                           address=body.get("address"), by=viewer().person_id or None,
+                           now=utcnow())
+        return {"lifted": was is not None, "was": asdict(was) if was else None}
+
+
+@blp.route("/security-events")
+class SecurityEvents(MethodView):
+    @blp.arguments(EventQuery, location="query")
+    @blp.response(200, EventList)
+    def get(self, args):
+        """The security log (安全日志), newest first; admins only.
+
+        Failed logins, lockouts and their lifting, deactivations and reactivations of
+        people: who, from which address, when, and the admin who did it."""
+        require(viewer(), ADMIN, "reading the security log")
+        items, total = security_events(engine().db, **args)
+        return {"items": items, "total": total, "page": args["page"],
+                "per_page": args["per_page"]}
+
+
 def _me() -> dict:
     v: Viewer = g.viewer
     return {"username": g.principal.username, "person_id": g.principal.person_id,
@@ -140,8 +259,14 @@ def _me() -> dict:
             "csrf_token": session.get("csrf")}
 
 
+def _check_password(username: str, password: str):
+    """The one way to check a password over HTTP: throttled by name and address."""
+    return login(engine().db, username, password, request.remote_addr,
+                 current_app.config["CIVFLOW_LOGIN_POLICY"], utcnow())
+
+
 def _start_session(username: str, password: str) -> None:
-    user = authenticate(engine().db, username, password)
+    user = _check_password(username, password)
     token, _exp = issue_token(engine().db, user.id, SESSION,
                               current_app.config["CIVFLOW_SESSION_TTL"], utcnow())
     session.clear()
@@ -204,6 +329,10 @@ def login_page():
         except AuthFailed:
             return render_template("login.html", error=True, next=nxt, username=username,
                                    expired=False), 401
+        except LoginThrottled as exc:
+            return (render_template("login.html", error=False, next=nxt, username=username,
+                                    expired=False, wait_minutes=-(-exc.retry_after // 60)),
+                    429, {"Retry-After": str(exc.retry_after)})
         return redirect(nxt)
     return render_template("login.html", error=False, next=nxt, username="", expired=expired)
 
@@ -253,7 +382,52 @@ def _authenticate():
     return None
 
 
+def _throttled(exc: LoginThrottled):
+    return jsonify(body_of(exc)), 429, {"Retry-After": str(exc.retry_after)}
+
+
+LOGIN_SETTINGS = {  # environment variable → (ThrottlePolicy field, default, unit)
+    "CIVFLOW_LOGIN_ACCOUNT_FAILURES": ("account_failures", 5, None),
+    "CIVFLOW_LOGIN_ADDRESS_FAILURES": ("address_failures", 20, None),
+    "CIVFLOW_LOGIN_WINDOW": ("window", 900, "seconds"),
+    "CIVFLOW_LOGIN_LOCKOUT": ("lockout", 900, "seconds"),
+    "CIVFLOW_LOGIN_ADDRESS_LOCKOUT": ("address_lockout", 900, "seconds"),
+}
+
+
+def login_policy(environ: Mapping[str, str]) -> ThrottlePolicy:
+    """The login throttle from CIVFLOW_LOGIN_* (whole numbers; durations in seconds)."""
+    values = {}
+    for name, (field, default, unit) in LOGIN_SETTINGS.items():
+        raw = environ.get(name, "").strip() or str(default)
+        try:
+            number = int(raw)
+            if number < 1:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{name}={raw!r}: a whole number of at least 1 is needed"
+                             + (f" ({unit})" if unit else "")) from None
+        values[field] = dt.timedelta(seconds=number) if unit else number
+    return ThrottlePolicy(**values)
+
+
+def _proxy_hops(environ: Mapping[str, str]) -> int:
+    raw = environ.get("CIVFLOW_PROXY_HOPS", "").strip() or "0"
+    if not raw.isdigit():
+        raise ValueError(f"CIVFLOW_PROXY_HOPS={raw!r}: the number of trusted proxies "
+                         "(0 when clients connect directly) is needed")
+    return int(raw)
+
+
 def init_app(app: Flask, api: Api) -> None:
+    app.config.setdefault("CIVFLOW_LOGIN_POLICY", login_policy(os.environ))
+    app.config.setdefault("CIVFLOW_PROXY_HOPS", _proxy_hops(os.environ))
+    if app.config["CIVFLOW_PROXY_HOPS"]:
+        # Only behind proxies that set X-Forwarded-For: trusting it otherwise would let a
+        # client name its own address and escape the per-address throttle.
+        hops = app.config["CIVFLOW_PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+    app.register_error_handler(LoginThrottled, _throttled)
     app.session_interface = _SecretLoadingSessions()
     app.permanent_session_lifetime = dt.timedelta(
         seconds=app.config["CIVFLOW_SESSION_TTL"].total_seconds())

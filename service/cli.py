@@ -20,7 +20,15 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from workflows.accounts import BEARER, MIN_PASSWORD, AuthFailed, create_user, issue_token
+from workflows.accounts import (
+    BEARER,
+    MIN_PASSWORD,
+    AuthFailed,
+    create_user,
+    issue_token,
+    lift_lockout,
+    lockouts,
+)
 from workflows.calendar import CALENDAR_FILE
 from workflows.db import Database, database_url, upgrade
 from workflows.engine import SYSTEM_ACTOR, Actor, Engine, utcnow
@@ -331,15 +339,57 @@ def token(username: str, days: int, db_url: str | None) -> None:
     """
     db = Database(db_url)
     with db.unit_of_work(write=False) as s:
-        user = s.execute(select(User).where(User.username == username)).scalar_one_or_none()
-    if user is None:
+        row = s.execute(select(User, Person.active).outerjoin(Person, Person.id == User.person_id)
+                        .where(User.username == username)).first()
+    if row is None:
         _fail(NotFound(f"no user {username!r}: create it with civflow create-user"))
-    if not user.active:
-        _fail(AuthFailed(f"the account {username!r} is disabled"))
+    user, person_active = row
+    if not user.active or person_active is False:
+        _fail(AuthFailed(f"the account {username!r} is disabled"
+                         + (" (its person is inactive)" if person_active is False else "")))
     value, expires = issue_token(db, user.id, BEARER, dt.timedelta(days=days), utcnow())
     click.echo(value)
     click.echo(f"bearer token for {username}, expires {expires:%Y-%m-%d %H:%M} UTC "
                f"({days} days)", err=True)
+
+
+@main.command("lockouts")
+@db_option
+def lockouts_cmd(db_url: str | None) -> None:
+    """List failed-login counters and lockouts (登录锁定), locked ones first.
+
+    One line each: the key (account:NAME or address:IP), the failures counted in the
+    current window, and until when it is locked."""
+    rows = lockouts(Database(db_url), utcnow())
+    for r in rows:
+        until = f"locked until {r.locked_until:%Y-%m-%d %H:%M:%S} UTC" if r.locked else "open"
+        click.echo(f"{r.key}\t{r.failures} failure(s)\t{until}")
+    if not rows:
+        click.echo("no failed logins counted", err=True)
+
+
+@main.command()
+@click.argument("username", required=False)
+@click.option("--address", default=None, metavar="IP", help="Lift an address's lockout instead.")
+@db_option
+def unlock(username: str | None, address: str | None, db_url: str | None) -> None:
+    """Lift the login lockout of USERNAME (or of --address IP) at once (解除锁定).
+
+    Clears the failed-login counter, so the next login is checked normally; recorded in
+    the security log (GET /api/v1/auth/security-events)."""
+    if (username is None) == (address is None):
+        raise click.UsageError("give a USERNAME or --address IP (one of them)")
+    try:
+        was = lift_lockout(Database(db_url), username=username, address=address, by=None,
+                           now=utcnow())
+    except CivflowError as exc:
+        _fail(exc)
+    what = f"user {username}" if username is not None else f"address {address}"
+    if was is None:
+        click.echo(f"no failed logins counted for {what}; nothing to lift")
+    else:
+        click.echo(f"lifted: {what} ({was.failures} failure(s)"
+                   f"{', was locked' if was.locked else ''})")
 
 
 # --------------------------------------------------------------------------- demo, serve

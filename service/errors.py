@@ -16,12 +16,13 @@ from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
 from workflows import errors as e
-from workflows.accounts import AuthFailed
+from workflows.accounts import AuthFailed, LoginThrottled
 
 STATUS: dict[type[e.CivflowError], int] = {
     e.NotFound: 404,
     e.Forbidden: 403,
     AuthFailed: 401,
+    LoginThrottled: 429,
     e.Conflict: 409,
     e.DuplicateCase: 409,
     e.NotPublished: 409,
@@ -48,6 +49,8 @@ class ProblemSchema(Schema):
     case_id = fields.Integer()
     problems = fields.List(fields.Dict())
     errors = fields.List(fields.Dict())
+    retry_after = fields.Integer(metadata={"description": "429: seconds to wait, as the "
+                                                          "Retry-After header says"})
 
 
 def status_of(exc: e.CivflowError) -> int:

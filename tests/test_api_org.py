@@ -187,8 +187,8 @@ def test_admin_changes_a_person(api):
         "code": "S1", "name": "测试s1改", "unit_id": sec2, "unit_name": "干部二科",
         "tier": "deputy", "rank": "一级主任科员", "rank_since": "2025-01-01", "post": "副科长",
         "active": False}
-    assert api.get("s1", url).json == r.json
-    inactive = api.get("s1", f"{ORG}/people?active=false").json
+    assert api.get("s2", url).json == r.json  # s1 itself can no longer sign in
+    inactive = api.get("s2", f"{ORG}/people?active=false").json
     assert [p["code"] for p in inactive["items"]] == ["S1"]
     cleared = api.patch("admin", url, json={"rank": None, "post": None})
     assert (cleared.json["rank"], cleared.json["post"], cleared.json["tier"]) == \

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy import ColumnElement, and_, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from .errors import Forbidden
@@ -19,6 +19,13 @@ from .models import Case, Person, RoleAssignment, Unit
 
 ADMIN, OWNER, LEADER, COMMITTEE = "admin", "process_owner", "leader", "committee"
 CASES = Case.__table__
+ROLES, PEOPLE = RoleAssignment.__table__, Person.__table__
+# The one rule for whose role assignments count: those of active people (在职). Every role
+# lookup (the viewer, the engine's `_Roles`, the queue through the viewer, notifications)
+# selects from here, so deactivating a person drops all their roles at once and
+# reactivating restores them — the assignment rows themselves are kept.
+HELD_ROLES = ROLES.join(PEOPLE, and_(PEOPLE.c.id == ROLES.c.person_id,
+                                     PEOPLE.c.active.is_(True)))
 
 
 @dataclass(frozen=True)
@@ -53,10 +60,10 @@ class Viewer:
 
 def load_viewer(s: Session, person_id: int) -> Viewer:
     rows = s.execute(
-        select(RoleAssignment.role, RoleAssignment.unit_id, Unit.path)
-        .outerjoin(Unit, Unit.id == RoleAssignment.unit_id)
-        .where(RoleAssignment.person_id == person_id)
-        .order_by(RoleAssignment.role, RoleAssignment.unit_id)
+        select(ROLES.c.role, ROLES.c.unit_id, Unit.path).select_from(HELD_ROLES)
+        .outerjoin(Unit, Unit.id == ROLES.c.unit_id)
+        .where(ROLES.c.person_id == person_id)
+        .order_by(ROLES.c.role, ROLES.c.unit_id)
     ).all()
     return Viewer(person_id, tuple((r, u, p) for r, u, p in rows))
 

@@ -1,26 +1,37 @@
-"""Accounts, passwords and tokens.
+"""Accounts, passwords and tokens; login throttling (登录限流) and the security log.
 
 Passwords are hashed with Argon2id (argon2-cffi, the PHC winner's reference binding).
 Bearer tokens and browser sessions are random strings of which only the SHA-256 is stored,
 so a leaked database does not leak usable tokens; each one expires and can be revoked.
+
+Every password check costs a 64 MiB Argon2 hash, so `login` counts attempts per account
+name and per client address in `login_throttle` (shared by every node) *before* hashing:
+a key over its limit is refused (`LoginThrottled`, HTTP 429) without any hashing, and
+repeated failures lock it for a while — until the lockout runs out or an admin lifts it.
+An account that does not exist is counted like one that does, so the answers never tell
+which names exist. Failed logins, lockouts and their lifting go to `security_events`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
+import math
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .db import Database
 from .errors import CivflowError, FieldErrors, NotFound
-from .models import ApiToken, Person, Setting, User
+from .models import ApiToken, LoginThrottle, Person, SecurityEvent, Setting, User
 
 MIN_PASSWORD = 8
 BEARER, SESSION = "bearer", "session"
@@ -33,6 +44,21 @@ class AuthFailed(CivflowError):
     """Wrong username or password, or an unknown, expired or revoked token."""
 
     code = "unauthorized"
+
+
+class LoginThrottled(CivflowError):
+    """Too many failed logins for this account name or from this address: try later.
+
+    The same answer whether the account exists or not; `retry_after` is in seconds."""
+
+    code = "too_many_attempts"
+
+    def __init__(self, retry_after: int):
+        self.retry_after = retry_after
+        super().__init__(f"too many failed logins; try again in {retry_after} seconds")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": str(self), "retry_after": self.retry_after}
 
 
 @dataclass(frozen=True)
@@ -84,15 +110,256 @@ def create_user(db: Database, username: str, password: str, person_code: str | N
 
 
 def authenticate(db: Database, username: str, password: str) -> User:
+    """The password check alone (one Argon2 hash); `login` wraps it in the throttle.
+
+    A disabled account, or one whose person is inactive (不在职), is refused like a wrong
+    password: a login must not tell which accounts exist or are disabled."""
     with db.unit_of_work(write=False) as s:
-        user = s.execute(select(User).where(User.username == username)).scalar_one_or_none()
+        row = s.execute(select(User, Person.active).outerjoin(Person, Person.id == User.person_id)
+                        .where(User.username == username)).first()
+    user, person_active = row if row is not None else (None, None)
     try:
         _hasher.verify(user.password_hash if user and user.password_hash else _DUMMY, password)
     except (VerificationError, InvalidHashError):
         user = None
-    if user is None or not user.active or not user.password_hash:
+    if user is None or not user.active or not user.password_hash or person_active is False:
         raise AuthFailed("wrong username or password")
     return user
+
+
+# --------------------------------------------------------------------------- throttling
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    """How many failed logins are allowed, and for how long a key is locked after them.
+
+    Set by the service from CIVFLOW_LOGIN_* (docs/OPERATIONS.md). The defaults allow 5
+    failures per account name and 20 per address within 15 minutes, then refuse that key
+    for 15 minutes."""
+
+    account_failures: int = 5
+    address_failures: int = 20
+    window: dt.timedelta = dt.timedelta(minutes=15)
+    lockout: dt.timedelta = dt.timedelta(minutes=15)
+    address_lockout: dt.timedelta = dt.timedelta(minutes=15)
+
+    def __post_init__(self) -> None:
+        if self.account_failures < 1 or self.address_failures < 1:
+            raise ValueError("login failure limits must be at least 1")
+        if min(self.window, self.lockout, self.address_lockout) <= dt.timedelta(0):
+            raise ValueError("login window and lockouts must be longer than zero")
+
+    def limit(self, key: str) -> int:
+        return self.account_failures if key.startswith(ACCOUNT) else self.address_failures
+
+    def lock_for(self, key: str) -> dt.timedelta:
+        return self.lockout if key.startswith(ACCOUNT) else self.address_lockout
+
+
+ACCOUNT, ADDRESS = "account:", "address:"
+UNKNOWN_ADDRESS = "unknown"
+
+
+def account_key(username: str) -> str:
+    # Names longer than an account can have cannot exist; the cut keeps the key in its column.
+    return ACCOUNT + username[:150]
+
+
+def address_key(address: str | None) -> str:
+    """`address:IP`; an IPv6 client counts by its /64, the block one subscriber is given
+    (else each of its 2**64 addresses would have a quota of its own)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return ADDRESS + (address or UNKNOWN_ADDRESS)[:60]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return ADDRESS + str(ip.ipv4_mapped)
+        return ADDRESS + str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return ADDRESS + str(ip)
+
+
+def _seconds(delta: dt.timedelta) -> int:
+    return max(1, math.ceil(delta.total_seconds()))
+
+
+def _insert(s: Session):
+    return postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _locked_rows(s: Session, keys: list[str], now: dt.datetime) -> dict[str, LoginThrottle]:
+    """The throttle rows of `keys`, created if missing and locked FOR UPDATE (in key order,
+    so that two logins never wait on each other crosswise)."""
+    table = LoginThrottle.__table__
+    for key in sorted(keys):
+        s.execute(_insert(s)(table).values(key=key, failures=0, window_started_at=now,
+                                           updated_at=now)
+                  .on_conflict_do_nothing(index_elements=["key"]))
+    rows = s.execute(select(LoginThrottle).where(LoginThrottle.key.in_(keys))
+                     .order_by(LoginThrottle.key).with_for_update()).scalars()
+    return {r.key: r for r in rows}
+
+
+def _refusal(rows: list[LoginThrottle], policy: ThrottlePolicy, now: dt.datetime
+             ) -> int | None:
+    """Seconds until every key may try again, or None when none is refused now."""
+    waits = []
+    for r in rows:
+        if r.locked_until is not None and r.locked_until > now:
+            waits.append(r.locked_until - now)
+        elif (r.locked_until is None and r.failures >= policy.limit(r.key)
+              and r.window_started_at + policy.window > now):
+            # The quota is taken by attempts still being checked: wait for the window.
+            waits.append(r.window_started_at + policy.window - now)
+    return _seconds(max(waits)) if waits else None
+
+
+def _reserve(db: Database, keys: list[str], policy: ThrottlePolicy, now: dt.datetime) -> None:
+    """Count this attempt against each key before the password is hashed, or refuse it.
+
+    Counting first (and giving the count back on success) bounds the Argon2 checks per
+    key to the limit even when many attempts arrive at once on several nodes."""
+    with db.unit_of_work(write=False) as s:  # the common refusal needs no write at all
+        wait = _refusal(list(s.execute(select(LoginThrottle).where(
+            LoginThrottle.key.in_(keys))).scalars()), policy, now)
+    if wait is not None:
+        raise LoginThrottled(wait)
+    with db.unit_of_work() as s:
+        rows = _locked_rows(s, keys, now)
+        wait = _refusal(list(rows.values()), policy, now)
+        if wait is not None:
+            raise LoginThrottled(wait)
+        for r in rows.values():
+            if r.locked_until is not None or r.window_started_at + policy.window <= now:
+                # A lockout that ran out, or a window that ended: a fresh quota.
+                r.failures, r.window_started_at, r.locked_until = 0, now, None
+            r.failures += 1
+            r.updated_at = now
+
+
+def _settle_failure(db: Database, keys: list[str], username: str, user_id: int | None,
+                    address: str | None, policy: ThrottlePolicy, now: dt.datetime) -> None:
+    with db.unit_of_work() as s:
+        rows = _locked_rows(s, keys, now)
+        s.add(SecurityEvent(at=now, kind="login_failed", username=username[:100],
+                            user_id=user_id, address=address and address[:64], detail={}))
+        for r in rows.values():
+            if r.failures >= policy.limit(r.key) and r.locked_until is None:
+                r.locked_until = now + policy.lock_for(r.key)
+                r.updated_at = now
+                s.add(SecurityEvent(at=now, kind="lockout", username=username[:100],
+                                    user_id=user_id, address=address and address[:64],
+                                    detail={"key": r.key, "failures": r.failures,
+                                            "until": r.locked_until.isoformat()}))
+
+
+def _settle_success(db: Database, keys: list[str], now: dt.datetime) -> None:
+    """A good password clears the account's count; the address gets its attempt back."""
+    with db.unit_of_work() as s:
+        rows = _locked_rows(s, keys, now)
+        for r in rows.values():
+            r.failures = 0 if r.key.startswith(ACCOUNT) else max(0, r.failures - 1)
+            r.updated_at = now
+            # The account is proven, even if a parallel failure just locked it; an address
+            # row with nothing left to count goes too (the table holds live counters only).
+            if r.key.startswith(ACCOUNT) or (r.failures == 0 and r.locked_until is None):
+                s.delete(r)
+
+
+def login(db: Database, username: str, password: str, address: str | None,
+          policy: ThrottlePolicy, now: dt.datetime) -> User:
+    """A throttled `authenticate`: every way of logging in goes through here.
+
+    Raises `LoginThrottled` (no password was checked) or `AuthFailed`."""
+    keys = [account_key(username), address_key(address)]
+    _reserve(db, keys, policy, now)
+    try:
+        user = authenticate(db, username, password)
+    except AuthFailed:
+        with db.unit_of_work(write=False) as s:
+            user_id = s.execute(select(User.id).where(User.username == username)).scalar()
+        _settle_failure(db, keys, username, user_id, address, policy, now)
+        raise
+    _settle_success(db, keys, now)
+    return user
+
+
+@dataclass(frozen=True)
+class Lockout:
+    """A throttle counter (account name or address) as admins see it."""
+
+    key: str
+    failures: int
+    window_started_at: dt.datetime
+    locked_until: dt.datetime | None
+    locked: bool
+
+
+def lockouts(db: Database, now: dt.datetime) -> list[Lockout]:
+    """The counters with failures or a lockout, locked ones first."""
+    with db.unit_of_work(write=False) as s:
+        rows = s.execute(select(LoginThrottle).where(
+            (LoginThrottle.failures > 0) | LoginThrottle.locked_until.is_not(None))
+            .order_by(LoginThrottle.locked_until.desc(), LoginThrottle.key)).scalars().all()
+    out = [Lockout(r.key, r.failures, r.window_started_at, r.locked_until,
+                   r.locked_until is not None and r.locked_until > now) for r in rows]
+    return sorted(out, key=lambda x: (not x.locked, x.key))
+
+
+def lift_lockout(db: Database, *, username: str | None = None, address: str | None = None,
+                 by: int | None, now: dt.datetime) -> Lockout | None:
+    """Clear the counter of an account name or an address (解除锁定); None when it had none.
+
+    Recorded in `security_events` as `lockout_lifted`, with the admin (`by`)."""
+    if (username is None) == (address is None):
+        raise FieldErrors({"username": ["give a username or an address (one of them)"]})
+    key = account_key(username) if username is not None else address_key(address)
+    with db.unit_of_work() as s:
+        row = s.execute(select(LoginThrottle).where(LoginThrottle.key == key)
+                        .with_for_update()).scalar_one_or_none()
+        if row is None:
+            return None
+        was = Lockout(row.key, row.failures, row.window_started_at, row.locked_until,
+                      row.locked_until is not None and row.locked_until > now)
+        user_id = s.execute(select(User.id).where(User.username == username)).scalar() \
+            if username is not None else None
+        s.delete(row)
+        s.add(SecurityEvent(at=now, kind="lockout_lifted", username=username, user_id=user_id,
+                            address=address, by=by,
+                            detail={"key": key, "failures": was.failures,
+                                    "was_locked": was.locked}))
+        return was
+
+
+EVENT_KINDS = ("login_failed", "lockout", "lockout_lifted", "deactivated", "reactivated")
+
+
+def security_events(db: Database, *, page: int = 1, per_page: int = 50,
+                    username: str | None = None, kind: str | None = None
+                    ) -> tuple[list[SecurityEvent], int]:
+    """The security log (安全日志), newest first, with the total."""
+    conds = []
+    if username is not None:
+        conds.append(SecurityEvent.username == username)
+    if kind is not None:
+        conds.append(SecurityEvent.kind == kind)
+    with db.unit_of_work(write=False) as s:
+        total = s.execute(select(func.count()).select_from(SecurityEvent).where(*conds)
+                          ).scalar_one()
+        rows = s.execute(select(SecurityEvent).where(*conds)
+                         .order_by(SecurityEvent.at.desc(), SecurityEvent.id.desc())
+                         .limit(per_page).offset((page - 1) * per_page)).scalars().all()
+    return list(rows), total
+
+
+def revoke_all(s: Session, person_id: int, now: dt.datetime) -> int:
+    """End every token and session of the person's account(s), inside a caller's unit of
+    work; returns how many were live."""
+    users = select(User.id).where(User.person_id == person_id).scalar_subquery()
+    return s.execute(update(ApiToken).where(ApiToken.user_id.in_(users),
+                                            ApiToken.revoked_at.is_(None))
+                     .values(revoked_at=now)).rowcount or 0
 
 
 def _digest(token: str) -> str:
@@ -118,17 +385,19 @@ def principal_of(s: Session, token: str, now: dt.datetime) -> Principal:
     """Who holds `token`, inside a caller's unit of work; AuthFailed says why not."""
     row = s.execute(
         select(ApiToken.id, ApiToken.expires_at, ApiToken.revoked_at, User.id,
-               User.username, User.person_id, User.active)
+               User.username, User.person_id, User.active, Person.active)
         .join(User, User.id == ApiToken.user_id)
+        .outerjoin(Person, Person.id == User.person_id)
         .where(ApiToken.token_hash == _digest(token))).first()
     if row is None:
         raise AuthFailed("unknown token")
-    token_id, expires, revoked, user_id, username, person_id, active = row
+    token_id, expires, revoked, user_id, username, person_id, active, person_active = row
     if revoked is not None:
         raise AuthFailed("the token was revoked")
     if expires <= now:
         raise AuthFailed("the token has expired")
-    if not active:
+    # The person check also catches a token issued while the person was being deactivated.
+    if not active or person_active is False:
         raise AuthFailed("the account is disabled")
     return Principal(user_id, username, person_id, token_id)
 

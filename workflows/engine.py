@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import forms, provenance, queries, rules
-from .access import Viewer, can_see, check_can_start
+from .access import HELD_ROLES, Viewer, can_see, check_can_start
 from .calendar import WorkCalendar
 from .db import Database
 from .errors import (
@@ -73,8 +73,8 @@ ROLES = RoleAssignment.__table__
 # action cost more client CPU than the database spent running it (bench/engine_bench.py).
 LOAD_CASE = (select(CASES, UNITS.c.path).join(UNITS, UNITS.c.id == CASES.c.unit_id)
              .where(CASES.c.id == bindparam("case_id")))
-ASSIGNMENTS = select(ROLES.c.role, ROLES.c.unit_id).where(
-    ROLES.c.person_id == bindparam("person_id"))
+ASSIGNMENTS = select(ROLES.c.role, ROLES.c.unit_id).select_from(HELD_ROLES).where(
+    ROLES.c.person_id == bindparam("person_id"))  # an inactive person holds no role
 VERSIONED_UPDATE = update(CASES).where(CASES.c.id == bindparam("_id"),
                                        CASES.c.version == bindparam("_version"))
 INSERT_HISTORY = insert(HISTORY)

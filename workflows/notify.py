@@ -50,6 +50,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from .access import HELD_ROLES
 from .claims import claim_batch
 from .db import Database
 from .errors import NotFound
@@ -187,9 +188,8 @@ def recipients(s: Session, case_row: Any, spec: FlowSpec, role_names: Iterable[s
             found = _nearest(conn, role.role, units)
         elif role.resolve == "group":
             found = list(conn.execute(
-                select(ROLES.c.person_id).join(PEOPLE, PEOPLE.c.id == ROLES.c.person_id)
-                .where(ROLES.c.role == role.group, ROLES.c.unit_id.is_(None),
-                       PEOPLE.c.active.is_(True))
+                select(ROLES.c.person_id).select_from(HELD_ROLES)
+                .where(ROLES.c.role == role.group, ROLES.c.unit_id.is_(None))
                 .order_by(ROLES.c.person_id)).scalars())
         else:
             found = []
@@ -208,9 +208,8 @@ def _nearest(conn, role: str | None, units_nearest_first: list[int],
     if not units_nearest_first or not role:
         return []
     rows = conn.execute(
-        select(ROLES.c.unit_id, ROLES.c.person_id).join(PEOPLE, PEOPLE.c.id == ROLES.c.person_id)
-        .where(ROLES.c.role == role, ROLES.c.unit_id.in_(units_nearest_first),
-               PEOPLE.c.active.is_(True))
+        select(ROLES.c.unit_id, ROLES.c.person_id).select_from(HELD_ROLES)
+        .where(ROLES.c.role == role, ROLES.c.unit_id.in_(units_nearest_first))
         .order_by(ROLES.c.person_id)).all()
     by_unit: dict[int, list[int]] = {}
     for unit_id, person_id in rows:

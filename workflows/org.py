@@ -19,10 +19,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .accounts import revoke_all
 from .db import Database
 from .errors import ActionNotAllowed, FieldErrors, ImportFailed, NotFound
 from .facts import out_of_range
-from .models import ORG_ROLES, TIERS, Person, RoleAssignment, Unit, User
+from .models import ORG_ROLES, TIERS, Person, RoleAssignment, SecurityEvent, Unit, User
 
 # Columns of the people CSV (UTF-8, header row required; BOM tolerated for Excel files).
 COLUMNS = ("unit_code", "unit_name", "parent_unit_code", "person_code", "name", "tier",
@@ -401,15 +402,58 @@ def create_person(db: Database, code: str, unit_id: int, **values: Any) -> dict[
         return person_out(s, add_person(s, code, unit=unit, **values))
 
 
-def update_person(db: Database, person_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+def update_person(db: Database, person_id: int, changes: dict[str, Any],
+                  by: int | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Change a person; `by` is the admin doing it (recorded with a deactivation).
+
+    Deactivating (`active: false`, 停用) takes effect at once: every token and browser
+    session of their account is revoked in the same transaction, logging in is refused,
+    and their role assignments stop counting everywhere (`access.HELD_ROLES`). Reactivating
+    restores the roles; the revoked tokens stay revoked — the person logs in again."""
+    now = now or dt.datetime.now(dt.UTC)
     with db.unit_of_work() as s:
         person = get_or_404(s, Person, person_id)
         if "unit_id" in changes:
             get_or_404(s, Unit, changes["unit_id"])
+        switched = "active" in changes and changes["active"] != person.active
+        if switched and not changes["active"]:
+            _keep_an_admin(s, person_id)
         for key, value in changes.items():
             setattr(person, key, value)
+        if switched:
+            revoked = revoke_all(s, person_id, now) if not person.active else 0
+            user = s.execute(select(User.id, User.username)
+                             .where(User.person_id == person_id)).first()
+            s.add(SecurityEvent(at=now, kind="reactivated" if person.active else "deactivated",
+                                username=user.username if user else None,
+                                user_id=user.id if user else None, by=by,
+                                detail={"person_id": person_id, "person_code": person.code,
+                                        "tokens_revoked": revoked}))
         s.flush()
         return person_out(s, person)
+
+
+def _keep_an_admin(s: Session, person_id: int, assignment_id: int | None = None) -> None:
+    """Refuse to leave no active admin (系统管理员): nobody could manage the organisation.
+
+    Every admin assignment and its holder is locked before counting: two admins removing
+    (or deactivating) each other at the same moment would otherwise both see two and leave
+    none. Locking the people rows too makes the second one wait for, and then read, the
+    first one's `active`."""
+    admins = s.execute(select(RoleAssignment.id, RoleAssignment.person_id, Person.active)
+                       .join(Person, Person.id == RoleAssignment.person_id)
+                       .where(RoleAssignment.role == "admin")
+                       .order_by(RoleAssignment.id).with_for_update()).all()
+    mine = [a for a in admins if a.person_id == person_id and a.active]
+    if not mine or (assignment_id is not None and assignment_id not in {a.id for a in mine}):
+        return  # not an admin that counts now
+    others = {a.person_id for a in admins if a.active and a.person_id != person_id}
+    if assignment_id is not None and len(mine) > 1:
+        return  # they stay admin through another assignment
+    if not others:
+        raise ActionNotAllowed("this is the last admin (the only active person holding "
+                               "admin); make someone else admin before removing or "
+                               "deactivating them")
 
 
 def add_role(db: Database, person_id: int, role: str, unit_id: int | None) -> dict[str, Any]:
@@ -431,11 +475,6 @@ def add_role(db: Database, person_id: int, role: str, unit_id: int | None) -> di
 def remove_role(db: Database, assignment_id: int) -> None:
     with db.unit_of_work() as s:
         row = get_or_404(s, RoleAssignment, assignment_id)
-        # Lock every admin assignment before counting: two admins removing each other at
-        # the same moment would otherwise both see two and leave none.
-        admins = s.execute(select(RoleAssignment.id).where(RoleAssignment.role == "admin")
-                           .with_for_update()).scalars().all() if row.role == "admin" else []
-        if row.role == "admin" and len(admins) <= 1:
-            raise ActionNotAllowed("this is the last admin assignment; make someone else "
-                                   "admin before removing it")
+        if row.role == "admin":
+            _keep_an_admin(s, row.person_id, assignment_id)
         s.delete(row)

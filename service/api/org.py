@@ -15,6 +15,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from workflows import org
 from workflows.access import ADMIN, require
+from workflows.engine import utcnow
 from workflows.models import ORG_ROLES, TIERS
 from workflows.spec import NAME, NAME_MSG
 
@@ -231,9 +232,15 @@ class PersonDetail(MethodView):
         """Change a person (修改人员); admins only.
 
         Name, unit, tier (同级 pool), rank (职级), post, active; never the code, by which
-        imports recognise them. Open cases keep the unit they started in."""
+        imports recognise them. Open cases keep the unit they started in.
+
+        `active: false` (停用) revokes every token and session of the person's account at
+        once, refuses their logins and drops their roles from every lookup (queues,
+        actions, notifications); `active: true` restores the roles, not the tokens.
+        Recorded in the security log. 409 for the last active admin."""
         require(viewer(), ADMIN, "changing a person")
-        return org.update_person(engine().db, person_id, body)
+        return org.update_person(engine().db, person_id, body, by=viewer().person_id or None,
+                                 now=utcnow())
 
 
 @blp.route("/roles")
