@@ -24,7 +24,7 @@ from .test_scenarios import ANNUAL, DIVISIONS, USERNAME, bureau, start  # noqa: 
 
 P = Actor.person
 QUOTA_LINE = ("      - quota: {field: grade, value: 好, max_ratio: 0.4, rounding: floor, min: 1,\n"
-              "                pool: [unit, tier, period], unit_depth: 1}\n")
+              "                pool: [unit, tier, period]}\n")
 
 
 def probe_flow(name: str, quota: str) -> str:
