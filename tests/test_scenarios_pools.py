@@ -199,3 +199,76 @@ def test_the_annual_defaults_are_the_2020_rules():
 
     p = ExcellentQuotaParams().load({})
     assert (p["max_ratio"], p["raised_ratio"], p["ceiling"]) == (0.2, 0.25, 0.25)
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_two_approvers_of_different_units_share_one_pool(pg_only_url):
+    """Two committee members approve the 好 of two different 科室 at once; the 机关-level
+    pool (2 places in 10) takes one batch, never both: the lock is the pool's, not a 科室's."""
+    from workflows.db import Database
+
+    from .test_concurrency import _race, _racing_engines
+
+    db = Database(pg_only_url)
+    eng = Engine(db)
+    org = machine(db, units=2, people=5)
+    eng.publish(probe_flow("race", "{field: grade, value: 好, max_ratio: 0.2, "
+                                   "pool: [unit, tier, period], unit_depth: 1}"), "race.yaml")
+    cases = graded(eng, "race", org, lambda unit, n: "好" if n < 2 else "较好")
+    a, b = _racing_engines(pg_only_url)
+    results, errors = _race([
+        lambda: a.fire_bulk(cases["KS01"][:2], "approve", P(org["c1"])),
+        lambda: b.fire_bulk(cases["KS02"][:2], "approve", P(org["c2"])),
+    ])
+    assert len(results) == 1 and len(errors) == 1, (results, errors)
+    assert isinstance(errors[0], RuleViolation)
+    assert (errors[0].details["limit"], errors[0].details["used"]) == (2, 2)
+    states = sorted(eng.get_case(c).state for u in ("KS01", "KS02") for c in cases[u][:2])
+    assert states == ["approval", "approval", "approved", "approved"]
+    db.dispose()
+
+
+# --------------------------------------------------------------------------- the meter
+
+
+def _web_login(b, username: str) -> None:
+    import re
+
+    page = b.http.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    r = b.http.post("/login", data={"username": username, "password": "civflow-demo",
+                                    "csrf_token": token})
+    assert r.status_code == 302, r.get_data(as_text=True)
+
+
+def test_the_bulk_meter_shows_the_annual_excellent_quota(bureau):  # noqa: F811
+    """The annual flow's 优秀 quota on the bulk approval page (issue 12: the meter ignored
+    it): 20 % of 9 → 1; a raised score sheet of the division → 25 % → 2, as the rule says."""
+    from workflows import contact_points as cp
+
+    b = bureau
+    gwy = DIVISIONS["RSJ-GWY"]
+    b.at(2026, 12, 1, 9)
+    cases = {code: b.start("owner", ANNUAL, code, "2026") for code in gwy}
+    for code in gwy:
+        b.act(USERNAME[code], cases[code], "submit", {"summary": "2026 年度述职报告"})
+    assert b.bulk("leader1", "record_votes", [cases[c] for c in gwy[1:]])["counts"]["done"] == 8
+    b.act("committee1", cases[gwy[0]], "record_votes")
+    assert b.bulk("leader1", "evaluate", [cases[c] for c in gwy[1:]],
+                  {"grade": "称职"})["counts"]["done"] == 8
+    b.act("committee1", cases[gwy[0]], "evaluate", {"grade": "称职"})
+
+    _web_login(b, "committee1")
+    url = f"/queue/bulk?flow={ANNUAL}&state=approval&trigger=approve"
+    html = b.http.get(url).get_data(as_text=True)
+    assert 'data-quota' in html and "优秀" in html
+    assert 'data-used="0" data-limit="1"' in html  # 20 % of 9, floor
+
+    with b.db.unit_of_work() as s:
+        cp.put_sheet(s, "RSJ-GWY", 2026, {"score": 97, "raised": True}, by=None,
+                      now=b.clock.now)
+    html = b.http.get(url).get_data(as_text=True)
+    assert 'data-used="0" data-limit="2"' in html  # raised: 25 % of 9, floor
+    assert "25%" in html and "RSJ-GWY" in html
