@@ -102,7 +102,7 @@ def test_the_definition_validates_and_every_number_is_a_parameter():
                                  "review", "review_decided", "complaint", "closed"]
     doc = _doc()
     quota = _rule(doc, "approve", "excellent_quota")
-    assert (quota["max_ratio"], quota["raised_ratio"], quota["ceiling"]) == (0.15, 0.2, 0.2)
+    assert (quota["max_ratio"], quota["raised_ratio"], quota["ceiling"]) == (0.2, 0.25, 0.25)
     notice = next(s for s in doc["states"] if s["name"] == "public_notice")
     assert notice["timers"] == [{"kind": "auto", "working_days": 5, "fire": "notice_passed"}]
     window = next(s for s in doc["states"] if s["name"] == "appeal_window")
@@ -118,10 +118,10 @@ def _problems(change) -> list[str]:
 
 
 def test_definition_time_checks_of_the_annual_rules():
-    found = _problems(lambda d: _rule(d, "approve", "excellent_quota").update(raised_ratio=0.25))
-    assert any("raised_ratio: 25% is above the ceiling of 20%" in p for p in found), found
+    found = _problems(lambda d: _rule(d, "approve", "excellent_quota").update(raised_ratio=0.3))
+    assert any("raised_ratio: 30% is above the ceiling of 25%" in p for p in found), found
     found = _problems(lambda d: _rule(d, "approve", "excellent_quota").update(raised_ratio=0.1))
-    assert any("raised_ratio 10% is below max_ratio 15%" in p for p in found), found
+    assert any("raised_ratio 10% is below max_ratio 20%" in p for p in found), found
     found = _problems(lambda d: _rule(d, "evaluate", "sanction_block")["kinds"].update(
         记过={"only": ["无等次"]}))
     assert any("'无等次' is not a value of field 'grade'" in p for p in found), found
