@@ -127,6 +127,43 @@ def test_the_machine_pool_at_twenty_percent_takes_ten_of_fifty_in_one_bulk(db, e
         engine.fire(cases["KS01"][1], "approve", P(org["c1"]))
 
 
+def test_a_minimum_of_one_per_tier_gave_four_of_seven(db, engine):
+    """One 科室 of 1 正职, 1 副职, 5 staff, all proposed 好, 40 % per tier: with a minimum of
+    one per pool 4 of 7 pass (57 %); with `min: 0` 2 (the staff's 40 % of 5)."""
+    def seven(flow: str) -> list[int]:
+        ids = []
+        for pid in people:
+            c = engine.start_case(flow, pid, period_key="2026-11")
+            engine.fire(c.id, "submit", P(pid), data={"summary": "本月小结"})
+            engine.fire(c.id, "evaluate", P(lead), data={"grade": "好"})
+            engine.fire(c.id, "accept", P(pid))
+            ids.append(c.id)
+        return ids
+
+    with db.unit_of_work() as s:
+        root = add_unit(s, "JG", "某局机关")
+        ks = add_unit(s, "KS", "一科", root)
+        leader = add_person(s, "LEAD", "局领导", root, "chief")
+        committee = add_person(s, "C1", "审定一", root, "deputy")
+        assign_role(s, leader, "leader", root)
+        assign_role(s, committee, "committee", root)
+        lead, c1 = leader.id, committee.id
+        people = [add_person(s, f"P{i}", f"人员{i}", ks, tier).id for i, tier in
+                  enumerate(["chief", "deputy"] + ["staff"] * 5)]
+    engine.publish(probe_flow("min-one", "{field: grade, value: 好, max_ratio: 0.4}"), "a.yaml")
+    engine.publish(probe_flow("min-zero", "{field: grade, value: 好, max_ratio: 0.4, min: 0}"),
+                   "b.yaml")
+    for flow, passed in (("min-one", 4), ("min-zero", 2)):
+        done = 0
+        for cid in seven(flow):
+            try:
+                engine.fire(cid, "approve", P(c1))
+                done += 1
+            except RuleViolation:
+                pass
+        assert done == passed, flow
+
+
 def test_small_units_merged_into_one_pool_and_ratios_per_tier(db, engine):
     """Two small 科室 form one pool (merge_units); 好 ratios differ per tier."""
     org = machine(db, units=3, people=2)
