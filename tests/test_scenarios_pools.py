@@ -309,3 +309,9 @@ def test_the_bulk_meter_shows_the_annual_excellent_quota(bureau):  # noqa: F811
     html = b.http.get(url).get_data(as_text=True)
     assert 'data-used="0" data-limit="2"' in html  # raised: 25 % of 9, floor
     assert "25%" in html and "RSJ-GWY" in html
+    # The ledger reads the same count: the annual flow's grades against its 优秀 quota.
+    dist = b.get("owner", "/api/v1/ledger/grades", flow=ANNUAL, period="2026")
+    (pool,) = dist["pools"]
+    assert pool["quota"] == {"size": 9, "limit": 2, "used": 0, "remaining": 2, "ratio": 0.25,
+                             "raised_for": "RSJ-GWY"}
+    assert b.http.get(f"/ledger?flow={ANNUAL}").status_code == 200
