@@ -446,7 +446,7 @@ class Ceiling:
         return version + 1
 
     def _check_quota(self, flow: str, unit: int, tier: str, period: str) -> None:
-        if self.pg:  # the same advisory lock key as engine._SqlFacts.quota_pool
+        if self.pg:  # the same advisory lock key as engine._SqlFacts.quota_figures
             pool = {"period": period, "tier": tier, "unit": unit}
             key = f"quota|{flow}|{sorted(pool.items())}|grade|{GOOD}"
             lock_id = struct.unpack(">q", hashlib.sha256(key.encode()).digest()[:8])[0]

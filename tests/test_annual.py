@@ -102,7 +102,7 @@ def test_the_definition_validates_and_every_number_is_a_parameter():
                                  "review", "review_decided", "complaint", "closed"]
     doc = _doc()
     quota = _rule(doc, "approve", "excellent_quota")
-    assert (quota["max_ratio"], quota["raised_ratio"], quota["ceiling"]) == (0.15, 0.2, 0.2)
+    assert (quota["max_ratio"], quota["raised_ratio"], quota["ceiling"]) == (0.2, 0.25, 0.25)
     notice = next(s for s in doc["states"] if s["name"] == "public_notice")
     assert notice["timers"] == [{"kind": "auto", "working_days": 5, "fire": "notice_passed"}]
     window = next(s for s in doc["states"] if s["name"] == "appeal_window")
@@ -118,10 +118,10 @@ def _problems(change) -> list[str]:
 
 
 def test_definition_time_checks_of_the_annual_rules():
-    found = _problems(lambda d: _rule(d, "approve", "excellent_quota").update(raised_ratio=0.25))
-    assert any("raised_ratio: 25% is above the ceiling of 20%" in p for p in found), found
+    found = _problems(lambda d: _rule(d, "approve", "excellent_quota").update(raised_ratio=0.3))
+    assert any("raised_ratio: 30% is above the ceiling of 25%" in p for p in found), found
     found = _problems(lambda d: _rule(d, "approve", "excellent_quota").update(raised_ratio=0.1))
-    assert any("raised_ratio 10% is below max_ratio 15%" in p for p in found), found
+    assert any("raised_ratio 10% is below max_ratio 20%" in p for p in found), found
     found = _problems(lambda d: _rule(d, "evaluate", "sanction_block")["kinds"].update(
         记过={"only": ["无等次"]}))
     assert any("'无等次' is not a value of field 'grade'" in p for p in found), found
@@ -359,7 +359,7 @@ def test_linkage_by_count_and_by_weighted_score():
 # --------------------------------------------------------------------------- quota
 
 
-def _fill_sec1(db, org, engine, n_total: int = 10) -> None:
+def _fill_sec1(db, org, engine, n_total: int = 9) -> None:
     """Give SEC1 `n_total` annual cases for 2026 (the pool counts cases, whatever state)."""
     with db.unit_of_work() as s:
         sec1 = s.get(Unit, org.units["SEC1"])
@@ -376,15 +376,15 @@ def test_excellent_quota_at_its_boundary(engine, org, db, annual):
         _regular_year(db, org.ids[who], GOOD_YEAR)
     _fill_sec1(db, org, engine)
     a, b, c = (_excellent_to_approval(engine, org, w) for w in ("s1", "s2", "s3"))
-    # 10 cases in SEC1 × 15 % = 1.5, floor → 1: a bulk approval of two is refused whole.
+    # 9 cases in SEC1 × 20 % = 1.8, floor → 1: a bulk approval of two is refused whole.
     res = _refusal(engine.fire_bulk, [a, b], "approve", P(org.c1))
     assert res.rule == "excellent_quota"
     assert str(res).endswith(f"in pool period=2026, unit={org.units['SEC1']}: limit 1 "
-                             "(15% of 10, floor, at least 1), already used 0, asked 2")
+                             "(20% of 9, floor, at least 1), already used 0, asked 2")
     assert engine.get_case(a).state == "approval"
     engine.fire(a, "approve", P(org.c1))  # the one place
     v = _refusal(engine.fire, b, "approve", P(org.c1))
-    assert "limit 1 (15% of 10, floor, at least 1), already used 1, asked 1" in str(v)
+    assert "limit 1 (20% of 9, floor, at least 1), already used 1, asked 1" in str(v)
     # Acknowledged and closed results still hold their place.
     engine.fire(a, "acknowledge", P(org.s1))
     engine.fire(a, "close", SYSTEM_ACTOR)
@@ -403,12 +403,12 @@ def test_a_flagged_unit_gets_the_raised_ratio(engine, org, db, regular):
         _regular_year(db, org.ids[who], GOOD_YEAR)
     _fill_sec1(db, org, engine)
     a, b, c = (_excellent_to_approval(engine, org, w) for w in ("s1", "s2", "s3"))
-    done = engine.fire_bulk([a, b], "approve", P(org.c1))  # 20 % of 10 = 2
+    done = engine.fire_bulk([a, b], "approve", P(org.c1))  # 25 % of 9 = 2.25 → 2
     assert len(done.done) == 2 and not done.refused
     v = _refusal(engine.fire, c, "approve", P(org.c1))
-    assert "limit 2 (20% of 10, raised for ORG, floor, at least 1), already used 2, asked 1" \
+    assert "limit 2 (25% of 9, raised for ORG, floor, at least 1), already used 2, asked 1" \
         in str(v)
-    assert v.details["raised_for"] == "ORG" and v.details["ratio"] == 0.2
+    assert v.details["raised_for"] == "ORG" and v.details["ratio"] == 0.25
 
 
 # --------------------------------------------------------------------------- timers

@@ -488,29 +488,29 @@ def annual(engine, regular):
 def _three_candidates(engine, org, db) -> tuple[int, int, int]:
     for who in ("s1", "s2", "s3"):
         _regular_year(db, org.ids[who], GOOD_YEAR)
-    _fill_sec1(db, org, engine)  # 10 annual cases of 2026 in SEC1
+    _fill_sec1(db, org, engine)  # 9 annual cases of 2026 in SEC1
     a, b, c = (_excellent_to_approval(engine, org, w) for w in ("s1", "s2", "s3"))
     return a, b, c
 
 
 def test_a_raised_score_sheet_raises_the_excellent_ratio(engine, org, db, annual):
     a, b, c = _three_candidates(engine, org, db)
-    _put(db, "SEC1", 2026, {"items": ITEMS})  # a sheet, not raised: 15 %
+    _put(db, "SEC1", 2026, {"items": ITEMS})  # a sheet, not raised: 20 %
     _put(db, "SEC1", 2025, {"score": 99, "raised": True})  # another year does not count
     v = pytest.raises(RuleViolation, engine.fire_bulk, [a, b], "approve", P(org.c1)).value
     assert v.rule == "excellent_quota" and str(v).endswith(
-        f"in pool period=2026, unit={org.units['SEC1']}: limit 1 (15% of 10, floor, at least "
+        f"in pool period=2026, unit={org.units['SEC1']}: limit 1 (20% of 9, floor, at least "
         "1), already used 0, asked 2")
-    assert v.details["raised_for"] is None and v.details["ratio"] == 0.15
+    assert v.details["raised_for"] is None and v.details["ratio"] == 0.2
     assert engine.get_case(a).state == engine.get_case(b).state == "approval"
 
-    _put(db, "SEC1", 2026, {"items": ITEMS, "raised": True})  # 20 % of 10 = 2
+    _put(db, "SEC1", 2026, {"items": ITEMS, "raised": True})  # 25 % of 9 = 2.25 → 2
     done = engine.fire_bulk([a, b], "approve", P(org.c1))
     assert len(done.done) == 2 and not done.refused
     v = pytest.raises(RuleViolation, engine.fire, c, "approve", P(org.c1)).value
-    assert ("limit 2 (20% of 10, raised for SEC1: contact-point score sheet 2026, score "
+    assert ("limit 2 (25% of 9, raised for SEC1: contact-point score sheet 2026, score "
             "95.0, rank 1, floor, at least 1), already used 2, asked 1") in str(v)
-    assert v.details["raised_for"] == "SEC1" and v.details["ratio"] == 0.2
+    assert v.details["raised_for"] == "SEC1" and v.details["ratio"] == 0.25
     assert v.details["raised_by"] == {"unit": "SEC1", "source": "score_sheet", "year": 2026,
                                       "score": 95.0, "rank": 1, "of": 1}
 
@@ -531,9 +531,9 @@ def test_raise_top_and_raise_units_are_read_with_the_sheets(engine, org, db, reg
     engine.publish(_dump(doc), "annual-top.yaml")
     a, b, c = _three_candidates(engine, org, db)
     _put(db, "SEC2", 2026, {"score": 96})
-    _put(db, "SEC1", 2026, {"score": 95})  # rank 2, not flagged: 15 %
+    _put(db, "SEC1", 2026, {"score": 95})  # rank 2, not flagged: 20 %
     v = pytest.raises(RuleViolation, engine.fire_bulk, [a, b], "approve", P(org.c1)).value
-    assert "limit 1 (15% of 10, floor, at least 1)" in str(v)
+    assert "limit 1 (20% of 9, floor, at least 1)" in str(v)
     _put(db, "SEC1", 2026, {"score": 96})  # a tie at the top: rank 1 too
     engine.fire_bulk([a, b], "approve", P(org.c1))
     v = pytest.raises(RuleViolation, engine.fire, c, "approve", P(org.c1)).value
@@ -551,7 +551,7 @@ def test_the_flag_is_read_when_the_approval_comes(engine, org, db, annual):
     with db.unit_of_work() as s:
         cp.delete_sheet(s, "SEC1", 2026)
     v = pytest.raises(RuleViolation, engine.fire, c, "approve", P(org.c1)).value
-    assert "limit 1 (15% of 10, floor, at least 1), already used 2, asked 1" in str(v)
+    assert "limit 1 (20% of 9, floor, at least 1), already used 2, asked 1" in str(v)
     engine.fire(c, "send_back", P(org.c1), comment="优秀名额已满")
     engine.fire(c, "evaluate", P(org.l1), data={"grade": "称职"})
     engine.fire(c, "approve", P(org.c1))

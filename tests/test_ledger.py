@@ -164,8 +164,9 @@ def test_grade_distribution_against_the_quota(month, spec, as_):
     assert out["field"] == "grade" and out["field_label"] == "考核等次"
     assert out["values"] == ["好", "较好", "一般", "较差"]
     assert out["quota"] == {"value": "好", "max_ratio": 0.4, "rounding": "floor", "min": 1,
-                            "pool": ["unit", "tier", "period"],
-                            "counted_states": ["approved"], "trigger": "approve"}
+                            "pool": ["unit", "tier", "period"], "unit_depth": None,
+                            "merge_units": [], "counted_states": ["approved"],
+                            "trigger": "approve"}
     pools = [(p["unit"]["name"], p["tier"], p["period"], p["size"], p["ungraded"],
               p["graded"], p["approved"]["好"], p["quota"]) for p in out["pools"]]
     z = {"好": 0, "较好": 0, "一般": 0, "较差": 0}

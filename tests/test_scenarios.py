@@ -14,7 +14,7 @@ owner, admin); tokens are issued directly, since a password login costs an Argon
    unit — 公务员管理处 is refused for the 好 quota of September, one case is sent back and
    regraded, and it passes. The ledger shows the grades and the 好 counts.
 2. 年度考核 2026 in 公务员管理处, in December: a 优秀 candidate blocked by the regular
-   results, two passing it, the public notice passing by itself, one 优秀 within the 15 %
+   results, two passing it, the public notice passing by itself, one 优秀 within the 20 %
    quota and the other refused and regraded, the written result acknowledged, the grade
    written back into the person's facts.
 3. 职级晋升 round 2026-2: two positions of 一级主任科员 for the bureau; candidates refused
@@ -402,14 +402,14 @@ def annual_assessment(b: Bureau) -> dict[str, int]:
         assert (last["trigger"], last["actor_role"], last["to"]) == ("notice_passed", "system",
                                                                      "approval")
 
-    # 审定: one 优秀 in 9 (15 %, rounded down, at least 1).
+    # 审定: one 优秀 in 9 (20 %, rounded down, at least 1: 《公务员考核规定》2020).
     b.at(2026, 12, 14, 10)
     assert b.act("committee1", cases["RS0109"], "approve")["to"] == "result"
     over = b.act("committee1", cases["RS0103"], "approve", status=422)
     assert over["rule"] == "excellent_quota"
     assert over["message"] == (
         "quota for 考核等次=优秀 in pool period=2026, "
-        f"unit={b.units['RSJ-GWY']}: limit 1 (15% of 9, floor, at least 1), already used 1, "
+        f"unit={b.units['RSJ-GWY']}: limit 1 (20% of 9, floor, at least 1), already used 1, "
         "asked 1")
     b.act("committee1", cases["RS0103"], "send_back", comment="优秀等次名额已满")
     b.act("leader1", cases["RS0103"], "evaluate", {"grade": "称职"})

@@ -577,10 +577,13 @@ def statistics(s: Session, viewer: Viewer, flow: FlowSpec, year: int,
         o["good"] += int(good)
         o["weekly_records"] += int(weekly)
         attrs = {"unit": unit, "tier": tier, "period": period}
-        pool = tuple(attrs[k] for k in quota.pool)
+        pool = tuple(sorted((k, attrs[k]) for k in quota.pool))
         pools[cp_id][pool] = pools[cp_id].get(pool, 0) + int(n)
     for uid, o in out.items():
-        o["good_limit"] = sum(quota.limit(size) for size in pools[uid].values())
+        # Each contact point's own cases, by its units' pools: an indicator of the unit,
+        # not the limit of a pool spanning several contact points (see workflows.quotas).
+        o["good_limit"] = sum(quota.limit(size, dict(key).get("tier"))
+                              for key, size in pools[uid].items())
     _results_used(s, out, flow, year, specs, where, base, counted, grade, cp,
                   tz or ZoneInfo(DEFAULT_TZ))
     for o in out.values():
@@ -596,7 +599,7 @@ def statistics(s: Session, viewer: Viewer, flow: FlowSpec, year: int,
 def _empty(quota: Any) -> dict[str, Any]:
     return {"cases": 0, "closed": 0, "completion_rate": None, "on_time": 0,
             "on_time_rate": None, "approved": 0, "good": 0, "good_share": None,
-            "good_value": quota.value, "good_max_ratio": quota.max_ratio, "good_limit": 0,
+            "good_value": quota.value, "good_max_ratio": quota.ratio(), "good_limit": 0,
             "weekly_records": 0, "weekly_records_per_case": None,
             "people_with_results": None, "results_used": None, "results_used_rate": None}
 

@@ -10,7 +10,6 @@ a role other than the subject is asked for, one versioned UPDATE and one history
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import json
 import struct
@@ -19,12 +18,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, text, update
-from sqlalchemy import case as sql_case
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import forms, provenance, queries, rules
+from . import forms, provenance, queries, quotas, rules
 from .access import HELD_ROLES, Viewer, can_see, check_can_start
 from .calendar import WorkCalendar
 from .db import Database
@@ -188,35 +186,19 @@ class _SqlFacts:
     def query(self, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(self.session, *args)
 
-    def quota_pool(self, flow: str, pool: dict[str, Any], field: str, value: Any,
-                   counted_states: list[str]) -> tuple[int, int]:
+    def quota_figures(self, flow: str, quota: quotas.Quota, keys: list[quotas.PoolKey],
+                      units: dict[int, int] | None = None
+                      ) -> dict[quotas.PoolKey, quotas.PoolFigures]:
         conn = self.session.connection()
         if conn.dialect.name == "postgresql":
-            # Serialise approvals of one pool: two can't both take its last place.
-            key = f"quota|{flow}|{sorted(pool.items())}|{field}|{value}"
-            lock_id = struct.unpack(">q", hashlib.sha256(key.encode()).digest()[:8])[0]
-            conn.execute(ADVISORY_LOCK, {"k": lock_id})
-        params = {f"pool_{k}": v for k, v in pool.items() if v is not None}
-        nulls = tuple(sorted(k for k, v in pool.items() if v is None))
-        size, used = conn.execute(_quota_statement(tuple(sorted(pool)), nulls, field), {
-            **params, "flow": flow, "value": str(value), "states": counted_states}).one()
-        return int(size), int(used)
-
-
-@functools.lru_cache(maxsize=256)
-def _quota_statement(pool_keys: tuple[str, ...], nulls: tuple[str, ...], field: str):
-    """(cases in the pool, those counted with field = value), built once per pool shape.
-
-    A pool key without a value (no period in a flow without periods) matches NULL: `=`
-    would match nothing, and every approval would pass."""
-    columns = {"unit": CASES.c.unit_id, "tier": CASES.c.tier, "period": CASES.c.period_key}
-    conds = [CASES.c.flow_id == bindparam("flow")]
-    conds += [columns[k].is_(None) if k in nulls else columns[k] == bindparam(f"pool_{k}")
-              for k in pool_keys]
-    hit = and_(CASES.c.state.in_(bindparam("states", expanding=True)),
-               CASES.c.data[field].as_string() == bindparam("value"))
-    return select(func.count(), func.coalesce(func.sum(sql_case((hit, 1), else_=0)), 0)
-                  ).where(*conds)
+            # Serialise approvals of one pool: two can't both take its last place. The key
+            # is the pool (its unit the one standing for the pool), so approvers of
+            # different units of one pool wait for each other; taken in key order.
+            for pool in sorted(keys, key=str):
+                key = f"quota|{flow}|{sorted(pool)}|{quota.field}|{quota.value}"
+                lock_id = struct.unpack(">q", hashlib.sha256(key.encode()).digest()[:8])[0]
+                conn.execute(ADVISORY_LOCK, {"k": lock_id})
+        return quotas.figures(self.session, flow, quota, keys, units)
 
 
 class Engine:

@@ -24,14 +24,12 @@ import datetime as dt
 import io
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, case, false, func, select
 from sqlalchemy.orm import Session, aliased
 
-from . import rules
 from .access import COMMITTEE, LEADER, Viewer, visible_cases
 from .calendar import DEFAULT_TZ
 from .cycles import next_period
@@ -39,6 +37,7 @@ from .errors import FieldErrors, NotFound
 from .models import TIERS, Case, Person, Unit, utcnow
 from .periods import check_period_key
 from .queries import subtrees
+from .quotas import Quota, figures, pool_key, pool_units, quota_of  # noqa: F401
 from .spec import FlowSpec
 
 CASES = Case.__table__
@@ -49,31 +48,6 @@ Column = tuple[str, str]  # (key in the row, header)
 
 
 # --------------------------------------------------------------------------- the quota rule
-
-
-@dataclass(frozen=True)
-class Quota:
-    """The `quota` rule of a flow, with its defaults filled in."""
-
-    trigger: str
-    field: str
-    value: Any
-    max_ratio: float
-    rounding: str
-    min: int
-    pool: tuple[str, ...]
-    counted_states: tuple[str, ...]
-
-    def limit(self, size: int) -> int:
-        return rules.quota_limit(size, self.max_ratio, self.rounding, self.min)
-
-
-def quota_of(spec: FlowSpec) -> Quota | None:
-    """The first `quota` rule on the flow's transitions (the one approvals are held to)."""
-    for t, p in rules.uses(spec, "quota"):
-        return Quota(t.trigger, p["field"], p["value"], p["max_ratio"], p["rounding"],
-                     p["min"], tuple(p["pool"]), tuple(p.get("counted_states") or [t.dest]))
-    return None
 
 
 def require_quota(spec: FlowSpec) -> Quota:
@@ -224,23 +198,25 @@ def grade_distribution(s: Session, viewer: Viewer, flow: FlowSpec, unit_id: int 
     fspec = flow.fields[quota.field]
     grade = CASES.c.data[quota.field].as_string()
     counted = _one(CASES.c.state.in_(quota.counted_states))
-    inner = (select(CASES.c.unit_id.label("unit_id"), Unit.name.label("unit_name"),
-                    CASES.c.tier.label("tier"), CASES.c.period_key.label("period"),
-                    grade.label("grade"), counted.label("counted"))
+    inner = (select(CASES.c.unit_id.label("unit_id"), CASES.c.tier.label("tier"),
+                    CASES.c.period_key.label("period"), grade.label("grade"),
+                    counted.label("counted"))
              .select_from(_from()).where(*_scope(s, viewer, flow, unit_id, periods)).subquery())
-    keys = {"unit": [inner.c.unit_id, inner.c.unit_name], "tier": [inner.c.tier],
-            "period": [inner.c.period]}
-    group = [c for k in quota.pool for c in keys[k]]
+    group = [inner.c.unit_id, inner.c.tier, inner.c.period]
     q = (select(*group, inner.c.grade, func.count(), func.coalesce(func.sum(inner.c.counted), 0))
          .group_by(*group, inner.c.grade))
+    rows = s.execute(q).all()
+    # The pools as the quota rule forms them (`quotas`): a case's unit may stand in a pool
+    # of its 机关 (unit_depth) or of merged units.
+    units = pool_units(s, quota, {r[0] for r in rows})
     values = list(fspec.values) if fspec.type == "enum" else []
     pools: dict[tuple, dict[str, Any]] = {}
-    for row in s.execute(q).all():
-        pool_key = tuple(row[: len(group)])
-        n, approved, g = int(row[-2]), int(row[-1]), row[-3]
-        pool = pools.get(pool_key)
+    for u, tier, per, g, n, approved in rows:
+        key = pool_key(quota, units.get(u, u), tier, per)
+        pool = pools.get(key)
         if pool is None:
-            pool = pools[pool_key] = _pool(quota, pool_key, values)
+            pool = pools[key] = _pool(key, values)
+        n, approved = int(n), int(approved)
         pool["size"] += n
         if g is None:
             pool["ungraded"] += n
@@ -249,31 +225,39 @@ def grade_distribution(s: Session, viewer: Viewer, flow: FlowSpec, unit_id: int 
             pool["graded"][g] = pool["approved"][g] = 0
         pool["graded"][g] += n
         pool["approved"][g] += approved
+    # The quota of each pool over the whole pool, whoever sees it: the count the rule makes.
+    found = figures(s, flow.flow, quota, pools, units)
+    names = dict(s.execute(select(Unit.id, Unit.name).where(
+        Unit.id.in_({dict(k)["unit"] for k in pools if "unit" in dict(k)}))).all()) \
+        if "unit" in quota.pool and pools else {}
     out = []
-    for pool in sorted(pools.values(), key=_pool_order):
-        used = pool["approved"].get(str(quota.value), 0)
-        limit = quota.limit(pool["size"])
-        pool["quota"] = {"size": pool["size"], "limit": limit, "used": used,
-                         "remaining": max(limit - used, 0)}
+    for key, pool in pools.items():
+        f = found[key]
+        if "unit" in pool:
+            pool["unit"]["name"] = names.get(pool["unit"]["id"])
+        pool["quota"] = {"size": f.size, "limit": f.limit, "used": f.used,
+                         "remaining": f.remaining}
+        if f.ratio != quota.ratio() or f.raised is not None:
+            pool["quota"]["ratio"] = f.ratio
+        if f.raised is not None:
+            pool["quota"]["raised_for"] = f.raised.code
         out.append(pool)
+    out.sort(key=_pool_order)
     totals = {v: sum(p["graded"].get(v, 0) for p in out) for v in values}
     return {"flow": flow.flow, "field": quota.field, "field_label": fspec.label.text(lang),
             "values": values,
             "quota": {"value": quota.value, "max_ratio": quota.max_ratio,
                       "rounding": quota.rounding, "min": quota.min, "pool": list(quota.pool),
+                      "unit_depth": quota.unit_depth,
+                      "merge_units": [list(g) for g in quota.merge_units],
                       "counted_states": list(quota.counted_states), "trigger": quota.trigger},
             "pools": out, "totals": totals}
 
 
-def _pool(quota: Quota, key: tuple, values: list[str]) -> dict[str, Any]:
+def _pool(key: tuple, values: list[str]) -> dict[str, Any]:
     pool: dict[str, Any] = {}
-    it = iter(key)
-    for k in quota.pool:
-        if k == "unit":
-            uid, name = next(it), next(it)
-            pool["unit"] = {"id": uid, "name": name}
-        else:
-            pool[k] = next(it)
+    for k, v in key:
+        pool[k] = {"id": v, "name": None} if k == "unit" else v
     if "tier" in pool:
         pool["tier_label"] = TIER_LABELS.get(pool["tier"], pool["tier"] or "")
     pool.update(size=0, ungraded=0, graded={v: 0 for v in values},

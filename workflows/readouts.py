@@ -1,28 +1,23 @@
 """Small read-side answers the web pages need beside the engine's: names for ids, who a
 step may be delegated to, and how full each quota pool is.
 
-Nothing here writes or decides. The quota figures are the ones the `quota` rule counts
-when an approval is fired (`rules._quota` through `engine._SqlFacts.quota_pool`): the pool's
-cases over every version of the flow, and those in the rule's counted states carrying the
-value — so a meter built on them refuses exactly what the engine will refuse.
+Nothing here writes or decides. The quota figures are the ones the quota rules count when
+an approval is fired (`quotas.figures`, through `engine._SqlFacts.quota_figures`): the
+pool's cases over every version of the flow, and those in the rule's counted states
+carrying the value — so a meter built on them refuses exactly what the engine will refuse.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, select
-from sqlalchemy import case as sql_case
+from sqlalchemy import select
 
-from . import notify, rules
+from . import notify, quotas
 from .db import Database
-from .ledger import Quota
-from .models import Case, Person
+from .models import Person
 from .spec import FlowSpec, TransitionSpec
-
-CASES = Case.__table__
 
 
 def person_names(db: Database, ids: Iterable[int | None]) -> dict[int, str]:
@@ -49,52 +44,14 @@ def delegates(db: Database, case_row: Any, spec: FlowSpec, steps: Iterable[Trans
     return [(i, names[i]) for i in ids if i in names]
 
 
-@dataclass(frozen=True)
-class PoolUsage:
-    """One quota pool: its cases, those already counted with the value, and the limit."""
-
-    key: tuple[tuple[str, Any], ...]  # (("period", "2026-11"), ("tier", "staff"), ("unit", 3))
-    size: int
-    used: int
-    limit: int
-
-    @property
-    def remaining(self) -> int:
-        return max(self.limit - self.used, 0)
-
-
-def pool_key(case: rules.CaseFacts, quota: Quota) -> tuple[tuple[str, Any], ...]:
-    """The pool of a case, keyed exactly as the quota rule keys it (`rules.pool_of`)."""
-    return tuple(sorted(rules.pool_of(case, list(quota.pool)).items()))
-
-
-def pool_usage(db: Database, flow: str, quota: Quota,
-               keys: Iterable[tuple[tuple[str, Any], ...]]) -> dict[tuple, PoolUsage]:
-    """Size, used and limit of each pool asked for, in one grouped query.
-
-    Grouped on the plain columns unit, tier and period (the same SQL on SQLite and
-    PostgreSQL); a pool key without a value (no period) matches NULL, as in the engine."""
-    keys = list(dict.fromkeys(keys))
-    if not keys:
-        return {}
-    columns = {"unit": CASES.c.unit_id, "tier": CASES.c.tier, "period": CASES.c.period_key}
-    hit = and_(CASES.c.state.in_(list(quota.counted_states)),
-               CASES.c.data[quota.field].as_string() == str(quota.value))
-    conds = [CASES.c.flow_id == flow]
-    for name in quota.pool:  # narrow to the values asked for (NULL kept by the grouping)
-        values = {dict(k)[name] for k in keys}
-        if None not in values:
-            conds.append(columns[name].in_(sorted(values, key=str)))
-    group = [columns[name] for name in quota.pool]
-    q = (select(*group, func.count(), func.coalesce(func.sum(sql_case((hit, 1), else_=0)), 0))
-         .where(*conds).group_by(*group))
-    found: dict[tuple, tuple[int, int]] = {}
+def pool_usage(db: Database, flow: str, quota: quotas.Quota, cases: Iterable[Any]
+               ) -> tuple[dict[int, quotas.PoolKey], dict[quotas.PoolKey, quotas.PoolFigures]]:
+    """The pool of each case (id, unit_id, tier, period_key), and each pool's figures —
+    `quotas.figures`, the count the rule makes when the approval is fired (the pool's
+    units, its ratio per tier, a contact-point raise)."""
+    cases = list(cases)
     with db.unit_of_work(write=False) as s:
-        for row in s.execute(q).all():
-            key = tuple(sorted(zip(quota.pool, row[: len(group)], strict=True)))
-            found[key] = (int(row[-2]), int(row[-1]))
-    out = {}
-    for key in keys:
-        size, used = found.get(key, (0, 0))
-        out[key] = PoolUsage(key, size, used, quota.limit(size))
-    return out
+        units = quotas.pool_units(s, quota, {c.unit_id for c in cases})
+        keys = {c.id: quotas.pool_key(quota, units.get(c.unit_id, c.unit_id), c.tier,
+                                      c.period_key) for c in cases}
+        return keys, quotas.figures(s, flow, quota, keys.values(), units)

@@ -17,16 +17,25 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
 from marshmallow import RAISE, Schema, ValidationError, validate
 from marshmallow import fields as mf
 
 from .errors import RuleViolation
+from .quotas import (  # noqa: F401 - POOL_KEYS, ROUNDINGS, quota_limit: read from here too
+    POOL_KEYS,
+    ROUNDINGS,
+    PoolFigures,
+    PoolKey,
+    Quota,
+    from_params,
+    pool_key,
+    pool_units,
+    quota_limit,
+    tiers_problems,
+)
 from .spec import FlowSpec, RuleSpec, TransitionSpec
-
-POOL_KEYS = ("unit", "tier", "period")  # case attributes a quota pool may be keyed on
 
 
 @dataclass(frozen=True)
@@ -50,13 +59,12 @@ class Facts(Protocol):
         """`fn(session, *args)` in the action's transaction — for domain rules that read
         person facts or other cases (e.g. `workflows.facts.person_facts`)."""
 
-    def quota_pool(
-        self, flow: str, pool: dict[str, Any], field: str, value: Any, counted_states: list[str]
-    ) -> tuple[int, int]:
-        """(cases in the pool, cases in `counted_states` whose `field` equals `value`).
+    def quota_figures(self, flow: str, quota: Quota, keys: list[PoolKey],
+                      units: dict[int, int] | None = None) -> dict[PoolKey, PoolFigures]:
+        """Size, used and limit of each pool (`quotas.figures`).
 
         Implementations serialise concurrent callers on the same pool (an advisory lock on
-        PostgreSQL), so two approvals cannot both take the last place.
+        PostgreSQL, taken in key order), so two approvals cannot both take the last place.
         """
 
 
@@ -234,21 +242,68 @@ register(Rule(
 
 # --------------------------------------------------------------------------- quota
 
-ROUNDINGS: dict[str, Callable[[Decimal], int]] = {
-    "floor": lambda x: int(x.to_integral_value(rounding=ROUND_FLOOR)),
-    "ceil": lambda x: int(x.to_integral_value(rounding=ROUND_CEILING)),
-    "round": lambda x: int(x.to_integral_value(rounding=ROUND_HALF_UP)),
-}
+
+class RatioField(mf.Field):
+    """A ratio in (0, 1], or one per tier: `{chief: 0.3, deputy: 0.35, staff: 0.4}`."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        one = mf.Float(validate=validate.Range(min=0, max=1, min_inclusive=False))
+        if isinstance(value, dict):
+            errors, out = {}, {}
+            for tier, r in value.items():
+                try:
+                    out[str(tier)] = one.deserialize(r)
+                except ValidationError as exc:
+                    errors[str(tier)] = exc.messages
+            if errors:
+                raise ValidationError(errors)
+            return out
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValidationError("give a ratio (e.g. 0.4) or one per tier "
+                                  "({chief: 0.3, deputy: 0.35, staff: 0.4})")
+        return one.deserialize(value)
 
 
-class QuotaParams(_Params):
+class PoolParams(_Params):
+    """How a quota's pools are formed and its limit rounded (shared by `quota` and
+    `excellent_quota`; see workflows/quotas.py)."""
+
+    rounding = mf.String(load_default="floor", validate=validate.OneOf(sorted(ROUNDINGS)))
+    min = mf.Integer(load_default=1, validate=validate.Range(min=0))  # 0: no minimum of one
+    unit_depth = mf.Integer(validate=validate.Range(min=1, max=20))  # pool at this depth
+    merge_units = mf.List(mf.List(mf.String(validate=validate.Length(min=1, max=64)),
+                                  validate=validate.Length(min=2)))  # unit codes, one pool
+    counted_states = mf.List(mf.String())  # default: the transition's destination
+
+
+class QuotaParams(PoolParams):
     field = mf.String(required=True)
     value = mf.Raw(required=True)
-    max_ratio = mf.Float(required=True, validate=validate.Range(min=0, max=1, min_inclusive=False))
-    min = mf.Integer(load_default=1, validate=validate.Range(min=0))
-    rounding = mf.String(load_default="floor", validate=validate.OneOf(sorted(ROUNDINGS)))
+    max_ratio = RatioField(required=True)
     pool = mf.List(mf.String(validate=validate.OneOf(POOL_KEYS)), load_default=list(POOL_KEYS))
-    counted_states = mf.List(mf.String())  # default: the transition's destination
+
+
+def pool_problems(p: dict[str, Any], spec: FlowSpec):
+    """Definition-time problems of the pool parameters, shared by the quota rules."""
+    yield from tiers_problems(p["max_ratio"])
+    if isinstance(p["max_ratio"], dict) and "tier" not in p["pool"]:
+        yield ".max_ratio", "a ratio per tier needs tier in pool"
+    if len(set(p["pool"])) != len(p["pool"]):
+        yield ".pool", "a pool key is listed twice"
+    spans = p.get("unit_depth") is not None or p.get("merge_units")
+    if spans and "unit" not in p["pool"]:
+        yield ".unit_depth" if p.get("unit_depth") is not None else ".merge_units", \
+            "pools of units need unit in pool"
+    seen: dict[str, int] = {}
+    for i, group in enumerate(p.get("merge_units") or ()):
+        for j, code in enumerate(group):
+            if code in seen:
+                yield f".merge_units[{i}][{j}]", (f"unit {code!r} is already in group "
+                                                  f"{seen[code]}; a unit is in one pool")
+            seen.setdefault(code, i)
+    for i, s in enumerate(p.get("counted_states", ())):
+        if s not in spec.states:
+            yield f".counted_states[{i}]", f"unknown state {s!r}"
 
 
 def _quota_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
@@ -256,47 +311,54 @@ def _quota_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     ftype = spec.fields[p["field"]].type if p["field"] in spec.fields else None
     if ftype not in (None, "enum", "text"):
         yield ".field", f"a quota counts an enum or text field; {p['field']!r} is {ftype}"
-    for i, s in enumerate(p.get("counted_states", ())):
-        if s not in spec.states:
-            yield f".counted_states[{i}]", f"unknown state {s!r}"
+    yield from pool_problems(p, spec)
 
 
-def quota_limit(size: int, max_ratio: float, rounding: str, minimum: int) -> int:
-    """The most cases of the pool that may have the value: max(round(n × ratio), minimum).
-
-    Decimal arithmetic on the ratio as written: 5 × 0.4 is exactly 2, never 1.999…"""
-    return max(ROUNDINGS[rounding](Decimal(str(max_ratio)) * size), minimum)
-
-
-def pool_of(case: CaseFacts, keys: list[str]) -> dict[str, Any]:
+def pool_of(case: CaseFacts, keys: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A case's own attributes a pool is keyed on (its unit before `unit_depth` and
+    `merge_units` map it: see `quotas.pool_units`)."""
     attrs = {"unit": case.unit_id, "tier": case.tier, "period": case.period_key}
     return {k: attrs[k] for k in keys}
 
 
-def _quota(p: dict[str, Any], batch: Batch) -> None:
-    counted = p.get("counted_states") or [batch.transition.dest]
-    asked_by_pool: dict[tuple, list[CaseFacts]] = {}
-    for case in batch.cases:
-        if case.data.get(p["field"]) == p["value"]:
-            key = tuple(sorted(pool_of(case, p["pool"]).items()))
-            asked_by_pool.setdefault(key, []).append(case)
-    field_label = batch.spec.fields[p["field"]].label.zh
-    for key, cases in sorted(asked_by_pool.items(), key=lambda kv: str(kv[0])):
+def judge_quota(quota: Quota, batch: Batch, name: str) -> None:
+    """Refuse the batch when the cases asking for the value would take any pool over its
+    limit — counted over the whole pool, every approver and every version of the flow."""
+    asked = [c for c in batch.cases if c.data.get(quota.field) == quota.value]
+    if not asked:
+        return
+    units = batch.facts.query(pool_units, quota, {c.unit_id for c in asked})
+    by_pool: dict[PoolKey, list[CaseFacts]] = {}
+    for c in asked:
+        key = pool_key(quota, units.get(c.unit_id, c.unit_id), c.tier, c.period_key)
+        by_pool.setdefault(key, []).append(c)
+    found = batch.facts.quota_figures(batch.spec.flow, quota, sorted(by_pool, key=str), units)
+    label = batch.spec.fields[quota.field].label.zh
+    for key, cases in sorted(by_pool.items(), key=lambda kv: str(kv[0])):
+        f = found[key]
+        if f.used + len(cases) <= f.limit:
+            continue
         pool = dict(key)
-        size, used = batch.facts.quota_pool(batch.spec.flow, pool, p["field"], p["value"], counted)
-        limit = quota_limit(size, p["max_ratio"], p["rounding"], p["min"])
-        asked = len(cases)
-        if used + asked > limit:
-            where = ", ".join(f"{k}={v}" for k, v in pool.items()) or "whole flow"
-            raise RuleViolation(
-                "quota",
-                f"quota for {field_label}={p['value']} in pool {where}: limit {limit} "
-                f"({p['max_ratio']:.0%} of {size}, {p['rounding']}, at least {p['min']}), "
-                f"already used {used}, asked {asked}",
-                {"pool": pool, "size": size, "limit": limit, "used": used, "asked": asked,
-                 "field": p["field"], "value": p["value"], "max_ratio": p["max_ratio"],
-                 "case_ids": [c.id for c in cases]},
-            )
+        where = ", ".join(f"{k}={v}" for k, v in key) or "whole flow"
+        why = f", raised for {f.raised.describe()}" if f.raised is not None else ""
+        details = {"pool": pool, "size": f.size, "limit": f.limit, "used": f.used,
+                   "asked": len(cases), "field": quota.field, "value": quota.value,
+                   "case_ids": [c.id for c in cases]}
+        if name == "excellent_quota":
+            details.update(ratio=f.ratio, raised_for=f.raised.code if f.raised else None,
+                           raised_by=f.raised.details() if f.raised else None)
+        else:
+            details["max_ratio"] = f.ratio
+        raise RuleViolation(
+            name,
+            f"quota for {label}={quota.value} in pool {where}: limit {f.limit} "
+            f"({f.ratio:.0%} of {f.size}{why}, {quota.rounding}, at least {quota.min}), "
+            f"already used {f.used}, asked {len(cases)}", details)
+
+
+def _quota(p: dict[str, Any], batch: Batch) -> None:
+    t = batch.transition
+    judge_quota(from_params("quota", t.trigger, t.dest, p), batch, "quota")
 
 
 register(Rule(

@@ -131,6 +131,10 @@ class PoolQuota(Schema):
     limit = fields.Integer(required=True)
     used = fields.Integer(required=True)
     remaining = fields.Integer(required=True)
+    ratio = fields.Float(metadata={"description": "The pool's own ratio, when it is not the "
+                                                  "rule's one ratio (per tier, or raised)"})
+    raised_for = fields.String(metadata={"description": "The unit whose contact-point "
+                                                        "evaluation raised the ratio"})
 
 
 class PoolOut(Schema):
@@ -147,10 +151,16 @@ class PoolOut(Schema):
 
 class QuotaRule(Schema):
     value = fields.Raw(required=True)
-    max_ratio = fields.Float(required=True)
+    max_ratio = fields.Raw(required=True, metadata={
+        "description": "A ratio (0.4), or one per tier ({chief: 0.3, deputy: 0.35, "
+                       "staff: 0.4})"})
     rounding = fields.String(required=True)
     min = fields.Integer(required=True)
     pool = fields.List(fields.String(), required=True)
+    unit_depth = fields.Integer(allow_none=True, metadata={
+        "description": "Pools of the units at this depth (the 机关), with their sub-units"})
+    merge_units = fields.List(fields.List(fields.String()), metadata={
+        "description": "Unit codes forming one pool each"})
     counted_states = fields.List(fields.String(), required=True)
     trigger = fields.String(required=True)
 

@@ -44,6 +44,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, select
 
+from workflows import quotas
 from workflows.calendar import DEFAULT_TZ, WorkCalendar, period_days
 from workflows.claims import claim_batch
 from workflows.cycles import opening_moment, previous_period
@@ -52,7 +53,6 @@ from workflows.engine import Actor, Engine, utcnow
 from workflows.errors import CivflowError, NotFound
 from workflows.models import Case, HistoryRecord, Person, RoleAssignment, Sanction, Timer, Unit
 from workflows.periods import period_key
-from workflows.rules import REGISTRY, quota_limit
 from workflows.spec import FlowSpec, RuleSpec
 from workflows.timers import AUTO, CLAIMABLE, TIMERS, TimerWorker
 
@@ -467,22 +467,25 @@ class _Grades:
     decided in the month gives the third grade of the scale."""
 
     def __init__(self, spec: FlowSpec, db: Database, assessed: list[_Member]):
-        self.quota = REGISTRY["quota"].params.load(_quota_rule(spec).params)
-        scale = list(spec.fields[self.quota["field"]].values)
-        self.good = self.quota["value"]
+        quota = quotas.quota_of(spec)
+        assert quota is not None and quota.rule == "quota", "the regular flow has a quota"
+        self.quota = quota
+        scale = list(spec.fields[quota.field].values)
+        self.good = quota.value
         self.usual, self.weak = [g for g in scale if g != self.good][:2]
         self.db, self.assessed = db, assessed
+        with db.unit_of_work(write=False) as s:  # the pools as the rule forms them
+            self.units = quotas.pool_units(s, quota, {m.unit_id for m in assessed})
 
     def of(self, key: str) -> dict[str, str]:
         pools: dict[tuple, list[_Member]] = {}
         for m in self.assessed:
-            attrs = {"unit": m.unit_id, "tier": m.tier, "period": key}
-            pools.setdefault(tuple(attrs[k] for k in self.quota["pool"]), []).append(m)
+            pools.setdefault(quotas.pool_key(self.quota, self.units[m.unit_id], m.tier, key),
+                             []).append(m)
         sanctioned = _sanctions_in(self.db, key)
         out: dict[str, str] = {}
-        for members in pools.values():
-            limit = quota_limit(len(members), self.quota["max_ratio"], self.quota["rounding"],
-                                self.quota["min"])
+        for pool, members in pools.items():
+            limit = self.quota.limit(len(members), dict(pool).get("tier"))
             scores = {}
             for m in members:
                 base, spread = PROFILES[PROFILE_OF.get(m.code, "solid")]

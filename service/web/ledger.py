@@ -178,12 +178,19 @@ def grade_view(dist: dict[str, Any], wanted: str | None) -> dict[str, Any]:
                       "over": proposed > p["quota"]["limit"]})
     q = dist["quota"]
     rule = _("“%(value)s” for at most %(ratio)s of each pool, rounded %(rounding)s, at least "
-             "%(min)s.", value=value, ratio=charts.percent(q["max_ratio"]),
+             "%(min)s.", value=value, ratio=_ratio_text(q["max_ratio"]),
              rounding=str(ROUNDINGS.get(q["rounding"], q["rounding"])), min=q["min"])
     return {"periods": periods, "shown": shown, "order": order, "value": value,
             "pools": pools, "field_label": dist["field_label"], "rule": rule,
             "chart": charts.grade_chart(pools, order, {"ungraded": _("ungraded"),
                                                        "limit": _("limit")})}
+
+
+def _ratio_text(ratio: Any) -> str:
+    """A quota's ratio, or its ratios per tier (正职 30% · 副职 35% · 一般干部 40%)."""
+    if isinstance(ratio, dict):
+        return " · ".join(f"{tier_label(t)} {charts.percent(r)}" for t, r in ratio.items())
+    return charts.percent(ratio)
 
 
 @bp.get("/ledger", endpoint="ledger")

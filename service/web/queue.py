@@ -3,9 +3,10 @@ delegate, and bulk approval (批量审定) with a quota meter per pool.
 
 The same engine calls and schemas as `service/api/queue.py`: the filters are `CaseQuery`,
 delegation `DelegateIn`, a bulk request `BulkIn`; claims carry the page's case version as
-their If-Match. The quota meter's figures come from the flow's own `quota` rule
-(`ledger.quota_of`, `rules.pool_of`, `readouts.pool_usage`), so the page refuses, before
-sending, exactly what `Engine.fire_bulk` would refuse — and the server still judges.
+their If-Match. The quota meter's figures come from the flow's own quota rule
+(`ledger.quota_of`: `quota`, or the annual `excellent_quota`) through `readouts.pool_usage`,
+the count the rule itself makes (`workflows.quotas`), so the page refuses, before sending,
+exactly what `Engine.fire_bulk` would refuse — and the server still judges.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from flask_babel import lazy_gettext as _l
 from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
-from workflows import ledger, readouts, rules
+from workflows import ledger, readouts
 from workflows.access import Viewer
 from workflows.errors import (
     ActionNotAllowed,
@@ -215,32 +216,30 @@ def _pool_text(key: tuple, unit_names: dict[int, str]) -> str:
 
 def quota_meter(spec: FlowSpec, trigger: str, rows: list[CaseRow], selected: set[int]
                 ) -> dict[str, Any] | None:
-    """The meter of the flow's quota when `trigger` is the action it guards: per pool, its
-    size, limit, already approved with the value, how many of the selected carry it."""
+    """The meter of the flow's quota (`quota`, or the annual `excellent_quota`) when
+    `trigger` is the action it guards: per pool, its size, limit, already approved with the
+    value, how many of the selected carry it — `readouts.pool_usage`, the rule's own count."""
     quota = ledger.quota_of(spec)
     if quota is None or quota.trigger != trigger:
         return None
-    keys: dict[int, tuple] = {}
-    hits: dict[int, bool] = {}
-    for r in rows:
-        facts = rules.CaseFacts(id=r.id, flow=r.flow, subject_id=r.subject_id,
-                                unit_id=r.unit_id, tier=r.tier, period_key=r.period_key,
-                                state=r.state, data=r.data)
-        keys[r.id] = readouts.pool_key(facts, quota)
-        hits[r.id] = r.data.get(quota.field) == quota.value
-    usage = readouts.pool_usage(auth.engine().db, spec.flow, quota, keys.values())
-    unit_names = {r.unit_id: r.unit_name for r in rows}
+    keys, usage = readouts.pool_usage(auth.engine().db, spec.flow, quota, rows)
+    hits = {r.id: r.data.get(quota.field) == quota.value for r in rows}
+    unit_names = {u.id: u.name for u in list_units(auth.engine().db)} \
+        if quota.spans_units else {r.unit_id: r.unit_name for r in rows}
     chosen = Counter(keys[i] for i in selected if i in keys and hits[i])
     pools = []
     for n, (key, u) in enumerate(sorted(usage.items(), key=lambda kv: str(kv[0]))):
         pools.append({"id": f"pool-{n}", "key": key, "text": _pool_text(key, unit_names),
-                      "size": u.size, "limit": u.limit, "used": u.used,
+                      "size": u.size, "limit": u.limit, "used": u.used, "ratio": u.ratio,
+                      "ratio_text": f"{round(u.ratio * 100)}%",
+                      "raised": u.raised.describe() if u.raised is not None else None,
                       "selected": chosen.get(key, 0),
                       "over": u.used + chosen.get(key, 0) > u.limit})
     ids = {p["key"]: p["id"] for p in pools}
     field = spec.fields[quota.field]
+    ratios = sorted({p["ratio"] for p in pools}) or [quota.ratio()]
     return {"field": quota.field, "field_label": label(field.label, quota.field),
-            "value": quota.value, "ratio": quota.max_ratio,
+            "value": quota.value, "ratio": ratios[0] if len(ratios) == 1 else None,
             "rounding": str(ROUNDINGS.get(quota.rounding, quota.rounding)),
             "min": quota.min, "pools": pools, "pool_of": {i: ids[k] for i, k in keys.items()},
             "hit": hits, "over": any(p["over"] for p in pools)}

@@ -6,10 +6,12 @@
   which kind blocks what, and for how many years, is a parameter table.
 - `regular_linkage`: 优秀 needs the year's regular results (平时考核): a minimum count or
   share of 好, none below a grade, optionally a weighted score.
-- `excellent_quota`: the 优秀 quota per pool (default 15 %), raised (default 20 %) for units
-  flagged by the contact-point evaluation (考核联系点): a unit (or a unit above it) whose
-  score sheet (成绩单, `workflows.contact_points`) of the assessment year is `raised`, or
-  is within `raise_top`, or is listed in `raise_units`; never above a ceiling.
+- `excellent_quota`: the 优秀 quota per pool (default 20 % of those assessed, 《公务员考核规定》
+  2020), raised (default 25 %) for units flagged by the contact-point evaluation
+  (考核联系点): a pool whose unit (or a unit above it) has a score sheet (成绩单,
+  `workflows.contact_points`) of the assessment year marked `raised`, or within
+  `raise_top`, or is listed in `raise_units`; never above the ceiling (default 25 %).
+  Pools are formed as for `quota` (`unit_depth`, `merge_units`: workflows/quotas.py).
 
 The assessment year is the case's period key (`2026`). Every number is a parameter with
 DOMAIN.md's value as the default; nothing here is a constant of the domain.
@@ -25,19 +27,20 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as mf
 
-from .. import contact_points  # a module: contact_points imports the rules, which load us
 from ..errors import RuleViolation
 from ..facts import person_facts
+from ..quotas import from_params
 from ..results import regular_results
 from ..rules import (
     POOL_KEYS,
-    ROUNDINGS,
     Batch,
     CaseFacts,
+    PoolParams,
+    RatioField,
     Rule,
     field_value_problems,
-    pool_of,
-    quota_limit,
+    judge_quota,
+    pool_problems,
     register,
 )
 from ..spec import FlowSpec, TransitionSpec
@@ -369,22 +372,20 @@ register(Rule(
 # --------------------------------------------------------------------------- excellent_quota
 
 
-class ExcellentQuotaParams(_Params):
+class ExcellentQuotaParams(PoolParams):
     field = mf.String(load_default=GRADE_FIELD)
     value = mf.Raw(load_default=EXCELLENT)
-    max_ratio = mf.Float(load_default=0.15,
-                         validate=validate.Range(min=0, max=1, min_inclusive=False))
-    raised_ratio = mf.Float(load_default=0.2,
+    # 《公务员考核规定》(2020): 优秀 within 20 % of those assessed; for a 机关 with
+    # outstanding assessment work it may be raised, commonly to at most 25 %.
+    max_ratio = RatioField(load_default=0.2)
+    raised_ratio = mf.Float(load_default=0.25,
                             validate=validate.Range(min=0, max=1, min_inclusive=False))
     raise_units = mf.List(mf.String(validate=validate.Length(min=1, max=64)),
                           load_default=list)  # unit codes, each with its sub-units
-    ceiling = mf.Float(load_default=0.2, validate=validate.Range(min=0, max=1,
-                                                                 min_inclusive=False))
-    rounding = mf.String(load_default="floor", validate=validate.OneOf(sorted(ROUNDINGS)))
-    min = mf.Integer(load_default=1, validate=validate.Range(min=0))
+    ceiling = mf.Float(load_default=0.25, validate=validate.Range(min=0, max=1,
+                                                                  min_inclusive=False))
     pool = mf.List(mf.String(validate=validate.OneOf(POOL_KEYS)),
                    load_default=lambda: ["unit", "period"])
-    counted_states = mf.List(mf.String())  # default: the transition's destination
     # The top N contact points of the year's score sheets (成绩单) are raised even without
     # their `raised` flag; ties at the Nth place are all in.
     raise_top = mf.Integer(validate=validate.Range(min=1))
@@ -392,61 +393,32 @@ class ExcellentQuotaParams(_Params):
 
 def _excellent_quota_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     yield from _enum_problems(spec, p["field"], [p["value"]], "value")
-    for name in ("max_ratio", "raised_ratio"):
-        if p[name] > p["ceiling"]:
-            yield f".{name}", (f"{p[name]:.0%} is above the ceiling of {p['ceiling']:.0%}; "
-                               "raise the ceiling only with the approval it needs")
-    if p["raised_ratio"] < p["max_ratio"]:
-        yield ".raised_ratio", (f"raised_ratio {p['raised_ratio']:.0%} is below max_ratio "
-                                f"{p['max_ratio']:.0%}")
-    for i, s in enumerate(p.get("counted_states", ())):
-        if s not in spec.states:
-            yield f".counted_states[{i}]", f"unknown state {s!r}"
-    if p.get("raise_top") and spec.period == "none":
+    yield from pool_problems(p, spec)
+    ratios = p["max_ratio"] if isinstance(p["max_ratio"], dict) else {"": p["max_ratio"]}
+    for tier, ratio in ratios.items():
+        path = f".max_ratio.{tier}" if tier else ".max_ratio"
+        if ratio > p["ceiling"]:
+            yield path, (f"{ratio:.0%} is above the ceiling of {p['ceiling']:.0%}; "
+                         "raise the ceiling only with the approval it needs")
+        if p["raised_ratio"] < ratio:
+            yield ".raised_ratio", (f"raised_ratio {p['raised_ratio']:.0%} is below "
+                                    f"max_ratio {ratio:.0%}")
+    if p["raised_ratio"] > p["ceiling"]:
+        yield ".raised_ratio", (f"{p['raised_ratio']:.0%} is above the ceiling of "
+                                f"{p['ceiling']:.0%}; raise the ceiling only with the "
+                                "approval it needs")
+    if (p.get("raise_top") or p["raise_units"]) and "unit" not in p["pool"]:
+        yield ".pool", "a unit's 优秀 ratio is raised per pool of units: put unit in pool"
+    if p.get("raise_top") and (spec.period == "none" or "period" not in p["pool"]):
         yield ".raise_top", ("raise_top reads the score sheets of the assessment year from "
-                             "the period key; this flow has period: none")
+                             "the pool's period key; put period in pool (a flow with "
+                             "periods)")
 
 
 def _excellent_quota(p: dict[str, Any], batch: Batch) -> None:
-    counted = p.get("counted_states") or [batch.transition.dest]
-    asked_by_pool: dict[tuple, list[CaseFacts]] = {}
-    for case in batch.cases:
-        if case.data.get(p["field"]) == p["value"]:
-            key = tuple(sorted(pool_of(case, p["pool"]).items()))
-            asked_by_pool.setdefault(key, []).append(case)
-    if not asked_by_pool:
-        return
-    asked_cases = [c for cs in asked_by_pool.values() for c in cs]
-    # One lookup for the batch: the score sheets of the cases' years (their units or a unit
-    # above them flagged, or within raise_top) and the definition's raise_units.
-    raised = batch.facts.query(contact_points.raised_units,
-                               {c.unit_id for c in asked_cases},
-                               {_year_of(c) for c in asked_cases}, p["raise_units"],
-                               p.get("raise_top"))
-    label = batch.spec.fields[p["field"]].label.zh
-    for key, cases in sorted(asked_by_pool.items(), key=lambda kv: str(kv[0])):
-        pool = dict(key)
-        flag = next((raised[(c.unit_id, _year_of(c))] for c in cases
-                     if (c.unit_id, _year_of(c)) in raised), None)
-        ratio = min(p["raised_ratio"] if flag else p["max_ratio"], p["ceiling"])
-        size, used = batch.facts.quota_pool(batch.spec.flow, pool, p["field"], p["value"],
-                                            counted)
-        limit = quota_limit(size, ratio, p["rounding"], p["min"])
-        asked = len(cases)
-        if used + asked > limit:
-            where = ", ".join(f"{k}={v}" for k, v in pool.items()) or "whole flow"
-            why = f", raised for {flag.describe()}" if flag else ""
-            raise RuleViolation(
-                "excellent_quota",
-                f"quota for {label}={p['value']} in pool {where}: limit {limit} "
-                f"({ratio:.0%} of {size}{why}, {p['rounding']}, at least {p['min']}), "
-                f"already used {used}, asked {asked}",
-                {"pool": pool, "size": size, "limit": limit, "used": used, "asked": asked,
-                 "field": p["field"], "value": p["value"], "ratio": ratio,
-                 "raised_for": flag.code if flag else None,
-                 "raised_by": flag.details() if flag else None,
-                 "case_ids": [c.id for c in cases]},
-            )
+    t = batch.transition
+    judge_quota(from_params("excellent_quota", t.trigger, t.dest, p), batch,
+                "excellent_quota")
 
 
 register(Rule(
