@@ -1,5 +1,6 @@
 """Person facts (人员信息) the rules read: rank history, annual results, sanctions,
-investigations, exam results, training hours, commendations; their audit; CSV import.
+investigations, exam results, training (records and legacy yearly totals, with the derived
+yearly total), commendations; their audit; CSV import.
 
 Reading a person's facts is for admins, process owners, the person, and leaders and
 committee members of their unit or a unit above it (404 for anyone else). Writing,
@@ -40,12 +41,17 @@ DESCRIPTIONS = {
     "closed_on": "The day it was closed; null: still open",
     "exam": "The exam, e.g. 政治理论考试",
     "score": "The score, 0–1000, two decimal places at most",
-    "hours": "Hours of training in the year, one decimal place at most",
+    "hours": "Training hours (学时): of the course for a training record, of the year for a "
+             "legacy yearly total; one decimal place at most",
+    "course": "The course or class (培训班次), e.g. 新任处级干部任职培训班",
+    "organiser": "Who organised it (主办单位), e.g. 市委党校",
     "note": "Free text, at most 2000 characters",
 }
 KIND_DESCRIPTIONS = {
     facts.SANCTION: f"One of {', '.join(SANCTION_KINDS)} (警告 and 诫勉 are 诫勉谈话-level)",
     facts.COMMENDATION: "e.g. 嘉奖, 记功, 记二等功, 通报表扬",
+    facts.TRAINING_RECORD: "online (线上) or offline (线下); 线上 / 线下 are accepted and "
+                           "stored as online / offline",
 }
 
 
@@ -129,6 +135,17 @@ def _routes(k: facts.FactKind) -> None:
 # --------------------------------------------------------------------------- schemas
 
 
+class TrainingTotalOut(Schema):
+    year = fields.Integer(required=True)
+    records = fields.Integer(required=True, metadata={
+        "description": "Training records that ended in the year"})
+    record_hours = fields.Decimal(as_string=True, required=True)
+    legacy_hours = fields.Decimal(as_string=True, required=True, metadata={
+        "description": "The year's legacy total (training_hours), 0 when none"})
+    hours = fields.Decimal(as_string=True, required=True, metadata={
+        "description": "record_hours + legacy_hours: what the promotion rule reads"})
+
+
 class PersonFactsOut(Schema):
     person_id = fields.Integer(required=True)
     rank = fields.String(allow_none=True, required=True, metadata={
@@ -144,6 +161,10 @@ class PersonFactsOut(Schema):
     training_hours = fields.List(fields.Nested(SCHEMAS[facts.TRAINING][2]), required=True)
     commendations = fields.List(fields.Nested(SCHEMAS[facts.COMMENDATION][2]),
                                 required=True)
+    training_records = fields.List(fields.Nested(SCHEMAS[facts.TRAINING_RECORD][2]),
+                                   required=True)
+    training_totals = fields.List(fields.Nested(TrainingTotalOut), required=True, metadata={
+        "description": "The training of each year, derived: records + legacy total"})
 
 
 class AuditOut(Schema):
@@ -195,7 +216,12 @@ def facts_out(snapshot: facts.PersonFacts) -> dict[str, Any]:
             "investigations": items(snapshot.investigations),
             "exam_results": items(snapshot.exams),
             "training_hours": items(snapshot.training),
-            "commendations": items(snapshot.commendations)}
+            "commendations": items(snapshot.commendations),
+            "training_records": items(snapshot.training_records),
+            "training_totals": [{"year": t.year, "records": t.records,
+                                 "record_hours": t.record_hours,
+                                 "legacy_hours": t.legacy_hours, "hours": t.hours}
+                                for t in snapshot.training_totals.values()]}
 
 
 @blp.route("/people/<int:person_id>")
