@@ -233,6 +233,7 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
     from .api import (
         cases,
         contact_points,
+        contact_register,
         facts,
         flows,
         ledger,
@@ -243,6 +244,6 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
     )
 
     for module in (flows, cases, queue, org, notifications, facts, ledger, contact_points,
-                   positions):
+                   contact_register, positions):
         api.register_blueprint(module.blp)
     return app
