@@ -400,7 +400,7 @@ def demo(definitions: Path, db_url: str | None) -> None:
     if result.history_cases:
         click.echo(f"demo history: {result.history_cases} cases, {result.history_records} "
                    "records (12 months of 平时考核, a dispatch under way, a promotion in "
-                   "public notice)")
+                   "public notice, a contact point's monthly reports)")
     click.echo("")
     click.echo(demo_data.table(demo_data.accounts(db)))
     click.echo("")
