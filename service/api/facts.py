@@ -10,15 +10,18 @@ checked in `workflows.facts`, which gives 422 with the field at fault.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import asdict
 from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from workflows import facts
 from workflows.access import ADMIN, require
+from workflows.errors import FieldErrors
 from workflows.models import FACT_GRADES, RESULT_SOURCES, SANCTION_KINDS
 
 from ..auth import engine, viewer
@@ -27,6 +30,7 @@ from .schemas import Id, PageQuery
 blp = Blueprint("facts", __name__, url_prefix="/api/v1/facts",
                 description="Person facts (人员信息) the rules read, their audit, CSV import")
 MAX_CSV = 5_000_000  # characters
+MAX_XLSX = 7_000_000  # base64 characters: about 5 MB of workbook
 
 DESCRIPTIONS = {
     "rank": "职级, e.g. 二级主任科员",
@@ -189,9 +193,17 @@ class AuditList(Schema):
 
 
 class FactImportIn(Schema):
-    csv = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_CSV)],
+    csv = fields.String(validate=[validate.Length(min=1, max=MAX_CSV)],
                         metadata={"description": "UTF-8 CSV text with a header row: "
                                                  + ", ".join(facts.CSV_COLUMNS)})
+    xlsx = fields.String(validate=[validate.Length(min=1, max=MAX_XLSX)], metadata={
+        "description": "Or: an XLSX workbook, base64-encoded; its first sheet is read as "
+                       "the CSV would be (the same columns, row numbers as line numbers)"})
+
+    @validates_schema
+    def _one_file(self, data, **kwargs):
+        if ("csv" in data) == ("xlsx" in data):
+            raise ValidationError("give either csv or xlsx", "_schema")
 
 
 class FactImportOut(Schema):
@@ -255,12 +267,21 @@ class Import(MethodView):
     @blp.arguments(FactImportIn)
     @blp.response(200, FactImportOut)
     def post(self, body):
-        """Import facts from CSV (批量导入); admins only.
+        """Import facts from CSV or XLSX (批量导入); admins only.
 
-        One fact per row (see docs/facts.md). All rows or none: bad rows give 422 with
+        One fact per row (see docs/facts.md); an XLSX workbook's first sheet is read as the
+        CSV would be. All rows or none: bad rows give 422 with
         `errors` [{line, message}]. Each row written is audited (import)."""
         require(viewer(), ADMIN, "importing facts")
-        report = facts.import_facts(engine().db, body["csv"], viewer().person_id)
+        if "csv" in body:
+            report = facts.import_facts(engine().db, body["csv"], viewer().person_id)
+        else:
+            try:
+                data = base64.b64decode(body["xlsx"], validate=True)
+            except binascii.Error:
+                raise FieldErrors({"xlsx": ["is not base64 (the workbook's bytes, "
+                                            "base64-encoded)"]}) from None
+            report = facts.import_facts_xlsx(engine().db, data, viewer().person_id)
         return asdict(report)
 
 
