@@ -168,9 +168,10 @@ def test_import_training_records_from_xlsx(fapi):
     assert r.status_code == 422 and r.get_json()["errors"] == [
         {"line": 1, "message": "the file is not an XLSX workbook (save it from Excel or WPS as "
                                ".xlsx, or send CSV)"}]
-    r = fapi.post("admin", f"{BASE}/import", json={"xlsx": "%%%"})
-    assert r.status_code == 422 and r.get_json()["fields"] == {
-        "xlsx": ["is not base64 (the workbook's bytes, base64-encoded)"]}
+    for text in ("%%%", "工作簿"):
+        r = fapi.post("admin", f"{BASE}/import", json={"xlsx": text})
+        assert r.status_code == 422 and r.get_json()["fields"] == {
+            "xlsx": ["is not base64 (the workbook's bytes, base64-encoded)"]}
     r = fapi.post("admin", f"{BASE}/import", json={"xlsx": "eA==", "csv": "x"})
     assert r.status_code == 422
     assert len(fapi.get("admin", f"{BASE}/people/{fapi.org.s1}").get_json()[

@@ -11,7 +11,6 @@ checked in `workflows.facts`, which gives 422 with the field at fault.
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import asdict
 from typing import Any
 
@@ -278,7 +277,7 @@ class Import(MethodView):
         else:
             try:
                 data = base64.b64decode(body["xlsx"], validate=True)
-            except binascii.Error:
+            except ValueError:  # binascii.Error, or text that is not ASCII at all
                 raise FieldErrors({"xlsx": ["is not base64 (the workbook's bytes, "
                                             "base64-encoded)"]}) from None
             report = facts.import_facts_xlsx(engine().db, data, viewer().person_id)
