@@ -265,6 +265,7 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
     from .api import (
         cases,
         contact_points,
+        contact_register,
         facts,
         flows,
         ledger,
@@ -275,6 +276,6 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
     )
 
     for module in (flows, cases, queue, org, notifications, facts, ledger, contact_points,
-                   positions):
+                   contact_register, positions):
         api.register_blueprint(module.blp)
     return app

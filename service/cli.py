@@ -467,11 +467,11 @@ def demo(definitions: Path, db_url: str | None) -> None:
         click.echo(f"password set for {result.passwords_set} account(s)")
     if result.facts_added:
         click.echo(f"demo facts loaded: {result.facts_added} (annual results 2024–2025, "
-                   "exams, training, a sanction, a commendation)")
+                   "exams, training records and totals, a sanction, a commendation)")
     if result.history_cases:
         click.echo(f"demo history: {result.history_cases} cases, {result.history_records} "
                    "records (12 months of 平时考核, a dispatch under way, a promotion in "
-                   "public notice)")
+                   "public notice, a contact point's monthly reports)")
     click.echo("")
     click.echo(demo_data.table(demo_data.accounts(db)))
     click.echo("")

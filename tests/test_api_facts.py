@@ -119,3 +119,60 @@ def test_import_all_or_nothing(fapi):
     audit = fapi.get("admin", f"{BASE}/people/{fapi.org.s2}/audit").get_json()
     assert [(a["action"], a["table"]) for a in audit["items"]] == [("import", "sanctions")]
     assert audit["items"][0]["after"]["effect_months"] == 6
+
+
+def _workbook(rows: list[list]) -> str:
+    import base64
+    import io
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    for row in rows:
+        book.active.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def test_import_training_records_from_xlsx(fapi):
+    import datetime as dt
+
+    header = ["person_code", "fact", "year", "date", "value", "number", "organiser", "mode"]
+    rows = [header,
+            ["S1", "training_record", None, dt.datetime(2025, 5, 30), "任职培训班", 56.0,
+             "市委党校", "线下"],
+            [],  # a blank row is skipped; row numbers stay the sheet's
+            ["S1", "training_record", None, dt.date(2025, 10, 15), "网络专题", 24.5, None,
+             "线上"],
+            ["S1", "training", 2025, None, None, 12, None, None]]
+    bad = _workbook([*rows, ["S1", "training_record", None, "2025-13-01", "讲座", 2, None,
+                             "offline"]])
+    r = fapi.post("admin", f"{BASE}/import", json={"xlsx": bad})
+    assert r.status_code == 422, r.get_json()
+    assert r.get_json()["errors"] == [{"line": 6, "message": "date (taken_on): '2025-13-01' is "
+                                                             "not a date (YYYY-MM-DD)"}]
+    assert fapi.get("admin", f"{BASE}/people/{fapi.org.s1}").get_json()[
+        "training_records"] == []
+    r = fapi.post("admin", f"{BASE}/import", json={"xlsx": _workbook(rows)})
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["created"]["training_record"] == 2
+    got = fapi.get("admin", f"{BASE}/people/{fapi.org.s1}").get_json()
+    assert [(t["course"], t["taken_on"], t["hours"], t["kind"])
+            for t in got["training_records"]] == [
+        ("任职培训班", "2025-05-30", "56.0", "offline"), ("网络专题", "2025-10-15", "24.5", "online")]
+    assert got["training_totals"] == [{"year": 2025, "records": 2, "record_hours": "80.5",
+                                       "legacy_hours": "12.0", "hours": "92.5"}]
+    # Not a workbook, not base64, or both files at once: 422, nothing written.
+    r = fapi.post("admin", f"{BASE}/import", json={"xlsx": "bm90IGEgd29ya2Jvb2s="})
+    assert r.status_code == 422 and r.get_json()["errors"] == [
+        {"line": 1, "message": "the file is not an XLSX workbook (save it from Excel or WPS as "
+                               ".xlsx, or send CSV)"}]
+    for text in ("%%%", "工作簿"):
+        r = fapi.post("admin", f"{BASE}/import", json={"xlsx": text})
+        assert r.status_code == 422 and r.get_json()["fields"] == {
+            "xlsx": ["is not base64 (the workbook's bytes, base64-encoded)"]}
+    r = fapi.post("admin", f"{BASE}/import", json={"xlsx": "eA==", "csv": "x"})
+    assert r.status_code == 422
+    assert len(fapi.get("admin", f"{BASE}/people/{fapi.org.s1}").get_json()[
+        "training_records"]) == 2

@@ -439,7 +439,7 @@ def test_a_node_that_lost_its_claim_stops(db, eng, clock, people):
                          lease)
     # a wakes up and tries its next chunk: the lease renewal fails, nothing is written.
     with db.unit_of_work(write=False) as s:
-        eligible = cycles._eligible(s, cf.spec)
+        eligible = cycles._eligible(s, cf.spec, "2026-03")
     with db.unit_of_work() as s:
         result = cycles._open_chunk(eng, s, cf, "2026-03", eligible, {}, 0, MARCH_OPENS, "a",
                                     lease, 4)

@@ -262,7 +262,7 @@ def test_demo_seeds_the_facts_and_the_history(demo_run):
     from workflows.facts import person_facts
 
     url, output = demo_run
-    assert "demo facts loaded: 116" in output
+    assert "demo facts loaded: 119" in output
     db = Database(url)
     with db.unit_of_work(write=False) as s:
         assert s.execute(select(func.count()).select_from(AnnualResult)
@@ -273,8 +273,9 @@ def test_demo_seeds_the_facts_and_the_history(demo_run):
         records = s.execute(select(func.count()).select_from(HistoryRecord)).scalar()
     assert [x.kind for x in facts.sanctions] == ["警告"]
     # On the wall clock: a year of monthly cases for the 29 people assessed in the bureau
-    # (the current month's too once it has opened), a dispatch and a promotion.
-    assert cases in (ASSESSED * 12 + 2, ASSESSED * 13 + 2)
+    # (the current month's too once it has opened), a dispatch and a promotion, and the
+    # contact point's monthly reports (3 months, and the current one once it has opened).
+    assert cases in (ASSESSED * 12 + 2 + 3, ASSESSED * 13 + 2 + 4)
     assert f"demo history: {cases} cases, {records} records" in output
     assert Engine(db).verify_history() == (cases, records, [])
     db.dispose()
@@ -286,9 +287,11 @@ def test_demo_seeds_the_facts_and_the_history(demo_run):
 def test_a_year_of_regular_assessment_made_through_the_engine(history):
     url, result = history
     db = Database(url)
-    assert (result.history_cases, result.history_records) == (ASSESSED * 13 + 2, 1916)
+    # 1916 records of the regular, dispatch and promotion cases; 10 of the contact point's
+    # reports (start, submit, approve for three months; the current month's start).
+    assert (result.history_cases, result.history_records) == (ASSESSED * 13 + 2 + 4, 1926)
     # The hash chains hold: every record was written by the engine, in order.
-    assert Engine(db).verify_history() == (result.history_cases, 1916, [])
+    assert Engine(db).verify_history() == (result.history_cases, 1926, [])
     with db.unit_of_work(write=False) as s:
         by_period = Counter(s.execute(select(Case.period_key, Case.state)
                                       .where(Case.flow_id == REGULAR)).all())
@@ -463,3 +466,31 @@ def test_each_flow_can_be_tried_at_once(tried):
     r = c.act("staff11", post["id"], "check_in",
               {"check_ins": [{"month": "2026-11", "days_in_post": 21}]})
     assert r.status_code == 200 and r.json["to"] == "dispatched", r.json
+
+
+def test_the_demo_contact_point_and_its_monthly_reports(history):
+    from workflows import contact_register
+    from workflows.access import load_viewer
+    from workflows.facts import person_facts
+
+    url, _result = history
+    db = Database(url)
+    with db.unit_of_work(write=False) as s:
+        owner = load_viewer(s, s.execute(select(Person.id).where(Person.code == "RS0002"))
+                            .scalar())
+        (entry,) = contact_register.entries(s, owner, 2026)
+        states = dict(s.execute(select(Case.period_key, Case.state)
+                                .where(Case.flow_id == "contact-point-report")).all())
+        trained = person_facts(s, s.execute(select(Person.id).where(Person.code == "RS0101"))
+                               .scalar())
+    assert (entry["unit"]["code"], entry["liaison"]["code"]) == ("RSJ-KHJC", "RS0208")
+    assert states == {"2026-08": "done", "2026-09": "done", "2026-10": "done",
+                      "2026-11": "report"}
+    # September's was filed on the 7th working day after the month (late), reviewed 一般.
+    assert entry["reports"] == {
+        "reports": 4, "submitted": 3, "on_time": 2, "on_time_rate": 0.5, "reviewed": 3,
+        "quality": {"好": 1, "较好": 1, "一般": 1, "较差": 0}, "quality_points": 6,
+        "quality_max": 9}
+    assert trained.training_totals[2025].records == 2
+    assert trained.training_hours[2025] == 80
+    db.dispose()

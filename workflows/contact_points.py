@@ -195,6 +195,30 @@ def check_sheet(values: Mapping[str, Any]) -> dict[str, Any]:
             "raised": raised, "note": note}
 
 
+def with_report_items(s: Session, unit_id: int, year: int, clean: dict[str, Any]
+                      ) -> dict[str, Any]:
+    """The checked sheet with the report-derived lines added (itemised sheets only: a total
+    entered alone already scores everything). A typed line named like one is refused."""
+    from .contact_register import DERIVED_ITEMS, sheet_items  # it imports this module
+
+    typed = clean["items"] or []
+    clash = [i for i, x in enumerate(typed) if x["item"] in DERIVED_ITEMS]
+    if clash:
+        raise FieldErrors({f"items[{i}].item": [
+            f"{typed[i]['item']!r} is derived from the monthly reports (信息月报); leave it "
+            "out, it is added by itself"] for i in clash})
+    if not typed:
+        return clean
+    derived = sheet_items(s, unit_id, year)
+    total = clean["score"] + sum((d["score"] for d in derived), Decimal(0))
+    if total > MAX_SCORE:
+        raise FieldErrors({"score": [f"with the monthly reports' lines the sheet adds up to "
+                                     f"{total}, more than a sheet holds ({MAX_SCORE})"]})
+    items = typed + [{"item": d["item"], "score": str(d["score"]), "max": str(d["max"])}
+                     for d in derived]
+    return clean | {"items": items, "score": total}
+
+
 # --------------------------------------------------------------------------- rows out
 
 
@@ -223,10 +247,13 @@ def _unit(s: Session, code: str) -> Unit:
 
 def put_sheet(s: Session, unit_code: str, year: int, values: Mapping[str, Any], *,
               by: int | None, now: dt.datetime) -> tuple[dict[str, Any], bool]:
-    """Set (create or replace) a unit's score sheet of a year; (the sheet, created?)."""
+    """Set (create or replace) a unit's score sheet of a year; (the sheet, created?).
+
+    An itemised sheet gets the lines the unit's monthly reports give (信息月报按时报送,
+    信息月报质量: `contact_register.sheet_items`) added to the typed ones, as of now."""
     unit = _unit(s, unit_code)
     check_year(year)
-    clean = check_sheet(values)
+    clean = with_report_items(s, unit.id, year, check_sheet(values))
     row = s.execute(select(ContactPointScore).where(
         ContactPointScore.unit_id == unit.id, ContactPointScore.year == year)).scalar()
     created = row is None
@@ -647,8 +674,12 @@ def scoreboard(s: Session, viewer: Viewer, year: int, flow: FlowSpec | None = No
     found = sheets(s, viewer, year, unit_id)
     stats = statistics(s, viewer, flow, year, [x["unit"]["id"] for x in found], specs=specs,
                        weekly_field=weekly_field, tz=tz) if flow is not None else {}
+    from .contact_register import report_figures  # it imports this module
+
+    reports = report_figures(s, [x["unit"]["id"] for x in found], year)
     for x in found:
         x["statistics"] = stats.get(x["unit"]["id"])
+        x["reports"] = reports.get(x["unit"]["id"])  # the monthly reports, as of now
     return {"year": year, "flow": flow.flow if flow is not None else None,
             "weekly_field": weekly_field if flow is not None else None, "sheets": found}
 

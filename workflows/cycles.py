@@ -33,8 +33,11 @@ start values, history record 1 (`start`, by `system`, chained from GENESIS with
 (what `Engine._arm` inserts), with `timers.timer_rows`.
 
 Eligible: active people, filtered by `who.tiers` and by `who.units` (unit codes, each with
-its sub-units; a code that matches no unit matches nobody and is logged). People who join
-after their period was opened are not added by the cycle: start their cases by hand.
+its sub-units; a code that matches no unit matches nobody and is logged) and, with
+`who.contact_points`, to the liaisons (联络员) of the contact points registered for the
+period's year (`workflows.contact_register`): one case per contact point, its subject the
+liaison, its unit the liaison's — the contact-point unit itself. People who join after their
+period was opened are not added by the cycle: start their cases by hand.
 """
 
 from __future__ import annotations
@@ -66,7 +69,16 @@ from .engine import START, Engine
 from .errors import CivflowError
 from .history import GENESIS, record_hash
 from .machine import CompiledFlow
-from .models import Case, CycleRun, FlowVersion, HistoryRecord, Person, Timer, Unit
+from .models import (
+    Case,
+    ContactPoint,
+    CycleRun,
+    FlowVersion,
+    HistoryRecord,
+    Person,
+    Timer,
+    Unit,
+)
 from .periods import period_key
 from .spec import SYSTEM, CycleSpec, FlowSpec
 from .timers import node_name, plan_state, timer_rows
@@ -79,6 +91,7 @@ HISTORY = HistoryRecord.__table__
 TIMERS = Timer.__table__
 PEOPLE = Person.__table__
 UNITS = Unit.__table__
+CONTACT_POINTS = ContactPoint.__table__
 OPENING, DONE = "opening", "done"
 MAX_CATCH_UP = 60  # catch_up: all opens at most this many missed periods (the latest ones)
 GRACE = dt.timedelta(minutes=15)  # catch_up: none opens a period at most this late
@@ -201,7 +214,7 @@ def open_period(engine: Engine, cf: CompiledFlow, key: str, now: dt.datetime, no
         return now + dt.timedelta(seconds=time.monotonic() - started)
 
     with engine.db.unit_of_work(write=False) as s:
-        eligible = _eligible(s, spec)
+        eligible = _eligible(s, spec, key)
     values = forms.load(cf.start_schema, None)
     opened, after = 0, 0
     while True:
@@ -331,11 +344,17 @@ def _bulk_insert(conn, table: Table, rows: list[dict[str, Any]],
     return list(conn.execute(stmt.returning(table.c.id), rows).scalars())
 
 
-def _eligible(s: Session, spec: FlowSpec) -> Select:
+def _eligible(s: Session, spec: FlowSpec, key: str) -> Select:
     """The eligible people (id, unit, tier) in id order: active, of the cycle's tiers and
-    unit subtrees. Whether one already has a case is left to the INSERT's ON CONFLICT."""
+    unit subtrees, and with `contact_points` the liaisons (联络员) of the contact points
+    registered for the year of period `key` (one contact point per liaison and year, so
+    one case per contact point). Whether one already has a case is left to the INSERT's
+    ON CONFLICT."""
     cycle = spec.cycle or CycleSpec()
     q = select(PEOPLE.c.id, PEOPLE.c.unit_id, PEOPLE.c.tier).where(PEOPLE.c.active.is_(True))
+    if cycle.contact_points:
+        q = q.where(PEOPLE.c.id.in_(select(CONTACT_POINTS.c.liaison_id)
+                                    .where(CONTACT_POINTS.c.year == int(key[:4]))))
     if cycle.tiers:
         q = q.where(PEOPLE.c.tier.in_(cycle.tiers))
     if cycle.units:

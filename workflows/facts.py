@@ -1,5 +1,6 @@
 """Person facts the rules read: rank history, annual results, sanctions, investigations,
-exam results, training hours and commendations (see docs/facts.md).
+exam results, training (records and legacy yearly totals) and commendations (see
+docs/facts.md).
 
 Admins own these facts. Every write goes through this module and leaves a `fact_audit`
 row (who, when, create | update | delete | import, the row before and after) in the same
@@ -46,6 +47,7 @@ from .models import (
     RankHistory,
     Sanction,
     TrainingHours,
+    TrainingRecord,
     Unit,
     utcnow,
 )
@@ -53,6 +55,7 @@ from .models import (
 RANK, ANNUAL, SANCTION, INVESTIGATION = ("rank_history", "annual_results", "sanctions",
                                          "investigations")
 EXAM, TRAINING, COMMENDATION = "exam_results", "training_hours", "commendations"
+TRAINING_RECORD = "training_records"  # 培训记录: one row per training taken
 ACTIONS = ("create", "update", "delete", "import", "flow")  # flow: written by a flow's effect
 MIN_YEAR, MAX_YEAR = 1949, 2100
 # The dates a person's record may hold (人事记录日期): those years. Beyond them a date is a
@@ -63,6 +66,8 @@ MAX_NOTE = 2000
 MAX_EFFECT_MONTHS = 120
 MAX_SCORE = Decimal("1000")
 MAX_HOURS = Decimal("10000")
+# 培训形式: the stored code and the words a CSV or a form may use for it.
+TRAINING_KINDS = {"online": ("online", "线上", "网络培训"), "offline": ("offline", "线下", "脱产培训")}
 
 # The type of each field, for coercing text (CSV cells) and refusing what does not fit.
 DATE, INT, DECIMAL, BOOL, TEXT = "date", "int", "decimal", "bool", "text"
@@ -70,9 +75,10 @@ FIELD_TYPES = {
     "since": DATE, "until": DATE, "decided_on": DATE, "opened_on": DATE, "closed_on": DATE,
     "taken_on": DATE, "year": INT, "effect_months": INT, "score": DECIMAL, "hours": DECIMAL,
     "passed": BOOL, "rank": TEXT, "grade": TEXT, "source": TEXT, "kind": TEXT, "exam": TEXT,
-    "note": TEXT,
+    "course": TEXT, "organiser": TEXT, "note": TEXT,
 }
-TEXT_MAX = {"rank": 64, "grade": 16, "source": 16, "kind": 64, "exam": 100, "note": MAX_NOTE}
+TEXT_MAX = {"rank": 64, "grade": 16, "source": 16, "kind": 64, "exam": 100, "course": 200,
+            "organiser": 200, "note": MAX_NOTE}
 YES = {"1", "true", "yes", "y", "是", "通过", "合格"}
 NO = {"0", "false", "no", "n", "否", "未通过", "不合格"}
 
@@ -302,6 +308,27 @@ def _check_training(s: Session, person_id: int, v: Values, row_id: int | None) -
     return _one_per_year(s, TrainingHours, "training hours", person_id, v, row_id, "hours")
 
 
+def _check_training_record(s: Session, person_id: int, v: Values,
+                           row_id: int | None) -> Errors:
+    errors = _missing(v, "course", "hours", "taken_on", "kind")
+    if v["hours"] is not None and v["hours"] <= 0:
+        errors.setdefault("hours", []).append(f"must be more than 0 (got {v['hours']})")
+    _range(errors, "hours", v["hours"], 0, MAX_HOURS, "hours")
+    _places(errors, "hours", v["hours"], 1)
+    if v["taken_on"] is not None and not MIN_YEAR <= v["taken_on"].year <= MAX_YEAR:
+        errors.setdefault("taken_on", []).append(
+            f"{v['taken_on']} is not in a year between {MIN_YEAR} and {MAX_YEAR}")
+    if v["kind"] is not None:
+        code = next((c for c, words in TRAINING_KINDS.items()
+                     if v["kind"].lower() in words), None)
+        if code is None:
+            errors["kind"] = [f"{v['kind']!r} is not a kind of training; the kinds are "
+                              "online (线上) and offline (线下)"]
+        else:
+            v["kind"] = code  # stored as the code, whichever word was used
+    return errors
+
+
 def _check_commendation(s: Session, person_id: int, v: Values,
                         row_id: int | None) -> Errors:
     return _missing(v, "kind", "decided_on")
@@ -332,6 +359,12 @@ KINDS: dict[str, FactKind] = {k.name: k for k in (
     FactKind(COMMENDATION, "commendation", "表彰奖励 commendation", Commendation,
              ("kind", "decided_on", *NOTE), ("kind", "decided_on"), ("decided_on", "id"),
              _check_commendation, {"value": "kind", "date": "decided_on"}),
+    FactKind(TRAINING_RECORD, "training_record", "培训记录 training record", TrainingRecord,
+             ("course", "hours", "taken_on", "organiser", "kind", *NOTE),
+             ("course", "hours", "taken_on", "kind"), ("taken_on", "id"),
+             _check_training_record,
+             {"value": "course", "number": "hours", "date": "taken_on",
+              "organiser": "organiser", "mode": "kind"}),
 )}
 BY_CSV_NAME = {k.csv_name: k for k in KINDS.values()}
 
@@ -441,8 +474,8 @@ def update_fact(s: Session, kind: str, fact_id: int, changes: Values, *,
     if errors:
         raise FieldErrors(errors)
     before = _audit_json(k, row)
-    for name, value in changed.items():
-        setattr(row, name, value)
+    for name in changed:
+        setattr(row, name, merged[name])  # as the check left it (e.g. 线上 → online)
     s.flush()
     _audit(s, by, "update", k, row, before, _audit_json(k, row))
     return fact_out(k, row)
@@ -551,6 +584,16 @@ def add_training_hours(s: Session, person_id: int, year: int,
     return add_fact(s, TRAINING, person_id, dict(year=year, hours=hours, note=note), by=by)
 
 
+def add_training_record(s: Session, person_id: int, course: str,
+                        hours: Decimal | int | float | str, taken_on: dt.date, kind: str, *,
+                        organiser: str | None = None, note: str | None = None,
+                        by: int | None) -> dict[str, Any]:
+    """One training taken (培训记录); `kind` online (线上) or offline (线下)."""
+    return add_fact(s, TRAINING_RECORD, person_id, dict(
+        course=course, hours=hours, taken_on=taken_on, organiser=organiser, kind=kind,
+        note=note), by=by)
+
+
 def add_commendation(s: Session, person_id: int, kind: str, decided_on: dt.date, *,
                      note: str | None = None, by: int | None) -> dict[str, Any]:
     return add_fact(s, COMMENDATION, person_id, dict(kind=kind, decided_on=decided_on,
@@ -621,6 +664,31 @@ class TrainingFact:
 
 
 @dataclass(frozen=True)
+class TrainingRecordFact:
+    id: int
+    course: str
+    hours: Decimal
+    taken_on: dt.date  # the day the training ended: its hours count in that year
+    organiser: str | None
+    kind: str  # online | offline
+    note: str | None
+
+
+@dataclass(frozen=True)
+class TrainingTotal:
+    """A year's training hours: the records of the year plus a legacy yearly total."""
+
+    year: int
+    records: int  # training records that ended in the year
+    record_hours: Decimal
+    legacy_hours: Decimal  # the `training_hours` row of the year (0 when none)
+
+    @property
+    def hours(self) -> Decimal:
+        return self.record_hours + self.legacy_hours
+
+
+@dataclass(frozen=True)
 class CommendationFact:
     id: int
     kind: str
@@ -645,6 +713,7 @@ class PersonFacts:
     exams: tuple[ExamFact, ...]
     training: tuple[TrainingFact, ...]
     commendations: tuple[CommendationFact, ...]
+    training_records: tuple[TrainingRecordFact, ...] = ()
 
     @property
     def grades(self) -> dict[int, str]:
@@ -652,9 +721,23 @@ class PersonFacts:
         return {r.year: r.grade for r in self.annual_results}
 
     @property
+    def training_totals(self) -> dict[int, TrainingTotal]:
+        """The training of each year, derived: the hours of the records that ended in the
+        year plus the year's legacy total (`training_hours`, the hours not itemised)."""
+        years = {t.year for t in self.training} | {r.taken_on.year
+                                                    for r in self.training_records}
+        legacy = {t.year: t.hours for t in self.training}
+        out = {}
+        for year in sorted(years):
+            mine = [r.hours for r in self.training_records if r.taken_on.year == year]
+            out[year] = TrainingTotal(year, len(mine), sum(mine, Decimal(0)),
+                                      legacy.get(year, Decimal(0)))
+        return out
+
+    @property
     def training_hours(self) -> dict[int, Decimal]:
-        """Training hours by year."""
-        return {t.year: t.hours for t in self.training}
+        """Training hours by year (学时), derived from the records and the legacy totals."""
+        return {year: t.hours for year, t in self.training_totals.items()}
 
     @property
     def under_investigation(self) -> bool:
@@ -678,7 +761,8 @@ SNAPSHOT_KINDS = {
     RANK: ("rank_history", RankFact), ANNUAL: ("annual_results", AnnualFact),
     SANCTION: ("sanctions", SanctionFact), INVESTIGATION: ("investigations", InvestigationFact),
     EXAM: ("exams", ExamFact), TRAINING: ("training", TrainingFact),
-    COMMENDATION: ("commendations", CommendationFact)}
+    COMMENDATION: ("commendations", CommendationFact),
+    TRAINING_RECORD: ("training_records", TrainingRecordFact)}
 
 
 def people_facts(s: Session, people: Select | list[int], rows: dict[int, Any]
@@ -782,7 +866,7 @@ def audit_entries(db: Database, person_id: int, page: int = 1,
 # One fact per row (UTF-8, header row required, BOM tolerated). Which columns each fact
 # uses is `FactKind.csv_columns`; a column a fact does not use must be empty.
 CSV_COLUMNS = ("person_code", "fact", "year", "date", "until", "value", "number", "passed",
-               "note")
+               "note", "organiser", "mode")
 CSV_REQUIRED = ("person_code", "fact")
 
 
@@ -875,3 +959,44 @@ def import_facts(db: Database, text: str, by: int | None) -> ImportReport:
         raise ImportFailed([(1, "another change to these people's facts was written at "
                                 "the same time; nothing was imported, try again")]) from None
     return ImportReport(len(rows), created)
+
+
+def xlsx_text(data: bytes) -> str:
+    """The first sheet of an XLSX workbook as CSV text for `import_facts`, row for row, so
+    the import's line numbers are the sheet's row numbers. Dates become YYYY-MM-DD, numbers
+    their plain text; a line break inside a cell becomes a space. `ImportFailed` when the
+    bytes are not a workbook."""
+    from openpyxl import load_workbook  # only the import needs it
+
+    try:
+        book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception:  # noqa: BLE001 - zipfile, XML and openpyxl errors all mean "not XLSX"
+        raise ImportFailed([(1, "the file is not an XLSX workbook (save it from Excel or "
+                                "WPS as .xlsx, or send CSV)")]) from None
+    try:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        for row in book.worksheets[0].iter_rows(values_only=True):
+            writer.writerow([_cell(v) for v in row])
+        return out.getvalue()
+    finally:
+        book.close()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat() if value.time() == dt.time() else value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return " ".join(str(value).splitlines())
+
+
+def import_facts_xlsx(db: Database, data: bytes, by: int | None) -> ImportReport:
+    """`import_facts` of an XLSX workbook's first sheet (`xlsx_text`); all rows or none."""
+    return import_facts(db, xlsx_text(data), by)

@@ -436,6 +436,22 @@ class TrainingHours(Base):
     note: Mapped[str | None] = mapped_column(Text)
 
 
+class TrainingRecord(Base):
+    """One training a person took (培训记录): the course, its hours, the day it ended, who
+    organised it, online (线上) or offline (线下). The yearly total is derived from these
+    rows (plus a legacy `training_hours` total, see workflows/facts.py)."""
+
+    __tablename__ = "training_records"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    course: Mapped[str] = mapped_column(String(200))
+    hours: Mapped[Decimal] = mapped_column(Numeric(7, 1))
+    taken_on: Mapped[dt.date] = mapped_column(Date)
+    organiser: Mapped[str | None] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))  # online | offline
+    note: Mapped[str | None] = mapped_column(Text)
+
+
 class Commendation(Base):
     """A commendation (嘉奖 / 记功 / 记二等功 / 通报表扬 / …)."""
 
@@ -497,6 +513,26 @@ class ContactPointScore(Base):
     score: Mapped[Decimal | None] = mapped_column(Numeric(6, 2))
     items: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     raised: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str | None] = mapped_column(Text)
+    set_by: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    set_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ContactPoint(Base):
+    """考核联系点台账: a unit that is a contact point (联系点) of the regular assessment in one
+    year, its liaison (联络员, the subject of its monthly reports), its targets (目标任务)
+    and outcomes (成果形式 / 成效), each a list of short texts."""
+
+    __tablename__ = "contact_points"
+    __table_args__ = (UniqueConstraint("unit_id", "year"),
+                      UniqueConstraint("year", "liaison_id"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
+    year: Mapped[int] = mapped_column(Integer)
+    liaison_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
+    level: Mapped[str | None] = mapped_column(String(64))  # e.g. 市级 / 区级 / 特色
+    targets: Mapped[list[str] | None] = mapped_column(JSONType)
+    outcomes: Mapped[list[str] | None] = mapped_column(JSONType)
     note: Mapped[str | None] = mapped_column(Text)
     set_by: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
     set_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

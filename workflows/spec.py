@@ -164,6 +164,8 @@ class CycleSpec:
     tiers: tuple[str, ...] = ()  # empty: every tier
     units: tuple[str, ...] = ()  # unit codes, each with its sub-units; empty: every unit
     catch_up: str = "latest"  # latest | all | none: what to open after downtime
+    # only the liaisons (联络员) of the period's year's contact points (联系点台账)
+    contact_points: bool = False
 
 
 @dataclass(frozen=True)
@@ -484,6 +486,7 @@ class CycleWhoSchema(_Strict):
     _mapping = _mapping_of("{tiers: [staff], units: [SEC1]}")
     tiers = _unique_list("tier", mf.String(validate=_one_of(CYCLE_TIERS)))
     units = _unique_list("unit", UnitCode())
+    contact_points = mf.Boolean()
 
 
 class CycleSchema(_Strict):
@@ -912,7 +915,8 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
         cycle = CycleSpec(open=raw.get("open", "period_start"), time=raw.get("time", "00:00"),
                           offset_days=raw.get("offset_days", 0),
                           tiers=tuple(who.get("tiers", ())), units=tuple(who.get("units", ())),
-                          catch_up=raw.get("catch_up", "latest"))
+                          catch_up=raw.get("catch_up", "latest"),
+                          contact_points=who.get("contact_points", False))
 
     start = _start(data.get("start"), flow_fields, roles, transitions, add)
 

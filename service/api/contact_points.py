@@ -27,6 +27,7 @@ from workflows.facts import MAX_NOTE, MAX_YEAR, MIN_YEAR
 
 from ..auth import engine, viewer
 from ..limits import large_body
+from .contact_register import ReportFiguresOut
 from .schemas import Id
 
 blp = Blueprint("contact_points", __name__, url_prefix="/api/v1/contact-points",
@@ -151,6 +152,9 @@ class ScoreSheetOut(Schema):
 
 class ScoreBoardSheet(ScoreSheetOut):
     statistics = fields.Nested(ScoreSheetStats, allow_none=True, required=True)
+    reports = fields.Nested(ReportFiguresOut, allow_none=True, required=True, metadata={
+        "description": "The unit's monthly reports (信息月报) of the year as of now; null "
+                       "when the report flow is not published or the unit has none"})
 
 
 class ScoreBoardOut(Schema):

@@ -1,5 +1,6 @@
 """Person facts (人员信息) the rules read: rank history, annual results, sanctions,
-investigations, exam results, training hours, commendations; their audit; CSV import.
+investigations, exam results, training (records and legacy yearly totals, with the derived
+yearly total), commendations; their audit; CSV import.
 
 Reading a person's facts is for admins, process owners, the person, and leaders and
 committee members of their unit or a unit above it (404 for anyone else). Writing,
@@ -9,15 +10,17 @@ checked in `workflows.facts`, which gives 422 with the field at fault.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import asdict
 from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from workflows import facts
 from workflows.access import ADMIN, require
+from workflows.errors import FieldErrors
 from workflows.models import FACT_GRADES, RESULT_SOURCES, SANCTION_KINDS
 
 from ..auth import engine, viewer
@@ -27,6 +30,7 @@ from .schemas import Id, PageQuery
 blp = Blueprint("facts", __name__, url_prefix="/api/v1/facts",
                 description="Person facts (人员信息) the rules read, their audit, CSV import")
 MAX_CSV = 5_000_000  # characters
+MAX_XLSX = 7_000_000  # base64 characters: about 5 MB of workbook
 
 DESCRIPTIONS = {
     "rank": "职级, e.g. 二级主任科员",
@@ -41,12 +45,17 @@ DESCRIPTIONS = {
     "closed_on": "The day it was closed; null: still open",
     "exam": "The exam, e.g. 政治理论考试",
     "score": "The score, 0–1000, two decimal places at most",
-    "hours": "Hours of training in the year, one decimal place at most",
+    "hours": "Training hours (学时): of the course for a training record, of the year for a "
+             "legacy yearly total; one decimal place at most",
+    "course": "The course or class (培训班次), e.g. 新任处级干部任职培训班",
+    "organiser": "Who organised it (主办单位), e.g. 市委党校",
     "note": "Free text, at most 2000 characters",
 }
 KIND_DESCRIPTIONS = {
     facts.SANCTION: f"One of {', '.join(SANCTION_KINDS)} (警告 and 诫勉 are 诫勉谈话-level)",
     facts.COMMENDATION: "e.g. 嘉奖, 记功, 记二等功, 通报表扬",
+    facts.TRAINING_RECORD: "online (线上) or offline (线下); 线上 / 线下 are accepted and "
+                           "stored as online / offline",
 }
 
 
@@ -130,6 +139,17 @@ def _routes(k: facts.FactKind) -> None:
 # --------------------------------------------------------------------------- schemas
 
 
+class TrainingTotalOut(Schema):
+    year = fields.Integer(required=True)
+    records = fields.Integer(required=True, metadata={
+        "description": "Training records that ended in the year"})
+    record_hours = fields.Decimal(as_string=True, required=True)
+    legacy_hours = fields.Decimal(as_string=True, required=True, metadata={
+        "description": "The year's legacy total (training_hours), 0 when none"})
+    hours = fields.Decimal(as_string=True, required=True, metadata={
+        "description": "record_hours + legacy_hours: what the promotion rule reads"})
+
+
 class PersonFactsOut(Schema):
     person_id = fields.Integer(required=True)
     rank = fields.String(allow_none=True, required=True, metadata={
@@ -145,6 +165,10 @@ class PersonFactsOut(Schema):
     training_hours = fields.List(fields.Nested(SCHEMAS[facts.TRAINING][2]), required=True)
     commendations = fields.List(fields.Nested(SCHEMAS[facts.COMMENDATION][2]),
                                 required=True)
+    training_records = fields.List(fields.Nested(SCHEMAS[facts.TRAINING_RECORD][2]),
+                                   required=True)
+    training_totals = fields.List(fields.Nested(TrainingTotalOut), required=True, metadata={
+        "description": "The training of each year, derived: records + legacy total"})
 
 
 class AuditOut(Schema):
@@ -169,9 +193,17 @@ class AuditList(Schema):
 
 
 class FactImportIn(Schema):
-    csv = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_CSV)],
+    csv = fields.String(validate=[validate.Length(min=1, max=MAX_CSV)],
                         metadata={"description": "UTF-8 CSV text with a header row: "
                                                  + ", ".join(facts.CSV_COLUMNS)})
+    xlsx = fields.String(validate=[validate.Length(min=1, max=MAX_XLSX)], metadata={
+        "description": "Or: an XLSX workbook, base64-encoded; its first sheet is read as "
+                       "the CSV would be (the same columns, row numbers as line numbers)"})
+
+    @validates_schema
+    def _one_file(self, data, **kwargs):
+        if ("csv" in data) == ("xlsx" in data):
+            raise ValidationError("give either csv or xlsx", "_schema")
 
 
 class FactImportOut(Schema):
@@ -196,7 +228,12 @@ def facts_out(snapshot: facts.PersonFacts) -> dict[str, Any]:
             "investigations": items(snapshot.investigations),
             "exam_results": items(snapshot.exams),
             "training_hours": items(snapshot.training),
-            "commendations": items(snapshot.commendations)}
+            "commendations": items(snapshot.commendations),
+            "training_records": items(snapshot.training_records),
+            "training_totals": [{"year": t.year, "records": t.records,
+                                 "record_hours": t.record_hours,
+                                 "legacy_hours": t.legacy_hours, "hours": t.hours}
+                                for t in snapshot.training_totals.values()]}
 
 
 @blp.route("/people/<int:person_id>")
@@ -231,12 +268,21 @@ class Import(MethodView):
     @blp.arguments(FactImportIn)
     @blp.response(200, FactImportOut)
     def post(self, body):
-        """Import facts from CSV (批量导入); admins only.
+        """Import facts from CSV or XLSX (批量导入); admins only.
 
-        One fact per row (see docs/facts.md). All rows or none: bad rows give 422 with
+        One fact per row (see docs/facts.md); an XLSX workbook's first sheet is read as the
+        CSV would be. All rows or none: bad rows give 422 with
         `errors` [{line, message}]. Each row written is audited (import)."""
         require(viewer(), ADMIN, "importing facts")
-        report = facts.import_facts(engine().db, body["csv"], viewer().person_id)
+        if "csv" in body:
+            report = facts.import_facts(engine().db, body["csv"], viewer().person_id)
+        else:
+            try:
+                data = base64.b64decode(body["xlsx"], validate=True)
+            except ValueError:  # binascii.Error, or text that is not ASCII at all
+                raise FieldErrors({"xlsx": ["is not base64 (the workbook's bytes, "
+                                            "base64-encoded)"]}) from None
+            report = facts.import_facts_xlsx(engine().db, data, viewer().person_id)
         return asdict(report)
 
 

@@ -23,6 +23,9 @@ What it makes, relative to `now` (month M0 is the current one):
 - **职级晋升**: 刘思远 (公务员管理处) to 一级主任科员, through recommendation, candidate
   confirmation and vetting, in public notice since the last working day (its 5 working
   days run on the real calendar).
+- **联系点**: 考核奖惩处 is a contact point (联系点) of the years covered, 梁宇航 its
+  liaison (联络员); its monthly reports (信息月报) of M-3 … M-1 are filed (M-2 late) and
+  reviewed by 干部科 (hr-office); M0's is open, waiting for the liaison.
 
 Deterministic: the choices (grades, days, minutes) come from `random.Random` seeded with
 the person, the month and `SEED`; with the same `now` two databases get the same history.
@@ -44,14 +47,23 @@ from typing import Any
 
 from sqlalchemy import and_, func, select
 
-from workflows import quotas
+from workflows import contact_register, quotas
 from workflows.calendar import DEFAULT_TZ, WorkCalendar, period_days
 from workflows.claims import claim_batch
 from workflows.cycles import opening_moment, previous_period
 from workflows.db import Database
 from workflows.engine import Actor, Engine, utcnow
 from workflows.errors import CivflowError, NotFound
-from workflows.models import Case, HistoryRecord, Person, RoleAssignment, Sanction, Timer, Unit
+from workflows.models import (
+    Case,
+    ContactPoint,
+    HistoryRecord,
+    Person,
+    RoleAssignment,
+    Sanction,
+    Timer,
+    Unit,
+)
 from workflows.periods import period_key
 from workflows.spec import FlowSpec, RuleSpec
 from workflows.timers import AUTO, CLAIMABLE, TIMERS, TimerWorker
@@ -59,6 +71,7 @@ from workflows.timers import AUTO, CLAIMABLE, TIMERS, TimerWorker
 log = logging.getLogger("civflow.demo")
 
 REGULAR, DISPATCH, PROMOTION = "regular-assessment", "frontline-dispatch", "rank-promotion"
+REPORT = "contact-point-report"
 SEED = "civflow-demo"
 MONTHS = 12  # months of regular assessment before the current one
 WEEKLY_MONTHS = 2  # the last months (and the current one) carry weekly records
@@ -96,6 +109,13 @@ MONTH_WORK = [
     "本月{post}工作稳步推进，重点任务已形成初稿，下月继续完善。",
     "本月完成{post}日常工作，并承担处里交办的专项任务。",
 ]
+
+CONTACT_UNIT, LIAISON = "RSJ-KHJC", "RS0208"  # 考核奖惩处, 梁宇航
+CONTACT_TARGETS = ["将政务服务“好差评”结果与平时考核审核评鉴相结合", "形成一个平时考核创新案例"]
+# The last three months' reports: working days after the month it is filed on, and the
+# quality 干部科 gives it (demo data; the second is filed after the 5-working-day deadline).
+REPORTS = [(2, "好"), (7, "一般"), (3, "较好")]
+REPORT_WORK = "本月完成平时考核指标体系修订，召开座谈会一次，收集意见建议若干条。"
 
 DISPATCHED = "RS0204"  # 胡志鹏, 考核奖惩处: 第一书记
 NOMINATION = {"post_type": "第一书记", "receiving_unit": "青山镇石桥村",
@@ -267,6 +287,9 @@ class _Replay:
             self.plan_dispatch(today)
         if self.published(PROMOTION) is not None and CANDIDATE in self.by_code:
             self.plan_promotion(today)
+        report = self.published(REPORT)
+        if report is not None and LIAISON in self.by_code:
+            self.plan_reports(report, today)
 
     # 平时考核 ----------------------------------------------------------------------
 
@@ -428,6 +451,54 @@ class _Replay:
         self.at(self.moment(notice, "10:00"), story.step(
             lambda: self.engine.fire(story.case, "pass", Actor.person(m.committee),
                                      data=VETTING)))
+
+
+    # 联系点月度信息报送 ------------------------------------------------------------
+
+    def plan_reports(self, spec: FlowSpec, today: dt.date) -> None:
+        m = self.by_code[LIAISON]
+        hr = _group_member(self.db, "hr-office", m.id)
+        if hr is None or spec.period != "month":
+            log.info("demo history: nobody holds hr-office; the contact point is left out")
+            return
+        current = period_key("month", today)
+        months = [current]
+        for _ in REPORTS:
+            months.insert(0, previous_period("month", months[0]))
+        with self.db.unit_of_work() as s:
+            unit = s.execute(select(Unit.code).where(Unit.id == m.unit_id)).scalar()
+            if unit != CONTACT_UNIT:
+                log.info("demo history: %s is not in %s; the contact point is left out",
+                         LIAISON, CONTACT_UNIT)
+                return
+            known = set(s.execute(select(ContactPoint.year).where(
+                ContactPoint.unit_id == m.unit_id)).scalars())
+            for year in sorted({int(k[:4]) for k in months} - known):
+                first = self.cal.at_time(dt.date(year, 1, 1), "00:00")
+                contact_register.add_entry(s, {
+                    "unit_code": CONTACT_UNIT, "year": year, "liaison_id": m.id,
+                    "level": "市级联系点", "targets": CONTACT_TARGETS}, by=None, now=first)
+        for key, plan in zip(months, [*REPORTS, None], strict=True):
+            story = _Story(f"contact-point report {key}")
+
+            def open_(key: str = key, story: _Story = story) -> None:
+                story.case = self.engine.start_case(REPORT, m.id, period_key=key).id
+
+            self.at(opening_moment(spec, key, self.cal), story.step(open_))
+            if plan is None:
+                continue
+            after, quality = plan
+            filed = self.workday(period_days("month", key)[1], after)
+            report = {"progress": f"{key}：{REPORT_WORK}"}
+            self.at(self.moment(filed, "15:00"), story.step(
+                lambda story=story, report=report: self.engine.fire(
+                    story.case, "submit", Actor.person(m.id), data=report)))
+            review = {"quality": quality}
+            if quality == "一般":
+                review["review_comment"] = "报送逾期，内容较简略。"
+            self.at(self.moment(self.workday(filed, 1), "10:00"), story.step(
+                lambda story=story, review=review: self.engine.fire(
+                    story.case, "approve", Actor.person(hr), data=review)))
 
 
 class _AutoTimers(TimerWorker):

@@ -57,11 +57,14 @@ FACT_KINDS = {  # kind → a valid body (person_id added)
                      "score": "91.5"},
     "training_hours": {"year": 2024, "hours": 36.5},
     "commendations": {"kind": "嘉奖", "decided_on": "2023-12-01"},
+    "training_records": {"course": "任职培训班", "hours": 24, "taken_on": "2024-05-01",
+                         "kind": "offline"},
 }
 FACT_PATCH = {"rank_history": {"since": "2022-04-01"}, "annual_results": {"grade": "称职"},
               "sanctions": {"decided_on": "2024-01-16"}, "investigations": {
                   "closed_on": "2024-04-01"}, "exam_results": {"passed": False},
-              "training_hours": {"hours": 40}, "commendations": {"kind": "记三等功"}}
+              "training_hours": {"hours": 40}, "commendations": {"kind": "记三等功"},
+              "training_records": {"hours": 30}}
 
 # --------------------------------------------------------------------------- the table
 
@@ -132,6 +135,11 @@ MATRIX: dict[str, str] = {
     "PUT /api/v1/contact-points/{unit_code}/{year}": _OWNER_ADMIN,
     "DELETE /api/v1/contact-points/{unit_code}/{year}": _OWNER_ADMIN,
     "POST /api/v1/contact-points/import": _OWNER_ADMIN,
+    "GET /api/v1/contact-point-register": _READERS,
+    "POST /api/v1/contact-point-register": _OWNER_ADMIN,
+    "GET /api/v1/contact-point-register/{entry_id}": "401 403 403 ok 404 ok ok ok",  # SEC1's
+    "PATCH /api/v1/contact-point-register/{entry_id}": _OWNER_ADMIN,
+    "DELETE /api/v1/contact-point-register/{entry_id}": _OWNER_ADMIN,
     "GET /api/v1/rank-positions": _READERS,
     "PUT /api/v1/rank-positions/{unit_code}/{rank}/{round}": _OWNER_ADMIN,
     "DELETE /api/v1/rank-positions/{unit_code}/{rank}/{round}": _OWNER_ADMIN,
@@ -187,6 +195,11 @@ def _seed(api, engine, org) -> World:
             w.ids[f"{kind}:{use}"] = r.get_json()["id"]
     r = api.put("owner", "/api/v1/contact-points/SEC1/2026", json={"score": 90})
     assert r.status_code == 201, r.get_json()
+    for unit, liaison, use in (("SEC1", org.s1, "patch"), ("SEC2", org.t1, "delete")):
+        r = api.post("owner", "/api/v1/contact-point-register", json={
+            "unit_code": unit, "year": 2026, "liaison_id": liaison})
+        assert r.status_code == 201, r.get_json()
+        w.ids[f"register:{use}"] = r.get_json()["id"]
     r = api.put("owner", "/api/v1/rank-positions/ORG/一级主任科员/2026-1", json={"positions": 3})
     assert r.status_code == 201, r.get_json()
     return w
@@ -281,6 +294,16 @@ def _requests(w: World, org, who: str | None) -> dict[str, Req]:
             Req("/api/v1/contact-points/SEC1/2026"),
         "POST /api/v1/contact-points/import": Req("/api/v1/contact-points/import", {
             "csv": "unit_code,year,item,score,max,raised,note\nORG,2026,,30,,,\n"}),
+        "GET /api/v1/contact-point-register": Req("/api/v1/contact-point-register",
+                                                  query={"year": 2026}),
+        "POST /api/v1/contact-point-register": Req("/api/v1/contact-point-register", {
+            "unit_code": "ORG", "year": 2026, "liaison_id": org.c1}),
+        "GET /api/v1/contact-point-register/{entry_id}":
+            Req(f"/api/v1/contact-point-register/{ids['register:patch']}"),
+        "PATCH /api/v1/contact-point-register/{entry_id}":
+            Req(f"/api/v1/contact-point-register/{ids['register:patch']}", {"level": "区级"}),
+        "DELETE /api/v1/contact-point-register/{entry_id}":
+            Req(f"/api/v1/contact-point-register/{ids['register:delete']}"),
         "GET /api/v1/rank-positions": Req("/api/v1/rank-positions"),
         "PUT /api/v1/rank-positions/{unit_code}/{rank}/{round}":
             Req("/api/v1/rank-positions/SEC1/一级主任科员/2026-1", {"positions": 2}),

@@ -178,6 +178,7 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
     if params.get("exam") and not snap.passed(params["exam"], on):
         reasons.append(Reason("exam", f"theory exam {params['exam']} not passed",
                               {"exam": params["exam"]}))
+    reasons.extend(training_reasons(snap, params, on))
     if params.get("min_good"):
         good = sum(1 for g in regular_grades or () if g == params["good_value"])
         if good < params["min_good"]:
@@ -186,6 +187,25 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
                             f"the regular assessments of {on.year - 1}, has {good}",
                 {"year": on.year - 1, "needed": params["min_good"], "has": good}))
     return reasons
+
+
+def training_reasons(snap: PersonFacts, params: dict[str, Any], on: dt.date) -> list[Reason]:
+    """`min_training_hours`: the training hours (学时) of the year before `on`, derived from
+    the training records plus the year's legacy total (`PersonFacts.training_totals`),
+    must reach the parameter (公务员法 第六十七条: training is a basis of promotion)."""
+    needed = params.get("min_training_hours")
+    if not needed:
+        return []
+    year = on.year - 1
+    total = snap.training_totals.get(year)
+    has = total.hours if total else Decimal(0)
+    if has >= Decimal(str(needed)):
+        return []
+    return [Reason("training", f"needs {Decimal(str(needed)):.1f} training hours in {year}, "
+                               f"has {has:.1f} ({total.records if total else 0} records)",
+                   {"year": year, "needed": float(needed), "has": float(has),
+                    "records": total.records if total else 0,
+                    "legacy_hours": float(total.legacy_hours) if total else 0.0})]
 
 
 def next_ranks(ladder: dict[str, dict[str, Any]], rank: str | None) -> list[str]:
@@ -246,6 +266,8 @@ class EligibleParams(_Params):
     excellent_bonus_years = mf.Float(load_default=0.5, validate=validate.Range(min=0, max=5))
     exam = mf.String(load_default=None, validate=validate.Length(min=1))
     min_good = mf.Integer(load_default=None, validate=validate.Range(min=1, max=12))
+    # 学时: the training hours of the year before the decision (training_reasons)
+    min_training_hours = mf.Float(load_default=None, validate=validate.Range(min=0, max=10000))
     good_value = mf.String(load_default="好")
     good_flow = mf.String(load_default="regular-assessment")
     good_field = mf.String(load_default="grade")
