@@ -656,9 +656,13 @@ class PersonFacts:
     def sanctions_in_effect(self, on: dt.date) -> tuple[SanctionFact, ...]:
         return tuple(x for x in self.sanctions if x.in_effect(on))
 
-    def passed(self, exam: str, on_or_before: dt.date | None = None) -> bool:
+    def passed(self, exam: str, on_or_before: dt.date | None = None, *,
+               after: dt.date | None = None) -> bool:
+        """`exam` passed on or before `on_or_before`, and on or after `after` when given
+        (a pass that is still valid)."""
         return any(e.passed and e.exam == exam
                    and (on_or_before is None or e.taken_on <= on_or_before)
+                   and (after is None or e.taken_on >= after)
                    for e in self.exams)
 
 
