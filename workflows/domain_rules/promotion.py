@@ -174,11 +174,11 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
                  "uncounted_years": list(t.uncounted_years),
                  "excellent_years": list(t.excellent_years)}))
     for x in snap.sanctions_in_effect(on):
+        until = f"until {x.effect_ends}" if x.effect_ends else "without end"
         reasons.append(Reason(
-            "sanction", f"sanction {x.kind} decided {x.decided_on} is in effect until "
-                        f"{x.effect_ends}",
-            {"kind": x.kind, "decided_on": x.decided_on.isoformat(),
-             "effect_ends": x.effect_ends.isoformat()}))
+            "sanction", f"sanction {x.kind} decided {x.decided_on} is in effect {until}",
+            {"kind": x.kind, "category": x.category, "decided_on": x.decided_on.isoformat(),
+             "effect_ends": x.effect_ends.isoformat() if x.effect_ends else None}))
     if snap.under_investigation_on(on):
         since = max(i.opened_on for i in snap.investigations if i.open_on(on))
         reasons.append(Reason("investigation", f"under investigation since {since}",
