@@ -190,7 +190,7 @@ def test_the_last_annual_result_must_be_competent():
 def test_the_theory_exam_must_be_passed_by_the_decision_date():
     base = dict(rank="一级主任科员", since=D(2022, 1, 1), grades={2025: "称职"})
     up = "四级调研员"  # 凡提必考: a 处级 rank
-    missing = "theory exam 政治理论考试 not passed on or after 2023-06-01 (valid 3 years)"
+    missing = "theory exam 政治理论考试 not passed after 2023-06-01 (valid 3 years)"
     assert reasons(snap(**base, exams=()), D(2026, 6, 1), up) == [missing]
     failed = snap(**base, exams=[("政治理论考试", D(2026, 1, 1), False)])
     assert reasons(failed, D(2026, 6, 1), up) == [missing]
@@ -205,11 +205,11 @@ def test_the_exam_is_scoped_to_the_ranks_named_and_expires():
     # 一级主任科员 is not a 处级 rank: no exam asked
     assert reasons(snap(since=D(2022, 1, 1), grades={2025: "称职"}, exams=()),
                    D(2026, 6, 1)) == []
-    # a pass of 1 June 2023 is valid until 31 May 2026 (3 years), not on 1 June 2026
+    # a pass of 1 June 2023 is valid for 3 years: on 31 May 2026, not on 1 June 2026
     s = snap(rank="一级主任科员", since=D(2022, 1, 1), grades={2025: "称职"},
              exams=[("政治理论考试", D(2023, 6, 1), True)])
     assert reasons(s, D(2026, 5, 31), "四级调研员") == []
-    assert [r.code for r in eligibility_reasons(s, PARAMS, "四级调研员", D(2026, 6, 2))] == [
+    assert [r.code for r in eligibility_reasons(s, PARAMS, "四级调研员", D(2026, 6, 1))] == [
         "exam"]
     # without exam_ranks the exam is asked for every rank; without exam_valid_years a pass
     # never expires (the old defaults, still possible)
@@ -221,7 +221,8 @@ def test_the_exam_is_scoped_to_the_ranks_named_and_expires():
 
 def test_posts_reach_the_routes_of_their_level():
     # 乡镇党委书记 counts as 乡科级正职 (→ 一级主任科员) and has its own route to 四级调研员
-    s = snap(rank="乡镇党委书记", since=D(2022, 1, 1), grades={2025: "称职"})
+    recent = [("政治理论考试", D(2025, 5, 1), True)]
+    s = snap(rank="乡镇党委书记", since=D(2022, 1, 1), grades={2025: "称职"}, exams=recent)
     assert next_ranks(PARAMS["ladder"], "乡镇党委书记", PARAMS["posts"]) == [
         "四级调研员", "一级主任科员"]
     assert reasons(s, D(2026, 6, 1), "一级主任科员") == []
@@ -229,7 +230,7 @@ def test_posts_reach_the_routes_of_their_level():
     assert reasons(s, D(2026, 6, 1), "三级调研员") == [
         "三级调研员 is reached from 县处级副职 or 四级调研员, not from 乡镇党委书记"]
     # 县委书记: 县处级正职 (→ 一级调研员) and the route to 二级巡视员 after 4 years
-    k = snap(rank="县委书记", since=D(2023, 1, 1), grades={2025: "称职"})
+    k = snap(rank="县委书记", since=D(2023, 1, 1), grades={2025: "称职"}, exams=recent)
     assert next_ranks(PARAMS["ladder"], "县委书记", PARAMS["posts"]) == [
         "二级巡视员", "一级调研员"]
     assert reasons(k, D(2026, 6, 1), "一级调研员") == []

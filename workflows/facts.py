@@ -669,11 +669,11 @@ class PersonFacts:
 
     def passed(self, exam: str, on_or_before: dt.date | None = None, *,
                after: dt.date | None = None) -> bool:
-        """`exam` passed on or before `on_or_before`, and on or after `after` when given
-        (a pass that is still valid)."""
+        """`exam` passed on or before `on_or_before`, and after `after` when given (a pass
+        that is still valid: one taken on `after` has just expired)."""
         return any(e.passed and e.exam == exam
                    and (on_or_before is None or e.taken_on <= on_or_before)
-                   and (after is None or e.taken_on >= after)
+                   and (after is None or e.taken_on > after)
                    for e in self.exams)
 
 

@@ -196,7 +196,7 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
         valid = params.get("exam_valid_years")
         after = None if valid is None else add_months(on, -round(valid * 12))
         if not snap.passed(params["exam"], on, after=after):
-            within = "" if after is None else f" on or after {after} (valid {valid:g} years)"
+            within = "" if after is None else f" after {after} (valid {valid:g} years)"
             reasons.append(Reason("exam", f"theory exam {params['exam']} not passed{within}",
                                   {"exam": params["exam"], "valid_from":
                                    after.isoformat() if after else None}))
