@@ -21,7 +21,15 @@ import datetime as dt
 from workflows.engine import Actor
 
 from . import test_annual, test_scenarios
-from .test_annual import GOOD_YEAR, _refusal, _regular_year, _sanction, _to_evaluation
+from .test_annual import (
+    GOOD_YEAR,
+    _problems,
+    _refusal,
+    _regular_year,
+    _rule,
+    _sanction,
+    _to_evaluation,
+)
 from .test_scenarios import PROMOTION, Bureau, evaluator
 
 # the fixtures of those scenarios, used here as they are
@@ -165,6 +173,13 @@ def test_party_discipline_and_organisational_measures_limit_the_annual_grade(
     cid = _to_evaluation(engine, org, "s3")
     v = _refusal(engine.fire, cid, "propose_excellent", P(org.l1), data={"grade": "优秀"})
     assert v.details["kind"] == "降职" and v.details["category"] == "组织处理"
+
+
+def test_a_misspelt_sanction_kind_in_the_annual_table_is_refused():
+    found = _problems(lambda d: _rule(d, "evaluate", "sanction_block")["kinds"].update(
+        党内严重警高={"blocks": ["优秀"]}))
+    assert any("'党内严重警高' is not a kind of sanction; the kinds are 警告, 记过" in p
+               for p in found), found
 
 
 # --------------------------------------------------------------------------- item 6

@@ -28,6 +28,7 @@ from marshmallow import fields as mf
 from .. import contact_points  # a module: contact_points imports the rules, which load us
 from ..errors import RuleViolation
 from ..facts import person_facts
+from ..models import SANCTION_KINDS
 from ..results import regular_results
 from ..rules import (
     POOL_KEYS,
@@ -169,6 +170,9 @@ def _sanction_block_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowS
         yield ".field", f"unknown field {p['field']!r}; declare it under fields"
         return
     for kind, block in p["kinds"].items():
+        if kind not in SANCTION_KINDS:  # a misspelt kind would never block anything
+            yield f".kinds.{kind}", (f"{kind!r} is not a kind of sanction; the kinds are "
+                                     f"{', '.join(SANCTION_KINDS)}")
         key = "only" if "only" in block else "blocks"
         yield from field_value_problems(spec, p["field"], block[key], f"kinds.{kind}.{key}")
     inv = p.get("investigation")
