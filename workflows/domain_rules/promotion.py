@@ -1,19 +1,23 @@
-"""职级晋升 (rank promotion) rules: `promotion_eligible` (人选资格) and `positions` (职数).
+"""职级晋升 (rank promotion) rules: `promotion_eligible` (人选资格), `promotion_recheck`
+(人选资格复核), `recommendation_threshold` (民主推荐得票) and `positions` (职数).
 
-`promotion_eligible` judges a candidate on the candidate-confirmation transition from the
-person facts (`workflows.facts.person_facts`) and, optionally, the person's approved
+`promotion_eligible` judges a candidate at the 动议 (资格先行) from the person
+facts (`workflows.facts.person_facts`) and, optionally, the person's approved
 regular-assessment grades. The computation is the pure function `eligibility_reasons`
 (facts snapshot + parameters + decision date → reasons); the rule only gathers its inputs.
-Every number (the ladder of DOMAIN.md §6, the 优秀 bonus, the exam, the count of 好) is a
-parameter of the definition, never a constant here.
+Every number (the ladder of 《公务员职务与职级并行规定》第十八条, the 优秀 bonus, the exam, its
+ranks and validity, the count of 好) is a parameter of the definition, never a constant
+here. `promotion_recheck` runs the same judgement with the same parameters on the decision
+date of 人选确定; `recommendation_threshold` asks more than a share of those who took part
+in the 民主推荐.
 
 `positions` takes a rank position (职数) on approval. The number comes from the
 `rank_positions` table (`workflows.positions`): every row for the target rank and round on
 the case's unit or a unit above it caps that unit's subtree; when no unit on the path has a
 row, the definition's `positions[rank]` caps the case's own unit (0 for a rank it does not
 list). Counted over the counted states plus the request, serialised per rank and round with
-a PostgreSQL advisory lock; each 三三制 category (排头兵 / 实干家 / 老黄牛) holds at most
-⌈positions / parts⌉ of a pool unless the action carries an override reason, which is stored
+a PostgreSQL advisory lock; for the ranks of `category_ranks` (三三制 is for 较高职级), each
+category (排头兵 / 实干家 / 老黄牛) holds at most ⌈positions / parts⌉ of a pool unless the action carries an override reason, which is stored
 with the case and its history.
 """
 
