@@ -125,16 +125,15 @@ def test_who_is_eligible_who_not_and_why(db, engine, org, promotion):
     (s2,) = people["S2"]["next_ranks"]
     assert [r["message"] for r in s2["reasons"]] == [
         "needs 2.0 years in 二级主任科员, has 1.5 (1 优秀 year counted)",
-        "sanction 警告 decided 2026-01-10 is in effect until 2026-07-10",
-        "theory exam 政治理论考试 not passed"]
+        "sanction 警告 decided 2026-01-10 is in effect until 2026-07-10"]
     assert (s2["reasons"][0]["counted_months"], s2["reasons"][0]["excellent_years"]) == (
         18.0, [2025])
     (t2,) = people["T2"]["next_ranks"]
     assert t2["rank"] == "四级主任科员"
     assert [r["message"] for r in t2["reasons"]] == [
-        "needs 2.0 years in 一级科员, has 1.1 (0 优秀 years counted; not counted: 2025 "
+        "needs 3.0 years in 一级科员, has 1.1 (0 优秀 years counted; not counted: 2025 "
         "(基本称职))",
-        "last annual result 基本称职 (2025) is below 称职", "theory exam 政治理论考试 not passed"]
+        "last annual result 基本称职 (2025) is below 称职"]
     # the rank from the person record when the history has none
     (d1,) = people["D1"]["next_ranks"]
     assert (people["D1"]["rank"], d1["rank"], d1["eligible"]) == ("乡科级副职", "三级主任科员", False)
@@ -152,11 +151,12 @@ def test_who_is_eligible_who_not_and_why(db, engine, org, promotion):
 def test_the_decision_date_decides(db, engine, org, promotion):
     _facts(db, org)
     later = by_code(listing(db, org, engine=engine, on=D(2026, 9, 2)))
-    # on 2 September: 18 + 6 months and the 优秀 half year → 2.0; the 警告 is over
-    assert [r["code"] for r in later["S2"]["next_ranks"][0]["reasons"]] == ["exam"]
+    # on 2 September: 18 + 6 months and the 优秀 half year → 2.0; the 警告 is over (no
+    # exam for 一级主任科员: 凡提必考 is for the 调研员 ranks)
+    assert later["S2"]["next_ranks"][0]["reasons"] == []
     assert later["D1"]["eligible"] is True  # 27 months as 乡科级副职
     earlier = by_code(listing(db, org, engine=engine, on=D(2023, 6, 1)))
-    assert [r["code"] for r in earlier["S1"]["next_ranks"][0]["reasons"]] == ["years", "exam"]
+    assert [r["code"] for r in earlier["S1"]["next_ranks"][0]["reasons"]] == ["years"]
 
 
 def test_priority_markers(db, engine, org, promotion):
@@ -306,9 +306,8 @@ def test_http_downloads(eapi):
         ["L2", "测试l2", "干部二科", "", "", "", "否", "no current rank on record", ""],
         ["T1", "测试t1", "干部二科", "四级主任科员", "2023-01-01", "三级主任科员", "是", "", ""],
         ["T2", "测试t2", "干部二科", "一级科员", "2024-01-01", "四级主任科员", "否",
-         "needs 2.0 years in 一级科员, has 1.1 (0 优秀 years counted; not counted: 2025 "
-         "(基本称职)); last annual result 基本称职 (2025) is below 称职; theory exam 政治理论考试 "
-         "not passed", ""]]
+         "needs 3.0 years in 一级科员, has 1.1 (0 优秀 years counted; not counted: 2025 "
+         "(基本称职)); last annual result 基本称职 (2025) is below 称职", ""]]
     r = eapi.get("owner", f"{URL}?date=2026-03-02&format=xlsx")
     assert r.status_code == 200
     ws = load_workbook(io.BytesIO(r.get_data())).active

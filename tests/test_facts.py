@@ -85,12 +85,46 @@ def test_sanctions_default_effect_months_and_end_dates(db, org):
     custom = add(db, facts.SANCTION, org.s2, org.chief, kind="记过", decided_on=D(2023, 12, 31),
                  effect_months=2)
     assert custom["effect_ends"] == D(2024, 2, 29)  # the 31st → the last day of February
-    errors = refused(db, facts.SANCTION, org.s1, org.chief, kind="开除", decided_on=D(2024, 1, 1))
-    assert errors == {"kind": ["'开除' is not a sanction; the kinds are "
-                               "警告, 记过, 记大过, 降级, 撤职, 诫勉"]}
+    errors = refused(db, facts.SANCTION, org.s1, org.chief, kind="处分", decided_on=D(2024, 1, 1))
+    assert errors == {"kind": [
+        "'处分' is not a sanction; the kinds are 政务处分: 警告, 记过, 记大过, 降级, 撤职, 开除; "
+        "党纪处分: 党内警告, 党内严重警告, 撤销党内职务, 留党察看, 开除党籍; "
+        "组织处理: 停职检查, 调离岗位, 调整职务, 责令辞职, 免职, 降职; 诫勉: 诫勉"]}
     errors = refused(db, facts.SANCTION, org.s1, org.chief, kind="记过",
                      decided_on=D(2024, 1, 1), effect_months=-1)
     assert errors == {"effect_months": ["effect_months must not be negative (got -1)"]}
+
+
+def test_party_discipline_and_organisational_measures(db, org):
+    kinds = ("党内警告", "党内严重警告", "撤销党内职务", "留党察看", "停职检查", "调离岗位",
+             "调整职务", "责令辞职", "免职", "降职")
+    rows = [add(db, facts.SANCTION, org.s1, org.chief, kind=k, decided_on=D(2024, 3, 1))
+            for k in kinds]
+    assert [(r["kind"], r["category"], r["effect_months"]) for r in rows] == [
+        ("党内警告", "党纪处分", 12), ("党内严重警告", "党纪处分", 18),
+        ("撤销党内职务", "党纪处分", 24), ("留党察看", "党纪处分", 36),
+        ("停职检查", "组织处理", 6), ("调离岗位", "组织处理", 12), ("调整职务", "组织处理", 12),
+        ("责令辞职", "组织处理", 24), ("免职", "组织处理", 24), ("降职", "组织处理", 24)]
+    # 留党察看 二年: the decision's own period (two years + two years after) is kept
+    two = add(db, facts.SANCTION, org.s2, org.chief, kind="留党察看", decided_on=D(2024, 3, 1),
+              effect_months=48)
+    assert two["effect_ends"] == D(2028, 3, 1)
+    # 开除党籍: no end; a number of months is refused rather than silently dropped
+    expelled = add(db, facts.SANCTION, org.s3, org.chief, kind="开除党籍",
+                   decided_on=D(2024, 3, 1))
+    assert (expelled["effect_months"], expelled["effect_ends"], expelled["category"]) == (
+        None, None, "党纪处分")
+    errors = refused(db, facts.SANCTION, org.s3, org.chief, kind="开除党籍",
+                     decided_on=D(2024, 3, 1), effect_months=60)
+    assert errors == {"effect_months": [
+        "开除党籍 (党纪处分) has no end to its effect period; leave effect_months empty"]}
+    with db.unit_of_work() as s:
+        snap = facts.person_facts(s, org.s3)
+    assert snap.sanctions_in_effect(D(2099, 1, 1))[0].kind == "开除党籍"
+    with db.unit_of_work() as s:
+        snap = facts.person_facts(s, org.s1)
+    assert [x.kind for x in snap.sanctions_in_effect(D(2026, 2, 28))] == [
+        "撤销党内职务", "留党察看", "责令辞职", "免职", "降职"]
 
 
 def test_investigations_one_open_at_a_time(db, org):

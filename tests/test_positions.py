@@ -28,6 +28,7 @@ from .test_promotion import (
     SOURCE,
     P,
     _eligible_facts,
+    _higher_rank_facts,
     _race_org,
     _to_approval,
 )
@@ -174,19 +175,20 @@ def test_every_row_on_the_path_must_fit(flow, db, org):
 
 
 def test_a_table_number_replaces_the_definitions_and_its_thirds(flow, db, org):
-    # 4 positions: each 三三制 category may hold ⌈4/3⌉ = 2 (the definition's 3 would give 1).
-    put(flow, org, "SEC1", 4)
+    # 4 positions of 四级调研员 (a 较高职级, where 三三制 applies): each category may hold
+    # ⌈4/3⌉ = 2 (the definition's 2 would give 1).
+    put(flow, org, "SEC1", 4, rank="四级调研员")
     ids = {}
     for who in ("s1", "s2", "s3"):
-        _eligible_facts(db, org, who)
-        ids[who] = _to_approval(flow, org, who, category="排头兵")
+        _higher_rank_facts(db, org, who)
+        ids[who] = _to_approval(flow, org, who, target="四级调研员", category="排头兵")
     flow.fire(ids["s1"], "approve", P(org.c1))
     flow.fire(ids["s2"], "approve", P(org.c1))
     with pytest.raises(RuleViolation) as exc:
         flow.fire(ids["s3"], "approve", P(org.c1))
     assert str(exc.value) == (
         f"三三制: category 排头兵 in unit {org.units['SEC1']} 干部一科 and its sub-units, "
-        "一级主任科员, round 2026-1 may hold 2 of 4 positions (1/3, rounded up), already 2, "
+        "四级调研员, round 2026-1 may hold 2 of 4 positions (1/3, rounded up), already 2, "
         "asked 1; give override_reason to exceed it")
     assert exc.value.details["source"] == "table"
 

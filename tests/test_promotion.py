@@ -20,6 +20,7 @@ from workflows.domain_rules.promotion import (
     category_limit,
     eligibility_reasons,
     months_between,
+    next_ranks,
 )
 from workflows.engine import SYSTEM_ACTOR, Actor, Engine
 from workflows.errors import DefinitionInvalid, RuleViolation
@@ -49,9 +50,9 @@ FLOW = "rank-promotion"
 
 def _confirm_params(**overrides) -> dict:
     doc = yaml.safe_load(SOURCE)
-    (t,) = [t for t in doc["transitions"] if t["trigger"] == "confirm"]
-    raw = dict(t["rules"][0]["promotion_eligible"], **overrides)
-    return EligibleParams().load(raw)
+    (t,) = [t for t in doc["transitions"] if t["trigger"] == "propose"]
+    (raw,) = [r["promotion_eligible"] for r in t["rules"] if "promotion_eligible" in r]
+    return EligibleParams().load(dict(raw, **overrides))
 
 
 PARAMS = _confirm_params()
@@ -95,8 +96,13 @@ def test_months_between():
 def test_the_ladder_from_the_definition_is_the_full_table():
     assert len(PARAMS["ladder"]) == 11
     assert PARAMS["ladder"]["一级主任科员"] == {"from": ["乡科级正职", "二级主任科员"], "years": 2.0}
-    assert PARAMS["ladder"]["二级巡视员"] == {"from": ["一级调研员"], "years": 4.0}
+    assert PARAMS["ladder"]["二级巡视员"] == {"from": ["一级调研员", "县委书记"], "years": 4.0}
+    # 《公务员职务与职级并行规定》第十八条（十）: 一级科员 → 四级主任科员 takes 3 years
+    assert PARAMS["ladder"]["四级主任科员"] == {"from": ["一级科员"], "years": 3.0}
+    assert PARAMS["posts"] == {"县委书记": "县处级正职", "乡镇党委书记": "乡科级正职"}
     assert PARAMS["excellent_bonus_years"] == 0.5 and PARAMS["exam"] == "政治理论考试"
+    assert PARAMS["exam_ranks"] == ["一级调研员", "二级调研员", "三级调研员", "四级调研员"]
+    assert PARAMS["exam_valid_years"] == 3
 
 
 def test_years_in_rank_with_the_excellent_bonus():
@@ -182,16 +188,55 @@ def test_the_last_annual_result_must_be_competent():
 
 
 def test_the_theory_exam_must_be_passed_by_the_decision_date():
-    base = dict(since=D(2022, 1, 1), grades={2025: "称职"})
-    assert reasons(snap(**base, exams=()), D(2026, 6, 1)) == [
-        "theory exam 政治理论考试 not passed"]
+    base = dict(rank="一级主任科员", since=D(2022, 1, 1), grades={2025: "称职"})
+    up = "四级调研员"  # 凡提必考: a 处级 rank
+    missing = "theory exam 政治理论考试 not passed after 2023-06-01 (valid 3 years)"
+    assert reasons(snap(**base, exams=()), D(2026, 6, 1), up) == [missing]
     failed = snap(**base, exams=[("政治理论考试", D(2026, 1, 1), False)])
-    assert reasons(failed, D(2026, 6, 1)) == ["theory exam 政治理论考试 not passed"]
+    assert reasons(failed, D(2026, 6, 1), up) == [missing]
     later = snap(**base, exams=[("政治理论考试", D(2026, 7, 1), True)])
-    assert reasons(later, D(2026, 6, 1)) == ["theory exam 政治理论考试 not passed"]
-    assert reasons(later, D(2026, 7, 1)) == []
+    assert reasons(later, D(2026, 6, 1), up) == [missing]
+    assert reasons(later, D(2026, 7, 1), up) == []
     no_exam = _confirm_params(exam=None)
-    assert reasons(snap(**base, exams=()), D(2026, 6, 1), params=no_exam) == []
+    assert reasons(snap(**base, exams=()), D(2026, 6, 1), up, params=no_exam) == []
+
+
+def test_the_exam_is_scoped_to_the_ranks_named_and_expires():
+    # 一级主任科员 is not a 处级 rank: no exam asked
+    assert reasons(snap(since=D(2022, 1, 1), grades={2025: "称职"}, exams=()),
+                   D(2026, 6, 1)) == []
+    # a pass of 1 June 2023 is valid for 3 years: on 31 May 2026, not on 1 June 2026
+    s = snap(rank="一级主任科员", since=D(2022, 1, 1), grades={2025: "称职"},
+             exams=[("政治理论考试", D(2023, 6, 1), True)])
+    assert reasons(s, D(2026, 5, 31), "四级调研员") == []
+    assert [r.code for r in eligibility_reasons(s, PARAMS, "四级调研员", D(2026, 6, 1))] == [
+        "exam"]
+    # without exam_ranks the exam is asked for every rank; without exam_valid_years a pass
+    # never expires (the old defaults, still possible)
+    every = _confirm_params(exam_ranks=None, exam_valid_years=None)
+    assert reasons(snap(since=D(2022, 1, 1), grades={2025: "称职"}, exams=()),
+                   D(2026, 6, 1), params=every) == ["theory exam 政治理论考试 not passed"]
+    assert reasons(s, D(2040, 6, 1), "四级调研员", params=every) == []
+
+
+def test_posts_reach_the_routes_of_their_level():
+    # 乡镇党委书记 counts as 乡科级正职 (→ 一级主任科员) and has its own route to 四级调研员
+    recent = [("政治理论考试", D(2025, 5, 1), True)]
+    s = snap(rank="乡镇党委书记", since=D(2022, 1, 1), grades={2025: "称职"}, exams=recent)
+    assert next_ranks(PARAMS["ladder"], "乡镇党委书记", PARAMS["posts"]) == [
+        "四级调研员", "一级主任科员"]
+    assert reasons(s, D(2026, 6, 1), "一级主任科员") == []
+    assert reasons(s, D(2026, 6, 1), "四级调研员") == []
+    assert reasons(s, D(2026, 6, 1), "三级调研员") == [
+        "三级调研员 is reached from 县处级副职 or 四级调研员, not from 乡镇党委书记"]
+    # 县委书记: 县处级正职 (→ 一级调研员) and the route to 二级巡视员 after 4 years
+    k = snap(rank="县委书记", since=D(2023, 1, 1), grades={2025: "称职"}, exams=recent)
+    assert next_ranks(PARAMS["ladder"], "县委书记", PARAMS["posts"]) == [
+        "二级巡视员", "一级调研员"]
+    assert reasons(k, D(2026, 6, 1), "一级调研员") == []
+    assert reasons(k, D(2026, 6, 1), "二级巡视员") == [
+        "needs 4.0 years in 县委书记, has 3.4 (0 优秀 years counted)"]
+    assert reasons(k, D(2027, 1, 1), "二级巡视员") == []
 
 
 def test_min_good_counts_last_years_regular_grades():
@@ -204,9 +249,9 @@ def test_min_good_counts_last_years_regular_grades():
 
 
 def test_all_reasons_are_listed_together():
-    s = snap(since=D(2025, 9, 1), grades={2025: "基本称职"}, exams=(),
+    s = snap(rank="一级主任科员", since=D(2025, 9, 1), grades={2025: "基本称职"}, exams=(),
              sanctions=[("警告", D(2026, 1, 10), 6)], investigations=[(D(2026, 2, 1), None)])
-    assert [r.code for r in eligibility_reasons(s, PARAMS, "一级主任科员", D(2026, 3, 1))] == [
+    assert [r.code for r in eligibility_reasons(s, PARAMS, "四级调研员", D(2026, 3, 1))] == [
         "years", "sanction", "investigation", "last_result", "exam"]
 
 
@@ -256,7 +301,9 @@ def _eligible_facts(db, org, who, since=SINCE_2022):
 def _to_candidates(engine, org, who, target="一级主任科员", category="排头兵", round="2026-1"):
     leader = org.l1 if who.startswith(("s", "d")) else org.l2
     case = engine.start_case(FLOW, org.ids[who])
-    data = {"target_rank": target, "category": category}
+    data = {"target_rank": target}
+    if category is not None:
+        data["category"] = category
     if round is not None:
         data["round"] = round  # without: a case of no round
     engine.fire(case.id, "propose", P(leader), data=data)
@@ -277,30 +324,48 @@ def _to_approval(engine, org, who, **kw):
     return cid
 
 
-def test_the_rule_refuses_with_reasons_from_the_facts(flow, db, org):
+def test_the_rule_refuses_with_reasons_from_the_facts(flow, db, org, clock):
     with db.unit_of_work() as s:
         facts.add_rank(s, org.s1, "二级主任科员", D(2025, 3, 2), by=org.chief)
         facts.add_annual_result(s, org.s1, 2025, "优秀", by=org.chief)
         facts.add_sanction(s, org.s1, "警告", D(2026, 1, 10), by=org.chief)
-    cid = _to_candidates(flow, org, "s1")
+    case = flow.start_case(FLOW, org.s1)
+    # 资格先行: judged at the 动议, on the day of the 动议 (2 March), before any vote
     with pytest.raises(RuleViolation) as exc:
-        _confirm(flow, org, cid)
+        flow.fire(case.id, "propose", P(org.l1), data={"target_rank": "一级主任科员"})
     assert exc.value.rule == "promotion_eligible"
     assert str(exc.value) == (
-        f"case {cid}: person {org.s1} is not eligible for 一级主任科员 on 2026-03-02: "
+        f"case {case.id}: person {org.s1} is not eligible for 一级主任科员 on 2026-03-02: "
         "needs 2.0 years in 二级主任科员, has 1.5 (1 优秀 year counted); "
-        "sanction 警告 decided 2026-01-10 is in effect until 2026-07-10; "
-        "theory exam 政治理论考试 not passed")
+        "sanction 警告 decided 2026-01-10 is in effect until 2026-07-10")
     (detail,) = exc.value.details["cases"]
-    assert [r["code"] for r in detail["reasons"]] == ["years", "sanction", "exam"]
-    assert flow.get_case(cid).state == "candidates"  # nothing written
-    # The exam is passed; on 2 September 18 months + half a year make 2.0 and the 警告
-    # has run out: the same case goes through.
-    with db.unit_of_work() as s:
-        facts.add_exam_result(s, org.s1, "政治理论考试", D(2026, 3, 1), True, by=org.chief)
-    with pytest.raises(RuleViolation, match="has 1.8 "):
-        _confirm(flow, org, cid, "2026-08-01")
-    assert _confirm(flow, org, cid, "2026-09-02").to_state == "vetting"
+    assert [r["code"] for r in detail["reasons"]] == ["years", "sanction"]
+    assert flow.get_case(case.id).state == "plan"  # nothing written
+    # On 2 August the 警告 has run out and 17 months + half a year make 1.9: still refused.
+    clock.now = cst(2026, 8, 3, 10)
+    with pytest.raises(RuleViolation, match="has 1.9 "):
+        flow.fire(case.id, "propose", P(org.l1), data={"target_rank": "一级主任科员"})
+    # On 2 September 18 months + half a year make 2.0: the same case goes through, and the
+    # decision date is judged again at 人选确定.
+    clock.now = cst(2026, 9, 2, 10)
+    flow.fire(case.id, "propose", P(org.l1), data={"target_rank": "一级主任科员"})
+    flow.fire(case.id, "record_votes", P(org.c1), data={"votes_cast": 20, "votes_for": 16})
+    with pytest.raises(RuleViolation, match="has 1.9 ") as exc:
+        _confirm(flow, org, case.id, "2026-08-03")
+    assert exc.value.rule == "promotion_eligible"
+    assert _confirm(flow, org, case.id, "2026-09-02").to_state == "vetting"
+
+
+def test_the_decision_date_rechecks_what_came_after_the_plan(flow, db, org):
+    _eligible_facts(db, org, "s1")
+    cid = _to_candidates(flow, org, "s1")
+    with db.unit_of_work() as s:  # 诫勉 between the 动议 and the 人选确定
+        facts.add_sanction(s, org.s1, "诫勉", D(2026, 3, 1), by=org.chief)
+    with pytest.raises(RuleViolation, match="sanction 诫勉 decided 2026-03-01 is in effect "
+                                            "until 2026-09-01") as exc:
+        _confirm(flow, org, cid)
+    assert flow.get_case(cid).state == "candidates"
+    assert exc.value.details["cases"][0]["reasons"][0]["code"] == "sanction"
 
 
 def test_the_current_rank_falls_back_to_the_person_record(flow, db, org):
@@ -330,11 +395,11 @@ def test_min_good_reads_approved_regular_assessments(db, org, clock, regular):
         cases[period] = c.id
     engine.fire(cases["2025-01"], "approve", P(org.c1))  # only this 好 is approved
     engine.fire(cases["2025-02"], "approve", P(org.c1))
-    cid = _to_candidates(engine, org, "s1")
     with pytest.raises(RuleViolation, match="needs at least 2 好 in the regular assessments "
                                             "of 2025, has 1"):
-        _confirm(engine, org, cid)
+        _to_candidates(engine, org, "s1")
     engine.fire(cases["2025-03"], "approve", P(org.c2))
+    cid = _to_candidates(engine, org, "s1")
     assert _confirm(engine, org, cid).to_state == "vetting"
 
 
@@ -392,18 +457,29 @@ def test_defer_and_the_re_review_timer(flow, db, org, clock):
     assert flow.get_case(cid).state == "rejected"
 
 
+def _higher_rank_facts(db, org, who):
+    """Eligible for 四级调研员 (a 较高职级) on 2 March 2026."""
+    with db.unit_of_work() as s:
+        facts.add_rank(s, org.ids[who], "一级主任科员", SINCE_2022, by=org.chief)
+        for year in range(2022, 2026):
+            facts.add_annual_result(s, org.ids[who], year, "称职", by=org.chief)
+        facts.add_exam_result(s, org.ids[who], "政治理论考试", D(2025, 5, 1), True, by=org.chief)
+
+
 def test_positions_and_the_three_thirds_rule(flow, db, org):
-    # 一级主任科员: 3 positions this round → each category at most 1.
+    # 四级调研员 (a 较高职级): 3 positions this round → each category at most 1.
+    flow.publish(SOURCE.replace("            四级调研员: 2\n", "            四级调研员: 3\n"),
+                 "three.yaml")
     ids = {}
     for who, cat in (("s1", "排头兵"), ("s2", "排头兵"), ("s3", "实干家"), ("s4", "老黄牛"),
                      ("s5", "老黄牛")):
-        _eligible_facts(db, org, who)
-        ids[who] = _to_approval(flow, org, who, category=cat)
+        _higher_rank_facts(db, org, who)
+        ids[who] = _to_approval(flow, org, who, target="四级调研员", category=cat)
     flow.fire(ids["s1"], "approve", P(org.c1))
     with pytest.raises(RuleViolation) as exc:
         flow.fire(ids["s2"], "approve", P(org.c1))
     assert str(exc.value) == (
-        f"三三制: category 排头兵 in unit {org.units['SEC1']}, 一级主任科员, round 2026-1 may "
+        f"三三制: category 排头兵 in unit {org.units['SEC1']}, 四级调研员, round 2026-1 may "
         "hold 1 of 3 positions (1/3, rounded up), already 1, asked 1; give override_reason "
         "to exceed it")
     assert exc.value.details["category_limit"] == 1
@@ -417,7 +493,7 @@ def test_positions_and_the_three_thirds_rule(flow, db, org):
     with pytest.raises(RuleViolation) as exc:
         flow.fire(ids["s4"], "approve", P(org.c2))
     assert str(exc.value) == (
-        f"positions (职数) for unit {org.units['SEC1']}, 一级主任科员, round 2026-1: 3 from "
+        f"positions (职数) for unit {org.units['SEC1']}, 四级调研员, round 2026-1: 3 from "
         "the definition (no rank positions set for this unit or a unit above it), "
         "already taken 3, asked 1")
     assert (exc.value.details["source"], exc.value.details["subtree"]) == ("definition", False)
@@ -426,6 +502,24 @@ def test_positions_and_the_three_thirds_rule(flow, db, org):
     flow.fire(ids["s1"], "file", P(org.c1))
     with pytest.raises(RuleViolation, match="already taken 3"):
         flow.fire(ids["s5"], "approve", P(org.c2))
+
+
+def test_three_thirds_is_for_higher_ranks_only(flow, db, org):
+    # 一级主任科员 is not a 较高职级: no category asked, three of one category take the
+    # three positions
+    ids = []
+    for who in ("s1", "s2", "s3"):
+        _eligible_facts(db, org, who)
+        ids.append(_to_approval(flow, org, who, category=None))
+    for cid in ids:
+        assert flow.fire(cid, "approve", P(org.c1)).to_state == "filing"
+    # a 较高职级 needs its category at the 动议
+    _higher_rank_facts(db, org, "s4")
+    case = flow.start_case(FLOW, org.s4)
+    with pytest.raises(RuleViolation, match=r"三三制类别 \(category\) is required when "
+                                            r"拟晋升职级 \(target_rank\) is 四级调研员"):
+        flow.fire(case.id, "propose", P(org.l1), data={"target_rank": "四级调研员"})
+    assert flow.get_case(case.id).state == "plan"
 
 
 def test_positions_are_per_unit_and_round(flow, db, org):
@@ -531,3 +625,46 @@ def test_without_a_decision_date_the_engines_clock_decides():
     assert _decision_date({"date_field": "decided_on"}, case, now) == _dt.date(2027, 1, 1)
     dated = CaseFacts(**{**case.__dict__, "data": {"decided_on": "2026-06-30"}})
     assert _decision_date({"date_field": "decided_on"}, dated, now) == _dt.date(2026, 6, 30)
+
+
+# --------------------------------------------------------------------------- vetting
+
+
+def test_recommendation_needs_more_than_half_of_those_voting(flow, db, org):
+    from workflows.domain_rules.promotion import recommendation_problem
+
+    assert recommendation_problem(20, 11, None, 0.5, True) is None
+    assert recommendation_problem(20, 10, None, 0.5, True)[0] == (
+        "10 of 20 votes for; needs more than 50% of those who took part (10)")
+    assert recommendation_problem(20, 10, None, 0.5, False) is None  # at least half
+    assert recommendation_problem(20, 15, 6, 0.5, True)[0] == (
+        "15 for and 6 against make 21, more than the 20 who took part")
+    _eligible_facts(db, org, "s1")
+    case = flow.start_case(FLOW, org.s1)
+    flow.fire(case.id, "propose", P(org.l1), data={"target_rank": "一级主任科员"})
+    with pytest.raises(RuleViolation) as exc:
+        flow.fire(case.id, "record_votes", P(org.c1), data={"votes_cast": 20, "votes_for": 2})
+    assert exc.value.rule == "recommendation_threshold"
+    assert str(exc.value) == (f"case {case.id}: 民主推荐 2 of 20 votes for; needs more than "
+                              "50% of those who took part (10)")
+    assert (exc.value.details["votes_for"], exc.value.details["needed"]) == (2, 10.0)
+    with pytest.raises(RuleViolation, match="10 of 20 votes for; needs more than 50%"):
+        flow.fire(case.id, "record_votes", P(org.c1), data={"votes_cast": 20, "votes_for": 10})
+    assert flow.get_case(case.id).state == "recommendation"  # nothing written
+    assert flow.fire(case.id, "record_votes", P(org.c1),
+                     data={"votes_cast": 20, "votes_for": 11}).to_state == "candidates"
+
+
+def test_vetting_passes_only_with_personal_matters_checked(flow, db, org):
+    _eligible_facts(db, org, "s1")
+    cid = _to_candidates(flow, org, "s1")
+    _confirm(flow, org, cid)
+    with pytest.raises(RuleViolation) as exc:
+        flow.fire(cid, "pass", P(org.c2), data={"vetting_opinion": "德才表现好",
+                                                 "personal_matters_checked": False})
+    assert exc.value.rule == "values_allowed"
+    assert exc.value.details["field"] == "personal_matters_checked"
+    assert flow.get_case(cid).state == "vetting"
+    assert flow.fire(cid, "pass", P(org.c2), data={
+        "vetting_opinion": "德才表现好", "personal_matters_checked": True}
+    ).to_state == "public_notice"

@@ -435,14 +435,14 @@ def annual_assessment(b: Bureau) -> dict[str, int]:
 # --------------------------------------------------------------------------- 职级晋升
 
 
-CANDIDATES = {  # person code → (target rank, 三三制 category)
-    "RS0104": ("一级主任科员", "排头兵"),  # 刘思远, 公务员管理处
-    "RS0205": ("一级主任科员", "实干家"),  # 高婷婷, 考核奖惩处
-    "RS0304": ("一级主任科员", "老黄牛"),  # 冯子涵, 工资福利处
-    "RS0305": ("一级主任科员", "排头兵"),  # 邓伟: failed the theory exam (facts.csv)
-    "RS0109": ("一级科员", "实干家"),  # 徐佳怡: 二级科员 since August 2025, 优秀 in 2026
-    "RS0107": ("四级主任科员", "老黄牛"),  # 周雨涵: 诫勉 in November
-    "RS0207": ("三级主任科员", "实干家"),  # 罗晓琳: 基本称职 in 2025 (facts.csv)
+CANDIDATES = {  # person code → target rank (no 三三制 category: not a 较高职级)
+    "RS0104": "一级主任科员",  # 刘思远, 公务员管理处
+    "RS0205": "一级主任科员",  # 高婷婷, 考核奖惩处
+    "RS0304": "一级主任科员",  # 冯子涵, 工资福利处
+    "RS0305": "一级主任科员",  # 邓伟: failed the theory exam, not asked below 调研员
+    "RS0109": "一级科员",  # 徐佳怡: 二级科员 since August 2025, 优秀 in 2026
+    "RS0107": "四级主任科员",  # 周雨涵: 诫勉 in November
+    "RS0207": "三级主任科员",  # 罗晓琳: 基本称职 in 2025 (facts.csv)
 }
 DECIDED = "2026-12-21"
 
@@ -458,36 +458,35 @@ def promotion_round(b: Bureau) -> None:
         "person_id": b.people["RS0107"], "kind": "诫勉", "decided_on": "2026-11-10"})
     assert r.status_code == 201, r.json
 
-    b.at(2026, 12, 16, 10)  # 动议, by each division's leader
-    cases = {}
-    for code, (rank, category) in CANDIDATES.items():
-        cases[code] = b.start(evaluator(code), PROMOTION, code)
-        b.act(evaluator(code), cases[code], "propose",
-              {"target_rank": rank, "category": category, "round": "2026-2"})
-    b.at(2026, 12, 17, 16)  # 民主推荐, recorded by 干部科 (owner, group hr-office)
-    done = b.bulk("owner", "record_votes", list(cases.values()),
-                  {"votes_cast": 30, "votes_for": 26, "votes_against": 4})
-    assert done["counts"] == {"done": 7, "refused": 0}
-
-    b.at(2026, 12, 21, 10)  # 人选确定: the rule judges each on the decision date
+    b.at(2026, 12, 16, 10)  # 动议, by each division's leader: eligibility is judged first
     reasons = {
-        "RS0305": "theory exam 政治理论考试 not passed",
         "RS0109": "needs 2.0 years in 二级科员, has 1.8 (1 优秀 year counted)",
         "RS0107": "sanction 诫勉 decided 2026-11-10 is in effect until 2027-05-10",
         "RS0207": "needs 2.0 years in 四级主任科员, has 1.7 (0 优秀 years counted; not "
                   "counted: 2025 (基本称职)); last annual result 基本称职 (2025) is below 称职",
     }
-    for code, why in reasons.items():
-        refused = b.act("committee1", cases[code], "confirm", {"decision_date": DECIDED},
-                        status=422)
-        assert refused["rule"] == "promotion_eligible"
-        assert refused["message"] == (
-            f"case {cases[code]}: person {b.people[code]} is not eligible for "
-            f"{CANDIDATES[code][0]} on {DECIDED}: {why}")
-        b.act("committee1", cases[code], "withdraw", {"reject_reason": why})
-        assert b.case(cases[code])["state"] == "rejected"
+    cases = {}
+    for code, rank in CANDIDATES.items():
+        cases[code] = b.start(evaluator(code), PROMOTION, code)
+        data = {"target_rank": rank, "round": "2026-2"}
+        if code in reasons:
+            refused = b.act(evaluator(code), cases[code], "propose", data, status=422)
+            assert refused["rule"] == "promotion_eligible"
+            assert refused["message"] == (
+                f"case {cases[code]}: person {b.people[code]} is not eligible for "
+                f"{rank} on 2026-12-16: {reasons[code]}")
+            b.act("committee1", cases[code], "withdraw", {"reject_reason": reasons[code]})
+            assert b.case(cases[code])["state"] == "rejected"
+        else:
+            b.act(evaluator(code), cases[code], "propose", data)
+    b.at(2026, 12, 17, 16)  # 民主推荐, recorded by 干部科 (owner, group hr-office)
     codes = [c for c in CANDIDATES if c not in reasons]
-    assert codes == ["RS0104", "RS0205", "RS0304"]
+    assert codes == ["RS0104", "RS0205", "RS0304", "RS0305"]
+    done = b.bulk("owner", "record_votes", [cases[c] for c in codes],
+                  {"votes_cast": 30, "votes_for": 26, "votes_against": 4})
+    assert done["counts"] == {"done": 4, "refused": 0}
+
+    b.at(2026, 12, 21, 10)  # 人选确定: the rule judges each again on the decision date
     for code in codes:
         assert b.act("committee1", cases[code], "confirm",
                      {"decision_date": DECIDED})["to"] == "vetting"
@@ -517,6 +516,8 @@ def promotion_round(b: Bureau) -> None:
     assert [(r["unit"]["code"], r["rank"], r["positions"], r["taken"], r["remaining"])
             for r in rows] == [("RSJ", "一级主任科员", 2, 2, 0)]
     b.act("committee1", cases["RS0304"], "refuse", {"reject_reason": "本批次职数已满"})
+    assert b.act("committee1", cases["RS0305"], "approve", status=422)["rule"] == "positions"
+    b.act("committee1", cases["RS0305"], "refuse", {"reject_reason": "本批次职数已满"})
 
     b.at(2026, 12, 31, 10)  # 备案 by 干部科; the new rank goes into the facts
     for code, no in (("RS0104", 1), ("RS0205", 2)):

@@ -147,7 +147,7 @@ def eligibility_list(s: Session, viewer: Viewer, flow: FlowSpec, on: dt.date,
     for pid, r in rows.items():
         snap = snaps[pid]
         reasons: list[dict[str, Any]] = []
-        targets = next_ranks(ladder, snap.rank)
+        targets = next_ranks(ladder, snap.rank, params["posts"])
         if snap.rank is None:
             reasons.append({"code": "rank", "message": "no current rank on record"})
         elif not targets:

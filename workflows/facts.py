@@ -36,6 +36,7 @@ from .errors import FieldErrors, ImportFailed, NotFound
 from .models import (
     FACT_GRADES,
     RESULT_SOURCES,
+    SANCTION_CATEGORIES,
     SANCTION_KINDS,
     AnnualResult,
     Base,
@@ -265,10 +266,15 @@ def _check_annual(s: Session, person_id: int, v: Values, row_id: int | None) -> 
 
 def _check_sanction(s: Session, person_id: int, v: Values, row_id: int | None) -> Errors:
     errors = _missing(v, "kind", "decided_on")
-    if v["kind"] is not None and v["kind"] not in SANCTION_KINDS:
-        errors["kind"] = [f"{v['kind']!r} is not a sanction; the kinds are "
-                          f"{', '.join(SANCTION_KINDS)}"]
-    elif v["kind"] is not None and v["effect_months"] is None:  # a known kind has one
+    kind = SANCTION_KINDS.get(v["kind"]) if v["kind"] is not None else None
+    if v["kind"] is not None and kind is None:
+        errors["kind"] = [f"{v['kind']!r} is not a sanction; the kinds are " + "; ".join(
+            f"{c}: {', '.join(k for k, x in SANCTION_KINDS.items() if x.category == c)}"
+            for c in SANCTION_CATEGORIES)]
+    elif kind is not None and kind.months is None and v["effect_months"] is not None:
+        errors["effect_months"] = [f"{v['kind']} ({kind.category}) has no end to its effect "
+                                   "period; leave effect_months empty"]
+    elif kind is not None and kind.months is not None and v["effect_months"] is None:
         errors["effect_months"] = ["is required"]
     _range(errors, "effect_months", v["effect_months"], 0, MAX_EFFECT_MONTHS, "effect_months")
     return errors
@@ -393,7 +399,10 @@ def fact_out(k: FactKind, row: Any) -> dict[str, Any]:
     """A fact as a dict of Python values (dates, Decimals), with its id and person."""
     out = {"id": row.id, "person_id": row.person_id, **{f: getattr(row, f) for f in k.fields}}
     if k.name == SANCTION:
-        out["effect_ends"] = add_months(row.decided_on, row.effect_months)
+        out["effect_ends"] = (None if row.effect_months is None
+                              else add_months(row.decided_on, row.effect_months))
+        kind = SANCTION_KINDS.get(row.kind)
+        out["category"] = kind.category if kind else None
     return out
 
 
@@ -434,7 +443,7 @@ def add_fact(s: Session, kind: str, person_id: int, values: Values, *, by: int |
     v, errors = _coerce_all(k, values, partial=False)
     if not errors:
         if k.name == SANCTION and v["effect_months"] is None and v["kind"] in SANCTION_KINDS:
-            v["effect_months"] = SANCTION_KINDS[v["kind"]]
+            v["effect_months"] = SANCTION_KINDS[v["kind"]].months  # None: no end
         if k.name == ANNUAL and v["source"] is None:
             v["source"] = "import" if action == "import" else "manual"
         errors = k.check(s, person_id, v, None)
@@ -553,7 +562,8 @@ def record_rank(s: Session, person_id: int, rank: str, since: dt.date, *,
 def add_sanction(s: Session, person_id: int, kind: str, decided_on: dt.date, *,
                  effect_months: int | None = None, note: str | None = None,
                  by: int | None) -> dict[str, Any]:
-    """A sanction; `effect_months` defaults to the kind's effect period (SANCTION_KINDS)."""
+    """A sanction; `effect_months` defaults to the kind's effect period (SANCTION_KINDS;
+    none for a kind whose effect has no end, 开除党籍)."""
     return add_fact(s, SANCTION, person_id, dict(kind=kind, decided_on=decided_on,
                                                  effect_months=effect_months, note=note),
                     by=by)
@@ -626,12 +636,13 @@ class SanctionFact:
     id: int
     kind: str
     decided_on: dt.date
-    effect_months: int
-    effect_ends: dt.date  # decided_on + effect_months: the first day it no longer blocks
+    effect_months: int | None  # None: no end (开除党籍)
+    effect_ends: dt.date | None  # decided_on + effect_months: the first day it no longer blocks
     note: str | None
+    category: str | None = None  # 政务处分 | 党纪处分 | 组织处理 | 诫勉 (SANCTION_KINDS)
 
     def in_effect(self, on: dt.date) -> bool:
-        return self.decided_on <= on < self.effect_ends
+        return self.decided_on <= on and (self.effect_ends is None or on < self.effect_ends)
 
 
 @dataclass(frozen=True)
@@ -750,9 +761,13 @@ class PersonFacts:
     def sanctions_in_effect(self, on: dt.date) -> tuple[SanctionFact, ...]:
         return tuple(x for x in self.sanctions if x.in_effect(on))
 
-    def passed(self, exam: str, on_or_before: dt.date | None = None) -> bool:
+    def passed(self, exam: str, on_or_before: dt.date | None = None, *,
+               after: dt.date | None = None) -> bool:
+        """`exam` passed on or before `on_or_before`, and after `after` when given (a pass
+        that is still valid: one taken on `after` has just expired)."""
         return any(e.passed and e.exam == exam
                    and (on_or_before is None or e.taken_on <= on_or_before)
+                   and (after is None or e.taken_on > after)
                    for e in self.exams)
 
 

@@ -8,6 +8,7 @@ a version counter for optimistic locking and the head of their history hash chai
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -358,9 +359,52 @@ class CycleRun(Base):
 
 FACT_GRADES = ("优秀", "称职", "基本称职", "不称职", "不定等次")
 RESULT_SOURCES = ("manual", "import", "flow")
-# 处分 and 诫勉 with the default months of their effect period (影响期, DOMAIN.md §3). The
-# months are stored on each sanction row, so a rule reads them and never hard-codes them.
-SANCTION_KINDS = {"警告": 6, "记过": 12, "记大过": 18, "降级": 24, "撤职": 24, "诫勉": 6}
+
+
+@dataclass(frozen=True)
+class SanctionKind:
+    """A kind of sanction that may be recorded: its category and the default months of its
+    effect period on promotion (影响期); None: the effect has no end."""
+
+    category: str
+    months: int | None
+
+
+# The sanctions a person's file may record, by category, with the default effect period on
+# promotion (影响期). The months are stored on each row (a decision may set its own), so the
+# rules read them from the row; what each kind does to an annual grade is a parameter of
+# the annual flow (sanction_block). See docs/regulations.md.
+SANCTION_CATEGORIES = ("政务处分", "党纪处分", "组织处理", "诫勉")
+SANCTION_KINDS: dict[str, SanctionKind] = {
+    # 《中华人民共和国公职人员政务处分法》(2020) 第八条: 处分期间 警告 6 个月, 记过 12, 记大过 18,
+    # 降级、撤职 24; 第二十二条: 期间不得晋升职务、职级、衔级和级别. 开除: no end.
+    "警告": SanctionKind("政务处分", 6),
+    "记过": SanctionKind("政务处分", 12),
+    "记大过": SanctionKind("政务处分", 18),
+    "降级": SanctionKind("政务处分", 24),
+    "撤职": SanctionKind("政务处分", 24),
+    "开除": SanctionKind("政务处分", None),
+    # 《中国共产党纪律处分条例》(2023), the articles on each 处分's effect: 警告 一年内、严重警告 一年半内不得
+    # 在党内提升职务; 撤销党内职务 二年内不得担任相当或更高职务; 留党察看 (一年或二年) and
+    # 恢复党员权利后二年内同上 — default 12 + 24 months, a 二年察看 is recorded with 48;
+    # 开除党籍: no end. Named 党内警告 / 党内严重警告 to tell them from the 政务 警告.
+    "党内警告": SanctionKind("党纪处分", 12),
+    "党内严重警告": SanctionKind("党纪处分", 18),
+    "撤销党内职务": SanctionKind("党纪处分", 24),
+    "留党察看": SanctionKind("党纪处分", 36),
+    "开除党籍": SanctionKind("党纪处分", None),
+    # 《关于对党员领导干部进行组织处理的规定》(2021), 影响期 of each form: 调整职务 (调离
+    # 岗位) 一年内不得提拔; 责令辞职、免职 一年内不得安排领导职务、二年内不得担任高于原任职务
+    # 层次的职务; 降职 二年内不得提拔; 停职检查: 6 months (the period of the 停职; a parameter).
+    "停职检查": SanctionKind("组织处理", 6),
+    "调离岗位": SanctionKind("组织处理", 12),
+    "调整职务": SanctionKind("组织处理", 12),
+    "责令辞职": SanctionKind("组织处理", 24),
+    "免职": SanctionKind("组织处理", 24),
+    "降职": SanctionKind("组织处理", 24),
+    # 《关于对党员领导干部进行诫勉的规定》(2019): 受到诫勉的，六个月内不得提拔或者重用.
+    "诫勉": SanctionKind("诫勉", 6),
+}
 
 
 class RankHistory(Base):
@@ -389,14 +433,15 @@ class AnnualResult(Base):
 
 
 class Sanction(Base):
-    """A sanction (处分) or 诫勉; its effect period runs `effect_months` from `decided_on`."""
+    """A sanction (政务处分, 党纪处分, 组织处理 or 诫勉, `SANCTION_KINDS`); its effect period
+    runs `effect_months` from `decided_on`, without end when NULL (开除党籍)."""
 
     __tablename__ = "sanctions"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16))
     decided_on: Mapped[dt.date] = mapped_column(Date)
-    effect_months: Mapped[int] = mapped_column(Integer)
+    effect_months: Mapped[int | None] = mapped_column(Integer)
     note: Mapped[str | None] = mapped_column(Text)
 
 

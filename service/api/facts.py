@@ -21,7 +21,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from workflows import facts
 from workflows.access import ADMIN, require
 from workflows.errors import FieldErrors
-from workflows.models import FACT_GRADES, RESULT_SOURCES, SANCTION_KINDS
+from workflows.models import FACT_GRADES, RESULT_SOURCES, SANCTION_CATEGORIES, SANCTION_KINDS
 
 from ..auth import engine, viewer
 from ..limits import large_body
@@ -39,8 +39,10 @@ DESCRIPTIONS = {
     "year": "The year (e.g. 2025)",
     "grade": f"One of {', '.join(FACT_GRADES)}",
     "source": f"One of {', '.join(RESULT_SOURCES)}",
-    "effect_months": "Months of the effect period (影响期); default per kind: "
-                     + ", ".join(f"{k} {m}" for k, m in SANCTION_KINDS.items()),
+    "effect_months": "Months of the effect period on promotion (影响期); default per kind: "
+                     + ", ".join(f"{k} {x.months if x.months is not None else 'no end'}"
+                                 for k, x in SANCTION_KINDS.items())
+                     + "; null: no end (开除党籍, 开除)",
     "opened_on": "The day the investigation was opened",
     "closed_on": "The day it was closed; null: still open",
     "exam": "The exam, e.g. 政治理论考试",
@@ -52,7 +54,9 @@ DESCRIPTIONS = {
     "note": "Free text, at most 2000 characters",
 }
 KIND_DESCRIPTIONS = {
-    facts.SANCTION: f"One of {', '.join(SANCTION_KINDS)} (警告 and 诫勉 are 诫勉谈话-level)",
+    facts.SANCTION: "One of " + "; ".join(
+        f"{c}: {', '.join(k for k, x in SANCTION_KINDS.items() if x.category == c)}"
+        for c in SANCTION_CATEGORIES) + " (警告 is the 政务处分; the party's is 党内警告)",
     facts.COMMENDATION: "e.g. 嘉奖, 记功, 记二等功, 通报表扬",
     facts.TRAINING_RECORD: "online (线上) or offline (线下); 线上 / 线下 are accepted and "
                            "stored as online / offline",
@@ -64,8 +68,7 @@ def _field(kind: str, name: str, *, required: bool, out: bool = False) -> fields
             or DESCRIPTIONS.get(name, name)}
     opts: dict[str, Any] = {"metadata": meta}
     if out:
-        opts["required"] = name in facts.KINDS[kind].required or name in ("source",
-                                                                            "effect_months")
+        opts["required"] = name in facts.KINDS[kind].required or name == "source"
         opts["allow_none"] = not opts["required"]
     else:
         opts["required"] = required
@@ -90,8 +93,11 @@ def _schemas(k: facts.FactKind) -> tuple[type[Schema], type[Schema], type[Schema
     fout = {"id": fields.Integer(required=True), "person_id": fields.Integer(required=True)}
     fout |= {n: _field(k.name, n, required=True, out=True) for n in k.fields}
     if k.name == facts.SANCTION:
-        fout["effect_ends"] = fields.Date(required=True, metadata={
-            "description": "decided_on + effect_months: the first day it no longer blocks"})
+        fout["effect_ends"] = fields.Date(required=True, allow_none=True, metadata={
+            "description": "decided_on + effect_months: the first day it no longer blocks; "
+                           "null: no end"})
+        fout["category"] = fields.String(required=True, allow_none=True, metadata={
+            "description": f"One of {', '.join(SANCTION_CATEGORIES)} (from the kind)"})
     return (Schema.from_dict(fin, name=f"{camel}In"),
             Schema.from_dict(patch, name=f"{camel}Patch"),
             Schema.from_dict(fout, name=f"{camel}Out"))

@@ -29,6 +29,7 @@ from marshmallow import fields as mf
 
 from ..errors import RuleViolation
 from ..facts import person_facts
+from ..models import SANCTION_KINDS
 from ..quotas import from_params
 from ..results import regular_results
 from ..rules import (
@@ -137,6 +138,9 @@ class InvestigationParams(_Params):
             raise ValidationError("give exactly one of only or refuse: true")
 
 
+BELOW_COMPETENT = ["基本称职", "不称职", NO_GRADE]  # 不得确定为称职以上等次
+# The annual flow's sanction_block table when a definition gives none (the shipped
+# annual-assessment.yaml gives the same table, with its sources).
 DEFAULT_KINDS = {
     "警告": {"blocks": [EXCELLENT], "basis": "effect", "years": 1},
     "诫勉": {"blocks": [EXCELLENT], "basis": "effect", "years": 1},
@@ -144,6 +148,14 @@ DEFAULT_KINDS = {
     "记大过": {"only": [NO_GRADE], "basis": "decided", "years": 2},
     "降级": {"only": [NO_GRADE], "basis": "decided", "years": 2},
     "撤职": {"only": [NO_GRADE], "basis": "decided", "years": 2},
+    "开除": {"only": [NO_GRADE], "basis": "decided", "years": 1},
+    "党内警告": {"blocks": [EXCELLENT], "basis": "decided", "years": 1},
+    "党内严重警告": {"blocks": [EXCELLENT], "basis": "decided", "years": 1},
+    "撤销党内职务": {"only": BELOW_COMPETENT, "basis": "decided", "years": 1},
+    "留党察看": {"only": BELOW_COMPETENT, "basis": "decided", "years": 1},
+    "开除党籍": {"only": [NO_GRADE], "basis": "decided", "years": 1},
+    **{k: {"blocks": [EXCELLENT], "basis": "decided", "years": 1}
+       for k in ("停职检查", "调离岗位", "调整职务", "责令辞职", "免职", "降职")},
 }
 DEFAULT_INVESTIGATION = {"only": [NO_GRADE], "refuse": False}
 
@@ -161,6 +173,9 @@ def _sanction_block_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowS
         yield ".field", f"unknown field {p['field']!r}; declare it under fields"
         return
     for kind, block in p["kinds"].items():
+        if kind not in SANCTION_KINDS:  # a misspelt kind would never block anything
+            yield f".kinds.{kind}", (f"{kind!r} is not a kind of sanction; the kinds are "
+                                     f"{', '.join(SANCTION_KINDS)}")
         key = "only" if "only" in block else "blocks"
         yield from field_value_problems(spec, p["field"], block[key], f"kinds.{kind}.{key}")
     inv = p.get("investigation")
@@ -174,7 +189,7 @@ def _sanction_block_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowS
 def _applies(block: dict[str, Any], sanction: Any, year: int) -> bool:
     if block["basis"] == "effect":
         return (sanction.decided_on < dt.date(year + 1, 1, 1)
-                and sanction.effect_ends > dt.date(year, 1, 1))
+                and (sanction.effect_ends is None or sanction.effect_ends > dt.date(year, 1, 1)))
     return sanction.decided_on.year <= year < sanction.decided_on.year + block["years"]
 
 
@@ -200,7 +215,8 @@ def _sanction_block(p: dict[str, Any], batch: Batch) -> None:
             if not refused:
                 continue
             if block["basis"] == "effect":
-                when = f"in effect until {s.effect_ends.isoformat()}"
+                when = (f"in effect until {s.effect_ends.isoformat()}" if s.effect_ends
+                        else "in effect without end")
             else:
                 last = s.decided_on.year + block["years"] - 1
                 span = str(last) if last == s.decided_on.year else \
@@ -212,7 +228,8 @@ def _sanction_block(p: dict[str, Any], batch: Batch) -> None:
                 f"{what} for {year}; {label} {grade} is not possible",
                 {"case_id": case.id, "sanction_id": s.id, "kind": s.kind,
                  "decided_on": s.decided_on.isoformat(),
-                 "effect_ends": s.effect_ends.isoformat(), "year": year, "grade": grade,
+                 "effect_ends": s.effect_ends.isoformat() if s.effect_ends else None,
+                 "category": s.category, "year": year, "grade": grade,
                  "only": block.get("only"), "blocks": block.get("blocks")},
             )
         inv = p.get("investigation")

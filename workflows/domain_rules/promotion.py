@@ -1,19 +1,23 @@
-"""职级晋升 (rank promotion) rules: `promotion_eligible` (人选资格) and `positions` (职数).
+"""职级晋升 (rank promotion) rules: `promotion_eligible` (人选资格), `promotion_recheck`
+(人选资格复核), `recommendation_threshold` (民主推荐得票) and `positions` (职数).
 
-`promotion_eligible` judges a candidate on the candidate-confirmation transition from the
-person facts (`workflows.facts.person_facts`) and, optionally, the person's approved
+`promotion_eligible` judges a candidate at the 动议 (资格先行) from the person
+facts (`workflows.facts.person_facts`) and, optionally, the person's approved
 regular-assessment grades. The computation is the pure function `eligibility_reasons`
 (facts snapshot + parameters + decision date → reasons); the rule only gathers its inputs.
-Every number (the ladder of DOMAIN.md §6, the 优秀 bonus, the exam, the count of 好) is a
-parameter of the definition, never a constant here.
+Every number (the ladder of 《公务员职务与职级并行规定》第十八条, the 优秀 bonus, the exam, its
+ranks and validity, the count of 好) is a parameter of the definition, never a constant
+here. `promotion_recheck` runs the same judgement with the same parameters on the decision
+date of 人选确定; `recommendation_threshold` asks more than a share of those who took part
+in the 民主推荐.
 
 `positions` takes a rank position (职数) on approval. The number comes from the
 `rank_positions` table (`workflows.positions`): every row for the target rank and round on
 the case's unit or a unit above it caps that unit's subtree; when no unit on the path has a
 row, the definition's `positions[rank]` caps the case's own unit (0 for a rank it does not
 list). Counted over the counted states plus the request, serialised per rank and round with
-a PostgreSQL advisory lock; each 三三制 category (排头兵 / 实干家 / 老黄牛) holds at most
-⌈positions / parts⌉ of a pool unless the action carries an override reason, which is stored
+a PostgreSQL advisory lock; for the ranks of `category_ranks` (三三制 is for 较高职级), each
+category (排头兵 / 实干家 / 老黄牛) holds at most ⌈positions / parts⌉ of a pool unless the action carries an override reason, which is stored
 with the case and its history.
 """
 
@@ -33,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from .. import positions as rank_positions
 from ..errors import RuleViolation
-from ..facts import PersonFacts, person_facts
+from ..facts import PersonFacts, add_months, person_facts
 from ..models import Case
 from ..rules import Batch, CaseFacts, Rule, register
 from ..spec import FlowSpec, TransitionSpec
@@ -113,16 +117,33 @@ def tenure(snap: PersonFacts, since: dt.date, on: dt.date, excellent_bonus_years
     return Tenure(elapsed, uncounted, tuple(bad), tuple(excellent), bonus)
 
 
+def reaches(step: dict[str, Any], held: str | None, posts: dict[str, str] | None) -> bool:
+    """Whether holding `held` is a route of the ladder step: `held` is named in its
+    `from`, or `held` is a post (职务, e.g. 乡镇党委书记) whose level (乡科级正职) is."""
+    if held is None:
+        return False
+    return held in step["from"] or (posts or {}).get(held) in step["from"]
+
+
+def exam_required(params: dict[str, Any], target_rank: str | None) -> bool:
+    """凡提必考: an exam is named and the target rank is one it is required for (every
+    rank when `exam_ranks` is not given)."""
+    ranks = params.get("exam_ranks")
+    return bool(params.get("exam")) and (ranks is None or target_rank in ranks)
+
+
 def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: str | None,
                         on: dt.date, regular_grades: list[str] | None = None) -> list[Reason]:
     """Why the person of `snap` may not be a candidate for `target_rank` on day `on`;
     an empty list means eligible.
 
-    `params` are the loaded parameters of `promotion_eligible` (ladder, excellent_bonus_years,
-    min_good, good_value, exam). `regular_grades` are the grades of the person's approved
-    regular assessments of the year before `on` (needed only with `min_good`)."""
+    `params` are the loaded parameters of `promotion_eligible` (ladder, posts,
+    excellent_bonus_years, min_good, good_value, exam, exam_ranks, exam_valid_years).
+    `regular_grades` are the grades of the person's approved regular assessments of the
+    year before `on` (needed only with `min_good`)."""
     reasons: list[Reason] = []
     ladder: dict[str, dict[str, Any]] = params["ladder"]
+    posts: dict[str, str] = params.get("posts") or {}
     step = ladder.get(target_rank or "")
     if not target_rank:
         reasons.append(Reason("target", "no target rank given"))
@@ -133,7 +154,7 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
     elif snap.rank is None or snap.rank_since is None:
         reasons.append(Reason("rank", "no current rank and rank date on record",
                               {"target_rank": target_rank}))
-    elif snap.rank not in step["from"]:
+    elif not reaches(step, snap.rank, posts):
         reasons.append(Reason(
             "ladder", f"{target_rank} is reached from {' or '.join(step['from'])}, "
                       f"not from {snap.rank}",
@@ -157,11 +178,11 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
                  "uncounted_years": list(t.uncounted_years),
                  "excellent_years": list(t.excellent_years)}))
     for x in snap.sanctions_in_effect(on):
+        until = f"until {x.effect_ends}" if x.effect_ends else "without end"
         reasons.append(Reason(
-            "sanction", f"sanction {x.kind} decided {x.decided_on} is in effect until "
-                        f"{x.effect_ends}",
-            {"kind": x.kind, "decided_on": x.decided_on.isoformat(),
-             "effect_ends": x.effect_ends.isoformat()}))
+            "sanction", f"sanction {x.kind} decided {x.decided_on} is in effect {until}",
+            {"kind": x.kind, "category": x.category, "decided_on": x.decided_on.isoformat(),
+             "effect_ends": x.effect_ends.isoformat() if x.effect_ends else None}))
     if snap.under_investigation_on(on):
         since = max(i.opened_on for i in snap.investigations if i.open_on(on))
         reasons.append(Reason("investigation", f"under investigation since {since}",
@@ -175,9 +196,14 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
             reasons.append(Reason(
                 "last_result", f"last annual result {graded[year]} ({year}) is below 称职",
                 {"year": year, "grade": graded[year]}))
-    if params.get("exam") and not snap.passed(params["exam"], on):
-        reasons.append(Reason("exam", f"theory exam {params['exam']} not passed",
-                              {"exam": params["exam"]}))
+    if exam_required(params, target_rank):
+        valid = params.get("exam_valid_years")
+        after = None if valid is None else add_months(on, -round(valid * 12))
+        if not snap.passed(params["exam"], on, after=after):
+            within = "" if after is None else f" after {after} (valid {valid:g} years)"
+            reasons.append(Reason("exam", f"theory exam {params['exam']} not passed{within}",
+                                  {"exam": params["exam"], "valid_from":
+                                   after.isoformat() if after else None}))
     reasons.extend(training_reasons(snap, params, on))
     if params.get("min_good"):
         good = sum(1 for g in regular_grades or () if g == params["good_value"])
@@ -208,10 +234,11 @@ def training_reasons(snap: PersonFacts, params: dict[str, Any], on: dt.date) -> 
                     "legacy_hours": float(total.legacy_hours) if total else 0.0})]
 
 
-def next_ranks(ladder: dict[str, dict[str, Any]], rank: str | None) -> list[str]:
-    """The ranks one step above `rank` on the ladder (those whose `from` lists it), in the
-    ladder's order; none for a rank at the top or off the ladder."""
-    return [target for target, step in ladder.items() if rank and rank in step["from"]]
+def next_ranks(ladder: dict[str, dict[str, Any]], rank: str | None,
+               posts: dict[str, str] | None = None) -> list[str]:
+    """The ranks one step above `rank` on the ladder (those it `reaches`), in the ladder's
+    order; none for a rank at the top or off the ladder."""
+    return [target for target, step in ladder.items() if reaches(step, rank, posts)]
 
 
 def excellent_streak(snap: PersonFacts, on: dt.date) -> tuple[int, ...]:
@@ -264,7 +291,15 @@ class EligibleParams(_Params):
     target_field = mf.String(load_default="target_rank")
     date_field = mf.String(load_default=None)  # the decision date; default: the engine's today
     excellent_bonus_years = mf.Float(load_default=0.5, validate=validate.Range(min=0, max=5))
+    # 领导职务 posts held as a rank, with the level they count as on the ladder's routes
+    # (乡镇党委书记 → 乡科级正职); a post may also be named in a step's `from` by itself.
+    posts = mf.Dict(keys=mf.String(validate=validate.Length(min=1)),
+                    values=mf.String(validate=validate.Length(min=1)), load_default=dict)
     exam = mf.String(load_default=None, validate=validate.Length(min=1))
+    exam_ranks = mf.List(mf.String(validate=validate.Length(min=1)), load_default=None,
+                         validate=validate.Length(min=1))  # default: every target rank
+    exam_valid_years = mf.Float(load_default=None,  # default: a pass never expires
+                                validate=validate.Range(min=0.1, max=50))
     min_good = mf.Integer(load_default=None, validate=validate.Range(min=1, max=12))
     # 学时: the training hours of the year before the decision (training_reasons)
     min_training_hours = mf.Float(load_default=None, validate=validate.Range(min=0, max=10000))
@@ -283,6 +318,11 @@ def _eligible_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     for rank, step in p["ladder"].items():
         if rank in step["from"]:
             yield f".ladder.{rank}.from", f"{rank} cannot be reached from itself"
+    for i, rank in enumerate(p.get("exam_ranks") or ()):
+        if rank not in p["ladder"]:
+            yield f".exam_ranks[{i}]", f"{rank!r} is not a target rank of the ladder"
+    if p.get("exam_ranks") and not p.get("exam"):
+        yield ".exam_ranks", "exam_ranks needs an exam"
     for key in ("target_field", "date_field"):
         name = p.get(key)
         if name is None:
@@ -333,6 +373,100 @@ register(Rule(
 ))
 
 
+class RecheckParams(_Params):
+    date_field = mf.String(load_default=None)  # the decision date; default: today
+
+
+def _recheck_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
+    if not any(r.name == "promotion_eligible" for x in spec.transitions for r in x.rules):
+        yield "", "promotion_recheck judges by the flow's promotion_eligible rule; add one"
+    name = p.get("date_field")
+    if name is not None and name not in spec.fields:
+        yield ".date_field", f"unknown field {name!r}; declare it under fields"
+    elif name is not None and spec.fields[name].type != "date":
+        yield ".date_field", f"{name!r} must be a date field, not {spec.fields[name].type}"
+
+
+def _recheck(p: dict[str, Any], batch: Batch) -> None:
+    params = rank_positions.eligible_params(batch.spec)
+    _eligible({**params, "date_field": p.get("date_field")}, batch)
+
+
+# 人选确定: the same judgement once more, on the decision date: a sanction or an
+# investigation may have come between the 动议 and the decision. One set of parameters.
+register(Rule(
+    name="promotion_recheck",
+    label="人选资格复核 / eligibility rechecked",
+    params=RecheckParams(),
+    check_definition=_recheck_definition,
+    evaluate=_recheck,
+))
+
+
+# --------------------------------------------------------------------------- recommendation
+
+
+class RecommendationParams(_Params):
+    cast_field = mf.String(load_default="votes_cast")
+    for_field = mf.String(load_default="votes_for")
+    against_field = mf.String(load_default=None)
+    share = mf.Float(load_default=0.5, validate=validate.Range(min=0, max=1))
+    strict = mf.Boolean(load_default=True)  # more than `share` (过半数); else at least
+
+
+def _recommendation_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
+    for key in ("cast_field", "for_field", "against_field"):
+        name = p.get(key)
+        if name is None:
+            continue
+        if name not in spec.fields:
+            yield f".{key}", f"unknown field {name!r}; declare it under fields"
+        elif spec.fields[name].type != "int":
+            yield f".{key}", f"{name!r} must be an int field, not {spec.fields[name].type}"
+        elif name not in t.requires + t.accepts:
+            yield f".{key}", (f"field {name!r} must be listed in requires or accepts of "
+                              f"trigger {t.trigger!r}")
+
+
+def recommendation_problem(cast: int, votes_for: int, against: int | None, share: float,
+                           strict: bool) -> tuple[str, dict[str, Any]] | None:
+    """Why a 民主推荐 result does not recommend (or cannot be right); None when it does."""
+    counted = votes_for + (against or 0)
+    if counted > cast:
+        return (f"{votes_for} for{f' and {against} against' if against else ''} make "
+                f"{counted}, more than the {cast} who took part", {"counted": counted})
+    needed = Decimal(str(share)) * cast
+    if votes_for > needed if strict else votes_for >= needed:
+        return None
+    word = "more than" if strict else "at least"
+    return (f"{votes_for} of {cast} votes for; needs {word} {share:.0%} of those who took "
+            f"part ({needed.normalize():f})", {"needed": float(needed), "strict": strict})
+
+
+def _recommendation(p: dict[str, Any], batch: Batch) -> None:
+    for case in batch.cases:
+        cast, votes_for = case.data.get(p["cast_field"]), case.data.get(p["for_field"])
+        against = case.data.get(p["against_field"]) if p.get("against_field") else None
+        if cast is None or votes_for is None:
+            continue  # requires: says which is missing
+        problem = recommendation_problem(cast, votes_for, against, p["share"], p["strict"])
+        if problem:
+            message, details = problem
+            raise RuleViolation(
+                "recommendation_threshold", f"case {case.id}: 民主推荐 {message}",
+                {"case_id": case.id, "votes_cast": cast, "votes_for": votes_for,
+                 "votes_against": against, "share": p["share"], **details})
+
+
+register(Rule(
+    name="recommendation_threshold",
+    label="民主推荐得票 / recommendation threshold",
+    params=RecommendationParams(),
+    check_definition=_recommendation_definition,
+    evaluate=_recommendation,
+))
+
+
 # --------------------------------------------------------------------------- positions
 
 
@@ -347,6 +481,10 @@ class PositionsParams(_Params):
     counted_states = mf.List(mf.String())  # default: the transition's destination
     category_field = mf.String(load_default=None)
     category_parts = mf.Integer(load_default=3, validate=validate.Range(min=1, max=100))
+    # The ranks whose positions the categories share (三三制 is for 较高职级 only); default:
+    # every rank.
+    category_ranks = mf.List(mf.String(validate=validate.Length(min=1)), load_default=None,
+                             validate=validate.Length(min=1))
     override_field = mf.String(load_default=None)
 
 
@@ -361,6 +499,13 @@ def _positions_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
                                   f"of trigger {t.trigger!r} so that it can be given")
     if p.get("override_field") and not p.get("category_field"):
         yield ".override_field", "an override needs a category_field to override"
+    if p.get("category_ranks") and not p.get("category_field"):
+        yield ".category_ranks", "category_ranks needs a category_field"
+    rank = spec.fields.get(p["field"])
+    for i, r in enumerate(p.get("category_ranks") or ()):
+        if rank is not None and rank.type == "enum" and r not in rank.values:
+            yield f".category_ranks[{i}]", (f"{r!r} is not a value of field {p['field']!r}; "
+                                            f"its values are {', '.join(rank.values)}")
     for i, s in enumerate(p.get("counted_states", ())):
         if s not in spec.states:
             yield f".counted_states[{i}]", f"unknown state {s!r}"
@@ -369,6 +514,12 @@ def _positions_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
 def category_limit(positions: int, parts: int) -> int:
     """Each category may hold at most ⌈positions / parts⌉ (三三制: a third, rounded up)."""
     return math.ceil(positions / parts) if positions else 0
+
+
+def categorised(p: dict[str, Any], rank: str) -> bool:
+    """Whether the 三三制 categories share the positions of `rank` (its `category_ranks`)."""
+    return p.get("category_field") is not None and (
+        p.get("category_ranks") is None or rank in p["category_ranks"])
 
 
 def _pool_details(pool: rank_positions.Pool) -> dict[str, Any]:
@@ -408,7 +559,7 @@ def _positions(p: dict[str, Any], batch: Batch) -> None:
                 f"positions (职数) for {where}: {limit} {pool.origin()}, already taken {total}, "
                 f"asked {len(cases)}",
                 {**_pool_details(pool), "used": total, "asked": len(cases), "case_ids": ids})
-        if not cf:
+        if not cf or not categorised(p, pool.rank):
             continue
         cap = category_limit(limit, p["category_parts"])
         by_cat: dict[Any, list[CaseFacts]] = {}

@@ -5,7 +5,7 @@
 - `training_records`: one row per training a person took; the yearly training total is
   derived from them (plus the legacy per-year `training_hours` total, kept as it is).
 
-Revision ID: 0009_contactpoints
+Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-04
 """
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0009_contactpoints"
+revision: str = "0009"
 down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
