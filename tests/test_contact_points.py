@@ -327,7 +327,8 @@ def test_statistics_beside_each_sheet(engine, org, db, regular, clock):
 
 def test_results_used_reads_promotions_with_min_good_by_the_decision_year():
     """The shipped promotion flow does not read regular results; with `min_good` its
-    `confirm` step reads those of the year before the decision date."""
+    `confirm` step reads those of the decision's year (当年), or with `good_year: previous`
+    of the year before."""
     import yaml
 
     from workflows.spec import load_definition
@@ -341,13 +342,17 @@ def test_results_used_reads_promotions_with_min_good_by_the_decision_year():
     annual = load_definition(SOURCE, str(ANNUAL))
     readers = cp._readers({7: spec, 8: annual}, "regular-assessment")
     assert sorted((r.version_id, r.trigger, r.kind, r.field) for r in readers) == [
-        (7, "confirm", "year_before", "decision_date"),
+        (7, "confirm", "decision", "decision_date"),
         (8, "propose_excellent", "same_year", "grade")]
     confirm = next(r for r in readers if r.version_id == 7)
     tz = cst(2027, 1, 1).tzinfo
     at = dt.datetime(2026, 12, 31, 17, 0, tzinfo=dt.UTC)  # 2027-01-01 01:00 in Beijing
-    assert cp._read_year(confirm, None, {"decision_date": "2027-03-01"}, at, tz) == 2026
-    assert cp._read_year(confirm, None, {}, at, tz) == 2026  # the day of the step, local
+    assert cp._read_year(confirm, None, {"decision_date": "2026-12-01"}, at, tz) == 2026
+    assert cp._read_year(confirm, None, {}, at, tz) == 2027  # the day of the step, local
+    _rule(doc, "confirm", "promotion_eligible")["good_year"] = "previous"
+    spec = load_definition(yaml.safe_dump(doc, allow_unicode=True), "promotion.yaml")
+    (before,) = cp._readers({7: spec}, "regular-assessment")
+    assert cp._read_year(before, None, {"decision_date": "2027-03-01"}, at, tz) == 2026
     excellent = next(r for r in readers if r.version_id == 8)
     assert cp._read_year(excellent, "2026", {"grade": "优秀"}, at, tz) == 2026
     assert cp._read_year(excellent, "2026", {"grade": "称职"}, at, tz) is None

@@ -194,11 +194,15 @@ def test_the_theory_exam_must_be_passed_by_the_decision_date():
     assert reasons(snap(**base, exams=()), D(2026, 6, 1), params=no_exam) == []
 
 
-def test_min_good_counts_last_years_regular_grades():
+def test_min_good_counts_the_regular_grades_of_the_decision_year():
+    # 当年平时考核获"好"等次少于 N 次的不得晋升职级 (seed document 5): the decision's year.
     params = _confirm_params(min_good=3)
     s = snap(since=D(2022, 1, 1), grades={2025: "称职"})
     assert reasons(s, D(2026, 6, 1), params=params, good=["好", "较好", "好", "一般"]) == [
-        "needs at least 3 好 in the regular assessments of 2025, has 2"]
+        "needs at least 3 好 in the regular assessments of 2026, has 2"]
+    previous = _confirm_params(min_good=3, good_year="previous")
+    assert reasons(s, D(2026, 6, 1), params=previous, good=["好", "较好"]) == [
+        "needs at least 3 好 in the regular assessments of 2025, has 1"]
     assert reasons(s, D(2026, 6, 1), params=params, good=["好"] * 3) == []
     assert reasons(s, D(2026, 6, 1), good=[]) == []  # no min_good: not checked
 
@@ -320,7 +324,7 @@ def test_min_good_reads_approved_regular_assessments(db, org, clock, regular):
     engine = Engine(db, clock=clock)
     engine.publish(SOURCE.replace("# min_good: 3 ", "min_good: 2 "), str(PROMOTION))
     _eligible_facts(db, org, "s1")
-    grades = {"2025-01": "好", "2025-02": "较好", "2025-03": "好"}
+    grades = {"2026-01": "好", "2026-02": "较好", "2026-03": "好"}  # the decision's year
     cases = {}
     for period, grade in grades.items():
         c = engine.start_case("regular-assessment", org.s1, period_key=period)
@@ -328,13 +332,13 @@ def test_min_good_reads_approved_regular_assessments(db, org, clock, regular):
         engine.fire(c.id, "evaluate", P(org.l1), data={"grade": grade})
         engine.fire(c.id, "accept", P(org.s1))
         cases[period] = c.id
-    engine.fire(cases["2025-01"], "approve", P(org.c1))  # only this 好 is approved
-    engine.fire(cases["2025-02"], "approve", P(org.c1))
+    engine.fire(cases["2026-01"], "approve", P(org.c1))  # only this 好 is approved
+    engine.fire(cases["2026-02"], "approve", P(org.c1))
     cid = _to_candidates(engine, org, "s1")
     with pytest.raises(RuleViolation, match="needs at least 2 好 in the regular assessments "
-                                            "of 2025, has 1"):
+                                            "of 2026, has 1"):
         _confirm(engine, org, cid)
-    engine.fire(cases["2025-03"], "approve", P(org.c2))
+    engine.fire(cases["2026-03"], "approve", P(org.c2))
     assert _confirm(engine, org, cid).to_state == "vetting"
 
 

@@ -41,7 +41,8 @@ def _no_nul(value: Any) -> None:
             raise ValidationError("must be valid Unicode text") from None
 
 
-def _field(spec: FieldSpec, required: bool) -> mf.Field:
+def _field(spec: FieldSpec, required: bool, choices: tuple[str, ...] | None = None) -> mf.Field:
+    """The schema field of `spec`; `choices` narrows an enum to what a transition takes."""
     checks: list = [_not_blank] if required else []
     kw: dict[str, Any] = {"required": required, "allow_none": not required}
     t = spec.type
@@ -64,7 +65,8 @@ def _field(spec: FieldSpec, required: bool) -> mf.Field:
         checks.append(validate.Range(min=lo, max=hi))
         return mf.Date(validate=checks, **kw)
     if t == "enum":
-        checks.append(validate.OneOf(spec.values, error="must be one of: {choices}"))
+        checks.append(validate.OneOf(spec.values if choices is None else choices,
+                                     error="must be one of: {choices}"))
         return mf.String(validate=checks, **kw)
     if t == "bool":
         return mf.Boolean(**kw)
@@ -90,17 +92,19 @@ def record_schema(subfields: tuple[FieldSpec, ...]) -> Schema:
 
 
 def build_schema(fields: dict[str, FieldSpec], required: tuple[str, ...],
-                 optional: tuple[str, ...]) -> Schema:
+                 optional: tuple[str, ...],
+                 values: dict[str, tuple[str, ...]] | None = None) -> Schema:
+    values = values or {}
     attrs: dict[str, mf.Field] = {}
     for name in required:
-        attrs[name] = _field(fields[name], required=True)
+        attrs[name] = _field(fields[name], required=True, choices=values.get(name))
     for name in optional:
-        attrs[name] = _field(fields[name], required=False)
+        attrs[name] = _field(fields[name], required=False, choices=values.get(name))
     return Schema.from_dict(attrs, name="ActionData")(unknown=RAISE)
 
 
 def transition_schema(fields: dict[str, FieldSpec], t: TransitionSpec) -> Schema:
-    return build_schema(fields, t.requires, t.accepts)
+    return build_schema(fields, t.requires, t.accepts, t.values)
 
 
 def load(schema: Schema, data: Any) -> dict[str, Any]:
@@ -135,7 +139,7 @@ def describe(fields: dict[str, FieldSpec], t: TransitionSpec, lang: str = "zh") 
         item: dict[str, Any] = {"name": name, "type": f.type, "required": required,
                                 "label": f.label.text(lang)}
         if f.values:
-            item["values"] = list(f.values)
+            item["values"] = list(t.choices(f))  # only what this action accepts
         if f.max_length:
             item["max_length"] = f.max_length
         if f.min is not None:

@@ -1,5 +1,6 @@
 """Person facts (人员信息) the rules read: rank history, annual results, sanctions,
-investigations, exam results, training hours, commendations; their audit; CSV import.
+investigations, exam results, training hours, commendations, consequences of regular
+results (平时考核结果运用); their audit; CSV import.
 
 Reading a person's facts is for admins, process owners, the person, and leaders and
 committee members of their unit or a unit above it (404 for anyone else). Writing,
@@ -42,10 +43,13 @@ DESCRIPTIONS = {
     "score": "The score, 0–1000, two decimal places at most",
     "hours": "Hours of training in the year, one decimal place at most",
     "note": "Free text, at most 2000 characters",
+    "period": "The assessed period the consequence follows from, e.g. 2026-07",
 }
 KIND_DESCRIPTIONS = {
     facts.SANCTION: f"One of {', '.join(SANCTION_KINDS)} (警告 and 诫勉 are 诫勉谈话-level)",
     facts.COMMENDATION: "e.g. 嘉奖, 记功, 记二等功, 通报表扬",
+    facts.CONSEQUENCE: "e.g. 通报表扬, 嘉奖记功人选, 待岗学习或召回管理 (the regular "
+                       "assessment's definition names them)",
 }
 
 
@@ -144,6 +148,8 @@ class PersonFactsOut(Schema):
     training_hours = fields.List(fields.Nested(SCHEMAS[facts.TRAINING][2]), required=True)
     commendations = fields.List(fields.Nested(SCHEMAS[facts.COMMENDATION][2]),
                                 required=True)
+    consequences = fields.List(fields.Nested(SCHEMAS[facts.CONSEQUENCE][2]), required=True,
+                               metadata={"description": "平时考核结果运用"})
 
 
 class AuditOut(Schema):
@@ -195,7 +201,8 @@ def facts_out(snapshot: facts.PersonFacts) -> dict[str, Any]:
             "investigations": items(snapshot.investigations),
             "exam_results": items(snapshot.exams),
             "training_hours": items(snapshot.training),
-            "commendations": items(snapshot.commendations)}
+            "commendations": items(snapshot.commendations),
+            "consequences": items(snapshot.consequences)}
 
 
 @blp.route("/people/<int:person_id>")
