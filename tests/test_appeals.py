@@ -16,7 +16,7 @@ import datetime as dt
 import pytest
 import yaml
 
-from workflows.engine import SYSTEM_ACTOR, Actor
+from workflows.engine import SYSTEM_ACTOR, Actor, Engine
 from workflows.errors import DefinitionInvalid, FieldErrors, RuleViolation
 from workflows.facts import (
     close_investigation,
@@ -29,8 +29,9 @@ from workflows.models import Person
 from workflows.notify import list_notifications
 from workflows.org import assign_role
 from workflows.spec import load_definition
+from workflows.timers import TimerWorker
 
-from .conftest import REGULAR
+from .conftest import REGULAR, Clock, cst
 from .test_annual import ANNUAL, GOOD_YEAR, SOURCE, _regular_year, _to_evaluation
 
 P = Actor.person
@@ -220,6 +221,29 @@ def test_a_review_to_excellent_passes_the_rules_and_the_notice_again(engine, org
     engine.fire(cid, "revise", P(org.c1), data={"grade": "称职", "review_decision": "名额已满"})
     assert engine.get_case(cid).state == "review_decided"
     assert [r["grade"] for r in _facts(db, "annual_results", org.s1)] == ["称职"]
+
+
+def test_the_notice_of_a_review_to_excellent_passes_by_itself(db, org):
+    clock = Clock(cst(2026, 12, 1, 9))
+    timed = Engine(db, clock=clock)
+    timed.publish(REGULAR_SOURCE, str(REGULAR))
+    timed.publish(SOURCE, str(ANNUAL))
+    _regular_year(db, org.s1, GOOD_YEAR)
+    cid = _decided(timed, org, "s1", "不称职")
+    timed.fire(cid, "appeal", P(org.s1), data={"appeal_reason": "不服"})
+    clock.now = cst(2026, 12, 4, 10)  # a Friday: 7–11 December are the 5 working days
+    timed.fire(cid, "revise_excellent", P(org.c1),
+               data={"grade": "优秀", "review_decision": "改定优秀，公示"})
+    worker = TimerWorker(timed)
+    clock.now = cst(2026, 12, 11, 23, 59)
+    worker.tick()
+    assert timed.get_case(cid).state == "review_notice"
+    clock.now = cst(2026, 12, 12, 0, 1)
+    assert worker.tick().fired == 1
+    assert timed.get_case(cid).state == "review_approval"
+    timed.fire(cid, "approve", P(org.c1))
+    assert timed.get_case(cid).state == "review_decided"
+    assert [r["grade"] for r in _facts(db, "annual_results", org.s1)] == ["优秀"]
 
 
 def test_a_complaint_to_excellent_goes_through_the_notice_and_is_recorded(engine, org, db,

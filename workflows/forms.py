@@ -146,6 +146,8 @@ def describe(fields: dict[str, FieldSpec], t: TransitionSpec, lang: str = "zh") 
             item["min"] = f.min
         if f.max is not None:
             item["max"] = f.max
+        if f.item is not None and f.item.values:  # a list of enum values: the choices
+            item["item_values"] = list(f.item.values)
         if f.record:
             item["fields"] = [{"name": s.name, "type": s.type, "label": s.label.text(lang)}
                               for s in f.record]
