@@ -123,8 +123,6 @@ def _consequences_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpe
                 yield f".consequences[{i}].if_field", f"unknown field {flag!r}"
             elif spec.fields[flag].type != "bool":
                 yield f".consequences[{i}].if_field", f"{flag!r} must be a bool field"
-    if spec.period == "none":
-        yield "", "record_consequences names the assessed period; this flow has period: none"
 
 
 def _local_day(batch: Batch) -> dt.date:
@@ -145,8 +143,9 @@ def _tell(s: Session, group: str, case: CaseFacts, spec: FlowSpec, grade: Any,
     who = s.execute(select(Person.name, Unit.name).join(Unit, Unit.id == Person.unit_id)
                     .where(Person.id == case.subject_id)).first()
     name, unit = who if who else (str(case.subject_id), "")
-    title = f"{spec.title.zh}结果运用：{name} {case.period_key} {grade} → {'、'.join(kinds)}"
-    body = "\n".join([f"事项：{spec.title.zh} #{case.id}（{case.period_key}）",
+    period = f" {case.period_key}" if case.period_key else ""
+    title = f"{spec.title.zh}结果运用：{name}{period} {grade} → {'、'.join(kinds)}"
+    body = "\n".join([f"事项：{spec.title.zh} #{case.id}{period}",
                       f"对象：{name}（{unit}）", f"等次：{grade}",
                       f"结果运用：{'、'.join(kinds)}"])
     # In-app only: an effect has no delivery configuration of the service to hand.
