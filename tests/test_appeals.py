@@ -103,6 +103,17 @@ def test_a_consequence_is_recorded_once_per_period(db, org):
     assert len(_facts(db, "consequences", org.s1)) == 1
 
 
+def test_an_admin_may_import_a_consequence(db, org):
+    from workflows.facts import import_facts
+
+    report = import_facts(db, "person_code,fact,year,date,until,value,number,passed,note\n"
+                              "S1,consequence,,2026-04-10,,通报表扬,,,补录\n", by=org.chief)
+    assert report.created["consequence"] == 1 and sum(report.created.values()) == 1
+    (row,) = _facts(db, "consequences", org.s1)
+    assert (row["kind"], row["period"], row["decided_on"], row["note"]) == (
+        "通报表扬", None, dt.date(2026, 4, 10), "补录")
+
+
 def test_a_hit_on_the_negative_list_caps_the_grade(engine, org, db, regular):
     case = engine.start_case("regular-assessment", org.s1, period_key="2026-03")
     engine.fire(case.id, "submit", P(org.s1), data={"summary": "小结"})
