@@ -99,7 +99,9 @@ def test_the_definition_validates_and_every_number_is_a_parameter():
     assert spec.flow == FLOW and spec.period == "year"
     assert list(spec.states) == ["summary", "democratic_evaluation", "evaluation",
                                  "public_notice", "approval", "result", "appeal_window",
-                                 "review", "review_decided", "complaint", "closed"]
+                                 "review", "review_notice", "review_approval",
+                                 "review_decided", "complaint", "complaint_notice",
+                                 "complaint_approval", "withheld", "closed"]
     doc = _doc()
     quota = _rule(doc, "approve", "excellent_quota")
     assert (quota["max_ratio"], quota["raised_ratio"], quota["ceiling"]) == (0.2, 0.25, 0.25)
@@ -131,9 +133,10 @@ def test_definition_time_checks_of_the_annual_rules():
     found = _problems(lambda d: _rule(d, "propose_excellent", "regular_linkage").update(
         none_below="差"))
     assert any("none_below: '差' is not a regular grade" in p for p in found), found
-    found = _problems(lambda d: _rule(d, "propose_excellent", "values_allowed").update(
-        **{"in": ["卓越"]}))
-    assert any("'卓越' is not a value of field 'grade'" in p for p in found), found
+    found = _problems(lambda d: next(t for t in d["transitions"]
+                                     if t["trigger"] == "propose_excellent")["values"].update(
+        grade=["卓越"]))
+    assert any("values.grade: '卓越' is not a value of field 'grade'" in p for p in found), found
 
 
 # --------------------------------------------------------------------------- results.py
@@ -171,8 +174,9 @@ def test_full_pass_of_an_excellent_candidate(engine, org, db, annual):
     _regular_year(db, org.s1, GOOD_YEAR)
     cid = _to_evaluation(engine, org, "s1")
     # 优秀 is only proposed through the public notice; other grades never go there.
-    v = _refusal(engine.fire, cid, "evaluate", P(org.l1), data={"grade": "优秀"})
-    assert v.rule == "values_allowed" and "称职 / 基本称职 / 不称职 / 不定等次 only; got 优秀" in str(v)
+    with pytest.raises(FieldErrors) as refused:
+        engine.fire(cid, "evaluate", P(org.l1), data={"grade": "优秀"})
+    assert refused.value.errors == {"grade": ["must be one of: 称职, 基本称职, 不称职, 不定等次"]}
     engine.fire(cid, "propose_excellent", P(org.l1), data={"grade": "优秀"})
     assert engine.get_case(cid).state == "public_notice"
     # An objection during the notice returns it to evaluation, with the reason.
@@ -202,9 +206,9 @@ def test_full_pass_of_an_excellent_candidate(engine, org, db, annual):
 
 def test_other_grades_skip_the_notice_and_a_review_can_change_the_grade(engine, org, annual):
     cid = _to_evaluation(engine, org, "s2")
-    v = _refusal(engine.fire, cid, "evaluate", P(org.l1), data={"grade": "基本称职"})
+    v = _refusal(engine.fire, cid, "evaluate", P(org.l1), data={"grade": "不称职"})
     assert v.rule == "required_when" and "评鉴意见 (evaluation_comment) is required" in str(v)
-    engine.fire(cid, "evaluate", P(org.l1), data={"grade": "基本称职",
+    engine.fire(cid, "evaluate", P(org.l1), data={"grade": "不称职",
                                                  "evaluation_comment": "工作完成不够及时"})
     assert engine.get_case(cid).state == "approval"
     engine.fire(cid, "approve", P(org.c1))
@@ -472,7 +476,8 @@ def test_the_appeal_window_closes_by_itself_after_30_days(timed, db, org, clock)
 
 def test_an_appeal_within_the_window_goes_to_review(timed, db, org, clock):
     cid = _to_evaluation(timed, org, "s2")
-    timed.fire(cid, "evaluate", P(org.l1), data={"grade": "称职"})
+    timed.fire(cid, "evaluate", P(org.l1), data={"grade": "不称职",
+                                                "evaluation_comment": "全年多次未完成任务"})
     timed.fire(cid, "approve", P(org.c1))
     timed.fire(cid, "acknowledge", P(org.s2))
     clock.now = cst(2026, 10, 20)
@@ -480,7 +485,7 @@ def test_an_appeal_within_the_window_goes_to_review(timed, db, org, clock):
     clock.now = cst(2026, 12, 31)
     TimerWorker(timed).tick()
     assert timed.get_case(cid).state == "review"  # the window's timer was dropped
-    timed.fire(cid, "uphold", P(org.c2), data={"review_decision": "维持称职"})
+    timed.fire(cid, "uphold", P(org.c2), data={"review_decision": "维持不称职"})
     assert timed.get_case(cid).state == "review_decided"
     timed.fire(cid, "accept_decision", P(org.s2))
     assert timed.get_case(cid).state == "closed"

@@ -322,12 +322,13 @@ def test_statistics_beside_each_sheet(engine, org, db, regular, clock):
             cp.statistics(s, owner, spec, 2026, [org.units["SEC1"]], weekly_field="summary")
         assert info.value.errors == {"weekly_field": [
             "'summary' is not a list field of regular-assessment; its list fields are "
-            "weekly_records, individual_indicators, common_indicators"]}
+            "weekly_records, individual_indicators, common_indicators, negative_items"]}
 
 
 def test_results_used_reads_promotions_with_min_good_by_the_decision_year():
     """The shipped promotion flow does not read regular results; with `min_good` its
-    `confirm` step reads those of the year before the decision date."""
+    `confirm` step reads those of the decision's year (当年), or with `good_year: previous`
+    of the year before."""
     import yaml
 
     from workflows.spec import load_definition
@@ -341,14 +342,20 @@ def test_results_used_reads_promotions_with_min_good_by_the_decision_year():
     annual = load_definition(SOURCE, str(ANNUAL))
     readers = cp._readers({7: spec, 8: annual}, "regular-assessment")
     assert sorted((r.version_id, r.trigger, r.kind, r.field) for r in readers) == [
-        (7, "confirm", "year_before", "decision_date"),
-        (8, "propose_excellent", "same_year", "grade")]
+        (7, "confirm", "decision", "decision_date"),
+        (8, "propose_excellent", "same_year", "grade"),
+        (8, "revise_excellent", "same_year", "grade"),  # on review and on complaint
+        (8, "revise_excellent", "same_year", "grade")]
     confirm = next(r for r in readers if r.version_id == 7)
     tz = cst(2027, 1, 1).tzinfo
     at = dt.datetime(2026, 12, 31, 17, 0, tzinfo=dt.UTC)  # 2027-01-01 01:00 in Beijing
-    assert cp._read_year(confirm, None, {"decision_date": "2027-03-01"}, at, tz) == 2026
-    assert cp._read_year(confirm, None, {}, at, tz) == 2026  # the day of the step, local
-    excellent = next(r for r in readers if r.version_id == 8)
+    assert cp._read_year(confirm, None, {"decision_date": "2026-12-01"}, at, tz) == 2026
+    assert cp._read_year(confirm, None, {}, at, tz) == 2027  # the day of the step, local
+    _rule(doc, "confirm", "promotion_eligible")["good_year"] = "previous"
+    spec = load_definition(yaml.safe_dump(doc, allow_unicode=True), "promotion.yaml")
+    (before,) = cp._readers({7: spec}, "regular-assessment")
+    assert cp._read_year(before, None, {"decision_date": "2027-03-01"}, at, tz) == 2026
+    excellent = next(r for r in readers if r.trigger == "propose_excellent")
     assert cp._read_year(excellent, "2026", {"grade": "优秀"}, at, tz) == 2026
     assert cp._read_year(excellent, "2026", {"grade": "称职"}, at, tz) is None
 

@@ -191,7 +191,7 @@ def test_min_good_is_read_for_everyone_at_once(db, org, regular):
     engine = Engine(db, clock=Clock(cst(2026, 3, 2, 10)))
     engine.publish(SOURCE.replace("# min_good: 3 ", "min_good: 1 "), str(PROMOTION))
     _facts(db, org)
-    c = engine.start_case("regular-assessment", org.s1, period_key="2025-06")
+    c = engine.start_case("regular-assessment", org.s1, period_key="2026-01")  # 当年
     engine.fire(c.id, "submit", P(org.s1), data={"summary": "x"})
     engine.fire(c.id, "evaluate", P(org.l1), data={"grade": "好"})
     engine.fire(c.id, "accept", P(org.s1))
@@ -200,7 +200,7 @@ def test_min_good_is_read_for_everyone_at_once(db, org, regular):
     assert people["S1"]["eligible"] is True
     (t1,) = people["T1"]["next_ranks"]
     assert [r["message"] for r in t1["reasons"]] == [
-        "needs at least 1 好 in the regular assessments of 2025, has 0"]
+        "needs at least 1 好 in the regular assessments of 2026, has 0"]
 
 
 def test_who_sees_whom(db, engine, org, promotion):

@@ -274,7 +274,8 @@ def test_import_writes_every_row_and_audits_it(db, org):
     assert report.rows == 9
     assert report.created == {"rank": 2, "annual_result": 1, "sanction": 2,
                               "investigation": 1, "exam": 1, "training": 1,
-                              "commendation": 1, "training_record": 0}
+                              "commendation": 1, "training_record": 0,
+                              "consequence": 0}
     with db.unit_of_work(write=False) as s:
         s1, s2 = facts.person_facts(s, org.s1), facts.person_facts(s, org.s2)
         assert s.execute(select(AnnualResult.source)).scalar_one() == "import"
@@ -306,7 +307,7 @@ def test_import_with_bad_rows_writes_nothing(db, org):
         (13, "number (hours): hours must not be negative (got -2)"),
         (14, "column year is not used by a sanction row (it uses value, date, number, note)"),
         (15, "fact 'award' is not one of rank, annual_result, sanction, investigation, exam, "
-             "training, commendation, training_record"),
+             "training, commendation, training_record, consequence"),
         (16, "passed (passed): 'maybe' is not yes or no (true/false, 1/0, 是/否)"),
     ]
     with db.unit_of_work(write=False) as s:

@@ -23,7 +23,7 @@ from workflows.domain_rules.promotion import (
     next_ranks,
 )
 from workflows.engine import SYSTEM_ACTOR, Actor, Engine
-from workflows.errors import DefinitionInvalid, RuleViolation
+from workflows.errors import DefinitionInvalid, FieldErrors, RuleViolation
 from workflows.facts import (
     AnnualFact,
     ExamFact,
@@ -239,11 +239,15 @@ def test_posts_reach_the_routes_of_their_level():
     assert reasons(k, D(2027, 1, 1), "二级巡视员") == []
 
 
-def test_min_good_counts_last_years_regular_grades():
+def test_min_good_counts_the_regular_grades_of_the_decision_year():
+    # 当年平时考核获"好"等次少于 N 次的不得晋升职级 (seed document 5): the decision's year.
     params = _confirm_params(min_good=3)
     s = snap(since=D(2022, 1, 1), grades={2025: "称职"})
     assert reasons(s, D(2026, 6, 1), params=params, good=["好", "较好", "好", "一般"]) == [
-        "needs at least 3 好 in the regular assessments of 2025, has 2"]
+        "needs at least 3 好 in the regular assessments of 2026, has 2"]
+    previous = _confirm_params(min_good=3, good_year="previous")
+    assert reasons(s, D(2026, 6, 1), params=previous, good=["好", "较好"]) == [
+        "needs at least 3 好 in the regular assessments of 2025, has 1"]
     assert reasons(s, D(2026, 6, 1), params=params, good=["好"] * 3) == []
     assert reasons(s, D(2026, 6, 1), good=[]) == []  # no min_good: not checked
 
@@ -385,7 +389,7 @@ def test_min_good_reads_approved_regular_assessments(db, org, clock, regular):
     engine = Engine(db, clock=clock)
     engine.publish(SOURCE.replace("# min_good: 3 ", "min_good: 2 "), str(PROMOTION))
     _eligible_facts(db, org, "s1")
-    grades = {"2025-01": "好", "2025-02": "较好", "2025-03": "好"}
+    grades = {"2026-01": "好", "2026-02": "较好", "2026-03": "好"}  # the decision's year
     cases = {}
     for period, grade in grades.items():
         c = engine.start_case("regular-assessment", org.s1, period_key=period)
@@ -393,6 +397,7 @@ def test_min_good_reads_approved_regular_assessments(db, org, clock, regular):
         engine.fire(c.id, "evaluate", P(org.l1), data={"grade": grade})
         engine.fire(c.id, "accept", P(org.s1))
         cases[period] = c.id
+<<<<<<< HEAD
     engine.fire(cases["2025-01"], "approve", P(org.c1))  # only this 好 is approved
     engine.fire(cases["2025-02"], "approve", P(org.c1))
     with pytest.raises(RuleViolation, match="needs at least 2 好 in the regular assessments "
@@ -400,6 +405,15 @@ def test_min_good_reads_approved_regular_assessments(db, org, clock, regular):
         _to_candidates(engine, org, "s1")
     engine.fire(cases["2025-03"], "approve", P(org.c2))
     cid = _to_candidates(engine, org, "s1")
+=======
+    engine.fire(cases["2026-01"], "approve", P(org.c1))  # only this 好 is approved
+    engine.fire(cases["2026-02"], "approve", P(org.c1))
+    cid = _to_candidates(engine, org, "s1")
+    with pytest.raises(RuleViolation, match="needs at least 2 好 in the regular assessments "
+                                            "of 2026, has 1"):
+        _confirm(engine, org, cid)
+    engine.fire(cases["2026-03"], "approve", P(org.c2))
+>>>>>>> appeals
     assert _confirm(engine, org, cid).to_state == "vetting"
 
 
@@ -659,11 +673,10 @@ def test_vetting_passes_only_with_personal_matters_checked(flow, db, org):
     _eligible_facts(db, org, "s1")
     cid = _to_candidates(flow, org, "s1")
     _confirm(flow, org, cid)
-    with pytest.raises(RuleViolation) as exc:
+    with pytest.raises(FieldErrors) as exc:
         flow.fire(cid, "pass", P(org.c2), data={"vetting_opinion": "德才表现好",
                                                  "personal_matters_checked": False})
-    assert exc.value.rule == "values_allowed"
-    assert exc.value.details["field"] == "personal_matters_checked"
+    assert exc.value.errors == {"personal_matters_checked": ["must be true"]}
     assert flow.get_case(cid).state == "vetting"
     assert flow.fire(cid, "pass", P(org.c2), data={
         "vetting_opinion": "德才表现好", "personal_matters_checked": True}

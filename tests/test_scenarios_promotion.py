@@ -208,7 +208,7 @@ def test_vetting_is_enforced_step_by_step(bureau):
     unchecked = b.act("committee1", cid, "pass", {"vetting_opinion": "德才表现好",
                                                   "personal_matters_checked": False},
                       status=422)
-    assert unchecked["rule"] == "values_allowed"
+    assert unchecked["fields"] == {"personal_matters_checked": ["must be true"]}
     assert b.case(cid)["state"] == "vetting"
     assert b.act("committee1", cid, "pass", CHECKED)["to"] == "public_notice"
 

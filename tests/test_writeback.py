@@ -71,7 +71,7 @@ def test_the_approved_grade_becomes_the_years_annual_result(engine, org, db, ann
 
 
 def test_a_review_that_changes_the_grade_updates_the_fact(engine, org, db, annual):
-    cid = _approved(engine, org, "s2", grade="基本称职")
+    cid = _approved(engine, org, "s2", grade="不称职")
     engine.fire(cid, "acknowledge", P(org.s2))
     engine.fire(cid, "appeal", P(org.s2), data={"appeal_reason": "专项任务未计入"})
     engine.fire(cid, "revise", P(org.c1), data={"grade": "称职", "review_decision": "改定称职"})
@@ -79,7 +79,7 @@ def test_a_review_that_changes_the_grade_updates_the_fact(engine, org, db, annua
     assert (row["grade"], row["note"]) == ("称职", f"annual-assessment case {cid} (revise)")
     created, updated = _audit(db, org.s2, "annual_results")
     assert (created.action, updated.action) == ("flow", "update")
-    assert (updated.before["grade"], updated.after["grade"]) == ("基本称职", "称职")
+    assert (updated.before["grade"], updated.after["grade"]) == ("不称职", "称职")
 
 
 def test_a_manual_result_of_the_year_is_replaced_with_the_flows(engine, org, db, annual):
@@ -91,11 +91,11 @@ def test_a_manual_result_of_the_year_is_replaced_with_the_flows(engine, org, db,
 
 
 def test_an_upheld_review_leaves_the_fact_alone(engine, org, db, annual):
-    cid = _approved(engine, org, "s2")
+    cid = _approved(engine, org, "s2", grade="不称职")
     engine.fire(cid, "acknowledge", P(org.s2))
     engine.fire(cid, "appeal", P(org.s2), data={"appeal_reason": "等次偏低"})
     engine.fire(cid, "uphold", P(org.c1), data={"review_decision": "维持"})
-    assert [r["grade"] for r in _results(db, org.s2)] == ["称职"]
+    assert [r["grade"] for r in _results(db, org.s2)] == ["不称职"]
     assert len(_audit(db, org.s2, "annual_results")) == 1
 
 
@@ -107,11 +107,11 @@ def _complaints_office(db, person_id: int) -> None:
         assign_role(s, s.get(Person, person_id), "complaints-office")
 
 
-def _reviewed(engine, org, who: str = "s2", grade: str = "基本称职") -> int:
+def _reviewed(engine, org, who: str = "s2", grade: str = "不称职") -> int:
     cid = _approved(engine, org, who, grade=grade)
     engine.fire(cid, "acknowledge", P(org.ids[who]))
     engine.fire(cid, "appeal", P(org.ids[who]), data={"appeal_reason": "等次偏低"})
-    engine.fire(cid, "uphold", P(org.c1), data={"review_decision": "维持基本称职"})
+    engine.fire(cid, "uphold", P(org.c1), data={"review_decision": "维持不称职"})
     return cid
 
 
@@ -144,7 +144,7 @@ def test_a_dismissed_complaint_keeps_the_grade(engine, org, db, annual):
     engine.fire(cid, "complain", P(org.s2), data={"complaint_reason": "不服"})
     engine.fire(cid, "dismiss", P(org.t1), data={"complaint_decision": "维持原复核决定"})
     assert engine.get_case(cid).state == "closed"
-    assert [r["grade"] for r in _results(db, org.s2)] == ["基本称职"]
+    assert [r["grade"] for r in _results(db, org.s2)] == ["不称职"]
 
 
 def test_the_complaint_window_closes_by_itself_after_15_days(db, org):

@@ -509,7 +509,7 @@ class _Reader:
 
     version_id: int
     trigger: str
-    kind: str  # same_year: the case's period year | year_before: decision year - 1
+    kind: str  # same_year: the case's period year | decision: the decision's year (min_good)
     field: str | None  # regular_linkage: the guarded field; promotion_eligible: date field
     value: Any = None
 
@@ -517,7 +517,7 @@ class _Reader:
 def _readers(specs: Mapping[int, FlowSpec], flow: str) -> list[_Reader]:
     """The transitions of every stored version whose rules read `flow`'s results:
     `regular_linkage` (annual 优秀, the assessment year) and `promotion_eligible` with
-    `min_good` (the year before the decision)."""
+    `min_good` (the decision's year or the one before, `good_year`)."""
     out = []
     for vid, spec in specs.items():
         for t, p in rules.uses(spec, "regular_linkage"):
@@ -525,7 +525,8 @@ def _readers(specs: Mapping[int, FlowSpec], flow: str) -> list[_Reader]:
                 out.append(_Reader(vid, t.trigger, "same_year", p["field"], p["value"]))
         for t, p in rules.uses(spec, "promotion_eligible"):
             if p.get("min_good") and p["good_flow"] == flow:
-                out.append(_Reader(vid, t.trigger, "year_before", p.get("date_field")))
+                out.append(_Reader(vid, t.trigger, "decision", p.get("date_field"),
+                                   p["good_year"]))
     return out
 
 
@@ -542,7 +543,9 @@ def _read_year(reader: _Reader, period_key: str | None, data: dict[str, Any],
         on = dt.date.fromisoformat(str(day)) if day else at.astimezone(tz).date()
     except ValueError:
         on = at.astimezone(tz).date()
-    return on.year - 1
+    from .domain_rules.promotion import good_year  # here: the rules import this module
+
+    return good_year({"good_year": reader.value}, on)
 
 
 def statistics(s: Session, viewer: Viewer, flow: FlowSpec, year: int,

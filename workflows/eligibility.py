@@ -37,6 +37,7 @@ from .domain_rules.promotion import (
     Reason,
     eligibility_reasons,
     excellent_streak,
+    good_year,
     next_ranks,
 )
 from .errors import FieldErrors, NotFound
@@ -137,7 +138,8 @@ def eligibility_list(s: Session, viewer: Viewer, flow: FlowSpec, on: dt.date,
         .join(Unit, Unit.id == Person.unit_id).where(*conds)
         .order_by(Unit.path, Person.code, Person.id)).all()}
     snaps = facts.people_facts(s, base, rows)
-    grades = (regular_grades_of(s, base, on.year - 1, params) if params.get("min_good")
+    grades = (regular_grades_of(s, base, good_year(params, on), params)
+              if params.get("min_good")
               else {})
     outcomes: dict[int, list[dispatch.DispatchOutcome]] = defaultdict(list)
     for o in dispatch.outcomes_of(s, CASES.c.subject_id.in_(base)):

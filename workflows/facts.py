@@ -1,6 +1,6 @@
 """Person facts the rules read: rank history, annual results, sanctions, investigations,
-exam results, training (records and legacy yearly totals) and commendations (see
-docs/facts.md).
+exam results, training (records and legacy yearly totals), commendations and the
+consequences of regular results (see docs/facts.md).
 
 Admins own these facts. Every write goes through this module and leaves a `fact_audit`
 row (who, when, create | update | delete | import, the row before and after) in the same
@@ -41,6 +41,7 @@ from .models import (
     AnnualResult,
     Base,
     Commendation,
+    Consequence,
     ExamResult,
     FactAudit,
     Investigation,
@@ -57,6 +58,7 @@ RANK, ANNUAL, SANCTION, INVESTIGATION = ("rank_history", "annual_results", "sanc
                                          "investigations")
 EXAM, TRAINING, COMMENDATION = "exam_results", "training_hours", "commendations"
 TRAINING_RECORD = "training_records"  # 培训记录: one row per training taken
+CONSEQUENCE = "consequences"  # 平时考核结果运用
 ACTIONS = ("create", "update", "delete", "import", "flow")  # flow: written by a flow's effect
 MIN_YEAR, MAX_YEAR = 1949, 2100
 # The dates a person's record may hold (人事记录日期): those years. Beyond them a date is a
@@ -76,10 +78,10 @@ FIELD_TYPES = {
     "since": DATE, "until": DATE, "decided_on": DATE, "opened_on": DATE, "closed_on": DATE,
     "taken_on": DATE, "year": INT, "effect_months": INT, "score": DECIMAL, "hours": DECIMAL,
     "passed": BOOL, "rank": TEXT, "grade": TEXT, "source": TEXT, "kind": TEXT, "exam": TEXT,
-    "course": TEXT, "organiser": TEXT, "note": TEXT,
+    "course": TEXT, "organiser": TEXT, "note": TEXT, "period": TEXT,
 }
 TEXT_MAX = {"rank": 64, "grade": 16, "source": 16, "kind": 64, "exam": 100, "course": 200,
-            "organiser": 200, "note": MAX_NOTE}
+            "organiser": 200, "note": MAX_NOTE, "period": 16}
 YES = {"1", "true", "yes", "y", "是", "通过", "合格"}
 NO = {"0", "false", "no", "n", "否", "未通过", "不合格"}
 
@@ -340,6 +342,11 @@ def _check_commendation(s: Session, person_id: int, v: Values,
     return _missing(v, "kind", "decided_on")
 
 
+def _check_consequence(s: Session, person_id: int, v: Values,
+                       row_id: int | None) -> Errors:
+    return _missing(v, "kind", "decided_on")
+
+
 NOTE = ("note",)
 KINDS: dict[str, FactKind] = {k.name: k for k in (
     FactKind(RANK, "rank", "职级 rank history", RankHistory,
@@ -371,6 +378,10 @@ KINDS: dict[str, FactKind] = {k.name: k for k in (
              _check_training_record,
              {"value": "course", "number": "hours", "date": "taken_on",
               "organiser": "organiser", "mode": "kind"}),
+    FactKind(CONSEQUENCE, "consequence", "平时考核结果运用 consequence of a regular result",
+             Consequence, ("kind", "period", "decided_on", *NOTE), ("kind", "decided_on"),
+             ("decided_on", "id"), _check_consequence,
+             {"value": "kind", "date": "decided_on"}),
 )}
 BY_CSV_NAME = {k.csv_name: k for k in KINDS.values()}
 
@@ -610,6 +621,20 @@ def add_commendation(s: Session, person_id: int, kind: str, decided_on: dt.date,
                                                      note=note), by=by)
 
 
+def record_consequence(s: Session, person_id: int, kind: str, period: str | None,
+                       decided_on: dt.date, *, note: str | None,
+                       by: int | None) -> dict[str, Any] | None:
+    """A consequence a flow decided (平时考核结果运用); nothing when the person already has
+    this kind for this period (a replayed effect)."""
+    if period is not None and s.execute(select(Consequence.id).where(
+            Consequence.person_id == person_id, Consequence.kind == kind,
+            Consequence.period == period)).first():
+        return None
+    return add_fact(s, CONSEQUENCE, person_id, dict(kind=kind, period=period,
+                                                    decided_on=decided_on, note=note),
+                    by=by, action="flow")
+
+
 # --------------------------------------------------------------------------- snapshot
 
 
@@ -708,6 +733,15 @@ class CommendationFact:
 
 
 @dataclass(frozen=True)
+class ConsequenceFact:
+    id: int
+    kind: str
+    period: str | None
+    decided_on: dt.date
+    note: str | None
+
+
+@dataclass(frozen=True)
 class PersonFacts:
     """Everything the rules read about one person, oldest first in each list.
 
@@ -725,6 +759,7 @@ class PersonFacts:
     training: tuple[TrainingFact, ...]
     commendations: tuple[CommendationFact, ...]
     training_records: tuple[TrainingRecordFact, ...] = ()
+    consequences: tuple[ConsequenceFact, ...] = ()  # 平时考核结果运用
 
     @property
     def grades(self) -> dict[int, str]:
@@ -777,7 +812,8 @@ SNAPSHOT_KINDS = {
     SANCTION: ("sanctions", SanctionFact), INVESTIGATION: ("investigations", InvestigationFact),
     EXAM: ("exams", ExamFact), TRAINING: ("training", TrainingFact),
     COMMENDATION: ("commendations", CommendationFact),
-    TRAINING_RECORD: ("training_records", TrainingRecordFact)}
+    TRAINING_RECORD: ("training_records", TrainingRecordFact),
+    CONSEQUENCE: ("consequences", ConsequenceFact)}
 
 
 def people_facts(s: Session, people: Select | list[int], rows: dict[int, Any]

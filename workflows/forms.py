@@ -42,7 +42,8 @@ def _no_nul(value: Any) -> None:
             raise ValidationError("must be valid Unicode text") from None
 
 
-def _field(spec: FieldSpec, required: bool) -> mf.Field:
+def _field(spec: FieldSpec, required: bool, choices: tuple[str, ...] | None = None) -> mf.Field:
+    """The schema field of `spec`; `choices` narrows an enum to what a transition takes."""
     checks: list = [_not_blank] if required else []
     kw: dict[str, Any] = {"required": required, "allow_none": not required}
     t = spec.type
@@ -72,10 +73,14 @@ def _field(spec: FieldSpec, required: bool) -> mf.Field:
         checks.append(validate.Range(min=lo, max=hi))
         return mf.Date(validate=checks, **kw)
     if t == "enum":
-        checks.append(validate.OneOf(spec.values, error="must be one of: {choices}"))
+        checks.append(validate.OneOf(spec.values if choices is None else choices,
+                                     error="must be one of: {choices}"))
         return mf.String(validate=checks, **kw)
     if t == "bool":
-        return mf.Boolean(**kw)
+        if choices is not None:  # e.g. a check that must have been done: values [true]
+            allowed = " or ".join(str(c).lower() for c in choices)
+            checks.append(validate.OneOf(choices, error=f"must be {allowed}"))
+        return mf.Boolean(validate=checks, **kw)
     if t == "person":
         checks.append(validate.Range(min=1, max=2**31 - 1, error="must be a person id"))
         return mf.Integer(strict=True, validate=checks, **kw)
@@ -98,17 +103,19 @@ def record_schema(subfields: tuple[FieldSpec, ...]) -> Schema:
 
 
 def build_schema(fields: dict[str, FieldSpec], required: tuple[str, ...],
-                 optional: tuple[str, ...]) -> Schema:
+                 optional: tuple[str, ...],
+                 values: dict[str, tuple[str, ...]] | None = None) -> Schema:
+    values = values or {}
     attrs: dict[str, mf.Field] = {}
     for name in required:
-        attrs[name] = _field(fields[name], required=True)
+        attrs[name] = _field(fields[name], required=True, choices=values.get(name))
     for name in optional:
-        attrs[name] = _field(fields[name], required=False)
+        attrs[name] = _field(fields[name], required=False, choices=values.get(name))
     return Schema.from_dict(attrs, name="ActionData")(unknown=RAISE)
 
 
 def transition_schema(fields: dict[str, FieldSpec], t: TransitionSpec) -> Schema:
-    return build_schema(fields, t.requires, t.accepts)
+    return build_schema(fields, t.requires, t.accepts, t.values)
 
 
 def load(schema: Schema, data: Any) -> dict[str, Any]:
@@ -165,13 +172,15 @@ def describe(fields: dict[str, FieldSpec], t: TransitionSpec, lang: str = "zh") 
         item: dict[str, Any] = {"name": name, "type": f.type, "required": required,
                                 "label": f.label.text(lang)}
         if f.values:
-            item["values"] = list(f.values)
+            item["values"] = list(t.choices(f))  # only what this action accepts
         if f.max_length:
             item["max_length"] = f.max_length
         if f.min is not None:
             item["min"] = f.min
         if f.max is not None:
             item["max"] = f.max
+        if f.item is not None and f.item.values:  # a list of enum values: the choices
+            item["item_values"] = list(f.item.values)
         if f.record:
             item["fields"] = [{"name": s.name, "type": s.type, "label": s.label.text(lang)}
                               for s in f.record]

@@ -508,6 +508,20 @@ class Commendation(Base):
     note: Mapped[str | None] = mapped_column(Text)
 
 
+class Consequence(Base):
+    """A consequence of a regular result (平时考核结果运用) for the hr office to act on:
+    通报表扬 for 好, a 嘉奖 / 记功 candidacy, a 待岗学习 / 召回管理 review for 较差. Written by
+    the regular assessment's approval (effect `record_consequences`) or by an admin."""
+
+    __tablename__ = "consequences"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    period: Mapped[str | None] = mapped_column(String(16))  # the assessed period, 2026-07
+    decided_on: Mapped[dt.date] = mapped_column(Date)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
 class FactAudit(Base):
     """One change to a person fact: who, when, what, the row before and after (JSON)."""
 

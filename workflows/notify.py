@@ -187,14 +187,19 @@ def recipients(s: Session, case_row: Any, spec: FlowSpec, role_names: Iterable[s
             units = nearest_first if role.inherit else nearest_first[:1]
             found = _nearest(conn, role.role, units)
         elif role.resolve == "group":
-            found = list(conn.execute(
-                select(ROLES.c.person_id).select_from(HELD_ROLES)
-                .where(ROLES.c.role == role.group, ROLES.c.unit_id.is_(None))
-                .order_by(ROLES.c.person_id)).scalars())
+            found = group_holders(s, role.group or "")
         else:
             found = []
         out.update(dict.fromkeys(found))
     return list(out)
+
+
+def group_holders(s: Session, group: str) -> list[int]:
+    """The active holders of a group (a role assignment without a unit, e.g. hr-office)."""
+    return list(s.connection().execute(
+        select(ROLES.c.person_id).select_from(HELD_ROLES)
+        .where(ROLES.c.role == group, ROLES.c.unit_id.is_(None))
+        .order_by(ROLES.c.person_id)).scalars())
 
 
 def _active(conn, person_ids: list[int]) -> list[int]:

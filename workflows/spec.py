@@ -152,6 +152,14 @@ class TransitionSpec:
     effects: tuple[RuleSpec, ...] = ()  # record-keeping after the move (rules.EFFECTS)
     allow_self: bool = False  # may the subject fire it through a role other than subject?
     comment: str = "optional"
+    # Enum (or bool) fields this transition takes only some values of (`values: {grade:
+    # [优秀]}`, `values: {personal_matters_checked: [true]}`): its schema refuses the others
+    # and its form offers only these.
+    values: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def choices(self, f: FieldSpec) -> tuple[str, ...]:
+        """The values of field `f` this transition accepts (all of an enum's by default)."""
+        return self.values.get(f.name, f.values)
 
 
 @dataclass(frozen=True)
@@ -433,6 +441,8 @@ class TransitionSchema(_Strict):
     effects = mf.List(RuleEntry())
     allow_self = mf.Boolean()
     comment = mf.String(validate=_one_of(COMMENT_POLICIES))
+    # strings for an enum field, true/false for a bool field (checked with the fields)
+    values = mf.Dict(keys=mf.String(), values=mf.List(mf.Raw(), validate=validate.Length(min=1)))
 
 
 class TimeOfDay(mf.String):
@@ -803,6 +813,26 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
         both = set(raw.get("requires", ())) & set(raw.get("accepts", ()))
         for fname in sorted(both):
             add(f"{p}.accepts", f"field {fname!r} is listed in both requires and accepts")
+        for fname, allowed in (raw.get("values") or {}).items():
+            vp = f"{p}.values.{fname}"
+            if fname not in given:
+                add(vp, f"field {fname!r} must be listed in requires or accepts to restrict "
+                        "its values")
+            elif fname in flow_fields and flow_fields[fname].type not in ("enum", "bool"):
+                add(vp, f"only an enum or bool field's values can be restricted; {fname!r} is "
+                        f"{flow_fields[fname].type}")
+            elif fname in flow_fields and flow_fields[fname].type == "bool":
+                if any(not isinstance(v, bool) for v in allowed):
+                    add(vp, f"field {fname!r} is a bool: its values are true and false")
+                elif len(set(allowed)) != len(allowed):
+                    add(vp, "a value is listed twice")
+            elif fname in flow_fields:
+                for v in allowed:
+                    if v not in flow_fields[fname].values:
+                        add(vp, f"{v!r} is not a value of field {fname!r}; its values are "
+                                f"{', '.join(flow_fields[fname].values)}")
+                if len(set(allowed)) != len(allowed):
+                    add(vp, "a value is listed twice")
         for s in sources:
             key = (raw["trigger"], s)
             if key in seen:
@@ -824,6 +854,7 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             effects=tuple(RuleSpec(name=n, params=prm) for n, prm in raw.get("effects", ())),
             allow_self=raw.get("allow_self", False),
             comment=raw.get("comment", "optional"),
+            values={k: tuple(v) for k, v in (raw.get("values") or {}).items()},
         ))
     triggers = {t.trigger for t in transitions}
 

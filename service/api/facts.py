@@ -1,6 +1,7 @@
 """Person facts (人员信息) the rules read: rank history, annual results, sanctions,
 investigations, exam results, training (records and legacy yearly totals, with the derived
-yearly total), commendations; their audit; CSV import.
+yearly total), commendations, consequences of regular results (平时考核结果运用); their
+audit; CSV import.
 
 Reading a person's facts is for admins, process owners, the person, and leaders and
 committee members of their unit or a unit above it (404 for anyone else). Writing,
@@ -52,6 +53,7 @@ DESCRIPTIONS = {
     "course": "The course or class (培训班次), e.g. 新任处级干部任职培训班",
     "organiser": "Who organised it (主办单位), e.g. 市委党校",
     "note": "Free text, at most 2000 characters",
+    "period": "The assessed period the consequence follows from, e.g. 2026-07",
 }
 KIND_DESCRIPTIONS = {
     facts.SANCTION: "One of " + "; ".join(
@@ -60,6 +62,8 @@ KIND_DESCRIPTIONS = {
     facts.COMMENDATION: "e.g. 嘉奖, 记功, 记二等功, 通报表扬",
     facts.TRAINING_RECORD: "online (线上) or offline (线下); 线上 / 线下 are accepted and "
                            "stored as online / offline",
+    facts.CONSEQUENCE: "e.g. 通报表扬, 嘉奖记功人选, 待岗学习或召回管理 (the regular "
+                       "assessment's definition names them)",
 }
 
 
@@ -175,6 +179,8 @@ class PersonFactsOut(Schema):
                                    required=True)
     training_totals = fields.List(fields.Nested(TrainingTotalOut), required=True, metadata={
         "description": "The training of each year, derived: records + legacy total"})
+    consequences = fields.List(fields.Nested(SCHEMAS[facts.CONSEQUENCE][2]), required=True,
+                               metadata={"description": "平时考核结果运用"})
 
 
 class AuditOut(Schema):
@@ -239,7 +245,8 @@ def facts_out(snapshot: facts.PersonFacts) -> dict[str, Any]:
             "training_totals": [{"year": t.year, "records": t.records,
                                  "record_hours": t.record_hours,
                                  "legacy_hours": t.legacy_hours, "hours": t.hours}
-                                for t in snapshot.training_totals.values()]}
+                                for t in snapshot.training_totals.values()],
+            "consequences": items(snapshot.consequences)}
 
 
 @blp.route("/people/<int:person_id>")

@@ -53,7 +53,10 @@ class RequiredField(Schema):
     type = fields.String(required=True)
     required = fields.Boolean(required=True)
     label = fields.String(required=True)
-    values = fields.List(fields.String())
+    values = fields.List(fields.String(), metadata={
+        "description": "An enum: the values this action accepts (only these)"})
+    item_values = fields.List(fields.String(), metadata={
+        "description": "A list of enum values: the values each item may take"})
     max_length = fields.Integer()
     min = fields.Raw()
     max = fields.Raw()

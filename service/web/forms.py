@@ -57,12 +57,13 @@ class Widget:
         return self.type == "list"
 
 
-def _widget(f: FieldSpec, path: str, required: bool) -> Widget:
+def _widget(f: FieldSpec, path: str, required: bool,
+            choices: tuple[str, ...] | None = None) -> Widget:
     w = Widget(name=f.name, path=path, type=f.type, label=label(f.label, f.name),
                required=required, max_length=f.max_length, min=f.min, max=f.max,
                html_type=HTML_TYPES.get(f.type, "text"), max_items=f.max_items)
     if f.type == "enum":
-        w.choices = [(v, v) for v in f.values]
+        w.choices = [(v, v) for v in (f.values if choices is None else choices)]
     elif f.type == "bool":
         w.choices = [("true", _("Yes")), ("false", _("No"))]
     elif f.type == "text":
@@ -85,8 +86,8 @@ def _widget(f: FieldSpec, path: str, required: bool) -> Widget:
 
 def widgets(spec: FlowSpec, t: TransitionSpec) -> list[Widget]:
     """The inputs of a transition: required fields first, then the accepted ones."""
-    out = [_widget(spec.fields[n], n, True) for n in t.requires]
-    out += [_widget(spec.fields[n], n, False) for n in t.accepts]
+    out = [_widget(spec.fields[n], n, True, t.choices(spec.fields[n])) for n in t.requires]
+    out += [_widget(spec.fields[n], n, False, t.choices(spec.fields[n])) for n in t.accepts]
     return out
 
 

@@ -1,7 +1,5 @@
 """Rules of the annual assessment (年度考核, DOMAIN.md §2).
 
-- `values_allowed`: a transition only takes some values of a field (优秀 goes through the
-  public notice, every other grade straight to approval).
 - `sanction_block`: sanctions (处分, 诫勉) and investigations limit the grade of a year;
   which kind blocks what, and for how many years, is a parameter table.
 - `regular_linkage`: 优秀 needs the year's regular results (平时考核): a minimum count or
@@ -68,45 +66,6 @@ def _enum_problems(spec: FlowSpec, field: str, values: list[Any], path: str):
         yield ".field", f"unknown field {field!r}; declare it under fields"
         return
     yield from field_value_problems(spec, field, values, path)
-
-
-# --------------------------------------------------------------------------- values_allowed
-
-
-class ValuesAllowedParams(_Params):
-    field = mf.String(required=True)
-    in_ = mf.List(mf.Raw(), data_key="in", required=True, validate=validate.Length(min=1))
-
-
-def _values_allowed_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
-    yield from _enum_problems(spec, p["field"], p["in_"], "in")
-    if p["field"] in spec.fields and p["field"] not in t.requires:
-        yield ".field", (f"field {p['field']!r} must be listed in requires of trigger "
-                         f"{t.trigger!r}")
-
-
-def _values_allowed(p: dict[str, Any], batch: Batch) -> None:
-    for case in batch.cases:
-        value = case.data.get(p["field"])
-        if value not in p["in_"]:
-            label = batch.spec.fields[p["field"]].label.zh
-            t = batch.transition
-            raise RuleViolation(
-                "values_allowed",
-                f"case {case.id}: {t.label.zh} ({t.trigger}) takes {label} "
-                f"{' / '.join(map(str, p['in_']))} only; got {value}",
-                {"case_id": case.id, "field": p["field"], "value": value,
-                 "allowed": list(p["in_"])},
-            )
-
-
-register(Rule(
-    name="values_allowed",
-    label="限定取值 / allowed values",
-    params=ValuesAllowedParams(),
-    check_definition=_values_allowed_definition,
-    evaluate=_values_allowed,
-))
 
 
 # --------------------------------------------------------------------------- sanction_block

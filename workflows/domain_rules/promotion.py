@@ -138,9 +138,9 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
     an empty list means eligible.
 
     `params` are the loaded parameters of `promotion_eligible` (ladder, posts,
-    excellent_bonus_years, min_good, good_value, exam, exam_ranks, exam_valid_years).
-    `regular_grades` are the grades of the person's approved regular assessments of the
-    year before `on` (needed only with `min_good`)."""
+    excellent_bonus_years, min_good, good_value, good_year, exam, exam_ranks,
+    exam_valid_years, min_training_hours). `regular_grades` are the grades of the person's
+    approved regular assessments of `good_year(params, on)` (needed only with `min_good`)."""
     reasons: list[Reason] = []
     ladder: dict[str, dict[str, Any]] = params["ladder"]
     posts: dict[str, str] = params.get("posts") or {}
@@ -207,11 +207,12 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
     reasons.extend(training_reasons(snap, params, on))
     if params.get("min_good"):
         good = sum(1 for g in regular_grades or () if g == params["good_value"])
+        year = good_year(params, on)
         if good < params["min_good"]:
             reasons.append(Reason(
                 "min_good", f"needs at least {params['min_good']} {params['good_value']} in "
-                            f"the regular assessments of {on.year - 1}, has {good}",
-                {"year": on.year - 1, "needed": params["min_good"], "has": good}))
+                            f"the regular assessments of {year}, has {good}",
+                {"year": year, "needed": params["min_good"], "has": good}))
     return reasons
 
 
@@ -232,6 +233,13 @@ def training_reasons(snap: PersonFacts, params: dict[str, Any], on: dt.date) -> 
                    {"year": year, "needed": float(needed), "has": float(has),
                     "records": total.records if total else 0,
                     "legacy_hours": float(total.legacy_hours) if total else 0.0})]
+
+
+def good_year(params: dict[str, Any], on: dt.date) -> int:
+    """The year whose regular results `min_good` counts for a decision on `on`: 当年 (the
+    decision's own year, as seed document 5 words it: 当年平时考核获"好"等次少于 N 次的不得
+    晋升职级) by default, or the year before with `good_year: previous`."""
+    return on.year if params.get("good_year", "current") == "current" else on.year - 1
 
 
 def next_ranks(ladder: dict[str, dict[str, Any]], rank: str | None,
@@ -304,6 +312,9 @@ class EligibleParams(_Params):
     # 学时: the training hours of the year before the decision (training_reasons)
     min_training_hours = mf.Float(load_default=None, validate=validate.Range(min=0, max=10000))
     good_value = mf.String(load_default="好")
+    # current: the decision's year (当年, seed document 5); previous: the year before.
+    good_year = mf.String(load_default="current",
+                          validate=validate.OneOf(["current", "previous"]))
     good_flow = mf.String(load_default="regular-assessment")
     good_field = mf.String(load_default="grade")
     good_states = mf.List(mf.String(), load_default=lambda: ["approved"],
@@ -348,7 +359,7 @@ def _eligible(p: dict[str, Any], batch: Batch) -> None:
         snap = batch.facts.query(person_facts, case.subject_id)
         grades = None
         if p.get("min_good"):
-            grades = batch.facts.query(regular_grades, case.subject_id, on.year - 1,
+            grades = batch.facts.query(regular_grades, case.subject_id, good_year(p, on),
                                        p["good_flow"], p["good_states"], p["good_field"])
         target = case.data.get(p["target_field"])
         reasons = eligibility_reasons(snap, p, target, on, grades)
