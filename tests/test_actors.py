@@ -137,6 +137,38 @@ def test_a_fallback_group_evaluates_when_the_hierarchy_has_nobody(engine, bureau
     assert queues_holding(engine, cid, bureau) == {"hr"}
 
 
+DISPATCH = REGULAR.with_name("frontline-dispatch.yaml")
+NOMINATION = {"post_type": "第一书记", "receiving_unit": "青山镇石桥村",
+              "term_start": "2026-10-01", "term_end": "2027-09-30",
+              "nomination_reason": "基层工作经验丰富"}
+
+
+def test_while_dispatched_the_receiving_side_evaluates(engine, bureau, db):
+    """下沉一线: the dispatch case's host (接收方考核负责人) evaluates the regular assessment
+    while the person is in post; the home unit's evaluators again once the term ends."""
+    publish(engine)
+    engine.publish(DISPATCH.read_text(encoding="utf-8"), "frontline-dispatch.yaml")
+    with db.unit_of_work() as s:
+        village = add_unit(s, "V", "青山镇石桥村")
+        ids = {"vh": add_person(s, "VH", "村党支部书记", village, "chief").id}
+    people = {**bureau, **ids}
+    dispatch = engine.start_case("frontline-dispatch", bureau["st"])
+    engine.fire(dispatch.id, "nominate", P(bureau["c1"]), data=NOMINATION)
+    engine.fire(dispatch.id, "approve_dispatch", P(bureau["hr"]),
+                data={"dispatch_order": "组干〔2026〕12号", "host": ids["vh"]})
+    cid = to_evaluation(engine, bureau["st"])
+    assert evaluators_of(engine, cid, people) == {"vh"}
+    assert queues_holding(engine, cid, people) == {"vh"}  # not c1's or dp's any more
+    with pytest.raises(Forbidden):
+        engine.fire(cid, "evaluate", P(bureau["c1"]), data={"grade": "好"})
+    other = to_evaluation(engine, bureau["bs"])  # nobody else's evaluator changes
+    assert evaluators_of(engine, other, people) == {"head", "vice"}
+    # The term ends early: the home unit evaluates again.
+    engine.fire(dispatch.id, "end_early", P(bureau["hr"]), comment="工作需要")
+    assert evaluators_of(engine, cid, people) == {"c1", "dp"}
+    assert queues_holding(engine, cid, people) == {"c1", "dp"}
+
+
 # --------------------------------------------------------------------------- no case without an actor
 
 

@@ -66,6 +66,7 @@ class Org:
 
     def __init__(self, holders: Iterable[Holder], paths: dict[int, list[int]]):
         self.paths = paths
+        self.hosts: dict[tuple[str, int], int] = {}  # (role, subject) → host (下沉一线)
         self.by_unit: dict[tuple[str, int], list[Holder]] = defaultdict(list)
         self.groups: dict[str, list[int]] = defaultdict(list)
         for h in holders:
@@ -98,6 +99,14 @@ class Org:
                          .where(PEOPLE.c.active.is_(True), or_(*conds))).all()
         return cls([Holder(*r) for r in rows], paths)
 
+    def load_hosts(self, s: Session, roles: Iterable[RoleSpec],
+                   subjects: Iterable[int] | None) -> Org:
+        """Read who hosts the subjects now dispatched (`while_dispatched`), for `roles`."""
+        for r in roles:
+            self.hosts.update({(r.name, subject): host for subject, host
+                               in dispatch_hosts(s, r, subjects).items()})
+        return self
+
     def holders(self, role: RoleSpec, unit_id: int, tier: str | None,
                 subject_id: int | None) -> list[int]:
         """The people who hold `role` on a case of `unit_id`, `tier` and `subject_id`
@@ -118,6 +127,9 @@ class Org:
 
     def evaluators(self, role: RoleSpec, chain: list[int], tier: str | None,
                    subject_id: int | None) -> list[int]:
+        host = self.hosts.get((role.name, subject_id)) if subject_id is not None else None
+        if host is not None:  # 下沉一线: the receiving side evaluates while dispatched
+            return [host]
         unit, above = chain[-1], chain[:-1]
         rank = {t: i for i, t in enumerate(role.tiers)}
         here = [h for h in self.by_unit.get((LEADER, unit), ()) if h.person_id != subject_id]
@@ -137,6 +149,26 @@ class Org:
         if role.fallback_group:
             return [p for p in self.groups.get(role.fallback_group, []) if p != subject_id]
         return []
+
+
+def dispatch_hosts(s: Session, role: RoleSpec, subjects: Iterable[int] | None = None
+                   ) -> dict[int, int]:
+    """Subject → host for an evaluator role with `while_dispatched`: the subjects with a
+    case of the dispatch flow in one of its states whose host field names an active person
+    other than themselves (all such subjects when `subjects` is None). One query."""
+    if not role.dispatch_flow or not role.dispatch_host:
+        return {}
+    host = CASES.c.data[role.dispatch_host].as_integer()
+    q = (select(CASES.c.subject_id, host).join(PEOPLE, PEOPLE.c.id == host)
+         .where(CASES.c.flow_id == role.dispatch_flow,
+                CASES.c.state.in_(list(role.dispatch_states)),
+                PEOPLE.c.active.is_(True), PEOPLE.c.id != CASES.c.subject_id))
+    if subjects is not None:
+        ids = sorted(set(subjects))
+        if not ids:
+            return {}
+        q = q.where(CASES.c.subject_id.in_(ids))
+    return {subject: h for subject, h in s.execute(q.order_by(CASES.c.id)).all()}
 
 
 def role_needs(roles: Iterable[RoleSpec]) -> tuple[set[str], set[str]]:
@@ -185,6 +217,7 @@ def actors_at(s: Session, spec: FlowSpec, state: str, unit_id: int, unit_path: s
         org = Org.read(s, {unit_id: unit_path}, unit_roles, groups)
         if cache is not None:
             cache[key] = org
+    org.load_hosts(s, specs, [subject_id])
     found: set[int] = set()
     for name, allow_self in roles.items():
         found.update(org.holders(spec.roles[name], unit_id, tier,
@@ -225,7 +258,8 @@ def check_evaluators(s: Session, spec: FlowSpec, unit_id: int, unit_path: str,
     if not roles:
         return
     unit_roles, groups = role_needs(roles)
-    org = Org.read(s, {unit_id: unit_path}, unit_roles, groups)
+    org = Org.read(s, {unit_id: unit_path}, unit_roles, groups).load_hosts(s, roles,
+                                                                           [subject_id])
     for r in roles:
         if not org.holders(r, unit_id, tier, subject_id):
             raise NoActor(f"{doing}: nobody evaluates person {subject_id} in {spec.flow} "
@@ -245,7 +279,8 @@ def without_actor(s: Session, spec: FlowSpec, people: list) -> set[int]:
     paths = dict(s.execute(select(UNITS.c.id, UNITS.c.path)
                            .where(UNITS.c.id.in_(unit_ids))).all())
     unit_roles, groups = role_needs([*roles, *(spec.roles[n] for n in first)])
-    org = Org.read(s, paths, unit_roles, groups)
+    org = Org.read(s, paths, unit_roles, groups).load_hosts(s, roles,
+                                                            [p.id for p in people])
 
     def stuck(p) -> bool:
         if any(not org.holders(r, p.unit_id, p.tier, p.id) for r in roles):
@@ -269,16 +304,24 @@ def evaluated_pairs(org: Org, role: RoleSpec, person_id: int) -> list[tuple[int,
 
 def viewer_evaluates(s: Session, role: RoleSpec, person_id: int,
                      leader_paths: list[str], in_group: bool) -> ColumnElement[bool]:
-    """SQL: the case is one `person_id` evaluates through `role` (subject check apart)."""
-    if not leader_paths and not in_group:
-        return false()
-    q = select(UNITS.c.id, UNITS.c.path)
-    if not in_group:  # only the subtrees of the units the person leads can be theirs
-        q = q.where(or_(*[UNITS.c.path.like(f"{p}%") for p in sorted(set(leader_paths))]))
-    unit_roles, groups = role_needs([role])
-    org = Org.read(s, dict(s.execute(q).all()), unit_roles, groups)
-    pairs = evaluated_pairs(org, role, person_id)
-    return tuple_(CASES.c.unit_id, CASES.c.tier).in_(pairs) if pairs else false()
+    """SQL: the case is one `person_id` evaluates through `role` (subject check apart):
+    by the hierarchy, unless the subject is dispatched and hosted; or as the host."""
+    hosted = dispatch_hosts(s, role)
+    mine = sorted(subject for subject, host in hosted.items() if host == person_id)
+    conds = [CASES.c.subject_id.in_(mine)] if mine else []
+    if leader_paths or in_group:
+        q = select(UNITS.c.id, UNITS.c.path)
+        if not in_group:  # only the subtrees of the units the person leads can be theirs
+            q = q.where(or_(*[UNITS.c.path.like(f"{p}%") for p in sorted(set(leader_paths))]))
+        unit_roles, groups = role_needs([role])
+        org = Org.read(s, dict(s.execute(q).all()), unit_roles, groups)
+        pairs = evaluated_pairs(org, role, person_id)
+        if pairs:
+            by_hierarchy = tuple_(CASES.c.unit_id, CASES.c.tier).in_(pairs)
+            if hosted:
+                by_hierarchy = and_(by_hierarchy, CASES.c.subject_id.not_in(sorted(hosted)))
+            conds.append(by_hierarchy)
+    return or_(*conds) if conds else false()
 
 
 def stuck_condition(s: Session, flows: dict[int, object]) -> ColumnElement[bool]:
@@ -324,6 +367,10 @@ def stuck_condition(s: Session, flows: dict[int, object]) -> ColumnElement[bool]
                          else CASES.c.unit_id.in_([k[0] for k in empty]))
         if own:
             where.append(tuple_(*cols, CASES.c.subject_id).in_(own))
+        hosted = sorted({subject for n in roles if spec.roles[n].resolve == "evaluator"
+                         for subject in dispatch_hosts(s, spec.roles[n])})
+        if where and hosted:  # a dispatched subject's host evaluates: never stuck there
+            where = [and_(or_(*where), CASES.c.subject_id.not_in(hosted))]
         if where:
             conds.append(and_(CASES.c.version_id == vid, CASES.c.state == state, or_(*where)))
     return and_(CASES.c.closed_at.is_(None), or_(*conds)) if conds else false()

@@ -891,7 +891,7 @@ class _Roles:
         if r.name not in self._evaluators:
             unit_roles, groups = actors.role_needs([r])
             org = actors.Org.read(self.s, {self.row.unit_id: self.unit_path}, unit_roles,
-                                  groups)
+                                  groups).load_hosts(self.s, [r], [self.row.subject_id])
             self._evaluators[r.name] = org.holders(r, self.row.unit_id, self.row.tier,
                                                    self.row.subject_id)
         return self._evaluators[r.name]

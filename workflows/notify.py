@@ -189,7 +189,8 @@ def recipients(s: Session, case_row: Any, spec: FlowSpec, role_names: Iterable[s
             found = _nearest(conn, role.role, units)
         elif role.resolve == "evaluator":  # the hierarchy of who evaluates whom (actors.py)
             unit_roles, groups = actors.role_needs([role])
-            org = actors.Org.read(s, {case_row.unit_id: path or ""}, unit_roles, groups)
+            org = actors.Org.read(s, {case_row.unit_id: path or ""}, unit_roles,
+                                  groups).load_hosts(s, [role], [case_row.subject_id])
             found = org.holders(role, case_row.unit_id, case_row.tier, case_row.subject_id)
         elif role.resolve == "group":
             found = list(conn.execute(

@@ -243,7 +243,7 @@ def actionable(viewer: Viewer, flows: dict[int, Any], under: Subtrees,
             role = evaluator_roles[key]
             in_group = role.fallback_group is not None and any(
                 r == role.fallback_group and u is None for r, u, _p in viewer.assignments)
-            if s is None or not (viewer.paths("leader") or in_group):
+            if s is None:
                 continue
             who = actors.viewer_evaluates(s, role, me, viewer.paths("leader"), in_group)
         else:  # group

@@ -100,6 +100,11 @@ class RoleSpec:
     tiers: tuple[str, ...] = ("chief", "deputy", "staff")
     escalate: bool = False
     fallback_group: str | None = None
+    # evaluator: while the subject has a case of `dispatch_flow` in one of
+    # `dispatch_states` whose person field `dispatch_host` is set, that person evaluates.
+    dispatch_flow: str | None = None
+    dispatch_states: tuple[str, ...] = ()
+    dispatch_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -334,6 +339,15 @@ class FallbackSchema(_Strict):
             raise ValidationError("a fallback needs escalate: unit_above or group: <name>")
 
 
+class WhileDispatchedSchema(_Strict):
+    """While dispatched (下沉一线), the receiving side's assessor evaluates."""
+
+    flow = mf.String(required=True, validate=validate.Regexp(FLOW_ID, error="not a flow id"))
+    states = mf.List(mf.String(validate=validate.Regexp(NAME, error=NAME_MSG)),
+                     required=True, validate=validate.Length(min=1))
+    host = mf.String(required=True, validate=validate.Regexp(NAME, error=NAME_MSG))
+
+
 class RoleSchema(_Strict):
     resolve = mf.String(required=True, validate=_one_of(ROLE_RESOLUTIONS))
     role = mf.String(validate=validate.Regexp(NAME, error=NAME_MSG))
@@ -341,11 +355,12 @@ class RoleSchema(_Strict):
     inherit = mf.Boolean()
     tiers = mf.List(mf.String(validate=_one_of(CYCLE_TIERS)))
     fallback = mf.Nested(FallbackSchema)
+    while_dispatched = mf.Nested(WhileDispatchedSchema)
 
     @validates_schema
     def _needs(self, data, **kwargs):
         if data["resolve"] != "evaluator":
-            extra = [k for k in ("tiers", "fallback") if k in data]
+            extra = [k for k in ("tiers", "fallback", "while_dispatched") if k in data]
             if extra:
                 raise ValidationError({extra[0]: [
                     f"{extra[0]} is for resolve: evaluator only (the hierarchy of who "
@@ -686,6 +701,11 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             continue
         raw = dict(raw)
         fallback = raw.pop("fallback", {})
+        dispatched = raw.pop("while_dispatched", None)
+        if dispatched:
+            raw.update(dispatch_flow=dispatched["flow"],
+                       dispatch_states=tuple(dispatched["states"]),
+                       dispatch_host=dispatched["host"])
         if "tiers" in raw:
             raw["tiers"] = tuple(raw["tiers"])
         roles[name] = RoleSpec(name=name, escalate="escalate" in fallback,

@@ -531,7 +531,8 @@ def _members(db: Database, codes: list[str],
                                         .order_by(RoleAssignment.person_id)):
             roles.setdefault((uid, role), []).append(pid)
         unit_roles, groups = actors.role_needs([evaluator])
-        org = actors.Org.read(s, {p.unit_id: p.path for p in people}, unit_roles, groups)
+        org = actors.Org.read(s, {p.unit_id: p.path for p in people}, unit_roles,
+                              groups).load_hosts(s, [evaluator], [p.id for p in people])
 
     def nearest(path: str, role: str, me: int) -> int | None:
         for uid in reversed([int(x) for x in path.strip("/").split("/") if x]):
