@@ -306,7 +306,7 @@ def test_a_single_holder_is_stuck_only_on_their_own_case(engine, bureau, db):
      "roles.evaluator.fallback.colour", "nknown"),
 ])
 def test_the_role_and_its_fallback_are_validated(role, path, message):
-    text = re.sub(r"  evaluator:\n    resolve: evaluator\n.*\n.*\n",
+    text = re.sub(r"  evaluator:\n    resolve: evaluator\n(?:    .*\n)*",
                   f"  evaluator: {role}\n", SOURCE)
     assert text != SOURCE
     with pytest.raises(DefinitionInvalid) as exc:

@@ -35,7 +35,7 @@ from workflows.db import Database
 from workflows.engine import Actor, Engine
 from workflows.history import GENESIS, verify
 from workflows.models import Case, CycleRun, HistoryRecord, Person, Timer, Unit
-from workflows.org import add_person, add_unit
+from workflows.org import add_person, add_unit, assign_role
 from workflows.spec import load_definition
 
 REGULAR = Path(__file__).resolve().parent.parent / "definitions" / "regular-assessment.yaml"
@@ -495,6 +495,9 @@ def test_processes_racing_open_each_case_once(pg_only_url):
     with db.unit_of_work() as s:
         root = add_unit(s, "ORG", "部机关")
         units = [add_unit(s, f"U{i}", f"科{i}", root) for i in range(4)]
+        # Their evaluator (the flow's `evaluator` role): the head above the sections. He
+        # has none himself, so the cycle skips him: 48 cases a period.
+        assign_role(s, add_person(s, "HEAD", "局长", root, "chief"), "leader", root)
         for i in range(48):
             add_person(s, f"P{i:03d}", f"人员{i}", units[i % 4], ("chief", "deputy", "staff",
                                                                   "staff")[i % 4])
