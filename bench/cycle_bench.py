@@ -58,13 +58,14 @@ from workflows.db import Database
 from workflows.engine import START, Engine
 from workflows.history import GENESIS, hash_of, record_hash
 from workflows.machine import CompiledFlow
-from workflows.models import Case, CycleRun, HistoryRecord, Person, Timer, Unit
+from workflows.models import Case, CycleRun, HistoryRecord, Person, RoleAssignment, Timer, Unit
 from workflows.spec import SYSTEM
 from workflows.timers import plan_state, timer_rows
 
 FLOW = "regular-assessment"
 DEFINITION = DEFINITIONS / f"{FLOW}.yaml"
 UNITS = 100
+HEAD = "HEAD"  # the person at the top: evaluates everyone, has no evaluator himself
 CASE_COLUMNS = ("id", "flow_id", "version_id", "subject_id", "unit_id", "tier", "period_key",
                 "state", "data", "version", "history_seq", "state_visit", "history_hash",
                 "created_at", "updated_at", "state_entered_at", "deadline_at")
@@ -87,6 +88,14 @@ def build_org(db: Database, people: int) -> None:
             {"id": i, "code": f"P{i:06d}", "name": f"干部{i}", "unit_id": 2 + i % UNITS,
              "tier": ("chief", "deputy", "staff", "staff", "staff")[i % 5], "active": True}
             for i in range(1, people + 1)])
+        # The head above the units: the evaluator of every case (the regular flow's
+        # `evaluator` escalates to him). Nobody evaluates him, so the cycle skips him and
+        # the ceiling leaves him out: `people` cases either way.
+        conn.execute(insert(Person.__table__), [
+            {"id": people + 1, "code": HEAD, "name": "局长", "unit_id": 1, "tier": "chief",
+             "active": True}])
+        conn.execute(insert(RoleAssignment.__table__), [
+            {"person_id": people + 1, "unit_id": 1, "role": "leader"}])
         if db.dialect == "postgresql":
             for table in ("units", "people"):
                 conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
@@ -132,7 +141,7 @@ def ceiling_postgresql(url: str, cf: CompiledFlow, engine: Engine, key: str,
                        at: dt.datetime) -> float:
     """The same rows by COPY, one transaction; returns the seconds spent computing them."""
     with psycopg.connect(libpq_url(url)) as conn, conn.cursor() as cur:
-        people = cur.execute("SELECT id, unit_id, tier FROM people WHERE active "
+        people = cur.execute(f"SELECT id, unit_id, tier FROM people WHERE active AND code <> '{HEAD}' "
                              "ORDER BY id").fetchall()
         ids = [r[0] for r in cur.execute(
             "SELECT nextval(pg_get_serial_sequence('cases', 'id')) FROM generate_series(1, %s)",
@@ -178,7 +187,7 @@ def ceiling_sqlite(url: str, cf: CompiledFlow, engine: Engine, key: str,
                        "synchronous=NORMAL"):
             conn.execute(f"PRAGMA {pragma}")
         conn.execute("BEGIN IMMEDIATE")
-        people = conn.execute("SELECT id, unit_id, tier FROM people WHERE active "
+        people = conn.execute(f"SELECT id, unit_id, tier FROM people WHERE active AND code <> '{HEAD}' "
                               "ORDER BY id").fetchall()
         top = conn.execute("SELECT coalesce(max(id), 0) FROM cases").fetchone()[0]
         t0 = time.perf_counter()

@@ -27,6 +27,7 @@ STATUS: dict[type[e.CivflowError], int] = {
     e.DuplicateCase: 409,
     e.NotPublished: 409,
     e.ActionNotAllowed: 409,
+    e.NoActor: 409,
     e.FieldErrors: 422,
     e.RuleViolation: 422,
     e.DefinitionInvalid: 422,
@@ -48,6 +49,8 @@ class ProblemSchema(Schema):
     current_version = fields.Integer()
     case_id = fields.Integer()
     problems = fields.List(fields.Dict())
+    state = fields.String(allow_none=True)  # no_actor: the step nobody could act at
+    roles = fields.List(fields.String())  # no_actor: the roles nobody holds
     errors = fields.List(fields.Dict())
     retry_after = fields.Integer(metadata={"description": "429: seconds to wait, as the "
                                                           "Retry-After header says"})

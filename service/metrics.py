@@ -79,6 +79,10 @@ class BacklogCollector:
         yield GaugeMetricFamily("civflow_delivery_lag_seconds",
                                 "How long the oldest due delivery has waited",
                                 value=b.lag(now, b.deliveries_oldest_due))
+        yield GaugeMetricFamily("civflow_cases_stuck",
+                                "Open cases whose current step nobody can act on "
+                                "(GET /api/v1/cases?stuck=true lists them)",
+                                value=self.engine.count_stuck())
 
 
 def init_app(app: Flask, engine) -> None:

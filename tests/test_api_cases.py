@@ -52,7 +52,7 @@ def test_full_pass_through_the_api(api):
     assert final["closed"] and final["actions"] == [] and final["data"]["grade"] == "较好"
     history = api.get("s1", f"/api/v1/cases/{cid}/history").json
     assert [h["trigger"] for h in history] == ["start", "submit", "evaluate", "accept", "approve"]
-    assert history[2]["actor_role"] == "leader" and history[2]["data"] == {"grade": "较好"}
+    assert history[2]["actor_role"] == "evaluator" and history[2]["data"] == {"grade": "较好"}
 
 
 def test_english_labels_on_request(api):
@@ -178,9 +178,18 @@ def test_refusals_are_explained(api):
 def test_nobody_approves_their_own_case(api):
     cid = start(api, "l1", "l1").json["id"]
     act(api, "l1", cid, "submit", 1, {"summary": "科长小结"})
-    r = act(api, "l1", cid, "evaluate", 2, {"grade": "好"})
-    assert r.status_code == 403 and r.json["rule"] == "no_self_approval"
+    r = act(api, "l1", cid, "evaluate", 2, {"grade": "好"})  # nobody is their own evaluator
+    assert r.status_code == 403 and r.json["rule"] == "role"
     assert act(api, "chief", cid, "evaluate", 2, {"grade": "好"}).status_code == 200
+    assert act(api, "l1", cid, "accept", 3).status_code == 200
+    r = act(api, "c1", cid, "approve", 4)  # c1 approves l1's case, not their own
+    assert r.status_code == 200
+    own = start(api, "c1", "c1").json["id"]
+    act(api, "c1", own, "submit", 1, {"summary": "委员小结"})
+    assert act(api, "chief", own, "evaluate", 2, {"grade": "较好"}).status_code == 200
+    act(api, "c1", own, "accept", 3)
+    r = act(api, "c1", own, "approve", 4)
+    assert r.status_code == 403 and r.json["rule"] == "no_self_approval"
 
 
 def test_case_timers_are_visible(api):

@@ -35,7 +35,7 @@ from workflows.db import Database
 from workflows.engine import Actor, Engine
 from workflows.history import GENESIS, verify
 from workflows.models import Case, CycleRun, HistoryRecord, Person, Timer, Unit
-from workflows.org import add_person, add_unit
+from workflows.org import add_person, add_unit, assign_role
 from workflows.spec import load_definition
 
 REGULAR = Path(__file__).resolve().parent.parent / "definitions" / "regular-assessment.yaml"
@@ -119,7 +119,10 @@ def ids(people: dict[str, int], *codes: str) -> list[int]:
     return sorted(people[c] for c in codes)
 
 
-ACTIVE = ("chief", "c1", "c2", "l1", "d1", "l2", "s1", "s2", "s3", "s4", "s5", "t1", "t2",
+# The people the cycle opens: the active ones but `chief`, the top of the organisation —
+# nobody evaluates him (the definition's `evaluator` role), so the cycle skips him and logs
+# it (tests/test_actors.py). u1 and u2 in SEC1A are evaluated by SEC1's leader (escalate).
+ACTIVE = ("c1", "c2", "l1", "d1", "l2", "s1", "s2", "s3", "s4", "s5", "t1", "t2",
           "u1", "u2")
 
 
@@ -158,7 +161,7 @@ def test_nothing_opens_before_the_opening_moment(db, eng, clock, people):
     ({"units": ["SEC1A", "SEC2"]}, ("u1", "u2", "l2", "t1", "t2")),
     ({"tiers": ["staff", "deputy"], "units": ["SEC1"]},
      ("d1", "s1", "s2", "s3", "s4", "s5", "u1", "u2")),
-    ({"tiers": ["chief"], "units": ["ORG"]}, ("chief", "l1", "l2")),
+    ({"tiers": ["chief"], "units": ["ORG"]}, ("l1", "l2")),  # chief: nobody evaluates him
     ({"units": ["NOPE"]}, ()),  # an unknown unit code matches nobody (and is logged)
 ], ids=["staff", "SEC1-subtree", "two-units", "tiers-and-unit", "chiefs", "unknown-unit"])
 def test_who_filters_tiers_and_unit_subtrees(db, eng, clock, people, who, expected):
@@ -410,8 +413,9 @@ def test_a_run_left_opening_by_a_dead_node_is_finished_by_another(db, eng, clock
     assert open_due_periods(eng, MARCH_OPENS, node="a", lease=lease, chunk=4) == []
     monkeypatch.setattr(cycles, "_open_chunk", real)
     run = runs(db)["2026-03"]
-    assert (run.status, run.claimed_by, run.cases_opened) == ("opening", "a", 4)
-    assert len(subjects(db)) == 4
+    # The first chunk read 4 people and opened 3: chief, the top, has no evaluator.
+    assert (run.status, run.claimed_by, run.cases_opened) == ("opening", "a", 3)
+    assert len(subjects(db)) == 3
 
     # Within the lease nobody else touches the run.
     assert open_due_periods(eng, MARCH_OPENS + dt.timedelta(seconds=30), node="b",
@@ -420,7 +424,7 @@ def test_a_run_left_opening_by_a_dead_node_is_finished_by_another(db, eng, clock
     # After it, b finishes the run (under any catch-up policy), without duplicates.
     later = MARCH_OPENS + dt.timedelta(seconds=61)
     assert open_due_periods(eng, later, node="b", lease=lease, chunk=4) == \
-        [(FLOW, "2026-03", len(ACTIVE) - 4)]
+        [(FLOW, "2026-03", len(ACTIVE) - 3)]
     assert subjects(db) == ids(people, *ACTIVE)
     run = runs(db)["2026-03"]
     assert (run.status, run.claimed_by, run.cases_opened) == ("done", None, len(ACTIVE))
@@ -491,6 +495,9 @@ def test_processes_racing_open_each_case_once(pg_only_url):
     with db.unit_of_work() as s:
         root = add_unit(s, "ORG", "部机关")
         units = [add_unit(s, f"U{i}", f"科{i}", root) for i in range(4)]
+        # Their evaluator (the flow's `evaluator` role): the head above the sections. He
+        # has none himself, so the cycle skips him: 48 cases a period.
+        assign_role(s, add_person(s, "HEAD", "局长", root, "chief"), "leader", root)
         for i in range(48):
             add_person(s, f"P{i:03d}", f"人员{i}", units[i % 4], ("chief", "deputy", "staff",
                                                                   "staff")[i % 4])

@@ -81,14 +81,14 @@ def test_full_pass_with_returns(engine, org, regular, db):
     assert steps == [
         ("start", None, "summary", "system"),
         ("submit", "summary", "evaluation", "subject"),
-        ("return_summary", "evaluation", "summary", "leader"),
+        ("return_summary", "evaluation", "summary", "evaluator"),
         ("submit", "summary", "evaluation", "subject"),
-        ("evaluate", "evaluation", "feedback", "leader"),
+        ("evaluate", "evaluation", "feedback", "evaluator"),
         ("object", "feedback", "evaluation", "subject"),
-        ("evaluate", "evaluation", "feedback", "leader"),
+        ("evaluate", "evaluation", "feedback", "evaluator"),
         ("accept", "feedback", "approval", "subject"),
         ("send_back", "approval", "evaluation", "committee"),
-        ("evaluate", "evaluation", "feedback", "leader"),
+        ("evaluate", "evaluation", "feedback", "evaluator"),
         ("accept", "feedback", "approval", "system"),
         ("approve", "approval", "approved", "committee"),
     ]
@@ -114,7 +114,9 @@ def test_actions_list_what_the_caller_may_do(engine, org, regular):
     grade = actions["evaluate"].requires[0]
     assert grade["values"] == ["好", "较好", "一般", "较差"] and grade["required"] is True
     assert actions["return_summary"].comment == "required"
-    assert engine.actions(case.id, P(org.chief)) != []  # a leader above the unit may act too
+    # Who evaluates whom: a section's staff are graded by the section's leader, not by the
+    # head above (tests/test_actors.py covers the hierarchy).
+    assert engine.actions(case.id, P(org.chief)) == []
     assert engine.actions(case.id, P(org.l2)) == []  # the leader of another unit may not
     assert engine.actions(case.id, P(org.s2)) == []
 
@@ -129,7 +131,7 @@ def test_role_refusals_say_which_rule(engine, org, regular, db):
         with pytest.raises(Forbidden) as exc:
             engine.fire(case.id, "evaluate", P(org.ids[who]), data={"grade": "好"})
         assert exc.value.rule == "role"
-        assert "leader" in str(exc.value)
+        assert "evaluator" in str(exc.value)
     with pytest.raises(Forbidden):
         engine.fire(case.id, "evaluate", SYSTEM_ACTOR, data={"grade": "好"})
     assert engine.get_case(case.id).version == 2  # nothing changed
@@ -140,12 +142,20 @@ def test_nobody_approves_their_own_case(engine, org, regular):
     # l1 leads SEC1 and is assessed there: l1 may not evaluate their own case.
     case = engine.start_case(FLOW, org.l1, period_key="2026-11")
     engine.fire(case.id, "submit", P(org.l1), data={"summary": "科长小结"})
-    with pytest.raises(Forbidden) as exc:
+    with pytest.raises(Forbidden) as exc:  # nobody is their own evaluator (评鉴人)
         engine.fire(case.id, "evaluate", P(org.l1), data={"grade": "好"})
-    assert exc.value.rule == "no_self_approval"
-    assert "own case" in str(exc.value)
+    assert exc.value.rule == "role"
     assert [a.trigger for a in engine.actions(case.id, P(org.l1))] == []
     engine.fire(case.id, "evaluate", P(org.chief), data={"grade": "好"})  # the leader above
+    # c1 sits on the committee and is assessed in ORG: c1 may not approve their own case.
+    own = engine.start_case(FLOW, org.c1, period_key="2026-11")
+    engine.fire(own.id, "submit", P(org.c1), data={"summary": "委员小结"})
+    engine.fire(own.id, "evaluate", P(org.chief), data={"grade": "较好"})
+    engine.fire(own.id, "accept", P(org.c1))
+    with pytest.raises(Forbidden) as exc:
+        engine.fire(own.id, "approve", P(org.c1))
+    assert exc.value.rule == "no_self_approval"
+    assert "own case" in str(exc.value)
 
 
 def test_required_fields_and_bad_data(engine, org, regular, db):

@@ -375,12 +375,12 @@ def test_error_path_of_a_field_named_key():
 @pytest.mark.parametrize(("change", "path", "message"), [
     (lambda d: transition(d, "approve").__setitem__("by", "comittee"),
      f"transitions[{ti('approve')}].by",
-     "unknown role 'comittee'; known roles: committee, leader, subject, system"),
+     "unknown role 'comittee'; known roles: committee, evaluator, leader, subject, system"),
     (lambda d: transition(d, "accept").__setitem__("by", ["subject", "sytem"]),
      f"transitions[{ti('accept')}].by[1]", "unknown role 'sytem'"),
     (lambda d: state(d, "approval").__setitem__("actor", "system"),
      f"states[{si('approval')}].actor",
-     "unknown role 'system'; known roles: committee, leader, subject"),
+     "unknown role 'system'; known roles: committee, evaluator, leader, subject"),
     (lambda d: state(d, "feedback")["timers"][0].__setitem__("notify", ["leader", "boss"]),
      f"states[{si('feedback')}].timers[0].notify[1]", "unknown role 'boss'"),
 ])

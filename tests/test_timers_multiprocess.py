@@ -75,6 +75,10 @@ def seed_feedback_cases(url: str, n: int) -> list[int]:
             .returning(Person.id)).scalar_one()
         conn.execute(insert(RoleAssignment.__table__).values(
             person_id=leader, unit_id=root, role="leader"))
+        # Someone must hold committee: the auto-accept moves the cases into 审定, and the
+        # engine refuses a move into a step nobody could act at (workflows/actors.py).
+        conn.execute(insert(RoleAssignment.__table__).values(
+            person_id=leader, unit_id=root, role="committee"))
         people = conn.execute(
             insert(Person.__table__).returning(Person.id, sort_by_parameter_order=True),
             [{"code": f"S{i:05d}", "name": f"干部{i}", "unit_id": root, "tier": "staff",

@@ -38,6 +38,9 @@ its sub-units; a code that matches no unit matches nobody and is logged) and, wi
 period's year (`workflows.contact_register`): one case per contact point, its subject the
 liaison, its unit the liaison's — the contact-point unit itself. People who join after their
 period was opened are not added by the cycle: start their cases by hand.
+People whose case nobody could carry — no evaluator (`resolve: evaluator`, e.g. the top of
+the organisation) or nobody to act at the first step (`actors.without_actor`) — are skipped
+and logged (a warning naming them), never opened to sit unowned.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from . import forms
+from . import actors, forms
 from .calendar import WorkCalendar, period_days
 from .engine import START, Engine
 from .errors import CivflowError
@@ -268,7 +271,16 @@ def _open_chunk(engine: Engine, s: Session, cf: CompiledFlow, key: str, eligible
             RUNS.c.status == OPENING, RUNS.c.claimed_by == node)
     if conn.execute(update(RUNS).where(*mine).values(claim_until=at + lease)).rowcount != 1:
         return None, after, False
-    people = conn.execute(eligible.where(PEOPLE.c.id > after).limit(chunk)).all()
+    batch = conn.execute(eligible.where(PEOPLE.c.id > after).limit(chunk)).all()
+    # Nobody opens a case nobody could carry: a person without an evaluator (the top of
+    # the organisation) is skipped and logged; `GET /api/v1/cases?stuck=true` lists cases
+    # that became stuck later.
+    skipped = actors.without_actor(s, spec, batch)
+    if skipped:
+        log.warning("%s %s: skipped %s person(s) nobody could act for (no evaluator or no "
+                    "actor at the first step): person ids %s", spec.flow, key, len(skipped),
+                    ", ".join(map(str, sorted(skipped))))
+    people = [p for p in batch if p.id not in skipped]
     opened = 0
     if people:
         # Case ids are drawn first so that each case is written once, with the head of its
@@ -297,12 +309,12 @@ def _open_chunk(engine: Engine, s: Session, cf: CompiledFlow, key: str, eligible
         for p in planned:  # one statement per timer of the state: most columns are equal
             _bulk_insert(conn, TIMERS, [row for case_id in inserted
                                         for row in timer_rows(case_id, 1, [p], at)])
-    finished = len(people) < chunk
+    finished = len(batch) < chunk
     changes: dict[str, Any] = {"cases_opened": RUNS.c.cases_opened + opened}
     if finished:
         changes.update(status=DONE, finished_at=at, claimed_by=None, claim_until=None)
     conn.execute(update(RUNS).where(*mine).values(**changes))
-    return opened, (people[-1].id if people else after), finished
+    return opened, (batch[-1].id if batch else after), finished
 
 
 def _new_case_ids(conn, n: int) -> list[int]:

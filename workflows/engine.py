@@ -22,7 +22,7 @@ from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import forms, provenance, queries, quotas, rules
+from . import actors, forms, provenance, queries, quotas, rules
 from .access import HELD_ROLES, Viewer, can_see, check_can_start
 from .calendar import WorkCalendar
 from .db import Database
@@ -57,6 +57,7 @@ from .spec import (
     START_ORG_ROLES,
     SYSTEM,
     FlowSpec,
+    RoleSpec,
     TransitionSpec,
     load_definition,
 )
@@ -407,6 +408,7 @@ class Engine:
             # Start data only from a starter the definition names (`start: {by}`).
             role = self._start_role(s, spec, actor, subject_id, unit_id) if values \
                 else SYSTEM if actor.is_system else "starter"
+            self._check_start_actors(s, spec, unit_id, subject.tier, subject_id)
             case = Case(flow_id=spec.flow, version_id=cf.version_id, subject_id=subject_id,
                         unit_id=unit_id, tier=subject.tier, period_key=period_key,
                         state=spec.initial, data=values, version=1, history_seq=1,
@@ -513,6 +515,7 @@ class Engine:
             raise Conflict(case_id, row.version, expected_version)
         cf = self.compiled(s, row.version_id)
         t, values, role = self._check(s, cf, row, path, trigger, actor, data, comment)
+        self._check_next_actor(s, cf, row, path, t)
         known = self._trusted(s, [row]) if t.rules or t.effects else {}
         batch = rules.Batch(t, cf.spec, [_facts(row, values, known)], _SqlFacts(s),
                             self.clock(), actor.person_id)
@@ -543,6 +546,7 @@ class Engine:
                 .with_for_update(of=CASES))}
             refused: dict[int, CivflowError] = {}
             ready: list[tuple[Any, TransitionSpec, dict[str, Any], str]] = []
+            orgs: dict = {}  # the organisation read once per unit for the next-actor check
             for cid in ids:
                 if cid not in rows or not self._may_see(s, viewer, *rows[cid]):
                     refused[cid] = NotFound(_not_found(cid, viewer))
@@ -550,8 +554,9 @@ class Engine:
                 row, path = rows[cid]
                 cf = self.compiled(s, row.version_id)
                 try:
-                    ready.append((row, *self._check(s, cf, row, path, trigger, actor, data,
-                                                    comment)))
+                    checked = self._check(s, cf, row, path, trigger, actor, data, comment)
+                    self._check_next_actor(s, cf, row, path, checked[0], orgs)
+                    ready.append((row, *checked))
                 except CivflowError as exc:
                     refused[cid] = exc
             facts = _SqlFacts(s)
@@ -588,11 +593,19 @@ class Engine:
 
     def list_cases(self, viewer: Viewer, f: queries.CaseFilter, lang: str = "zh"
                    ) -> tuple[list[queries.CaseRow], int]:
+        if f.stuck is not None and not viewer.sees_all:
+            raise Forbidden("listing cases by stuck (nobody can act on them) is for admins "
+                            "and process owners", rule="needs_admin")
         with self.db.unit_of_work(write=False) as s:
             rows, total = queries.list_cases(s, viewer, f, self.clock(), self.all_flows(s))
             for row in rows:
                 self._label(s, row, lang)
             return rows, total
+
+    def count_stuck(self) -> int:
+        """Open cases whose current step nobody can act on, in every unit (a gauge)."""
+        with self.db.unit_of_work(write=False) as s:
+            return queries.count_stuck(s, self.all_flows(s))
 
     def queue(self, viewer: Viewer, f: queries.CaseFilter, lang: str = "zh"
               ) -> tuple[list[queries.CaseRow], int]:
@@ -704,6 +717,25 @@ class Engine:
                     and s.get(Person, value) is None:
                 raise FieldErrors({name: [f"person {value} does not exist"]})
         return t, values, role
+
+    @staticmethod
+    def _check_start_actors(s: Session, spec: FlowSpec, unit_id: int, tier: str | None,
+                            subject_id: int) -> None:
+        """A case starts only when someone can act at its first step and, for a flow with
+        an evaluator (评鉴人), when the subject has one: it would otherwise be stuck later."""
+        path = s.execute(select(Unit.path).where(Unit.id == unit_id)).scalar() or ""
+        doing = f"start {spec.flow} for person {subject_id}"
+        actors.check_next_actor(s, spec, spec.initial, None, unit_id, path, tier, subject_id,
+                                doing)
+        actors.check_evaluators(s, spec, unit_id, path, tier, subject_id, doing)
+
+    @staticmethod
+    def _check_next_actor(s: Session, cf: CompiledFlow, row, path: str, t: TransitionSpec,
+                          cache: dict | None = None) -> None:
+        """Refuse a move into a state nobody could act at (`actors.check_next_actor`)."""
+        if t.dest != row.state:
+            actors.check_next_actor(s, cf.spec, t.dest, row.id, row.unit_id, path, row.tier,
+                                    row.subject_id, f"{t.label.zh} ({t.trigger})", cache)
 
     def _apply(self, s: Session, cf: CompiledFlow, row, t: TransitionSpec, actor: Actor,
                role: str, values: dict[str, Any], comment: str | None, idempotency_key: str | None,
@@ -952,7 +984,9 @@ class _Roles:
                  held: list[tuple[str, int | None]] | None = None):
         self.s, self.actor, self.row, self.spec = s, actor, row, spec
         self.ancestors = unit_path_ids(unit_path)  # root … case unit
+        self.unit_path = unit_path
         self._held = held  # (role, unit_id) pairs; read on first use when not given
+        self._evaluators: dict[str, list[int]] = {}  # role name → who evaluates this case
 
     def _assignments(self) -> list[tuple[str, int | None]]:
         if self._held is None:
@@ -977,7 +1011,19 @@ class _Roles:
             return any(role == r.role and unit in units for role, unit in self._assignments())
         if r.resolve == "group":
             return any(role == r.group and unit is None for role, unit in self._assignments())
+        if r.resolve == "evaluator":
+            return self.actor.person_id in self.evaluators(r)
         return False
+
+    def evaluators(self, r: RoleSpec) -> list[int]:
+        """Who evaluates this case's subject (评鉴人, `actors.Org.evaluators`): one read."""
+        if r.name not in self._evaluators:
+            unit_roles, groups = actors.role_needs([r])
+            org = actors.Org.read(self.s, {self.row.unit_id: self.unit_path}, unit_roles,
+                                  groups).load_hosts(self.s, [r], [self.row.subject_id])
+            self._evaluators[r.name] = org.holders(r, self.row.unit_id, self.row.tier,
+                                                   self.row.subject_id)
+        return self._evaluators[r.name]
 
     def first_allowed(self, t: TransitionSpec) -> str | None:
         # The subject's own role first, so that "by: [subject, leader]" records `subject`.
@@ -1004,6 +1050,11 @@ class _Roles:
                    "leader": "a leader of the case's unit or a unit above it",
                    "unit_role": f"a holder of {r.role} in the case's unit"
                                 + (" or above" if r.inherit else ""),
-                   "group": f"a member of group {r.group}"}[r.resolve]
+                   "group": f"a member of group {r.group}",
+                   "evaluator": "the person's evaluator (评鉴人: a higher tier of the unit, "
+                                "else its 分管领导"
+                                + (", else the unit above" if r.escalate else "")
+                                + (f", else group {r.fallback_group}" if r.fallback_group
+                                   else "") + ")"}[r.resolve]
             out.append(f"{n} ({how})")
         return " or ".join(out)

@@ -70,6 +70,21 @@ class ActionNotAllowed(CivflowError):
     code = "action_not_allowed"
 
 
+class NoActor(ActionNotAllowed):
+    """The move would leave a live case that nobody can act on (办理人缺失): nobody holds
+    the role the next step needs, and the definition's fallback finds nobody either."""
+
+    code = "no_actor"
+
+    def __init__(self, message: str, state: str | None, roles: list[str]):
+        self.state, self.roles = state, roles
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": str(self), "state": self.state,
+                "roles": self.roles}
+
+
 class Forbidden(CivflowError):
     """The actor holds none of the roles the transition names."""
 

@@ -50,6 +50,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from . import actors
 from .access import HELD_ROLES
 from .claims import claim_batch
 from .db import Database
@@ -167,7 +168,8 @@ def recipients(s: Session, case_row: Any, spec: FlowSpec, role_names: Iterable[s
       a leader other than the subject (a section chief's own case goes to the chief above);
     - unit_role R: holders of R in the case's unit or, with `inherit`, in the nearest unit
       above it that has holders;
-    - group G: every holder of the group (a role assignment without a unit).
+    - group G: every holder of the group (a role assignment without a unit);
+    - evaluator: the person's evaluators in the hierarchy (`actors.Org.evaluators`).
 
     `system` and unknown names are skipped. The result keeps first-seen order, deduplicated.
     """
@@ -186,6 +188,11 @@ def recipients(s: Session, case_row: Any, spec: FlowSpec, role_names: Iterable[s
         elif role.resolve == "unit_role":
             units = nearest_first if role.inherit else nearest_first[:1]
             found = _nearest(conn, role.role, units)
+        elif role.resolve == "evaluator":  # the hierarchy of who evaluates whom (actors.py)
+            unit_roles, groups = actors.role_needs([role])
+            org = actors.Org.read(s, {case_row.unit_id: path or ""}, unit_roles,
+                                  groups).load_hosts(s, [role], [case_row.subject_id])
+            found = org.holders(role, case_row.unit_id, case_row.tier, case_row.subject_id)
         elif role.resolve == "group":
             found = group_holders(s, role.group or "")
         else:

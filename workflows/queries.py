@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
+from . import actors
 from .access import COMMITTEE, LEADER, Viewer, visible_cases
 from .models import Case, FlowVersion, Person, Unit
 
@@ -44,6 +45,7 @@ class CaseFilter:
     period: str | None = None
     overdue: bool | None = None
     text: str | None = None  # in the subject's name or code
+    stuck: bool | None = None  # True: open cases whose current step nobody can act on
     sort: str = "-updated_at"
     page: int = 1
     per_page: int = 20
@@ -181,12 +183,23 @@ def list_cases(s: Session, viewer: Viewer, f: CaseFilter, now: dt.datetime,
     under = _viewer_subtrees(s, viewer)
     seen = visible_cases(viewer, under.cond(viewer.paths(LEADER, COMMITTEE)))
     if flows is not None and not viewer.sees_all:
-        seen = or_(seen, and_(CASES.c.closed_at.is_(None), actionable(viewer, flows, under)))
-    return _page(s, [seen, *_filters(s, f, now)], _order(f.sort), f, now)
+        seen = or_(seen, and_(CASES.c.closed_at.is_(None),
+                              actionable(viewer, flows, under, s)))
+    conds = [seen, *_filters(s, f, now)]
+    if f.stuck is not None and flows is not None:
+        stuck = actors.stuck_condition(s, flows)
+        conds.append(stuck if f.stuck else ~stuck)
+    return _page(s, conds, _order(f.sort), f, now)
 
 
-def actionable(viewer: Viewer, flows: dict[int, Any], under: Subtrees
-               ) -> ColumnElement[bool]:
+def count_stuck(s: Session, flows: dict[int, Any]) -> int:
+    """Open cases, all units, whose current step nobody can act on (the /metrics gauge)."""
+    return int(s.execute(select(func.count()).select_from(CASES)
+                         .where(actors.stuck_condition(s, flows))).scalar() or 0)
+
+
+def actionable(viewer: Viewer, flows: dict[int, Any], under: Subtrees,
+               s: Session | None = None) -> ColumnElement[bool]:
     """SQL condition: the case's current step has a transition the viewer may fire.
 
     `flows` maps version_id → CompiledFlow; `under` the subtrees of the viewer's units
@@ -196,14 +209,19 @@ def actionable(viewer: Viewer, flows: dict[int, Any], under: Subtrees
     """
     # (kind, key, allow_self) -> {(version_id, state)}
     pairs: dict[tuple[str, str, bool], set[tuple[int, str]]] = defaultdict(set)
+    evaluator_roles: dict[str, Any] = {}  # key → RoleSpec, for `resolve: evaluator`
     for vid, cf in flows.items():
         for t in cf.spec.transitions:
             for name in t.by:
                 if name == "system":
                     continue
                 r = cf.spec.roles[name]
-                key = {"subject": "", "leader": "leader", "unit_role": r.role or "",
-                       "group": r.group or ""}[r.resolve]
+                if r.resolve == "evaluator":  # the same resolution as the engine's
+                    key = f"{r.tiers}|{r.escalate}|{r.fallback_group}"
+                    evaluator_roles[key] = r
+                else:
+                    key = {"subject": "", "leader": "leader", "unit_role": r.role or "",
+                           "group": r.group or ""}[r.resolve]
                 kind = r.resolve if r.resolve != "unit_role" or r.inherit else "unit_role_here"
                 for src in t.sources:
                     pairs[(kind, key, t.allow_self)].add((vid, src))
@@ -223,6 +241,13 @@ def actionable(viewer: Viewer, flows: dict[int, Any], under: Subtrees
             if not units:
                 continue
             who = CASES.c.unit_id.in_(units)
+        elif kind == "evaluator":
+            role = evaluator_roles[key]
+            in_group = role.fallback_group is not None and any(
+                r == role.fallback_group and u is None for r, u, _p in viewer.assignments)
+            if s is None:
+                continue
+            who = actors.viewer_evaluates(s, role, me, viewer.paths("leader"), in_group)
         else:  # group
             if not any(r == key and u is None for r, u, _p in viewer.assignments):
                 continue
@@ -236,7 +261,8 @@ def actionable(viewer: Viewer, flows: dict[int, Any], under: Subtrees
 def queue(s: Session, viewer: Viewer, flows: dict[int, Any], f: CaseFilter,
           now: dt.datetime) -> tuple[list[CaseRow], int]:
     """Open cases the viewer can act on now, due first; claimed-by-others left out."""
-    conds = [CASES.c.closed_at.is_(None), actionable(viewer, flows, _viewer_subtrees(s, viewer)),
+    conds = [CASES.c.closed_at.is_(None),
+             actionable(viewer, flows, _viewer_subtrees(s, viewer), s),
              or_(CASES.c.claimed_by.is_(None), CASES.c.claimed_by == viewer.person_id),
              *_filters(s, f, now)]
     return _page(s, conds, _order("deadline_at", CASES.c.state_entered_at), f, now)

@@ -36,7 +36,8 @@ from .errors import DefinitionInvalid, Problem
 
 PERIODS = ("none", "week", "month", "quarter", "year")
 FIELD_TYPES = ("text", "int", "decimal", "date", "enum", "bool", "person", "list")
-ROLE_RESOLUTIONS = ("subject", "leader", "unit_role", "group")
+ROLE_RESOLUTIONS = ("subject", "leader", "unit_role", "group", "evaluator")
+FALLBACK_ESCALATE = ("unit_above",)  # evaluator fallback: the nearest unit above with a leader
 # Roles every flow has without declaring them.
 BUILTIN_ROLES = {
     "subject": {"resolve": "subject"},  # 本人
@@ -96,6 +97,17 @@ class RoleSpec:
     role: str | None = None  # unit_role: the organisation role, e.g. committee
     group: str | None = None  # group: a unit-less role assignment, e.g. hr-office
     inherit: bool = True  # unit_role: holders in an ancestor unit count too
+    # evaluator (评鉴人, workflows/actors.py): the tier order, highest first, and the
+    # fallback when nobody in the hierarchy is found — the nearest unit above with a leader
+    # (`escalate`) and/or a named group (`fallback_group`), tried in that order.
+    tiers: tuple[str, ...] = ("chief", "deputy", "staff")
+    escalate: bool = False
+    fallback_group: str | None = None
+    # evaluator: while the subject has a case of `dispatch_flow` in one of
+    # `dispatch_states` whose person field `dispatch_host` is set, that person evaluates.
+    dispatch_flow: str | None = None
+    dispatch_states: tuple[str, ...] = ()
+    dispatch_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -340,14 +352,47 @@ class FieldSchema(_Strict):
             raise ValidationError(errors)
 
 
+class FallbackSchema(_Strict):
+    """Who acts when the hierarchy gives nobody: `escalate: unit_above` and/or `group`."""
+
+    escalate = mf.String(validate=_one_of(FALLBACK_ESCALATE))
+    group = mf.String(validate=validate.Regexp(NAME, error=NAME_MSG))
+
+    @validates_schema
+    def _some(self, data, **kwargs):
+        if not data:
+            raise ValidationError("a fallback needs escalate: unit_above or group: <name>")
+
+
+class WhileDispatchedSchema(_Strict):
+    """While dispatched (下沉一线), the receiving side's assessor evaluates."""
+
+    flow = mf.String(required=True, validate=validate.Regexp(FLOW_ID, error="not a flow id"))
+    states = mf.List(mf.String(validate=validate.Regexp(NAME, error=NAME_MSG)),
+                     required=True, validate=validate.Length(min=1))
+    host = mf.String(required=True, validate=validate.Regexp(NAME, error=NAME_MSG))
+
+
 class RoleSchema(_Strict):
     resolve = mf.String(required=True, validate=_one_of(ROLE_RESOLUTIONS))
     role = mf.String(validate=validate.Regexp(NAME, error=NAME_MSG))
     group = mf.String(validate=validate.Regexp(NAME, error=NAME_MSG))
     inherit = mf.Boolean()
+    tiers = mf.List(mf.String(validate=_one_of(CYCLE_TIERS)))
+    fallback = mf.Nested(FallbackSchema)
+    while_dispatched = mf.Nested(WhileDispatchedSchema)
 
     @validates_schema
     def _needs(self, data, **kwargs):
+        if data["resolve"] != "evaluator":
+            extra = [k for k in ("tiers", "fallback", "while_dispatched") if k in data]
+            if extra:
+                raise ValidationError({extra[0]: [
+                    f"{extra[0]} is for resolve: evaluator only (the hierarchy of who "
+                    "evaluates whom)"]})
+        elif "tiers" in data and sorted(data["tiers"]) != sorted(CYCLE_TIERS):
+            raise ValidationError({"tiers": [
+                f"tiers must list each of {', '.join(CYCLE_TIERS)} once, highest first"]})
         if data["resolve"] == "unit_role" and not data.get("role"):
             raise ValidationError({"role": ["resolve: unit_role needs role (e.g. committee)"]})
         if data["resolve"] == "group" and not data.get("group"):
@@ -730,7 +775,17 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
         if not NAME.match(name):
             add(f"roles.{name}", f"role name {name!r} {NAME_MSG}")
             continue
-        roles[name] = RoleSpec(name=name, **raw)
+        raw = dict(raw)
+        fallback = raw.pop("fallback", {})
+        dispatched = raw.pop("while_dispatched", None)
+        if dispatched:
+            raw.update(dispatch_flow=dispatched["flow"],
+                       dispatch_states=tuple(dispatched["states"]),
+                       dispatch_host=dispatched["host"])
+        if "tiers" in raw:
+            raw["tiers"] = tuple(raw["tiers"])
+        roles[name] = RoleSpec(name=name, escalate="escalate" in fallback,
+                               fallback_group=fallback.get("group"), **raw)
 
     def check_role(path: str, name: str, allow_system: bool) -> None:
         if name == SYSTEM and allow_system:

@@ -45,7 +45,8 @@ def case_filter(args: dict[str, Any]) -> CaseFilter:
     return CaseFilter(flow=args.get("flow"), state=args.get("state"),
                       unit_id=args.get("unit_id"), subject_id=args.get("subject_id"),
                       period=args.get("period"), overdue=args.get("overdue"),
-                      text=args.get("q"), sort=args["sort"], page=args["page"],
+                      text=args.get("q"), stuck=args.get("stuck"), sort=args["sort"],
+                      page=args["page"],
                       per_page=args["per_page"])
 
 

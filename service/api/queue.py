@@ -86,7 +86,8 @@ class Queue(MethodView):
         """What the caller can act on now (待办), due first, each with its `actions`.
 
         Filters and paging as for `/api/v1/cases`; `sort` is ignored: the queue is always
-        ordered by deadline (earliest first, none last), then by case id. Steps claimed by
+        ordered by deadline (earliest first, none last), then by case id, and `stuck` is
+        ignored: a stuck case is in nobody's queue. Steps claimed by
         someone else are left out; the caller's own cases appear only for their own steps.
         """
         rows, total = engine().queue(viewer(), case_filter(args), lang())

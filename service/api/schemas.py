@@ -38,6 +38,9 @@ class CaseQuery(PageQuery):
     subject_id = Id()
     period = fields.String(validate=validate.Length(max=16))
     overdue = fields.Boolean()
+    stuck = fields.Boolean(metadata={
+        "description": "Open cases whose current step nobody can act on (admins and "
+                       "process owners only)"})
     q = fields.String(validate=validate.Length(min=1, max=100),
                       metadata={"description": "Text in the subject's name or code"})
     sort = fields.String(load_default="-updated_at", validate=validate.OneOf(SORTS))

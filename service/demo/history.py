@@ -16,8 +16,10 @@ What it makes, relative to `now` (month M0 is the current one):
   rule of `approve`: never more than the pool's limit), accepted by the person or by the
   timer; approved by the committee after each quarter (季审定). Months of the quarter still
   running wait in 审定 for the committee. M0 is opened, with this month's weekly records.
-  People nobody in the bureau may evaluate (the deputy head, 陈建国, whose leader is the
-  city) have no regular cases here: the cycle opens theirs when the scheduler runs.
+  People nobody in the bureau evaluates (who evaluates whom: workflows/actors.py) have no
+  regular cases: the deputy head 陈建国, and 林晓燕, a 副职 at the bureau level whom only
+  the bureau's 主要负责人 would grade — the demo bureau has none. The cycle skips them too,
+  and logs it.
 - **下沉一线**: 胡志鹏 (考核奖惩处) as 第一书记, nominated and approved three months ago, in
   post since the first day of M-2, two monthly check-ins, one below the minimum days.
 - **职级晋升**: 刘思远 (公务员管理处) to 一级主任科员, through recommendation, candidate
@@ -47,7 +49,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, select
 
-from workflows import contact_register, quotas
+from workflows import actors, contact_register, quotas
 from workflows.calendar import DEFAULT_TZ, WorkCalendar, period_days
 from workflows.claims import claim_batch
 from workflows.cycles import opening_moment, previous_period
@@ -65,7 +67,7 @@ from workflows.models import (
     Unit,
 )
 from workflows.periods import period_key
-from workflows.spec import FlowSpec, RuleSpec
+from workflows.spec import FlowSpec, RoleSpec, RuleSpec
 from workflows.timers import AUTO, CLAIMABLE, TIMERS, TimerWorker
 
 log = logging.getLogger("civflow.demo")
@@ -147,7 +149,7 @@ class _Member:
     unit_id: int
     tier: str
     post: str
-    evaluator: int | None  # the nearest leader above who is not the person
+    evaluator: int | None  # who evaluates the person (评鉴人, workflows/actors.py)
     committee: int | None
 
 
@@ -584,8 +586,11 @@ def _quota_rule(spec: FlowSpec) -> RuleSpec | None:
     return found[0] if found else None
 
 
-def _members(db: Database, codes: list[str]) -> list[_Member]:
-    """The demo people with the leader and committee member nearest above each one."""
+def _members(db: Database, codes: list[str],
+             evaluator: RoleSpec | None = None) -> list[_Member]:
+    """The demo people with their evaluator (评鉴人, as the regular flow's `evaluator` role
+    resolves it: workflows/actors.py) and the committee member nearest above each one."""
+    evaluator = evaluator or RoleSpec(name="evaluator", resolve="evaluator", escalate=True)
     with db.unit_of_work(write=False) as s:
         people = s.execute(select(Person.id, Person.code, Person.name, Person.unit_id,
                                   Person.tier, Person.post, Unit.path)
@@ -598,6 +603,9 @@ def _members(db: Database, codes: list[str]) -> list[_Member]:
                                         .where(RoleAssignment.unit_id.is_not(None))
                                         .order_by(RoleAssignment.person_id)):
             roles.setdefault((uid, role), []).append(pid)
+        unit_roles, groups = actors.role_needs([evaluator])
+        org = actors.Org.read(s, {p.unit_id: p.path for p in people}, unit_roles,
+                              groups).load_hosts(s, [evaluator], [p.id for p in people])
 
     def nearest(path: str, role: str, me: int) -> int | None:
         for uid in reversed([int(x) for x in path.strip("/").split("/") if x]):
@@ -606,8 +614,12 @@ def _members(db: Database, codes: list[str]) -> list[_Member]:
                 return found[0]
         return None
 
+    def evaluator_of(p) -> int | None:
+        found = org.holders(evaluator, p.unit_id, p.tier, p.id)
+        return found[0] if found else None
+
     return [_Member(p.id, p.code, p.name, p.unit_id, p.tier, p.post or "本职",
-                    nearest(p.path, "leader", p.id), nearest(p.path, "committee", p.id))
+                    evaluator_of(p), nearest(p.path, "committee", p.id))
             for p in people]
 
 

@@ -186,6 +186,9 @@ def _seed(api, engine, org) -> World:
             s, person_ids=[org.s1], case_id=a.id, kind="reminder", title="请提交小结",
             body="本月小结", key_prefix="authz", now=utcnow(), config=NotifyConfig())[0]
         assign_role(s, s.get(Person, org.t2), "committee", s.get(Unit, org.units["SEC2"]))
+        # d1, SEC1's deputy, made a 处室负责人: a second evaluator of SEC1's staff, so that
+        # the evaluation step can be delegated (转办) to someone who may act on it.
+        assign_role(s, s.get(Person, org.d1), "leader", s.get(Unit, org.units["SEC1"]))
         w.ids["role"] = s.execute(select(RoleAssignment.id).where(
             RoleAssignment.person_id == org.t2, RoleAssignment.role == "committee")).scalar_one()
     for kind, body in FACT_KINDS.items():
@@ -245,7 +248,7 @@ def _requests(w: World, org, who: str | None) -> dict[str, Req]:
         "POST /api/v1/queue/{case_id}/release": Req(f"/api/v1/queue/{ids['case_b']}/release",
                                                     if_match=ids["case_b"]),
         "POST /api/v1/queue/{case_id}/delegate": Req(
-            f"/api/v1/queue/{ids['case_b']}/delegate", {"to": org.chief},
+            f"/api/v1/queue/{ids['case_b']}/delegate", {"to": org.d1},
             if_match=ids["case_b"]),
         "POST /api/v1/queue/bulk": Req("/api/v1/queue/bulk", {
             "trigger": "evaluate", "case_ids": [ids["case_c"]], "data": {"grade": "较好"}}),
