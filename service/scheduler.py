@@ -1,6 +1,6 @@
 """The scheduler every civflow process runs: APScheduler 3 ticking the timers table.
 
-APScheduler cannot share a job store between processes (DESIGN.md, "Time": three
+APScheduler cannot share a job store between processes (docs/architecture.md, "Time": three
 processes on one SQLAlchemyJobStore ran every tick three times, and a one-off job added by
 a process that exited was lost). So each process has its own **in-memory** job store that
 holds only periodic jobs: the timer tick (`workflows.timers.TimerWorker.tick`, about every

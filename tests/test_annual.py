@@ -1,4 +1,4 @@
-"""The annual assessment (年度考核, DOMAIN.md §2) and its rules, on SQLite and PostgreSQL.
+"""The annual assessment (年度考核, docs/domain.md §2) and its rules, on SQLite and PostgreSQL.
 
 definitions/annual-assessment.yaml: 总结述职 → 民主测评 → 审核评鉴 → 优秀公示 (5 working days)
 → 审定 (优秀 quota 15 %, 20 % for flagged units) → 书面结果签收 → 复核期 (30 days) → 归档.

@@ -233,7 +233,7 @@ def test_three_workers_fire_each_timer_exactly_once(pg_only_url, tmp_path):
     workers = start_workers(pg_only_url, tmp_path, lease=30)
     try:
         make_due(pg_only_url)
-        wait_until(lambda: pending_auto(pg_only_url) == 0, 45, "every timer done", workers)
+        wait_until(lambda: pending_auto(pg_only_url) == 0, 300, "every timer done", workers)
         codes = [w.stop() for w in workers]
     finally:
         for w in workers:
@@ -264,14 +264,14 @@ def test_killed_worker_timers_fired_by_the_others_after_its_lease(pg_only_url, t
 
     try:
         make_due(pg_only_url)
-        wait_until(victim_busy, 30, "the victim to hold claims mid-run", workers)
+        wait_until(victim_busy, 120, "the victim to hold claims mid-run", workers)
         victim.kill()  # SIGKILL: no chance to release anything
         killed_at = dt.datetime.now(dt.UTC)
         time.sleep(0.5)  # let PostgreSQL finish with the dead connection
         with db.unit_of_work(write=False) as s:
             held = s.execute(held_by_victim).all()
         assert held, "the victim held no claims when it died"
-        wait_until(lambda: pending_auto(pg_only_url) == 0, 45, "every timer done", workers)
+        wait_until(lambda: pending_auto(pg_only_url) == 0, 300, "every timer done", workers)
         codes = [w.stop() for w in survivors]
     finally:
         for w in workers:

@@ -2,7 +2,7 @@
 
 PostgreSQL: one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)`, so concurrent
 nodes skip each other's rows instead of waiting or taking them twice. SQLite silently
-ignores FOR UPDATE (DESIGN.md measured 550 duplicates of 5,000 that way), so there each
+ignores FOR UPDATE (docs/architecture.md: measured 550 duplicates of 5,000 that way), so there each
 candidate is taken by a conditional UPDATE whose row count says who won.
 """
 

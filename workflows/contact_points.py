@@ -1,4 +1,4 @@
-"""The contact-point score sheet (考核联系点成绩单, DOMAIN.md §5, seed document 3).
+"""The contact-point score sheet (考核联系点成绩单, docs/domain.md §5, seed document 3).
 
 Selected units pilot the regular assessment as contact points (联系点). At year end each one
 is evaluated and gets a score sheet: lines of {item, score, max} and their total, and a flag

@@ -7,7 +7,7 @@ minimum 好). This module only gathers the inputs for many people at once — on
 fact table for the whole list, never one per person — and lays the answers out for the
 ledger (JSON, CSV, XLSX).
 
-Priority markers (DOMAIN.md §3, "five situations get priority"), from facts:
+Priority markers (docs/domain.md §3, "five situations get priority"), from facts:
 - `frontline`: a closed frontline dispatch (下沉一线 / 第一书记) whose result recommends
   priority for promotion (`promotion_priority`), closed on or before the decision date;
 - `excellent_years`: at least `priority_excellent_years` (a `promotion_eligible` parameter,

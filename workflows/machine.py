@@ -2,7 +2,7 @@
 
 One Machine per flow version, never one per case: a case is loaded into a throw-away model
 object, the event is fired on the shared Machine, and the new state is read back
-(DESIGN.md: about 7 µs a trigger this way; `add_model` per case is slower and grows memory).
+(docs/architecture.md: about 7 µs a trigger this way; `add_model` per case is slower and grows memory).
 """
 
 from __future__ import annotations

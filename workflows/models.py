@@ -542,7 +542,7 @@ class RankPositions(Base):
     """职数: the rank positions a unit may fill in one promotion round, per target rank.
 
     Set by admins per unit, rank and round (职数 differ by level of government and are set
-    by each province, DOMAIN.md §3), read by the `positions` rule on approval.
+    by each province, docs/domain.md §3), read by the `positions` rule on approval.
     """
 
     __tablename__ = "rank_positions"

@@ -2,7 +2,7 @@
 import them, and the pools the `positions` rule (workflows/domain_rules/promotion.py) holds
 approvals to.
 
-职数 differ by level of government and are set by each province (DOMAIN.md §3), so they are
+职数 differ by level of government and are set by each province (docs/domain.md §3), so they are
 data an admin or process owner keeps in `rank_positions`, not numbers in a definition.
 
 What a row means — one meaning everywhere (the rule, the list's `taken`, the check when a

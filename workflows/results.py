@@ -1,5 +1,5 @@
 """Results of finished assessment cases that other rules read (e.g. the annual 优秀 reads the
-year's regular results, DOMAIN.md §2).
+year's regular results, docs/domain.md §2).
 
 `regular_results(s, person_id, year)` is the list of grades of the person's approved
 regular-assessment (平时考核) cases of that year, in period order. A case counts when its

@@ -1,4 +1,4 @@
-"""Rules of the annual assessment (年度考核, DOMAIN.md §2).
+"""Rules of the annual assessment (年度考核, docs/domain.md §2).
 
 - `sanction_block`: sanctions (处分, 诫勉) and investigations limit the grade of a year;
   which kind blocks what, and for how many years, is a parameter table.
@@ -12,7 +12,7 @@
   Pools are formed as for `quota` (`unit_depth`, `merge_units`: workflows/quotas.py).
 
 The assessment year is the case's period key (`2026`). Every number is a parameter with
-DOMAIN.md's value as the default; nothing here is a constant of the domain.
+docs/domain.md's value as the default; nothing here is a constant of the domain.
 """
 
 from __future__ import annotations

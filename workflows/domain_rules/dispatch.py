@@ -1,4 +1,4 @@
-"""Rules of the frontline dispatch flow (下沉一线 / 第一书记, DOMAIN.md §4).
+"""Rules of the frontline dispatch flow (下沉一线 / 第一书记, docs/domain.md §4).
 
 - `term_length` (任期年限): the term from `start` to `end` (both dates, the end day
   included) lasts between `min_months` and `max_months`; optionally only when `if_field`

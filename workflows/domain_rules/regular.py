@@ -1,4 +1,4 @@
-"""Rules and effects of the regular assessment (平时考核, DOMAIN.md §1): the use of its
+"""Rules and effects of the regular assessment (平时考核, docs/domain.md §1): the use of its
 results (结果运用) and the negative list (负面清单).
 
 - `negative_list`: the "1" of "1+X" is a list each unit sets as positive / negative lists
