@@ -339,7 +339,7 @@ def test_definition_time_checks_of_values():
     assert any("field 'summary' must be listed in requires or accepts" in p for p in found)
     found = problems(lambda d: _trigger(d, "propose_excellent")["values"].update(
         evaluation_comment=["x"]))
-    assert any("only an enum field's values can be restricted; 'evaluation_comment' is text"
+    assert any("only an enum or bool field's values can be restricted; 'evaluation_comment' is text"
                in p for p in found), found
     found = problems(lambda d: _trigger(d, "propose_excellent")["values"].update(
         grade=["优秀", "优秀"]))

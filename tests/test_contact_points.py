@@ -327,8 +327,8 @@ def test_statistics_beside_each_sheet(engine, org, db, regular, clock):
 
 def test_results_used_reads_promotions_with_min_good_by_the_decision_year():
     """The shipped promotion flow does not read regular results; with `min_good` its
-    `confirm` step reads those of the decision's year (当年), or with `good_year: previous`
-    of the year before."""
+    `propose` step reads those of the day of the plan and `confirm` (the recheck) those of
+    the decision's year (当年), or with `good_year: previous` of the year before."""
     import yaml
 
     from workflows.spec import load_definition
@@ -337,23 +337,25 @@ def test_results_used_reads_promotions_with_min_good_by_the_decision_year():
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     shipped = load_definition(yaml.safe_dump(doc, allow_unicode=True), "promotion.yaml")
     assert cp._readers({7: shipped}, "regular-assessment") == []
-    _rule(doc, "confirm", "promotion_eligible")["min_good"] = 3
+    _rule(doc, "propose", "promotion_eligible")["min_good"] = 3
     spec = load_definition(yaml.safe_dump(doc, allow_unicode=True), "promotion.yaml")
     annual = load_definition(SOURCE, str(ANNUAL))
     readers = cp._readers({7: spec, 8: annual}, "regular-assessment")
-    assert sorted((r.version_id, r.trigger, r.kind, r.field) for r in readers) == [
+    assert sorted((r.version_id, r.trigger, r.kind, r.field or "") for r in readers) == [
         (7, "confirm", "decision", "decision_date"),
+        (7, "propose", "decision", ""),  # judged on the day of the plan
         (8, "propose_excellent", "same_year", "grade"),
         (8, "revise_excellent", "same_year", "grade"),  # on review and on complaint
         (8, "revise_excellent", "same_year", "grade")]
-    confirm = next(r for r in readers if r.version_id == 7)
+    confirm = next(r for r in readers if r.version_id == 7 and r.trigger == "confirm")
     tz = cst(2027, 1, 1).tzinfo
     at = dt.datetime(2026, 12, 31, 17, 0, tzinfo=dt.UTC)  # 2027-01-01 01:00 in Beijing
     assert cp._read_year(confirm, None, {"decision_date": "2026-12-01"}, at, tz) == 2026
     assert cp._read_year(confirm, None, {}, at, tz) == 2027  # the day of the step, local
-    _rule(doc, "confirm", "promotion_eligible")["good_year"] = "previous"
+    _rule(doc, "propose", "promotion_eligible")["good_year"] = "previous"
     spec = load_definition(yaml.safe_dump(doc, allow_unicode=True), "promotion.yaml")
-    (before,) = cp._readers({7: spec}, "regular-assessment")
+    before = next(r for r in cp._readers({7: spec}, "regular-assessment")
+                  if r.trigger == "confirm")
     assert cp._read_year(before, None, {"decision_date": "2027-03-01"}, at, tz) == 2026
     excellent = next(r for r in readers if r.trigger == "propose_excellent")
     assert cp._read_year(excellent, "2026", {"grade": "优秀"}, at, tz) == 2026

@@ -138,16 +138,11 @@ def training_and_promotion(b) -> None:
                      "rank-promotion-training.yaml")
     b.at(2026, 12, 16, 10)
     cid = b.start("leader1", PROMOTION, "RS0104")
-    b.act("leader1", cid, "propose", {"target_rank": "一级主任科员", "category": "排头兵",
-                                      "round": "2026-2"})
-    b.act("owner", cid, "record_votes", {"votes_cast": 30, "votes_for": 26,
-                                         "votes_against": 4})
-    b.at(2026, 12, 21, 10)
-    refused = b.act("committee1", cid, "confirm", {"decision_date": "2026-12-21"},
-                    status=422)
+    plan = {"target_rank": "一级主任科员", "round": "2026-2"}
+    refused = b.act("leader1", cid, "propose", plan, status=422)  # judged at the 动议
     assert refused["rule"] == "promotion_eligible"
     assert refused["message"].endswith(
-        "is not eligible for 一级主任科员 on 2026-12-21: needs 90.0 training hours in 2025, "
+        "is not eligible for 一级主任科员 on 2026-12-16: needs 90.0 training hours in 2025, "
         "has 0.0 (0 records)")
     # 干部科 imports last year's training records and a legacy yearly total.
     person = b.people["RS0104"]
@@ -173,6 +168,10 @@ def training_and_promotion(b) -> None:
     audit = b.get("admin", f"/api/v1/facts/people/{person}/audit")["items"]
     assert {(a["table"], a["action"]) for a in audit[:3]} == {
         ("training_records", "import"), ("training_hours", "import")}
+    b.act("leader1", cid, "propose", plan)
+    b.act("owner", cid, "record_votes", {"votes_cast": 30, "votes_for": 26,
+                                         "votes_against": 4})
+    b.at(2026, 12, 21, 10)  # rechecked on the decision date
     assert b.act("committee1", cid, "confirm",
                  {"decision_date": "2026-12-21"})["to"] == "vetting"
 

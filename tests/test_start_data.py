@@ -27,7 +27,7 @@ from workflows.spec import load_definition
 from .conftest import REGULAR
 from .test_promotion import FLOW as PROMOTION
 from .test_promotion import PROMOTION as PROMOTION_FILE
-from .test_promotion import _eligible_facts, _to_approval
+from .test_promotion import _higher_rank_facts, _to_approval
 
 P = Actor.person
 PREFILL = {"override_reason": "本人认为应当破格", "rank_effective": "2020-01-01",
@@ -87,7 +87,7 @@ def test_a_grade_given_at_start_is_refused_and_never_counted(engine, regular, db
         engine.start_case("regular-assessment", org.s1, actor=P(org.s1), period_key="2026-11",
                           data={"grade": "好"})
     assert exc.value.errors == {"grade": [
-        "cannot be given when a case starts: it is set later by 评鉴定等 (evaluate) by leader"]}
+        "cannot be given when a case starts: it is set later by 评鉴定等 (evaluate) by evaluator"]}
     assert _counts(db) == (0, 0)
     engine.start_case("regular-assessment", org.s1, actor=P(org.s1), period_key="2026-11")
     with db.unit_of_work(write=False) as s:
@@ -172,18 +172,18 @@ def test_the_shipped_definitions_accept_nothing_at_start():
 
 def test_prefilled_values_of_an_old_case_reach_no_rule_or_effect(promotion, db, org,
                                                                   monkeypatch):
-    """三三制: s1 takes the one 排头兵 place; s2's case was opened (before this release) with
+    """三三制 (a 较高职级: 四级调研员): s1 takes the one 排头兵 place; s2's case was opened (before this release) with
     an override_reason and a rank_effective of its own choosing."""
     for who in ("s1", "s2"):
-        _eligible_facts(db, org, who)
+        _higher_rank_facts(db, org, who)
     with _old_engine(monkeypatch):
         case = promotion.start_case(PROMOTION, org.s2, actor=P(org.s2), data={
             "override_reason": "本人认为应当破格", "rank_effective": "2020-01-01"})
     assert case.data["override_reason"] == "本人认为应当破格"  # what the old engine stored
-    first = _to_approval(promotion, org, "s1")
+    first = _to_approval(promotion, org, "s1", target="四级调研员")
     second = case.id  # through the same steps as s1's, by the same people
     promotion.fire(second, "propose", P(org.l1),
-                   data={"target_rank": "一级主任科员", "category": "排头兵", "round": "2026-1"})
+                   data={"target_rank": "四级调研员", "category": "排头兵", "round": "2026-1"})
     promotion.fire(second, "record_votes", P(org.c1), data={"votes_cast": 20, "votes_for": 16})
     promotion.fire(second, "confirm", P(org.c2), data={"decision_date": "2026-03-02"})
     promotion.fire(second, "pass", P(org.c2), data={"vetting_opinion": "德才表现好",
@@ -199,7 +199,7 @@ def test_prefilled_values_of_an_old_case_reach_no_rule_or_effect(promotion, db, 
     promotion.fire(second, "file", P(org.c1))
     with db.unit_of_work(write=False) as s:
         rank = facts.list_facts(s, "rank_history", org.s2)[-1]
-    assert rank["rank"] == "一级主任科员" and rank["since"] != dt.date(2020, 1, 1)
+    assert rank["rank"] == "四级调研员" and rank["since"] != dt.date(2020, 1, 1)
 
 
 def test_the_audit_lists_values_no_entitled_writer_wrote(engine, regular, db, org,

@@ -517,7 +517,8 @@ class _Reader:
 def _readers(specs: Mapping[int, FlowSpec], flow: str) -> list[_Reader]:
     """The transitions of every stored version whose rules read `flow`'s results:
     `regular_linkage` (annual 优秀, the assessment year) and `promotion_eligible` with
-    `min_good` (the decision's year or the one before, `good_year`)."""
+    `min_good` (the decision's year or the one before, `good_year`), and the
+    `promotion_recheck` that repeats it on the decision date."""
     out = []
     for vid, spec in specs.items():
         for t, p in rules.uses(spec, "regular_linkage"):
@@ -527,6 +528,10 @@ def _readers(specs: Mapping[int, FlowSpec], flow: str) -> list[_Reader]:
             if p.get("min_good") and p["good_flow"] == flow:
                 out.append(_Reader(vid, t.trigger, "decision", p.get("date_field"),
                                    p["good_year"]))
+                # `promotion_recheck` judges again with these parameters on its own date
+                for rt, rp in rules.uses(spec, "promotion_recheck"):
+                    out.append(_Reader(vid, rt.trigger, "decision", rp.get("date_field"),
+                                       p["good_year"]))
     return out
 
 
