@@ -158,3 +158,29 @@ def test_the_cli_refuses_a_token_for_an_inactive_person(api, db):
     update_person(db, api.org.s1, {"active": True})
     done = CliRunner().invoke(main, ["token", "s1", "--db", db.url])
     assert done.exit_code == 0, done.output
+
+
+def test_a_deactivated_persons_claims_are_released_in_the_history(api, engine, db):
+    """A step l1 had claimed (认领) would wait for l1 for ever: only the claimer may act on
+    it or release it. Deactivating l1 releases it, as a record of the case's history."""
+    org = api.org
+    case_id = _submitted(engine, org)
+    engine.claim(case_id, Actor.person(org.l1))
+    with pytest.raises(Forbidden):  # nobody else while the claim holds
+        engine.fire(case_id, "evaluate", Actor.person(org.chief), data={"grade": "好"})
+
+    r = api.patch("admin", f"{ORG}/people/{org.l1}", json={"active": False})
+    assert r.status_code == 200
+    with db.unit_of_work(write=False) as s:
+        assert s.get(Case, case_id).claimed_by is None
+        event = s.execute(select(SecurityEvent).where(
+            SecurityEvent.kind == "deactivated")).scalar_one()
+    assert event.detail["claims_released"] == 1
+    last = engine.history(case_id)[-1]
+    assert (last["trigger"], last["actor_id"], last["actor_role"]) == (
+        "release", org.admin, "admin")
+    assert "deactivated" in last["comment"]
+    assert engine.verify_history()[2] == []
+    # The evaluator above (the fallback, now that l1 is gone) can act at once.
+    engine.fire(case_id, "evaluate", Actor.person(org.chief), data={"grade": "较好"})
+    assert engine.get_case(case_id).state == "feedback"

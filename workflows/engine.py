@@ -829,6 +829,23 @@ class Engine:
             return self._record(s, row, actor, role, RELEASE, row.state, {}, None, None,
                                 {"claimed_by": None, "claimed_at": None})
 
+    def release_claims_of(self, s: Session, person_id: int, by: int | None) -> int:
+        """Give back every open step `person_id` had claimed (认领), each recorded as a
+        release by `by` (an admin; the scheduler when None), inside the caller's
+        transaction. A person deactivated (停用) must not keep cases that only they could
+        act on; how many were released is returned."""
+        rows = s.connection().execute(
+            select(CASES, UNITS.c.path).join(UNITS, UNITS.c.id == CASES.c.unit_id)
+            .where(CASES.c.claimed_by == person_id, CASES.c.closed_at.is_(None))
+            .order_by(CASES.c.id).with_for_update(of=CASES)).all()
+        actor = Actor.person(by) if by is not None else SYSTEM_ACTOR
+        role = "admin" if by is not None else SYSTEM
+        for row in rows:
+            self._record(s, row, actor, role, RELEASE, row.state, {},
+                         f"person {person_id} deactivated (停用): the claim is released", None,
+                         {"claimed_by": None, "claimed_at": None})
+        return len(rows)
+
     def delegate(self, case_id: int, actor: Actor, to_person: int,
                  comment: str | None = None, expected_version: int | None = None,
                  viewer: Viewer | None = None) -> FireResult:

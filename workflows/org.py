@@ -403,13 +403,17 @@ def create_person(db: Database, code: str, unit_id: int, **values: Any) -> dict[
 
 
 def update_person(db: Database, person_id: int, changes: dict[str, Any],
-                  by: int | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+                  by: int | None = None, now: dt.datetime | None = None,
+                  release_claims: Callable[[Session, int, int | None], int] | None = None
+                  ) -> dict[str, Any]:
     """Change a person; `by` is the admin doing it (recorded with a deactivation).
 
     Deactivating (`active: false`, 停用) takes effect at once: every token and browser
     session of their account is revoked in the same transaction, logging in is refused,
     and their role assignments stop counting everywhere (`access.HELD_ROLES`). Reactivating
-    restores the roles; the revoked tokens stay revoked — the person logs in again."""
+    restores the roles; the revoked tokens stay revoked — the person logs in again.
+    `release_claims` (the engine's `release_claims_of`) gives back the steps they had
+    claimed, in the same transaction, so that no case waits for someone who is gone."""
     now = now or dt.datetime.now(dt.UTC)
     with db.unit_of_work() as s:
         person = get_or_404(s, Person, person_id)
@@ -422,13 +426,16 @@ def update_person(db: Database, person_id: int, changes: dict[str, Any],
             setattr(person, key, value)
         if switched:
             revoked = revoke_all(s, person_id, now) if not person.active else 0
+            released = release_claims(s, person_id, by) \
+                if release_claims and not person.active else 0
             user = s.execute(select(User.id, User.username)
                              .where(User.person_id == person_id)).first()
             s.add(SecurityEvent(at=now, kind="reactivated" if person.active else "deactivated",
                                 username=user.username if user else None,
                                 user_id=user.id if user else None, by=by,
                                 detail={"person_id": person_id, "person_code": person.code,
-                                        "tokens_revoked": revoked}))
+                                        "tokens_revoked": revoked,
+                                        "claims_released": released}))
         s.flush()
         return person_out(s, person)
 

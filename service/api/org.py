@@ -236,11 +236,13 @@ class PersonDetail(MethodView):
 
         `active: false` (停用) revokes every token and session of the person's account at
         once, refuses their logins and drops their roles from every lookup (queues,
-        actions, notifications); `active: true` restores the roles, not the tokens.
+        actions, notifications) and gives back the steps they had claimed (认领, each a
+        release in the case's history); `active: true` restores the roles, not the tokens.
         Recorded in the security log. 409 for the last active admin."""
         require(viewer(), ADMIN, "changing a person")
-        return org.update_person(engine().db, person_id, body, by=viewer().person_id or None,
-                                 now=utcnow())
+        eng = engine()
+        return org.update_person(eng.db, person_id, body, by=viewer().person_id or None,
+                                 now=utcnow(), release_claims=eng.release_claims_of)
 
 
 @blp.route("/roles")
