@@ -201,7 +201,7 @@ class Month:
 Q3 = [
     Month("2026-07", (2026, 7, 1, 8), ((2026, 7, 17, 15), (2026, 7, 24, 15)), (2026, 7, 31, 16),
           (2026, 8, 3, 10), (2026, 8, 4, 10), (2026, 8, 11),
-          good=("RS0103", "RS0109", "RS0102", "RS0205", "RS0209", "RS0202", "RS0303")),
+          good=("RS0103", "RS0109", "RS0102", "RS0205", "RS0209", "RS0303")),
     Month("2026-08", (2026, 8, 1, 8), ((2026, 8, 14, 15), (2026, 8, 21, 15)), (2026, 8, 31, 16),
           (2026, 9, 2, 10), (2026, 9, 3, 10), (2026, 9, 10),
           good=("RS0103", "RS0109", "RS0205", "RS0209", "RS0303"),
@@ -298,7 +298,7 @@ def regular_quarter(b: Bureau) -> dict[str, dict[str, int]]:
     b.at(2026, 10, 16, 10)
     rsj = b.units["RSJ"]
     waiting = [i["id"] for i in b.queue("committee1", flow=REGULAR, state="approval")]
-    assert len(waiting) == 87
+    assert len(waiting) == 87 == 3 * len(ASSESSED)
     refused = b.bulk("committee1", "approve", waiting, comment="第三季度审定", status=422)
     assert refused["rule"] == "quota"
     assert refused["details"]["pool"] == {"unit": rsj, "tier": "staff", "period": "2026-09"}
@@ -326,7 +326,7 @@ def regular_quarter(b: Bureau) -> dict[str, dict[str, int]]:
 
 
 GOOD_2026 = {"RS0103": 3, "RS0109": 3, "RS0102": 1, "RS0108": 1, "RS0205": 3, "RS0206": 1,
-             "RS0209": 3, "RS0202": 1, "RS0303": 3, "RS0306": 1,
+             "RS0209": 3, "RS0303": 3, "RS0306": 1,
              "RS0201": 1}  # everyone else: 0 of 3
 
 
@@ -342,9 +342,9 @@ def check_the_quarter(b: Bureau, cases: dict[str, dict[str, int]]) -> None:
     sep = pools[("staff", "2026-09")]
     assert sep["size"] == 7 and sep["approved"] == {"好": 3, "较好": 4, "一般": 0, "较差": 0}
     assert sep["quota"] == {"size": 21, "limit": 8, "used": 8, "remaining": 0}
-    # Six deputies in the 机关 (40 % → 2): RS0102 and RS0202 in July.
-    assert pools[("deputy", "2026-07")]["quota"] == {"size": 6, "limit": 2, "used": 2,
-                                                     "remaining": 0}
+    # Six deputies in the 机关 (40 % → 2), one 好 in July (RS0102).
+    assert pools[("deputy", "2026-07")]["quota"] == {"size": 6, "limit": 2, "used": 1,
+                                                     "remaining": 1}
     good = b.get("owner", "/api/v1/ledger/good-counts", flow=REGULAR, year=2026)
     counts = {p["person"]["code"]: (p["good"], p["results"]) for p in good["people"]}
     assert counts == {c: (GOOD_2026.get(c, 0), 3) for c in ASSESSED}  # not 陈建国
