@@ -376,17 +376,22 @@ def _fill_sec1(db, org, engine, n_total: int = 9) -> None:
 
 
 def test_excellent_quota_at_its_boundary(engine, org, db, annual):
-    for who in ("s1", "s2", "s3"):
+    for who in ("s1", "s2", "s3", "t1"):
         _regular_year(db, org.ids[who], GOOD_YEAR)
-    _fill_sec1(db, org, engine)
+    _fill_sec1(db, org, engine, n_total=8)
     a, b, c = (_excellent_to_approval(engine, org, w) for w in ("s1", "s2", "s3"))
-    # 9 cases in SEC1 × 20 % = 1.8, floor → 1: a bulk approval of two is refused whole.
-    res = _refusal(engine.fire_bulk, [a, b], "approve", P(org.c1))
+    t1 = _excellent_to_approval(engine, org, "t1", leader="l2")
+    # One pool for the 机关 (unit_depth: 1): 8 cases in SEC1 and t1 in SEC2, 9 × 20 % = 1.8,
+    # floor → 1: a bulk approval of one from each 科室 is refused whole.
+    res = _refusal(engine.fire_bulk, [a, t1], "approve", P(org.c1))
     assert res.rule == "excellent_quota"
-    assert str(res).endswith(f"in pool period=2026, unit={org.units['SEC1']}: limit 1 "
+    assert str(res).endswith(f"in pool period=2026, unit={org.units['ORG']}: limit 1 "
                              "(20% of 9, floor, at least 1), already used 0, asked 2")
     assert engine.get_case(a).state == "approval"
     engine.fire(a, "approve", P(org.c1))  # the one place
+    # SEC2 alone would have had a place of its own (min 1); in the 机关's pool it has none.
+    v = _refusal(engine.fire, t1, "approve", P(org.c1))
+    assert "limit 1 (20% of 9, floor, at least 1), already used 1, asked 1" in str(v)
     v = _refusal(engine.fire, b, "approve", P(org.c1))
     assert "limit 1 (20% of 9, floor, at least 1), already used 1, asked 1" in str(v)
     # Acknowledged and closed results still hold their place.

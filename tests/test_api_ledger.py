@@ -65,9 +65,10 @@ def test_grades(lapi):
     assert out["quota"]["max_ratio"] == 0.4 and out["quota"]["value"] == "好"
     assert [(p["unit"]["name"], p["tier"], p["size"], p["graded"]["好"], p["quota"])
             for p in out["pools"]] == [
-        ("干部一科", "chief", 1, 0, {"size": 1, "limit": 1, "used": 0, "remaining": 1}),
-        ("干部一科", "deputy", 1, 1, {"size": 1, "limit": 1, "used": 1, "remaining": 0}),
-        ("干部一科", "staff", 5, 2, {"size": 5, "limit": 2, "used": 2, "remaining": 0})]
+        ("部机关", "chief", 1, 0, {"size": 1, "limit": 1, "used": 0, "remaining": 1}),
+        ("部机关", "deputy", 1, 1, {"size": 1, "limit": 1, "used": 1, "remaining": 0}),
+        # l1 sees SEC1's 5 staff; the pool is the 机关's 8 (limit floor(3.2) = 3)
+        ("部机关", "staff", 5, 2, {"size": 8, "limit": 3, "used": 3, "remaining": 0})]
 
     r = lapi.get("owner", f"{URL}/grades?flow=regular-assessment&period=2026-11&format=csv")
     assert r.status_code == 200 and r.mimetype == "text/csv"
@@ -76,13 +77,14 @@ def test_grades(lapi):
     lines = r.data.decode("utf-8-sig").splitlines()
     assert r.data.startswith(b"\xef\xbb\xbf")
     assert lines[0].startswith("单位,层级,考核期,参加人数,好,较好,一般,较差")
-    assert lines[4] == "干部一科,一般干部,2026-11,5,2,1,1,0,1,2,2,0"
+    assert len(lines) == 4  # the 机关's chief, deputy and staff pools
+    assert lines[3] == "部机关,一般干部,2026-11,8,3,3,1,0,1,3,3,0"
 
 
 def test_good_counts(lapi):
     out = ok(lapi.get("owner", f"{URL}/good-counts?flow=regular-assessment&year=2026"))
     assert [(p["person"]["code"], p["good"], p["results"]) for p in out["people"]] == [
-        ("C2", 0, 1), ("D1", 1, 1), ("S1", 2, 2), ("S2", 1, 2), ("S3", 0, 1), ("T2", 2, 2)]
+        ("C2", 0, 1), ("D1", 1, 1), ("S1", 2, 2), ("S2", 1, 2), ("S3", 0, 1), ("T2", 1, 2)]
     mine = ok(lapi.get("s2", f"{URL}/good-counts?flow=regular-assessment&year=2026"))
     assert [(p["person"]["code"], p["good"]) for p in mine["people"]] == [("S2", 1)]
 

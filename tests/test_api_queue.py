@@ -343,22 +343,24 @@ def test_delegate_refusals(api, engine):
 
 def test_bulk_approval_over_the_quota_refuses_the_whole_batch(api, engine):
     org = api.org
-    # SEC1 staff pool for 2026-11: s1…s5 → 5 cases, limit max(floor(5 × 40%), 1) = 2.
+    # The 机关's staff pool for 2026-11 (ORG with SEC1 and SEC2): s1…s5 and t1, t2 → 7
+    # cases, limit max(floor(7 × 40%), 1) = 2.
     cases = [_to_approval(engine, org, f"s{i}", grade="好") for i in range(1, 6)]
+    cases += [_to_approval(engine, org, f"t{i}", grade="好", leader="l2") for i in (1, 2)]
     before = [_case(api, "c1", cid)["version"] for cid in cases]
 
     r = _bulk(api, "c1", "approve", cases)
     assert r.status_code == 422, r.json
     assert r.json["code"] == "rule_violation" and r.json["rule"] == "quota"
     details = r.json["details"]
-    assert details["pool"] == {"unit": org.units["SEC1"], "tier": "staff", "period": PERIOD}
-    assert (details["size"], details["limit"], details["used"], details["asked"]) == (5, 2, 0, 5)
+    assert details["pool"] == {"unit": org.units["ORG"], "tier": "staff", "period": PERIOD}
+    assert (details["size"], details["limit"], details["used"], details["asked"]) == (7, 2, 0, 7)
     assert sorted(details["case_ids"]) == sorted(cases)
-    assert "limit 2 (40% of 5, floor, at least 1), already used 0, asked 5" in r.json["message"]
+    assert "limit 2 (40% of 7, floor, at least 1), already used 0, asked 7" in r.json["message"]
 
-    assert _states(api, cases) == ["approval"] * 5
+    assert _states(api, cases) == ["approval"] * 7
     assert [_case(api, "c1", cid)["version"] for cid in cases] == before
-    assert _queue(api, "c1")["total"] == 5
+    assert _queue(api, "c1")["total"] == 7
 
 
 def test_bulk_approval_within_the_quota_moves_every_case(api, engine):

@@ -253,12 +253,13 @@ def _week(n: int) -> dict:
 
 def build(engine, org, db, clock: Clock) -> None:
     """October 2026 in SEC1 (s1 on time with 好, s2 late with 较好, s3 still open) and SEC2
-    (t1 on time with 好); s1's annual 优秀 proposal reads the year's regular results; score
-    sheets for SEC1 (95, raised) and ORG (90)."""
+    (t1 on time with 好, t2 still open); s1's annual 优秀 proposal reads the year's regular
+    results; score sheets for SEC1 (95, raised) and ORG (90). The 好 quota pools the 机关's
+    five staff (limit 2), so s1 and t1 both pass."""
     engine.publish(SOURCE, str(ANNUAL))
     clock.now = cst(2026, 11, 2, 9)  # Monday
     ids = {w: engine.start_case("regular-assessment", org.ids[w], period_key="2026-10").id
-           for w in ("s1", "s2", "s3", "t1")}
+           for w in ("s1", "s2", "s3", "t1", "t2")}
     for who, leader, weeks in (("s1", "l1", 2), ("s2", "l1", 1), ("t1", "l2", 1)):
         for _ in range(weeks):
             engine.fire(ids[who], "record_week", P(org.ids[who]), data=_week(1))
@@ -285,9 +286,9 @@ SEC1_STATS = {
     "good_limit": 1, "weekly_records": 3, "weekly_records_per_case": 1.0,
     "people_with_results": 2, "results_used": 1, "results_used_rate": 0.5}
 ORG_STATS = {
-    "cases": 4, "closed": 3, "completion_rate": 0.75, "on_time": 2, "on_time_rate": 0.6667,
+    "cases": 5, "closed": 3, "completion_rate": 0.6, "on_time": 2, "on_time_rate": 0.6667,
     "approved": 3, "good": 2, "good_share": 0.6667, "good_value": "好", "good_max_ratio": 0.4,
-    "good_limit": 2, "weekly_records": 4, "weekly_records_per_case": 1.0,
+    "good_limit": 2, "weekly_records": 4, "weekly_records_per_case": 0.8,
     "people_with_results": 3, "results_used": 1, "results_used_rate": 0.3333}
 
 
@@ -432,7 +433,7 @@ def test_http_import_and_downloads(api, org, engine, db, clock):
     board = ok(api.get("owner", f"{URL}?year=2026"))
     stats = {x["unit"]["code"]: x["statistics"] for x in board["sheets"]}
     assert stats["SEC1"] == SEC1_STATS and stats["ORG"] == ORG_STATS
-    assert stats["SEC2"]["cases"] == 1 and stats["SEC2"]["on_time_rate"] == 1.0
+    assert stats["SEC2"]["cases"] == 2 and stats["SEC2"]["on_time_rate"] == 1.0
 
     r = api.get("owner", f"{URL}?year=2026&format=csv")
     assert r.status_code == 200 and r.mimetype == "text/csv" and r.data.startswith(b"\xef\xbb\xbf")
@@ -497,31 +498,34 @@ def annual(engine, regular):
 def _three_candidates(engine, org, db) -> tuple[int, int, int]:
     for who in ("s1", "s2", "s3"):
         _regular_year(db, org.ids[who], GOOD_YEAR)
-    _fill_sec1(db, org, engine)  # 9 annual cases of 2026 in SEC1
+    _fill_sec1(db, org, engine)  # 9 annual cases of 2026 in SEC1, the 机关's only ones
     a, b, c = (_excellent_to_approval(engine, org, w) for w in ("s1", "s2", "s3"))
     return a, b, c
 
 
 def test_a_raised_score_sheet_raises_the_excellent_ratio(engine, org, db, annual):
+    """The 优秀 pool is the 机关's (unit_depth: 1), so the raise is read for the 机关: ORG's
+    sheet raises it, a raised sheet of one 科室 under it does not."""
     a, b, c = _three_candidates(engine, org, db)
-    _put(db, "SEC1", 2026, {"items": ITEMS})  # a sheet, not raised: 20 %
-    _put(db, "SEC1", 2025, {"score": 99, "raised": True})  # another year does not count
+    _put(db, "ORG", 2026, {"items": ITEMS})  # a sheet, not raised: 20 %
+    _put(db, "ORG", 2025, {"score": 99, "raised": True})  # another year does not count
+    _put(db, "SEC1", 2026, {"score": 90, "raised": True})  # a 科室: not the pool's unit
     v = pytest.raises(RuleViolation, engine.fire_bulk, [a, b], "approve", P(org.c1)).value
     assert v.rule == "excellent_quota" and str(v).endswith(
-        f"in pool period=2026, unit={org.units['SEC1']}: limit 1 (20% of 9, floor, at least "
+        f"in pool period=2026, unit={org.units['ORG']}: limit 1 (20% of 9, floor, at least "
         "1), already used 0, asked 2")
     assert v.details["raised_for"] is None and v.details["ratio"] == 0.2
     assert engine.get_case(a).state == engine.get_case(b).state == "approval"
 
-    _put(db, "SEC1", 2026, {"items": ITEMS, "raised": True})  # 25 % of 9 = 2.25 → 2
+    _put(db, "ORG", 2026, {"items": ITEMS, "raised": True})  # 25 % of 9 = 2.25 → 2
     done = engine.fire_bulk([a, b], "approve", P(org.c1))
     assert len(done.done) == 2 and not done.refused
     v = pytest.raises(RuleViolation, engine.fire, c, "approve", P(org.c1)).value
-    assert ("limit 2 (25% of 9, raised for SEC1: contact-point score sheet 2026, score "
+    assert ("limit 2 (25% of 9, raised for ORG: contact-point score sheet 2026, score "
             "95.0, rank 1, floor, at least 1), already used 2, asked 1") in str(v)
-    assert v.details["raised_for"] == "SEC1" and v.details["ratio"] == 0.25
-    assert v.details["raised_by"] == {"unit": "SEC1", "source": "score_sheet", "year": 2026,
-                                      "score": 95.0, "rank": 1, "of": 1}
+    assert v.details["raised_for"] == "ORG" and v.details["ratio"] == 0.25
+    assert v.details["raised_by"] == {"unit": "ORG", "source": "score_sheet", "year": 2026,
+                                      "score": 95.0, "rank": 1, "of": 2}
 
 
 def test_a_raised_unit_above_raises_its_sub_units(engine, org, db, annual):
@@ -539,14 +543,14 @@ def test_raise_top_and_raise_units_are_read_with_the_sheets(engine, org, db, reg
     _rule(doc, "approve", "excellent_quota")["raise_top"] = 1
     engine.publish(_dump(doc), "annual-top.yaml")
     a, b, c = _three_candidates(engine, org, db)
-    _put(db, "SEC2", 2026, {"score": 96})
-    _put(db, "SEC1", 2026, {"score": 95})  # rank 2, not flagged: 20 %
+    _put(db, "SEC2", 2026, {"score": 96})  # top, but a 科室, not the 机关 of the pool
+    _put(db, "ORG", 2026, {"score": 95})  # rank 2, not flagged: 20 %
     v = pytest.raises(RuleViolation, engine.fire_bulk, [a, b], "approve", P(org.c1)).value
     assert "limit 1 (20% of 9, floor, at least 1)" in str(v)
-    _put(db, "SEC1", 2026, {"score": 96})  # a tie at the top: rank 1 too
+    _put(db, "ORG", 2026, {"score": 96})  # a tie at the top: rank 1 too
     engine.fire_bulk([a, b], "approve", P(org.c1))
     v = pytest.raises(RuleViolation, engine.fire, c, "approve", P(org.c1)).value
-    assert "raised for SEC1: contact-point score sheet 2026, score 96.0, rank 1 (top 1)" \
+    assert "raised for ORG: contact-point score sheet 2026, score 96.0, rank 1 (top 1)" \
         in str(v)
     assert v.details["raised_by"]["source"] == "raise_top"
 
@@ -555,10 +559,10 @@ def test_the_flag_is_read_when_the_approval_comes(engine, org, db, annual):
     """The sheet is data, not part of the definition: a flag set after the cases started
     counts, and deleting the sheet takes the raised ratio away again."""
     a, b, c = _three_candidates(engine, org, db)
-    _put(db, "SEC1", 2026, {"score": 95, "raised": True})
+    _put(db, "ORG", 2026, {"score": 95, "raised": True})  # the 机关 of the pool
     assert len(engine.fire_bulk([a, b], "approve", P(org.c1)).done) == 2
     with db.unit_of_work() as s:
-        cp.delete_sheet(s, "SEC1", 2026)
+        cp.delete_sheet(s, "ORG", 2026)
     v = pytest.raises(RuleViolation, engine.fire, c, "approve", P(org.c1)).value
     assert "limit 1 (20% of 9, floor, at least 1), already used 2, asked 1" in str(v)
     engine.fire(c, "send_back", P(org.c1), comment="优秀名额已满")

@@ -326,20 +326,22 @@ def test_the_grades_keep_the_quota_of_every_pool(history):
     dist = c.get("owner", "/api/v1/ledger/grades", flow=REGULAR, period_from="2025-11",
                  period_to="2026-10")
     assert dist["quota"]["value"] == "好" and dist["quota"]["max_ratio"] == 0.4
-    # 10 pools a month: 局机关 一般干部, and each division's 正职, 副职, 一般干部
-    assert len(dist["pools"]) == 10 * 12
+    # 3 pools a month: the 机关's (局机关 with its divisions) 正职, 副职 and 一般干部
+    assert len(dist["pools"]) == 3 * 12
+    assert {p["unit"]["name"] for p in dist["pools"]} == {"示范市人力资源和社会保障局"}
     for pool in dist["pools"]:
         assert pool["graded"]["好"] <= pool["quota"]["limit"], pool
         assert pool["size"] == sum(pool["graded"].values())  # everyone graded
-    assert dist["totals"] == {"好": 99, "较好": 231, "一般": 6, "较差": 0}
-    gwy = next(p["unit"]["id"] for p in dist["pools"] if p["unit"]["name"] == "公务员管理处")
-    staff = next(p for p in dist["pools"] if p["unit"]["id"] == gwy and p["tier"] == "staff"
-                 and p["period"] == "2026-09")
-    assert staff["quota"] == {"size": 7, "limit": 2, "used": 2, "remaining": 0}
+    assert dist["totals"] == {"好": 101, "较好": 229, "一般": 6, "较差": 0}
+    staff = next(p for p in dist["pools"] if p["tier"] == "staff" and p["period"] == "2026-09")
+    # The 机关's 21 一般干部: max(floor(21 × 0.4), 1) = 8; six scored high enough for 好
+    assert staff["quota"] == {"size": 21, "limit": 8, "used": 6, "remaining": 2}
+    everyone = c.get("owner", "/api/v1/ledger/good-counts", flow=REGULAR, year=2026)
+    gwy = next(p["unit"]["id"] for p in everyone["people"] if p["unit"]["name"] == "公务员管理处")
     good = c.get("owner", "/api/v1/ledger/good-counts", flow=REGULAR, year=2026, unit_id=gwy)
+    assert {p["unit"]["name"] for p in good["people"]} == {"公务员管理处"}
     counts = {p["person"]["code"]: (p["good"], p["results"]) for p in good["people"]}
-    assert counts["RS0103"] == (5, 9) and counts["RS0104"] == (8, 9)
-    assert counts["RS0105"] == (0, 9)
+    assert (counts["RS0103"], counts["RS0104"], counts["RS0105"]) == ((6, 9), (8, 9), (3, 9))
     # The month of 黄俊杰's 警告 (decided 2026-03-10, facts.csv) is graded 一般.
     cases = c.get("owner", "/api/v1/cases", flow=REGULAR, period="2026-03", q="黄俊杰")
     (march,) = cases["items"]
@@ -446,7 +448,7 @@ def test_each_flow_can_be_tried_at_once(tried):
                           "comment": "第四季度审定"})
     assert r.status_code == 200 and r.json["counts"] == {"done": ASSESSED + 1, "refused": 0}
     # 年度考核: the year's regular results decide who may be proposed for 优秀.
-    for who, code, has in (("staff02", "RS0103", None), ("staff04", "RS0105", 0)):
+    for who, code, has in (("staff02", "RS0103", None), ("staff04", "RS0105", 3)):
         r = c.http.post("/api/v1/cases", headers=c.headers(who),
                         json={"flow": "annual-assessment", "subject_id": ids[code],
                               "period_key": "2026"})
@@ -459,7 +461,7 @@ def test_each_flow_can_be_tried_at_once(tried):
             assert r.status_code == 200 and r.json["to"] == "public_notice", r.json
         else:
             assert r.status_code == 422 and r.json["rule"] == "regular_linkage"
-            assert "优秀 for 2026 needs 6 好 of 10 regular results, has 0" in r.json["message"]
+            assert "优秀 for 2026 needs 6 好 of 10 regular results, has 3" in r.json["message"]
     # 职级晋升: the candidate's public notice is 干部科's (owner) to watch.
     notice = c.get("owner", "/api/v1/queue", flow="rank-promotion")["items"]
     assert [(i["state"], [a["trigger"] for a in i["actions"]]) for i in notice] == [

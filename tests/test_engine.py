@@ -204,19 +204,22 @@ def test_required_when_guard(engine, org, regular):
 
 
 def test_quota_at_its_boundary(engine, org, regular, db):
-    # SEC1 staff pool for 2026-11: s1…s5 → 5 cases, limit max(floor(5 × 40%), 1) = 2.
+    # The 机关's staff pool for 2026-11 (unit_depth: 1, ORG with SEC1 and SEC2): s1…s5 in
+    # SEC1 and t1, t2 in SEC2 → 7 cases, limit max(floor(7 × 40%), 1) = 2.
     cases = [_to_approval(engine, org, f"s{i}", grade="好") for i in range(1, 6)]
-    engine.fire(cases[0], "approve", P(org.c1))
-    engine.fire(cases[1], "approve", P(org.c1))  # 2 of 2: at the limit, allowed
+    cases += [_to_approval(engine, org, f"t{i}", grade="好", leader="l2") for i in (1, 2)]
+    engine.fire(cases[0], "approve", P(org.c1))  # s1, SEC1
+    engine.fire(cases[5], "approve", P(org.c1))  # t1, SEC2: 2 of 2, at the limit, allowed
+    # s2 is refused although SEC1 holds only one 好: the pool is the 机关, not the 科室.
     with pytest.raises(RuleViolation) as exc:
-        engine.fire(cases[2], "approve", P(org.c1))
+        engine.fire(cases[1], "approve", P(org.c1))
     err = exc.value
     assert err.rule == "quota"
     assert err.details["limit"] == 2 and err.details["used"] == 2 and err.details["asked"] == 1
-    assert err.details["size"] == 5
-    assert err.details["pool"] == {"unit": org.units["SEC1"], "tier": "staff", "period": "2026-11"}
-    assert "limit 2 (40% of 5, floor, at least 1), already used 2, asked 1" in str(err)
-    assert engine.get_case(cases[2]).state == "approval"
+    assert err.details["size"] == 7
+    assert err.details["pool"] == {"unit": org.units["ORG"], "tier": "staff", "period": "2026-11"}
+    assert "limit 2 (40% of 7, floor, at least 1), already used 2, asked 1" in str(err)
+    assert engine.get_case(cases[1]).state == "approval"
     # Another pool is not affected: the deputy d1 is alone in the deputy pool → limit 1.
     d = _to_approval(engine, org, "d1", grade="好")
     engine.fire(d, "approve", P(org.c1))
@@ -241,8 +244,9 @@ def test_bulk_quota_counts_the_whole_batch(engine, org, regular, db):
     # The remaining 好 would be the third: refused on its own now.
     with pytest.raises(RuleViolation):
         engine.fire_bulk([cases[0]], "approve", P(org.c1))
-    # A quota refusal in one pool refuses the whole batch, other pools included.
-    fresh = _to_approval(engine, org, "t1", grade="好", leader="l2")
+    # A quota refusal in one pool refuses the whole batch, other pools included: d1 is
+    # alone in the 机关's deputy pool (limit 1).
+    fresh = _to_approval(engine, org, "d1", grade="好")
     with pytest.raises(RuleViolation):
         engine.fire_bulk([fresh, cases[0]], "approve", P(org.c1))
     assert engine.get_case(fresh).state == "approval"

@@ -52,7 +52,8 @@ PLAN = {
                 ("s4", "approval", "一般"), ("s5", "summary", None), ("d1", "approved", "好"),
                 ("l1", "evaluation", None), ("t1", "feedback", "较好"),
                 ("t2", "approved", "好"), ("c2", "approved", "较好")],
-    "2026-10": [("s1", "approved", "好"), ("s2", "approved", "较好"), ("t2", "approved", "好")],
+    # Three staff of the 机关: limit max(floor(3 × 0.4), 1) = 1 好.
+    "2026-10": [("s1", "approved", "好"), ("s2", "approved", "较好"), ("t2", "approved", "较好")],
     "2025-12": [("s1", "approved", "好")],  # another year
 }
 
@@ -164,35 +165,36 @@ def test_grade_distribution_against_the_quota(month, spec, as_):
     assert out["field"] == "grade" and out["field_label"] == "考核等次"
     assert out["values"] == ["好", "较好", "一般", "较差"]
     assert out["quota"] == {"value": "好", "max_ratio": 0.4, "rounding": "floor", "min": 1,
-                            "pool": ["unit", "tier", "period"], "unit_depth": None,
+                            "pool": ["unit", "tier", "period"], "unit_depth": 1,
                             "merge_units": [], "counted_states": ["approved"],
                             "trigger": "approve"}
     pools = [(p["unit"]["name"], p["tier"], p["period"], p["size"], p["ungraded"],
               p["graded"], p["approved"]["好"], p["quota"]) for p in out["pools"]]
     z = {"好": 0, "较好": 0, "一般": 0, "较差": 0}
+    # One pool per tier of the 机关 (部机关 with 干部一科 and 干部二科: unit_depth 1).
     assert pools == [
-        ("部机关", "staff", "2026-11", 1, 0, {**z, "较好": 1}, 0,
+        ("部机关", "chief", "2026-11", 1, 1, z, 0,
          {"size": 1, "limit": 1, "used": 0, "remaining": 1}),
-        ("干部一科", "chief", "2026-11", 1, 1, z, 0,
-         {"size": 1, "limit": 1, "used": 0, "remaining": 1}),
-        ("干部一科", "deputy", "2026-11", 1, 0, {**z, "好": 1}, 1,
+        ("部机关", "deputy", "2026-11", 1, 0, {**z, "好": 1}, 1,
          {"size": 1, "limit": 1, "used": 1, "remaining": 0}),
-        # 5 staff: max(floor(5 × 0.4), 1) = 2, both used by s1 and s2.
-        ("干部一科", "staff", "2026-11", 5, 1, {**z, "好": 2, "较好": 1, "一般": 1}, 2,
-         {"size": 5, "limit": 2, "used": 2, "remaining": 0}),
-        ("干部二科", "staff", "2026-11", 2, 0, {**z, "好": 1, "较好": 1}, 1,
-         {"size": 2, "limit": 1, "used": 1, "remaining": 0}),
+        # 8 staff (c2; s1…s5; t1, t2): max(floor(8 × 0.4), 1) = 3, used by s1, s2 and t2.
+        ("部机关", "staff", "2026-11", 8, 1, {**z, "好": 3, "较好": 3, "一般": 1}, 3,
+         {"size": 8, "limit": 3, "used": 3, "remaining": 0}),
     ]
-    assert out["pools"][3]["tier_label"] == "一般干部"
+    assert out["pools"][2]["tier_label"] == "一般干部"
     assert out["totals"] == {"好": 4, "较好": 3, "一般": 1, "较差": 0}
 
     q4 = as_("chief", ledger.grade_distribution, spec, period_from="2026-10",
              period_to="2026-12")
     oct_staff = [p for p in q4["pools"] if p["period"] == "2026-10"
-                 and p["unit"]["name"] == "干部一科"]
-    assert [(p["size"], p["quota"]["limit"], p["quota"]["used"]) for p in oct_staff] == [(2, 1, 1)]
+                 and p["unit"]["name"] == "部机关"]
+    # 3 staff: floor(1.2) = 0, raised to the minimum of one.
+    assert [(p["size"], p["quota"]["limit"], p["quota"]["used"]) for p in oct_staff] == [(3, 1, 1)]
     l2 = as_("l2", ledger.grade_distribution, spec, period="2026-11")
-    assert [p["unit"]["name"] for p in l2["pools"]] == ["干部二科"]
+    # l2 sees his 科's share of the 机关's staff pool (t1, t2); the quota is the whole
+    # pool's, as the rule counts it.
+    assert [(p["unit"]["name"], p["tier"], p["size"], p["quota"]) for p in l2["pools"]] == [
+        ("部机关", "staff", 2, {"size": 8, "limit": 3, "used": 3, "remaining": 0})]
 
 
 def test_the_limit_follows_the_definition(engine, org, db, month, as_):
@@ -220,7 +222,7 @@ def test_good_counts_per_person_over_a_year(month, spec, as_):
         ("S1", "测试s1", "干部一科", 2, 2),
         ("S2", "测试s2", "干部一科", 1, 2),
         ("S3", "测试s3", "干部一科", 0, 1),
-        ("T2", "测试t2", "干部二科", 2, 2)]
+        ("T2", "测试t2", "干部二科", 1, 2)]
     assert [p["good"] for p in as_("chief", ledger.good_counts, spec, 2025)["people"]] == [1]
     assert [p["person"]["code"] for p in as_("l1", ledger.good_counts, spec, 2026)["people"]] \
         == ["D1", "S1", "S2", "S3"]
@@ -316,5 +318,6 @@ def test_xlsx_export(month, spec, as_):
     assert [c.value for c in sheet[1]] == ["单位", "层级", "考核期", "参加人数", "好", "较好",
                                            "一般", "较差", "未定等次", "“好”限额", "已审定占用",
                                            "剩余名额"]
-    assert [c.value for c in sheet[5]] == ["干部一科", "一般干部", "2026-11", 5, 2, 1, 1, 0, 1,
-                                           2, 2, 0]
+    assert sheet.max_row == 4  # the 机关's chief, deputy and staff pools
+    assert [c.value for c in sheet[4]] == ["部机关", "一般干部", "2026-11", 8, 3, 3, 1, 0, 1,
+                                           3, 3, 0]

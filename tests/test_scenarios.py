@@ -204,7 +204,7 @@ class Month:
 Q3 = [
     Month("2026-07", (2026, 7, 1, 8), ((2026, 7, 17, 15), (2026, 7, 24, 15)), (2026, 7, 31, 16),
           (2026, 8, 3, 10), (2026, 8, 4, 10), (2026, 8, 11),
-          good=("RS0103", "RS0109", "RS0102", "RS0205", "RS0209", "RS0202", "RS0303")),
+          good=("RS0103", "RS0109", "RS0102", "RS0205", "RS0209", "RS0303")),
     Month("2026-08", (2026, 8, 1, 8), ((2026, 8, 14, 15), (2026, 8, 21, 15)), (2026, 8, 31, 16),
           (2026, 9, 2, 10), (2026, 9, 3, 10), (2026, 9, 10),
           good=("RS0103", "RS0109", "RS0205", "RS0209", "RS0303"),
@@ -213,7 +213,9 @@ Q3 = [
     # 5 working days are 9, 10 (a make-up Saturday), 12, 13 and 14 October.
     Month("2026-09", (2026, 9, 1, 8), ((2026, 9, 11, 15), (2026, 9, 18, 15)), (2026, 9, 30, 16),
           (2026, 10, 8, 10), (2026, 10, 9, 10), (2026, 10, 15),
-          good=("RS0103", "RS0109", "RS0105", "RS0205", "RS0209", "RS0303", "RS0201")),
+          # 9 staff of the bureau graded 好: one over the 机关's limit (40 % of 21 → 8)
+          good=("RS0103", "RS0109", "RS0105", "RS0108", "RS0205", "RS0206", "RS0209",
+                "RS0303", "RS0306", "RS0201")),
 ]
 
 
@@ -295,22 +297,24 @@ def regular_quarter(b: Bureau) -> dict[str, dict[str, int]]:
     write_month(b, sep, cases[sep.key])
     grade_month(b, sep, cases[sep.key])
 
-    # 季审定, Friday 16 October: unit by unit, from the committee's queue.
+    # 季审定, Friday 16 October: the whole 机关 at once, from the committee's queue (every
+    # case but the deputy head's, which wait for him). The 好 quota pools 同级 across the
+    # 机关: September's 21 staff (RS0003 and three 处室) may have 8.
     b.at(2026, 10, 16, 10)
-    gwy = b.units["RSJ-GWY"]
-    waiting = [i["id"] for i in b.queue("committee1", flow=REGULAR, state="approval",
-                                        unit_id=gwy)]
-    assert len(waiting) == 27
+    rsj = b.units["RSJ"]
+    waiting = [i["id"] for i in b.queue("committee1", flow=REGULAR, state="approval")]
+    assert len(waiting) == 84 == 3 * len(ASSESSED)
     refused = b.bulk("committee1", "approve", waiting, comment="第三季度审定", status=422)
     assert refused["rule"] == "quota"
-    assert refused["details"]["pool"] == {"unit": gwy, "tier": "staff", "period": "2026-09"}
+    assert refused["details"]["pool"] == {"unit": rsj, "tier": "staff", "period": "2026-09"}
     assert (refused["details"]["size"], refused["details"]["limit"], refused["details"]["used"],
-            refused["details"]["asked"]) == (7, 2, 0, 3)
+            refused["details"]["asked"]) == (21, 8, 0, 9)
     assert refused["message"] == (
-        f"quota for 考核等次=好 in pool period=2026-09, tier=staff, unit={gwy}: limit 2 "
-        "(40% of 7, floor, at least 1), already used 0, asked 3")
+        f"quota for 考核等次=好 in pool period=2026-09, tier=staff, unit={rsj}: limit 8 "
+        "(40% of 21, floor, at least 1), already used 0, asked 9")
     assert sorted(refused["details"]["case_ids"]) == sorted(
-        cases["2026-09"][c] for c in ("RS0103", "RS0105", "RS0109"))
+        cases["2026-09"][c] for c in ("RS0103", "RS0105", "RS0108", "RS0109", "RS0205",
+                                      "RS0206", "RS0209", "RS0303", "RS0306"))
     assert all(b.case(c)["state"] == "approval" for c in waiting)  # the whole batch refused
     # Corrected: the committee sends 赵雪梅's September back, the leader regrades it.
     sent = cases["2026-09"]["RS0105"]
@@ -321,30 +325,31 @@ def regular_quarter(b: Bureau) -> dict[str, dict[str, int]]:
     b.act("staff04", sent, "accept")
     b.at(2026, 10, 16, 15)
     done = b.bulk("committee1", "approve", waiting, comment="第三季度审定")
-    assert done["counts"] == {"done": 27, "refused": 0}
-    for unit in ("RSJ-KHJC", "RSJ-GZFL", "RSJ"):  # the bureau last: its unit holds the rest
-        ids = [i["id"] for i in b.queue("committee1", flow=REGULAR, state="approval",
-                                        unit_id=b.units[unit])]
-        assert len(ids) == (3 if unit == "RSJ" else 27)
-        assert b.bulk("committee1", "approve", ids)["counts"]["done"] == len(ids)
+    assert done["counts"] == {"done": 84, "refused": 0}
+    assert b.queue("committee1", flow=REGULAR, state="approval") == []
     return cases
 
 
-GOOD_2026 = {"RS0103": 3, "RS0109": 3, "RS0102": 1, "RS0205": 3, "RS0209": 3, "RS0202": 1,
-             "RS0303": 3, "RS0201": 1}  # everyone else: 0 of 3
+GOOD_2026 = {"RS0103": 3, "RS0109": 3, "RS0102": 1, "RS0108": 1, "RS0205": 3, "RS0206": 1,
+             "RS0209": 3, "RS0303": 3, "RS0306": 1,
+             "RS0201": 1}  # everyone else: 0 of 3
 
 
 def check_the_quarter(b: Bureau, cases: dict[str, dict[str, int]]) -> None:
     gwy = b.units["RSJ-GWY"]
     dist = b.get("owner", "/api/v1/ledger/grades", flow=REGULAR, period_from="2026-07",
                  period_to="2026-09", unit_id=gwy)
-    assert dist["totals"] == {"好": 7, "较好": 19, "一般": 1, "较差": 0}
+    assert dist["totals"] == {"好": 8, "较好": 18, "一般": 1, "较差": 0}
+    # 公务员管理处's share of the 机关's pools; each quota is the whole pool's.
     pools = {(p["tier"], p["period"]): p for p in dist["pools"]}
     assert len(pools) == 9  # 正职, 副职, 一般干部 × three months
+    assert {p["unit"]["id"] for p in dist["pools"]} == {b.units["RSJ"]}
     sep = pools[("staff", "2026-09")]
-    assert sep["approved"] == {"好": 2, "较好": 5, "一般": 0, "较差": 0}
-    assert sep["quota"] == {"size": 7, "limit": 2, "used": 2, "remaining": 0}
-    assert pools[("deputy", "2026-07")]["quota"] == {"size": 1, "limit": 1, "used": 1,
+    assert sep["size"] == 7 and sep["approved"] == {"好": 3, "较好": 4, "一般": 0, "较差": 0}
+    assert sep["quota"] == {"size": 21, "limit": 8, "used": 8, "remaining": 0}
+    # Four deputies assessed in the 机关 (林晓燕 has no evaluator: 40 % → max(1, 1) = 1),
+    # one 好 in July (RS0102), which uses it.
+    assert pools[("deputy", "2026-07")]["quota"] == {"size": 4, "limit": 1, "used": 1,
                                                      "remaining": 0}
     good = b.get("owner", "/api/v1/ledger/good-counts", flow=REGULAR, year=2026)
     counts = {p["person"]["code"]: (p["good"], p["results"]) for p in good["people"]}
@@ -409,14 +414,15 @@ def annual_assessment(b: Bureau) -> dict[str, int]:
         assert (last["trigger"], last["actor_role"], last["to"]) == ("notice_passed", "system",
                                                                      "approval")
 
-    # 审定: one 优秀 in 9 (20 %, rounded down, at least 1: 《公务员考核规定》2020).
+    # 审定: one 优秀 in 9 (20 %, rounded down, at least 1: 《公务员考核规定》2020); the pool
+    # is the 机关's, of which only 公务员管理处 has annual cases here.
     b.at(2026, 12, 14, 10)
     assert b.act("committee1", cases["RS0109"], "approve")["to"] == "result"
     over = b.act("committee1", cases["RS0103"], "approve", status=422)
     assert over["rule"] == "excellent_quota"
     assert over["message"] == (
         "quota for 考核等次=优秀 in pool period=2026, "
-        f"unit={b.units['RSJ-GWY']}: limit 1 (20% of 9, floor, at least 1), already used 1, "
+        f"unit={b.units['RSJ']}: limit 1 (20% of 9, floor, at least 1), already used 1, "
         "asked 1")
     b.act("committee1", cases["RS0103"], "send_back", comment="优秀等次名额已满")
     b.act("leader1", cases["RS0103"], "evaluate", {"grade": "称职"})

@@ -24,7 +24,7 @@ from .test_scenarios import ANNUAL, DIVISIONS, USERNAME, bureau, start  # noqa: 
 
 P = Actor.person
 QUOTA_LINE = ("      - quota: {field: grade, value: 好, max_ratio: 0.4, rounding: floor, min: 1,\n"
-              "                pool: [unit, tier, period]}\n")
+              "                pool: [unit, tier, period], unit_depth: 1}\n")
 
 
 def probe_flow(name: str, quota: str) -> str:
@@ -282,7 +282,9 @@ def _web_login(b, username: str) -> None:
 
 def test_the_bulk_meter_shows_the_annual_excellent_quota(bureau):  # noqa: F811
     """The annual flow's 优秀 quota on the bulk approval page (issue 12: the meter ignored
-    it): 20 % of 9 → 1; a raised score sheet of the division → 25 % → 2, as the rule says."""
+    it): 20 % of 9 → 1; the pool is the 机关's (unit_depth: 1), so a raised score sheet of
+    the division changes nothing and one of the bureau (机关) gives 25 % → 2, as the rule
+    says."""
     from workflows import contact_points as cp
 
     b = bureau
@@ -307,11 +309,16 @@ def test_the_bulk_meter_shows_the_annual_excellent_quota(bureau):  # noqa: F811
         cp.put_sheet(s, "RSJ-GWY", 2026, {"score": 97, "raised": True}, by=None,
                       now=b.clock.now)
     html = b.http.get(url).get_data(as_text=True)
+    assert 'data-used="0" data-limit="1"' in html  # a division: not the pool's unit
+    with b.db.unit_of_work() as s:
+        cp.put_sheet(s, "RSJ", 2026, {"score": 96, "raised": True}, by=None,
+                      now=b.clock.now)
+    html = b.http.get(url).get_data(as_text=True)
     assert 'data-used="0" data-limit="2"' in html  # raised: 25 % of 9, floor
-    assert "25%" in html and "RSJ-GWY" in html
+    assert "25%" in html and "RSJ: " in html  # raised for the bureau, by its sheet
     # The ledger reads the same count: the annual flow's grades against its 优秀 quota.
     dist = b.get("owner", "/api/v1/ledger/grades", flow=ANNUAL, period="2026")
     (pool,) = dist["pools"]
     assert pool["quota"] == {"size": 9, "limit": 2, "used": 0, "remaining": 2, "ratio": 0.25,
-                             "raised_for": "RSJ-GWY"}
+                             "raised_for": "RSJ"}
     assert b.http.get(f"/ledger?flow={ANNUAL}").status_code == 200

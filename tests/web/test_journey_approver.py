@@ -30,13 +30,19 @@ def _fire(live, case_id: int, trigger: str, who: str, **data) -> None:
 
 def test_approver_journey(live, page, db_url):
     backend = db_url.split(":")[0].split("+")[0]
-    # 公务员管理处 has 7 一般干部: at most floor(7 × 40%) = 2 好 in November's pool.
-    mine = {code: live.case_of(code, FLOW, NOVEMBER) for code in ("RS0103", "RS0104", "RS0105")}
+    # The bureau (机关) has 21 一般干部 across its divisions: at most floor(21 × 40%) = 8 好
+    # in November's staff pool. Eight are graded 好 here (six of 公务员管理处, two of
+    # 考核奖惩处); the leader's 好 for RS0103 below makes nine.
+    graded = {"RS0101": ("RS0104", "RS0105", "RS0106", "RS0107", "RS0108", "RS0109"),
+              "RS0201": ("RS0204", "RS0205")}
+    mine = {code: live.case_of(code, FLOW, NOVEMBER)
+            for code in ("RS0103", *graded["RS0101"], *graded["RS0201"])}
     for code, cid in mine.items():
         _fire(live, cid, "submit", code, summary="十一月工作小结")
-    for code in ("RS0104", "RS0105"):
-        _fire(live, mine[code], "evaluate", "RS0101", grade="好")
-        _fire(live, mine[code], "accept", code)
+    for leader, codes in graded.items():
+        for code in codes:
+            _fire(live, mine[code], "evaluate", leader, grade="好")
+            _fire(live, mine[code], "accept", code)
 
     # --- the leader: queue, filter, claim, evaluate
     login(page, live, "leader1")
@@ -86,10 +92,10 @@ def test_approver_journey(live, page, db_url):
     page.get_by_label("全选").check()
     pool = page.locator(".pool.over")
     expect(pool).to_have_count(1)
-    expect(pool).to_contain_text("公务员管理处")
+    expect(pool).to_contain_text("示范市人力资源和社会保障局")  # the 机关's pool
     expect(pool).to_contain_text(NOVEMBER)
-    expect(pool.locator('[data-f="limit"]')).to_have_text("2")
-    expect(pool.locator('[data-f="selected"]')).to_have_text("3")
+    expect(pool.locator('[data-f="limit"]')).to_have_text("8")
+    expect(pool.locator('[data-f="selected"]')).to_have_text("9")
     submit = page.locator("#bulk-submit")
     expect(submit).to_be_disabled()
     expect(page.locator("#quota-message")).to_contain_text("超出限额")

@@ -309,16 +309,17 @@ def test_statistics_page_draws_charts_with_tables(web, cases):
     # Grades: the latest graded period of the range (2026-11), pools against their limits.
     grades = re.search(r'<svg class="chart" id="grades-chart".*?</svg>', page, re.S).group(0)
     assert 'Grades against the quota <span class="period">2026-11</span>' in page
-    assert ">干部一科 · Staff</text>" in grades and "好 2 / limit 2" in grades
+    assert ">部机关 · Staff</text>" in grades and "好 3 / limit 3" in grades
     assert '<a class="chip" href="/ledger?grade_period=2026-10' in page
-    # The numbers below it: 5 cases, 2 好, 1 较好, 1 一般, 0 较差, 1 ungraded, limit 2.
-    assert re.search(r"<th scope=\"row\">干部一科 · Staff</th>" +
-                     "".join(rf"<td class=\"num\">{n}</td>\s*" for n in (5, 2, 1, 1, 0, 1, 2)),
+    # The numbers below it, the 机关's staff pool: 8 cases, 3 好, 3 较好, 1 一般, 0 较差,
+    # 1 ungraded, limit 3.
+    assert re.search(r"<th scope=\"row\">部机关 · Staff</th>" +
+                     "".join(rf"<td class=\"num\">{n}</td>\s*" for n in (8, 3, 3, 1, 0, 1, 3)),
                      page)
     page = ok(web.get(f"/ledger?flow={FLOW}&period_from=2026-10&period_to=2026-12"
                       "&grade_period=2026-10"))
     assert 'Grades against the quota <span class="period">2026-10</span>' in page
-    assert re.search(r"<th scope=\"row\">干部一科 · Staff</th><td class=\"num\">2</td>", page)
+    assert re.search(r"<th scope=\"row\">部机关 · Staff</th><td class=\"num\">3</td>", page)
 
 
 def test_ledger_filter_errors_show_beside_the_field(web, cases):
