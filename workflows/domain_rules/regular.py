@@ -193,9 +193,12 @@ HOME_UNIT_NOTICE = "home_unit"  # the notification kind
 
 class InformHomeUnitParams(_Params):
     role = mf.String(load_default="evaluator")  # the evaluator role with while_dispatched
+    field = mf.String(load_default="grade")  # the grade the host gave
 
 
 def _inform_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
+    if p["field"] not in spec.fields:
+        yield ".field", f"unknown field {p['field']!r}; declare it under fields"
     role = spec.roles.get(p["role"])
     if role is None:
         yield ".role", f"unknown role {p['role']!r}; declare it under roles"
@@ -212,8 +215,8 @@ def _home_evaluators(s: Session, role: Any, case: CaseFacts) -> list[int]:
     return org.holders(role, case.unit_id, case.tier, case.subject_id)
 
 
-def _inform(s: Session, role: Any, case: CaseFacts, spec: FlowSpec, actor_id: int | None,
-            now: dt.datetime) -> None:
+def _inform(s: Session, role: Any, field: str, case: CaseFacts, spec: FlowSpec,
+            actor_id: int | None, now: dt.datetime) -> None:
     if actor_id is None or dispatch_hosts(s, role, [case.subject_id]).get(
             case.subject_id) != actor_id:
         return  # not evaluated by the host: the home unit evaluated itself
@@ -224,7 +227,7 @@ def _inform(s: Session, role: Any, case: CaseFacts, spec: FlowSpec, actor_id: in
         Person.id.in_([case.subject_id, actor_id]))).all())
     name, host = rows.get(case.subject_id, str(case.subject_id)), rows.get(actor_id, "")
     period = f" {case.period_key}" if case.period_key else ""
-    grade = case.data.get("grade")
+    grade = case.data.get(field)
     title = f"{spec.title.zh}（下沉一线）：{name}{period} 由接收方评为 {grade}"
     lines = [f"事项：{spec.title.zh} #{case.id}{period}", f"对象：{name}（下沉一线）",
              f"接收方考核负责人：{host}", f"等次：{grade}"]
@@ -243,7 +246,7 @@ def _inform_home_unit(p: dict[str, Any], batch: Batch) -> None:
     role = batch.spec.roles[p["role"]]
     now = batch.now or dt.datetime.now(dt.UTC)
     for case in batch.cases:
-        batch.facts.query(_inform, role, case, batch.spec, batch.actor_id, now)
+        batch.facts.query(_inform, role, p["field"], case, batch.spec, batch.actor_id, now)
 
 
 register_effect(Rule(
