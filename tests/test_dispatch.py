@@ -365,3 +365,13 @@ def test_nobody_nominates_or_approves_their_own_dispatch(eng, org):
         eng.fire(other.id, "approve_dispatch", P(org.c2))
     eng.fire(other.id, "approve_dispatch", P(org.c1))
 
+
+
+def test_record_dispatch_outcome_checks_the_fields_it_reads():
+    src = SOURCE.replace("- record_dispatch_outcome: {}",
+                         "- record_dispatch_outcome: {grade: summary, term_end: no_such}")
+    with pytest.raises(DefinitionInvalid) as exc:
+        load_definition(src, "frontline-dispatch.yaml")
+    messages = sorted(p.message for p in exc.value.problems)
+    assert messages == ["field 'summary' is text; this effect needs enum",
+                        "unknown field 'no_such'; declare it under fields"]
