@@ -23,7 +23,7 @@ from workflows.access import load_viewer
 from workflows.cycles import open_due_periods
 from workflows.engine import Actor, Engine
 from workflows.errors import DefinitionInvalid, Forbidden, NoActor
-from workflows.models import Case, HistoryRecord, RoleAssignment
+from workflows.models import Case, HistoryRecord, Notification, RoleAssignment
 from workflows.org import add_person, add_unit, assign_role
 from workflows.queries import CaseFilter
 from workflows.spec import load_definition
@@ -167,6 +167,52 @@ def test_while_dispatched_the_receiving_side_evaluates(engine, bureau, db):
     engine.fire(dispatch.id, "end_early", P(bureau["hr"]), comment="工作需要")
     assert evaluators_of(engine, cid, people) == {"c1", "dp"}
     assert queues_holding(engine, cid, people) == {"c1", "dp"}
+
+
+def _notices(db, kind="home_unit"):
+    with db.unit_of_work(write=False) as s:
+        return s.execute(select(Notification.person_id, Notification.case_id,
+                                Notification.title, Notification.body)
+                         .where(Notification.kind == kind)
+                         .order_by(Notification.id)).all()
+
+
+def test_the_home_unit_is_told_the_grade_the_host_gave(engine, bureau, db):
+    """派出单位知情: the host's evaluation of a dispatched person's regular assessment
+    tells the evaluators of the home unit's hierarchy (c1 and dp for st in D1), in-app,
+    with the grade; the home unit's own evaluation of others tells nobody."""
+    publish(engine)
+    engine.publish(DISPATCH.read_text(encoding="utf-8"), "frontline-dispatch.yaml")
+    with db.unit_of_work() as s:
+        village = add_unit(s, "V", "青山镇石桥村")
+        vh = add_person(s, "VH", "村党支部书记", village, "chief").id
+    dispatch = engine.start_case("frontline-dispatch", bureau["st"])
+    engine.fire(dispatch.id, "nominate", P(bureau["c1"]), data=NOMINATION)
+    engine.fire(dispatch.id, "approve_dispatch", P(bureau["hr"]),
+                data={"dispatch_order": "组干〔2026〕12号", "host": vh})
+    other = to_evaluation(engine, bureau["s2"])
+    engine.fire(other, "evaluate", P(bureau["c2"]), data={"grade": "好"})
+    assert _notices(db) == []  # the home unit evaluated: nobody to tell
+    cid = to_evaluation(engine, bureau["st"])
+    engine.fire(cid, "evaluate", P(vh), data={"grade": "一般",
+                                              "evaluation_comment": "驻村出勤不足"})
+    got = _notices(db)
+    assert sorted(n.person_id for n in got) == sorted([bureau["c1"], bureau["dp"]])
+    assert {n.case_id for n in got} == {cid}
+    assert got[0].title == f"平时考核（下沉一线）：测试st {PERIOD} 由接收方评为 一般"
+    assert "接收方考核负责人：村党支部书记" in got[0].body and "评鉴意见：驻村出勤不足" in got[0].body
+    # an objection and a second evaluation by the host tell them again
+    engine.fire(cid, "object", P(bureau["st"]), data={"objection_reason": "出勤有请假条"})
+    engine.fire(cid, "evaluate", P(vh), data={"grade": "好"})
+    assert [n.title.rsplit(" ", 1)[1] for n in _notices(db)] == ["一般", "一般", "好", "好"]
+
+
+def test_inform_home_unit_needs_an_evaluator_role_with_while_dispatched(engine):
+    src = SOURCE.replace("inform_home_unit: {role: evaluator}",
+                         "inform_home_unit: {role: committee}")
+    with pytest.raises(DefinitionInvalid) as exc:
+        load_definition(src, "regular-assessment.yaml")
+    assert "must be a resolve: evaluator role with while_dispatched" in str(exc.value)
 
 
 # --------------------------------------------------------------------------- no case without an actor

@@ -16,7 +16,7 @@ import yaml
 
 from workflows import rules
 from workflows.engine import SYSTEM_ACTOR, Actor, Engine
-from workflows.errors import DefinitionInvalid, FieldErrors, RuleViolation
+from workflows.errors import DefinitionInvalid, FieldErrors, Forbidden, RuleViolation
 from workflows.facts import add_sanction, close_investigation, open_investigation
 from workflows.models import Case, FlowVersion, Person, Unit
 from workflows.org import add_person
@@ -197,8 +197,10 @@ def test_full_pass_of_an_excellent_candidate(engine, org, db, annual):
     steps = [(h["trigger"], h["to"], h["actor_role"]) for h in engine.history(cid)]
     assert steps == [
         ("start", "summary", "system"), ("submit", "democratic_evaluation", "subject"),
-        ("record_votes", "evaluation", "leader"), ("propose_excellent", "public_notice", "leader"),
-        ("object", "evaluation", "committee"), ("propose_excellent", "public_notice", "leader"),
+        ("record_votes", "evaluation", "leader"),
+        ("propose_excellent", "public_notice", "evaluator"),
+        ("object", "evaluation", "committee"),
+        ("propose_excellent", "public_notice", "evaluator"),
         ("notice_passed", "approval", "system"), ("approve", "result", "committee"),
         ("acknowledge", "appeal_window", "subject"), ("close", "closed", "system"),
     ]
@@ -221,6 +223,25 @@ def test_other_grades_skip_the_notice_and_a_review_can_change_the_grade(engine, 
 
 
 # --------------------------------------------------------------------------- sanctions
+
+
+def test_the_grade_is_proposed_by_the_evaluator_of_the_hierarchy(engine, org, annual):
+    """审核评鉴 follows who evaluates whom (resolve: evaluator, as in the regular
+    assessment): a 科员 of 干部一科 by its 科长 l1, not by the bureau's chief; l1 himself, with
+    nobody above him in his own unit, by the leader of the unit above (escalate)."""
+    staff = _to_evaluation(engine, org, "s1")
+    assert {"propose_excellent", "evaluate"} <= {
+        a.trigger for a in engine.actions(staff, P(org.l1))}
+    assert not {"propose_excellent", "evaluate"} & {
+        a.trigger for a in engine.actions(staff, P(org.chief))}
+    with pytest.raises(Forbidden):
+        engine.fire(staff, "evaluate", P(org.chief), data={"grade": "称职"})
+    assert engine.get_case(staff).state == "evaluation"
+    head = _to_evaluation(engine, org, "l1", leader="chief")
+    with pytest.raises(Forbidden):  # nobody grades himself
+        engine.fire(head, "evaluate", P(org.l1), data={"grade": "称职"})
+    engine.fire(head, "evaluate", P(org.chief), data={"grade": "称职"})
+    assert engine.history(head)[-1]["actor_role"] == "evaluator"
 
 
 def _sanction(db, person_id, kind, day, months=None):

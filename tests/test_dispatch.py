@@ -17,7 +17,9 @@ from workflows.errors import (
     Forbidden,
     RuleViolation,
 )
-from workflows.models import Timer, Unit
+from workflows.facts import DISPATCH as DISPATCH_FACT
+from workflows.facts import add_fact, person_facts
+from workflows.models import FactAudit, Timer, Unit
 from workflows.org import add_person, add_unit, assign_role
 from workflows.spec import load_definition
 from workflows.timers import TimerWorker
@@ -238,6 +240,20 @@ def test_a_full_dispatch_from_nomination_to_the_recorded_outcome(db, eng, org, c
         "第一书记", "青山镇石桥村", 1)
     assert out.closed_at is not None
 
+    # 审定备案 writes the outcome as a person fact (what promotion reads), audited as `flow`
+    with db.unit_of_work(write=False) as s:
+        (fact,) = person_facts(s, org.s1).dispatch_outcomes
+        audit = s.execute(select(FactAudit).where(
+            FactAudit.table_name == "dispatch_outcomes")).scalars().all()
+        assert person_facts(s, org.s2).dispatch_outcomes == ()
+    assert (fact.post_type, fact.receiving_unit, fact.term_start, fact.term_end, fact.grade,
+            fact.commendation_proposed, fact.promotion_priority, fact.decided_on) == (
+        "第一书记", "青山镇石桥村", dt.date(2026, 10, 1), dt.date(2027, 9, 30), "优秀", True,
+        True, clock.now.date())
+    assert fact.note == f"frontline-dispatch case {case.id} (approve)"
+    assert [(a.action, a.actor_id, a.row_id, a.after["grade"]) for a in audit] == [
+        ("flow", org.c1, fact.id, "优秀")]
+
 
 def test_a_false_flag_is_a_given_value_and_a_plain_grade_closes(db, eng, org, clock, town):
     case_id = _dispatched(eng, org)
@@ -254,6 +270,22 @@ def test_a_false_flag_is_a_given_value_and_a_plain_grade_closes(db, eng, org, cl
         (out,) = dispatch_outcomes(s, org.s1)
     assert (out.grade, out.commendation_proposed, out.promotion_priority, out.excellent) == (
         "称职", False, False, False)
+    with db.unit_of_work(write=False) as s:
+        (fact,) = person_facts(s, org.s1).dispatch_outcomes
+    assert (fact.grade, fact.commendation_proposed, fact.promotion_priority) == (
+        "称职", False, False)
+
+
+def test_the_outcome_fact_refuses_a_grade_that_is_not_a_dispatch_grade(db, org):
+    with db.unit_of_work() as s, pytest.raises(FieldErrors) as bad:
+        add_fact(s, DISPATCH_FACT, org.s1, {"grade": "好", "decided_on": "2026-01-01",
+                                            "term_start": "2025-02-01",
+                                            "term_end": "2025-01-01"}, by=org.chief)
+    assert bad.value.errors == {
+        "grade": ["'好' is not a grade of a dispatch; the grades are 优秀, 称职, 基本称职, 不称职"],
+        "term_end": ["term_end 2025-01-01 is before term_start 2025-02-01"]}
+    with db.unit_of_work(write=False) as s:
+        assert person_facts(s, org.s1).dispatch_outcomes == ()
 
 
 # --------------------------------------------------------------------------- check-ins
@@ -333,3 +365,13 @@ def test_nobody_nominates_or_approves_their_own_dispatch(eng, org):
         eng.fire(other.id, "approve_dispatch", P(org.c2))
     eng.fire(other.id, "approve_dispatch", P(org.c1))
 
+
+
+def test_record_dispatch_outcome_checks_the_fields_it_reads():
+    src = SOURCE.replace("- record_dispatch_outcome: {}",
+                         "- record_dispatch_outcome: {grade: summary, term_end: no_such}")
+    with pytest.raises(DefinitionInvalid) as exc:
+        load_definition(src, "frontline-dispatch.yaml")
+    messages = sorted(p.message for p in exc.value.problems)
+    assert messages == ["field 'summary' is text; this effect needs enum",
+                        "unknown field 'no_such'; declare it under fields"]

@@ -18,6 +18,7 @@ from workflows import eligibility, facts
 from workflows.access import load_viewer
 from workflows.engine import Engine
 from workflows.errors import FieldErrors
+from workflows.facts import person_facts
 from workflows.models import Person, Unit
 from workflows.org import add_person, add_unit, assign_role
 
@@ -164,12 +165,17 @@ def test_priority_markers(db, engine, org, promotion):
     case_id = _frontline(db, org, "t1", org.l2, D(2026, 1, 10))
     _frontline(db, org, "s1", org.l1, D(2026, 1, 12), priority=False)
     people = by_code(listing(db, org, engine=engine))
+    # the marker reads the person fact the dispatch's approval wrote (dispatch_outcomes)
+    with db.unit_of_work() as s:
+        (fact,) = person_facts(s, org.t1).dispatch_outcomes
     assert people["T1"]["priority"] == [{
         "code": "frontline",
-        "message": f"下沉一线 第一书记 青山镇石桥村 2025-01-01–2025-12-31: result recommends "
-                   f"priority for promotion (case {case_id})",
-        "case_id": case_id, "post_type": "第一书记", "receiving_unit": "青山镇石桥村",
-        "term_start": "2025-01-01", "term_end": "2025-12-31", "grade": "优秀"}]
+        "message": f"下沉一线 第一书记 青山镇石桥村 2025-01-01–2025-12-31 优秀: result "
+                   f"recommends priority for promotion (frontline-dispatch case {case_id} "
+                   f"(approve))",
+        "fact_id": fact.id, "post_type": "第一书记", "receiving_unit": "青山镇石桥村",
+        "term_start": "2025-01-01", "term_end": "2025-12-31", "grade": "优秀",
+        "decided_on": "2026-01-10"}]
     assert people["S1"]["priority"] == []  # a dispatch whose result gives no priority
     assert people["S3"]["priority"] == [{
         "code": "excellent_years", "message": "3 consecutive 优秀 years (2023–2025)",
@@ -177,6 +183,46 @@ def test_priority_markers(db, engine, org, promotion):
     assert people["S2"]["priority"] == []  # one 优秀 year only
     # a list dated before the dispatch closed does not show it
     assert by_code(listing(db, org, engine=engine, on=D(2026, 1, 9)))["T1"]["priority"] == []
+
+
+def test_a_dispatch_outcome_entered_by_an_admin_is_read_like_one_a_flow_wrote(db, engine, org,
+                                                                           promotion):
+    """The marker reads the person fact, not the dispatch cases: an outcome recorded before
+    the system (an admin's row, no case) counts the same."""
+    _facts(db, org)
+    with db.unit_of_work() as s:
+        facts.add_fact(s, facts.DISPATCH, org.t1, {
+            "post_type": "下沉社区", "receiving_unit": "东城社区", "term_start": "2024-01-01",
+            "term_end": "2024-12-31", "grade": "优秀", "promotion_priority": "是",
+            "decided_on": "2025-01-20"}, by=org.chief)
+    (mark,) = by_code(listing(db, org, engine=engine))["T1"]["priority"]
+    assert (mark["code"], mark["grade"], mark["decided_on"], mark["receiving_unit"]) == (
+        "frontline", "优秀", "2025-01-20", "东城社区")
+    assert mark["message"].endswith(f"(fact {mark['fact_id']})")
+
+
+def test_a_poor_dispatch_outcome_defers_promotion_only_when_the_definition_says_so(
+        db, engine, org):
+    _facts(db, org)
+    with db.unit_of_work() as s:
+        facts.add_fact(s, facts.DISPATCH, org.s1, {
+            "post_type": "第一书记", "grade": "基本称职", "decided_on": "2025-09-01"},
+            by=org.chief)
+    engine.publish(SOURCE, str(PROMOTION))
+    assert by_code(listing(db, org, engine=engine))["S1"]["eligible"] is True  # off by default
+    assert "# dispatch_min_grade: 称职" in SOURCE
+    engine.publish(SOURCE.replace("# dispatch_min_grade: 称职", "dispatch_min_grade: 称职")
+                   .replace("# dispatch_block_years: 1", "dispatch_block_years: 1"), "bar.yaml")
+    (target,) = by_code(listing(db, org, engine=engine))["S1"]["next_ranks"]
+    assert target["eligible"] is False
+    assert target["reasons"] == [{
+        "code": "dispatch", "grade": "基本称职", "decided_on": "2025-09-01",
+        "until": "2026-09-01", "needed": "称职", "fact_id": target["reasons"][0]["fact_id"],
+        "message": "dispatch outcome 基本称职 (第一书记, decided 2025-09-01) is below 称职; "
+                   "defers promotion until 2026-09-01"}]
+    # a year after the approval the outcome no longer defers
+    later = by_code(listing(db, org, engine=engine, on=D(2026, 9, 1)))["S1"]
+    assert later["next_ranks"][0]["eligible"] is True
 
 
 def test_the_priority_count_is_a_parameter_of_the_definition(db, engine, org):

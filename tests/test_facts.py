@@ -266,16 +266,17 @@ S2,investigation,,2024-05-01,2024-07-01,,,,
 S2,exam,,2024-06-01,,政治理论考试,92,是,
 S2,training,2024,,,,36.5,,
 S2,commendation,,2023-12-01,,嘉奖,,,
+S1,dispatch_outcome,,2025-01-20,,优秀,,是,第一书记 2024 年度
 """
 
 
 def test_import_writes_every_row_and_audits_it(db, org):
     report = facts.import_facts(db, CSV, by=org.chief)
-    assert report.rows == 9
+    assert report.rows == 10
     assert report.created == {"rank": 2, "annual_result": 1, "sanction": 2,
                               "investigation": 1, "exam": 1, "training": 1,
                               "commendation": 1, "training_record": 0,
-                              "consequence": 0}
+                              "consequence": 0, "dispatch_outcome": 1}
     with db.unit_of_work(write=False) as s:
         s1, s2 = facts.person_facts(s, org.s1), facts.person_facts(s, org.s2)
         assert s.execute(select(AnnualResult.source)).scalar_one() == "import"
@@ -285,14 +286,17 @@ def test_import_writes_every_row_and_audits_it(db, org):
     assert s2.sanctions[0].effect_months == 3
     assert s2.investigations[0].closed_on == D(2024, 7, 1)
     assert s2.exams[0].score == Decimal("92") and s2.exams[0].passed
+    (dispatch,) = s1.dispatch_outcomes
+    assert (dispatch.grade, dispatch.decided_on, dispatch.promotion_priority,
+            dispatch.commendation_proposed) == ("优秀", D(2025, 1, 20), True, False)
     rows = audit_rows(db)
     assert {a.action for a in rows} == {"import"}
-    assert len(rows) == 10  # nine rows and the first rank closed by the second
+    assert len(rows) == 11  # ten rows and the first rank closed by the second
     assert all(a.actor_id == org.chief for a in rows)
 
 
 def test_import_with_bad_rows_writes_nothing(db, org):
-    bad = CSV + ("S1,annual_result,2023,,,称职,,,\n"        # line 11: 2023 is on line 4
+    bad = CSV + ("S1,annual_result,2023,,,称职,,,\n"        # line 12: 2023 is on line 4
                  "NOBODY,commendation,,2023-01-01,,嘉奖,,,\n"
                  "S3,training,2024,,,,-2,,\n"
                  "S3,sanction,2024,2024-01-01,,记过,,,\n"
@@ -301,14 +305,14 @@ def test_import_with_bad_rows_writes_nothing(db, org):
     with pytest.raises(ImportFailed) as exc:
         facts.import_facts(db, bad, by=org.chief)
     assert exc.value.errors == [
-        (11, f"year (year): person {org.s1} already has the annual result for 2023 (优秀, "
+        (12, f"year (year): person {org.s1} already has the annual result for 2023 (优秀, "
              "id 1); change that one instead"),
-        (12, "person 'NOBODY' does not exist"),
-        (13, "number (hours): hours must not be negative (got -2)"),
-        (14, "column year is not used by a sanction row (it uses value, date, number, note)"),
-        (15, "fact 'award' is not one of rank, annual_result, sanction, investigation, exam, "
-             "training, commendation, training_record, consequence"),
-        (16, "passed (passed): 'maybe' is not yes or no (true/false, 1/0, 是/否)"),
+        (13, "person 'NOBODY' does not exist"),
+        (14, "number (hours): hours must not be negative (got -2)"),
+        (15, "column year is not used by a sanction row (it uses value, date, number, note)"),
+        (16, "fact 'award' is not one of rank, annual_result, sanction, investigation, exam, "
+             "training, commendation, training_record, consequence, dispatch_outcome"),
+        (17, "passed (passed): 'maybe' is not yes or no (true/false, 1/0, 是/否)"),
     ]
     with db.unit_of_work(write=False) as s:
         assert s.execute(select(func.count()).select_from(AnnualResult)).scalar_one() == 0

@@ -5,8 +5,10 @@
   the definition each case is pinned to — the definition is the only place the number
   lives; `minimum=` overrides it for a what-if report.
 - `dispatch_outcomes(s, person_id)`: the approved and recorded results (closed cases) of
-  one person — grade, commendation proposal, priority for promotion, term dates — for the
-  promotion rules: `batch.facts.query(dispatch_outcomes, person_id)`.
+  one person — grade, commendation proposal, priority for promotion, term dates, check-in
+  shortfalls — read from the cases. Promotion reads the person fact `dispatch_outcomes`
+  instead (workflows/facts.py), which the approval writes (effect
+  `record_dispatch_outcome`) and an admin may enter for a dispatch before civflow.
 
 Both take a SQLAlchemy session (and so run inside a caller's transaction) and only read.
 """
@@ -51,7 +53,7 @@ class Shortfall:
 
 @dataclass(frozen=True)
 class DispatchOutcome:
-    """The recorded result of one finished dispatch, as promotion rules read it."""
+    """The recorded result of one finished dispatch, as its case holds it."""
 
     case_id: int
     person_id: int

@@ -8,8 +8,9 @@ fact table for the whole list, never one per person — and lays the answers out
 ledger (JSON, CSV, XLSX).
 
 Priority markers (docs/domain.md §3, "five situations get priority"), from facts:
-- `frontline`: a closed frontline dispatch (下沉一线 / 第一书记) whose result recommends
-  priority for promotion (`promotion_priority`), closed on or before the decision date;
+- `frontline`: a dispatch outcome (下沉一线 / 第一书记, the person fact `dispatch_outcomes`
+  the dispatch's approval writes, or an admin enters) that recommends priority for
+  promotion (`promotion_priority`), decided on or before the decision date;
 - `excellent_years`: at least `priority_excellent_years` (a `promotion_eligible` parameter,
   default 2) consecutive 优秀 years ending with the latest annual result up to the decision
   year (`promotion.excellent_streak`).
@@ -25,14 +26,12 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Select, or_, select, true
 from sqlalchemy.orm import Session
 
-from . import dispatch, facts
+from . import facts
 from .access import COMMITTEE, LEADER, Viewer
-from .calendar import DEFAULT_TZ
 from .domain_rules.promotion import (
     Reason,
     eligibility_reasons,
@@ -81,29 +80,22 @@ def _reason(r: Reason) -> dict[str, Any]:
     return {"code": r.code, "message": r.message, **r.details}
 
 
-def _closed_by(outcome: dispatch.DispatchOutcome, on: dt.date) -> bool:
-    """Closed on or before `on` (a day in Beijing time)."""
-    return (outcome.closed_at is not None
-            and outcome.closed_at.astimezone(ZoneInfo(DEFAULT_TZ)).date() <= on)
-
-
-def priority_markers(snap: facts.PersonFacts, outcomes: list[dispatch.DispatchOutcome],
-                     on: dt.date, excellent_years: int) -> list[dict[str, Any]]:
+def priority_markers(snap: facts.PersonFacts, on: dt.date, excellent_years: int
+                     ) -> list[dict[str, Any]]:
     """The 优先情形 a person's facts show on day `on` (see the module's docstring)."""
     marks = []
-    for o in outcomes:
-        if o.promotion_priority and _closed_by(o, on):
-            where = " ".join(x for x in (o.post_type, o.receiving_unit) if x)
+    for o in snap.dispatch_outcomes:
+        if o.promotion_priority and o.decided_on <= on:
             term = f"{o.term_start or '?'}–{o.term_end or '?'}"
+            where = " ".join(x for x in (o.post_type, o.receiving_unit) if x)
             marks.append({
                 "code": "frontline",
-                "message": f"下沉一线 {where} {term}: result recommends priority for "
-                           f"promotion (case {o.case_id})".replace("  ", " "),
-                "case_id": o.case_id, "post_type": o.post_type,
-                "receiving_unit": o.receiving_unit,
+                "message": f"下沉一线 {where} {term} {o.grade}: result recommends priority "
+                           f"for promotion ({o.note or f'fact {o.id}'})".replace("  ", " "),
+                "fact_id": o.id, "post_type": o.post_type, "receiving_unit": o.receiving_unit,
                 "term_start": o.term_start.isoformat() if o.term_start else None,
                 "term_end": o.term_end.isoformat() if o.term_end else None,
-                "grade": o.grade})
+                "grade": o.grade, "decided_on": o.decided_on.isoformat()})
     streak = excellent_streak(snap, on)
     if len(streak) >= excellent_years:
         marks.append({"code": "excellent_years",
@@ -141,9 +133,6 @@ def eligibility_list(s: Session, viewer: Viewer, flow: FlowSpec, on: dt.date,
     grades = (regular_grades_of(s, base, good_year(params, on), params)
               if params.get("min_good")
               else {})
-    outcomes: dict[int, list[dispatch.DispatchOutcome]] = defaultdict(list)
-    for o in dispatch.outcomes_of(s, CASES.c.subject_id.in_(base)):
-        outcomes[o.person_id].append(o)
     ladder = params["ladder"]
     people = []
     for pid, r in rows.items():
@@ -168,8 +157,7 @@ def eligibility_list(s: Session, viewer: Viewer, flow: FlowSpec, on: dt.date,
             "rank_since": snap.rank_since,
             "eligible": any(t["eligible"] for t in judged), "next_ranks": judged,
             "reasons": reasons,
-            "priority": priority_markers(snap, outcomes.get(pid, []), on,
-                                         params["priority_excellent_years"])})
+            "priority": priority_markers(snap, on, params["priority_excellent_years"])})
     return {"flow": flow.flow, "date": on,
             "unit": {"id": unit.id, "name": unit.name} if unit else None,
             "total": len(people), "eligible": sum(1 for p in people if p["eligible"]),

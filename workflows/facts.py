@@ -42,6 +42,7 @@ from .models import (
     Base,
     Commendation,
     Consequence,
+    DispatchOutcome,
     ExamResult,
     FactAudit,
     Investigation,
@@ -59,6 +60,8 @@ RANK, ANNUAL, SANCTION, INVESTIGATION = ("rank_history", "annual_results", "sanc
 EXAM, TRAINING, COMMENDATION = "exam_results", "training_hours", "commendations"
 TRAINING_RECORD = "training_records"  # 培训记录: one row per training taken
 CONSEQUENCE = "consequences"  # 平时考核结果运用
+DISPATCH = "dispatch_outcomes"  # 下沉一线任期考核结果
+DISPATCH_GRADES = ("优秀", "称职", "基本称职", "不称职")
 ACTIONS = ("create", "update", "delete", "import", "flow")  # flow: written by a flow's effect
 MIN_YEAR, MAX_YEAR = 1949, 2100
 # The dates a person's record may hold (人事记录日期): those years. Beyond them a date is a
@@ -79,9 +82,12 @@ FIELD_TYPES = {
     "taken_on": DATE, "year": INT, "effect_months": INT, "score": DECIMAL, "hours": DECIMAL,
     "passed": BOOL, "rank": TEXT, "grade": TEXT, "source": TEXT, "kind": TEXT, "exam": TEXT,
     "course": TEXT, "organiser": TEXT, "note": TEXT, "period": TEXT,
+    "post_type": TEXT, "receiving_unit": TEXT, "term_start": DATE, "term_end": DATE,
+    "commendation_proposed": BOOL, "promotion_priority": BOOL,
 }
 TEXT_MAX = {"rank": 64, "grade": 16, "source": 16, "kind": 64, "exam": 100, "course": 200,
-            "organiser": 200, "note": MAX_NOTE, "period": 16}
+            "organiser": 200, "note": MAX_NOTE, "period": 16, "post_type": 64,
+            "receiving_unit": 200}
 YES = {"1", "true", "yes", "y", "是", "通过", "合格"}
 NO = {"0", "false", "no", "n", "否", "未通过", "不合格"}
 
@@ -347,6 +353,21 @@ def _check_consequence(s: Session, person_id: int, v: Values,
     return _missing(v, "kind", "decided_on")
 
 
+def _check_dispatch(s: Session, person_id: int, v: Values, row_id: int | None) -> Errors:
+    errors = _missing(v, "grade", "decided_on")
+    if v["grade"] is not None and v["grade"] not in DISPATCH_GRADES:
+        errors.setdefault("grade", []).append(
+            f"{v['grade']!r} is not a grade of a dispatch; the grades are "
+            f"{', '.join(DISPATCH_GRADES)}")
+    if v["term_start"] and v["term_end"] and v["term_end"] < v["term_start"]:
+        errors.setdefault("term_end", []).append(
+            f"term_end {v['term_end']} is before term_start {v['term_start']}")
+    for flag in ("commendation_proposed", "promotion_priority"):
+        if v[flag] is None:
+            v[flag] = False  # not proposed unless said
+    return errors
+
+
 NOTE = ("note",)
 KINDS: dict[str, FactKind] = {k.name: k for k in (
     FactKind(RANK, "rank", "职级 rank history", RankHistory,
@@ -382,6 +403,13 @@ KINDS: dict[str, FactKind] = {k.name: k for k in (
              Consequence, ("kind", "period", "decided_on", *NOTE), ("kind", "decided_on"),
              ("decided_on", "id"), _check_consequence,
              {"value": "kind", "date": "decided_on"}),
+    FactKind(DISPATCH, "dispatch_outcome", "下沉一线任期考核结果 dispatch outcome",
+             DispatchOutcome,
+             ("post_type", "receiving_unit", "term_start", "term_end", "grade",
+              "commendation_proposed",
+              "promotion_priority", "decided_on", *NOTE), ("grade", "decided_on"),
+             ("decided_on", "id"), _check_dispatch,
+             {"value": "grade", "date": "decided_on", "passed": "promotion_priority"}),
 )}
 BY_CSV_NAME = {k.csv_name: k for k in KINDS.values()}
 
@@ -635,6 +663,23 @@ def record_consequence(s: Session, person_id: int, kind: str, period: str | None
                     by=by, action="flow")
 
 
+def record_dispatch_outcome(s: Session, person_id: int, values: Values, *,
+                            by: int | None) -> dict[str, Any]:
+    """The outcome a dispatch's approval (审定备案) decided: added, or replacing the row of
+    the same term (same post type and term start) — a replayed effect changes nothing;
+    the audit keeps both."""
+    row = s.execute(select(DispatchOutcome).where(
+        DispatchOutcome.person_id == person_id,
+        DispatchOutcome.post_type == values.get("post_type"),
+        DispatchOutcome.term_start == values.get("term_start"))).scalars().first()
+    if row is None:
+        return add_fact(s, DISPATCH, person_id, values, by=by, action="flow")
+    k = KINDS[DISPATCH]
+    if all(getattr(row, n) == values.get(n) for n in k.fields):
+        return fact_out(k, row)
+    return update_fact(s, DISPATCH, row.id, values, by=by)
+
+
 # --------------------------------------------------------------------------- snapshot
 
 
@@ -742,6 +787,20 @@ class ConsequenceFact:
 
 
 @dataclass(frozen=True)
+class DispatchOutcomeFact:
+    id: int
+    post_type: str | None
+    receiving_unit: str | None
+    term_start: dt.date | None
+    term_end: dt.date | None
+    grade: str  # 优秀 / 称职 / 基本称职 / 不称职
+    commendation_proposed: bool
+    promotion_priority: bool
+    decided_on: dt.date  # 审定备案: from this day promotion reads it
+    note: str | None
+
+
+@dataclass(frozen=True)
 class PersonFacts:
     """Everything the rules read about one person, oldest first in each list.
 
@@ -760,6 +819,7 @@ class PersonFacts:
     commendations: tuple[CommendationFact, ...]
     training_records: tuple[TrainingRecordFact, ...] = ()
     consequences: tuple[ConsequenceFact, ...] = ()  # 平时考核结果运用
+    dispatch_outcomes: tuple[DispatchOutcomeFact, ...] = ()  # 下沉一线任期考核结果
 
     @property
     def grades(self) -> dict[int, str]:
@@ -813,7 +873,8 @@ SNAPSHOT_KINDS = {
     EXAM: ("exams", ExamFact), TRAINING: ("training", TrainingFact),
     COMMENDATION: ("commendations", CommendationFact),
     TRAINING_RECORD: ("training_records", TrainingRecordFact),
-    CONSEQUENCE: ("consequences", ConsequenceFact)}
+    CONSEQUENCE: ("consequences", ConsequenceFact),
+    DISPATCH: ("dispatch_outcomes", DispatchOutcomeFact)}
 
 
 def people_facts(s: Session, people: Select | list[int], rows: dict[int, Any]

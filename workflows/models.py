@@ -522,6 +522,26 @@ class Consequence(Base):
     note: Mapped[str | None] = mapped_column(Text)
 
 
+class DispatchOutcome(Base):
+    """The recorded result of a frontline dispatch (下沉一线 / 第一书记 任期考核结果): the grade
+    of the term, and whether the sending unit proposed a commendation or priority for
+    promotion. Written by the dispatch's approval (effect `record_dispatch_outcome`) or by an
+    admin; promotion reads it (docs/rank-promotion.md)."""
+
+    __tablename__ = "dispatch_outcomes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    post_type: Mapped[str | None] = mapped_column(String(64))  # 第一书记, 下沉社区 …
+    receiving_unit: Mapped[str | None] = mapped_column(String(200))  # 村、社区
+    term_start: Mapped[dt.date | None] = mapped_column(Date)
+    term_end: Mapped[dt.date | None] = mapped_column(Date)
+    grade: Mapped[str] = mapped_column(String(16))  # 优秀 / 称职 / 基本称职 / 不称职
+    commendation_proposed: Mapped[bool] = mapped_column(Boolean, default=False)
+    promotion_priority: Mapped[bool] = mapped_column(Boolean, default=False)
+    decided_on: Mapped[dt.date] = mapped_column(Date)  # 审定备案 day
+    note: Mapped[str | None] = mapped_column(Text)
+
+
 class FactAudit(Base):
     """One change to a person fact: who, when, what, the row before and after (JSON)."""
 

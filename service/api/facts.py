@@ -54,6 +54,12 @@ DESCRIPTIONS = {
     "organiser": "Who organised it (主办单位), e.g. 市委党校",
     "note": "Free text, at most 2000 characters",
     "period": "The assessed period the consequence follows from, e.g. 2026-07",
+    "post_type": "下沉一线 post, e.g. 第一书记, 下沉社区",
+    "receiving_unit": "The receiving village, community or unit (接收单位)",
+    "term_start": "The first day of the dispatch term",
+    "term_end": "The last day of the dispatch term",
+    "commendation_proposed": "The sending unit proposed a commendation (表彰建议)",
+    "promotion_priority": "Priority for promotion (优先提拔使用) was proposed",
 }
 KIND_DESCRIPTIONS = {
     facts.SANCTION: "One of " + "; ".join(
@@ -181,6 +187,8 @@ class PersonFactsOut(Schema):
         "description": "The training of each year, derived: records + legacy total"})
     consequences = fields.List(fields.Nested(SCHEMAS[facts.CONSEQUENCE][2]), required=True,
                                metadata={"description": "平时考核结果运用"})
+    dispatch_outcomes = fields.List(fields.Nested(SCHEMAS[facts.DISPATCH][2]), required=True,
+                                    metadata={"description": "下沉一线任期考核结果"})
 
 
 class AuditOut(Schema):
@@ -246,7 +254,8 @@ def facts_out(snapshot: facts.PersonFacts) -> dict[str, Any]:
                                  "record_hours": t.record_hours,
                                  "legacy_hours": t.legacy_hours, "hours": t.hours}
                                 for t in snapshot.training_totals.values()],
-            "consequences": items(snapshot.consequences)}
+            "consequences": items(snapshot.consequences),
+            "dispatch_outcomes": items(snapshot.dispatch_outcomes)}
 
 
 @blp.route("/people/<int:person_id>")

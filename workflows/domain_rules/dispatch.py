@@ -10,6 +10,10 @@
   the definition is the single source of it.
 - `outcome_flags` (表彰、优先提拔): boolean outcome flags may only be set when the grade is
   one of `in` (e.g. 优秀).
+- `record_dispatch_outcome` (effect, on the approval 审定备案): the term's grade and flags
+  become a person fact (`dispatch_outcomes`, workflows/facts.py), dated the local day of
+  the approval, which the promotion rules read. Audited (action `flow`), in the action's
+  transaction.
 """
 
 from __future__ import annotations
@@ -17,15 +21,18 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import re
+from functools import partial
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from marshmallow import fields as mf
 from marshmallow import validate
 from sqlalchemy import select
 
 from ..errors import RuleViolation
+from ..facts import record_dispatch_outcome
 from ..models import Case
-from ..rules import Batch, Rule, _Params, register
+from ..rules import Batch, Rule, _Params, register, register_effect
 from ..spec import FlowSpec, TransitionSpec
 
 MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -231,4 +238,59 @@ register(Rule(
     params=OutcomeFlagsParams(),
     check_definition=_outcome_flags_definition,
     evaluate=_outcome_flags,
+))
+
+
+# --------------------------------------------------------------------------- record_dispatch_outcome
+
+LOCAL = ZoneInfo("Asia/Shanghai")
+# fact field -> the case field it is read from (the definition may rename the case's)
+OUTCOME_FIELDS = ("post_type", "receiving_unit", "term_start", "term_end", "grade", "commendation_proposed",
+                  "promotion_priority")
+
+
+class RecordOutcomeParams(_Params):
+    post_type = mf.String(load_default="post_type")
+    receiving_unit = mf.String(load_default="receiving_unit")
+    term_start = mf.String(load_default="term_start")
+    term_end = mf.String(load_default="term_end")
+    grade = mf.String(load_default="grade")
+    commendation_proposed = mf.String(load_default="commendation_proposed")
+    promotion_priority = mf.String(load_default="promotion_priority")
+
+
+def _record_outcome_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
+    types = {"post_type": ("enum", "text"), "receiving_unit": ("text",), "term_start": ("date",), "term_end": ("date",),
+             "grade": ("enum",), "commendation_proposed": ("bool",),
+             "promotion_priority": ("bool",)}
+    for key in OUTCOME_FIELDS:
+        f = spec.fields.get(p[key])
+        if f is None:
+            yield f".{key}", f"unknown field {p[key]!r}; declare it under fields"
+        elif f.type not in types[key]:
+            yield f".{key}", (f"field {p[key]!r} is {f.type}; this effect needs "
+                              f"{' or '.join(types[key])}")
+
+
+def _record_outcome(p: dict[str, Any], batch: Batch) -> None:
+    day = (batch.now or dt.datetime.now(dt.UTC)).astimezone(LOCAL).date()
+    for case in batch.cases:
+        values = {key: case.data.get(p[key]) for key in OUTCOME_FIELDS}
+        if not values["grade"]:
+            continue  # nothing decided: nothing to record
+        values |= {"term_start": _date(values["term_start"]),
+                   "term_end": _date(values["term_end"]), "decided_on": day,
+                   "commendation_proposed": values["commendation_proposed"] is True,
+                   "promotion_priority": values["promotion_priority"] is True,
+                   "note": f"{batch.spec.flow} case {case.id} ({batch.transition.trigger})"}
+        batch.facts.query(partial(record_dispatch_outcome, by=batch.actor_id),
+                          case.subject_id, values)
+
+
+register_effect(Rule(
+    name="record_dispatch_outcome",
+    label="下沉一线结果记入 / record the dispatch outcome",
+    params=RecordOutcomeParams(),
+    check_definition=_record_outcome_definition,
+    evaluate=_record_outcome,
 ))

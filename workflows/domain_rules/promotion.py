@@ -205,6 +205,7 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
                                   {"exam": params["exam"], "valid_from":
                                    after.isoformat() if after else None}))
     reasons.extend(training_reasons(snap, params, on))
+    reasons.extend(dispatch_reasons(snap, params, on))
     if params.get("min_good"):
         good = sum(1 for g in regular_grades or () if g == params["good_value"])
         year = good_year(params, on)
@@ -233,6 +234,33 @@ def training_reasons(snap: PersonFacts, params: dict[str, Any], on: dt.date) -> 
                    {"year": year, "needed": float(needed), "has": float(has),
                     "records": total.records if total else 0,
                     "legacy_hours": float(total.legacy_hours) if total else 0.0})]
+
+
+DISPATCH_SCALE = ("优秀", "称职", "基本称职", "不称职")  # best first
+
+
+def dispatch_reasons(snap: PersonFacts, params: dict[str, Any], on: dt.date) -> list[Reason]:
+    """`dispatch_min_grade` (off by default): a dispatch outcome (下沉一线任期考核结果, the
+    person fact `dispatch_outcomes`) below this grade, decided within
+    `dispatch_block_years` before `on`, defers promotion until that period has passed.
+    No national regulation sets this; a unit that adopts it names its rule in the
+    definition."""
+    least = params.get("dispatch_min_grade")
+    if not least:
+        return []
+    bar = DISPATCH_SCALE.index(least)
+    months = round(params.get("dispatch_block_years", 1) * 12)
+    out = []
+    for o in snap.dispatch_outcomes:
+        until = add_months(o.decided_on, months)
+        if (o.grade in DISPATCH_SCALE and DISPATCH_SCALE.index(o.grade) > bar
+                and o.decided_on <= on < until):
+            out.append(Reason(
+                "dispatch", f"dispatch outcome {o.grade} ({o.post_type or '下沉一线'}, decided "
+                            f"{o.decided_on}) is below {least}; defers promotion until {until}",
+                {"grade": o.grade, "decided_on": o.decided_on.isoformat(),
+                 "until": until.isoformat(), "needed": least, "fact_id": o.id}))
+    return out
 
 
 def good_year(params: dict[str, Any], on: dt.date) -> int:
@@ -323,6 +351,12 @@ class EligibleParams(_Params):
     # many consecutive 优秀 years; not a condition of the rule.
     priority_excellent_years = mf.Integer(load_default=2, validate=validate.Range(min=1,
                                                                                   max=50))
+    # 下沉一线: a dispatch outcome below this grade defers promotion for
+    # dispatch_block_years after its approval (dispatch_reasons). Off (None) unless a
+    # regulation of the unit says so; the national rules set no such bar.
+    dispatch_min_grade = mf.String(load_default=None,
+                                   validate=validate.OneOf(["优秀", "称职", "基本称职"]))
+    dispatch_block_years = mf.Float(load_default=1, validate=validate.Range(min=0.1, max=10))
 
 
 def _eligible_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):

@@ -11,6 +11,12 @@ results (结果运用) and the negative list (负面清单).
   person fact (`consequences`, workflows/facts.py) and the holders of a group (干部科,
   `hr-office`) get an in-app notification per case to act on it. Which grade leads to what is
   the definition's table, not code.
+- `inform_home_unit` (effect, on the evaluation 评鉴定等): 下沉一线 — while a person is
+  dispatched, the receiving side's assessor (the dispatch case's host) evaluates the
+  regular assessment (`while_dispatched` of the evaluator role). When the one who evaluated
+  is that host, the evaluators the home unit's hierarchy would have named (the same role,
+  resolved without the dispatch) get an in-app notification with the grade — 派出单位知情.
+  An evaluation by the home unit itself tells nobody.
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ from zoneinfo import ZoneInfo
 
 from marshmallow import fields as mf
 from marshmallow import validate
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import notify
+from ..actors import Org, dispatch_hosts, role_needs
 from ..errors import RuleViolation
 from ..facts import record_consequence
-from ..models import Person, Unit
+from ..models import Notification, Person, Unit
 from ..rules import (
     Batch,
     CaseFacts,
@@ -176,4 +183,76 @@ register_effect(Rule(
     params=ConsequencesParams(),
     check_definition=_consequences_definition,
     evaluate=_record_consequences,
+))
+
+
+# --------------------------------------------------------------------------- inform_home_unit
+
+HOME_UNIT_NOTICE = "home_unit"  # the notification kind
+
+
+class InformHomeUnitParams(_Params):
+    role = mf.String(load_default="evaluator")  # the evaluator role with while_dispatched
+    field = mf.String(load_default="grade")  # the grade the host gave
+
+
+def _inform_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
+    if p["field"] not in spec.fields:
+        yield ".field", f"unknown field {p['field']!r}; declare it under fields"
+    role = spec.roles.get(p["role"])
+    if role is None:
+        yield ".role", f"unknown role {p['role']!r}; declare it under roles"
+    elif role.resolve != "evaluator" or not role.dispatch_flow:
+        yield ".role", (f"role {p['role']!r} must be a resolve: evaluator role with "
+                        "while_dispatched (the host it informs about)")
+
+
+def _home_evaluators(s: Session, role: Any, case: CaseFacts) -> list[int]:
+    """Who evaluates the case by the home unit's hierarchy, the dispatch left aside."""
+    path = s.execute(select(Unit.path).where(Unit.id == case.unit_id)).scalar_one()
+    unit_roles, groups = role_needs([role])
+    org = Org.read(s, {case.unit_id: path}, unit_roles, groups)  # no hosts loaded
+    return org.holders(role, case.unit_id, case.tier, case.subject_id)
+
+
+def _inform(s: Session, role: Any, field: str, case: CaseFacts, spec: FlowSpec,
+            actor_id: int | None, now: dt.datetime) -> None:
+    if actor_id is None or dispatch_hosts(s, role, [case.subject_id]).get(
+            case.subject_id) != actor_id:
+        return  # not evaluated by the host: the home unit evaluated itself
+    people = [p for p in _home_evaluators(s, role, case) if p != actor_id]
+    if not people:
+        return
+    rows = dict(s.execute(select(Person.id, Person.name).where(
+        Person.id.in_([case.subject_id, actor_id]))).all())
+    name, host = rows.get(case.subject_id, str(case.subject_id)), rows.get(actor_id, "")
+    period = f" {case.period_key}" if case.period_key else ""
+    grade = case.data.get(field)
+    title = f"{spec.title.zh}（下沉一线）：{name}{period} 由接收方评为 {grade}"
+    lines = [f"事项：{spec.title.zh} #{case.id}{period}", f"对象：{name}（下沉一线）",
+             f"接收方考核负责人：{host}", f"等次：{grade}"]
+    if case.data.get("evaluation_comment"):
+        lines.append(f"评鉴意见：{case.data['evaluation_comment']}")
+    # In-app only, like record_consequences. One notice per evaluation: an evaluation after
+    # an objection is numbered after the earlier ones (the case is locked while it moves).
+    told = s.execute(select(func.count()).select_from(Notification).where(
+        Notification.case_id == case.id, Notification.kind == HOME_UNIT_NOTICE)).scalar()
+    notify.queue(s, person_ids=people, case_id=case.id, kind=HOME_UNIT_NOTICE, title=title,
+                 body="\n".join(lines), key_prefix=f"home-unit:{case.id}:{told}", now=now,
+                 config=notify.NotifyConfig())
+
+
+def _inform_home_unit(p: dict[str, Any], batch: Batch) -> None:
+    role = batch.spec.roles[p["role"]]
+    now = batch.now or dt.datetime.now(dt.UTC)
+    for case in batch.cases:
+        batch.facts.query(_inform, role, p["field"], case, batch.spec, batch.actor_id, now)
+
+
+register_effect(Rule(
+    name="inform_home_unit",
+    label="派出单位知情 / inform the home unit of the host's grade",
+    params=InformHomeUnitParams(),
+    check_definition=_inform_definition,
+    evaluate=_inform_home_unit,
 ))
