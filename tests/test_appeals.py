@@ -179,6 +179,7 @@ def _complaints_office(db, person_id: int) -> None:
 
 
 def test_only_incompetent_may_be_appealed(engine, org, db, annual):
+    _complaints_office(db, org.t1)  # someone to decide a complaint (else: no_actor first)
     cid = _decided(engine, org, "s2", "基本称职")
     for trigger, field in (("appeal", "appeal_reason"), ("complain", "complaint_reason")):
         v = _refusal(engine.fire, cid, trigger, P(org.s2), data={field: "不服"})

@@ -58,7 +58,8 @@ def submit(b: Bureau, code: str, cid: int, status: int = 200) -> dict:
 def test_who_acts_on_a_case_on_the_demo_bureau(bureau, caplog):  # noqa: F811
     b = bureau
     with caplog.at_level(logging.WARNING, logger="civflow.cycles"):
-        assert b.open_cycles(*JULY_OPENS) == [(REGULAR, "2026-07", 28)]
+        opened = b.open_cycles(*JULY_OPENS)  # other cycle flows may open their own too
+        assert [o for o in opened if o[0] == REGULAR] == [(REGULAR, "2026-07", 28)]
     cases = b.cases(REGULAR, period="2026-07")
     assert len(cases) == 28 and not {"RS0001", "RS0002"} & set(cases)
     skipped = {b.people["RS0001"], b.people["RS0002"]}
