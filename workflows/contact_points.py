@@ -446,14 +446,9 @@ def _visible_units(viewer: Viewer) -> Any:
     return or_(*[Unit.path.like(f"{p}%") for p in paths]) if paths else false()
 
 
-def sheets(s: Session, viewer: Viewer, year: int, unit_id: int | None = None
-           ) -> list[dict[str, Any]]:
-    """The year's score sheets the viewer may read, by rank (ties by unit code), each with
-    its rank among all sheets of the year."""
-    check_year(year)
-    places = {r.unit_id: r for r in ranked(s, [year])[year]}
-    q = (select(ContactPointScore, Unit).join(Unit, Unit.id == ContactPointScore.unit_id)
-         .where(ContactPointScore.year == year))
+def _readable(s: Session, q: Any, viewer: Viewer, unit_id: int | None) -> Any:
+    """`q` (joined with `units`) narrowed to what the viewer may read and, when given, to
+    the subtree of `unit_id` (NotFound for a unit that does not exist)."""
     cond = _visible_units(viewer)
     if cond is not None:
         q = q.where(cond)
@@ -462,6 +457,18 @@ def sheets(s: Session, viewer: Viewer, year: int, unit_id: int | None = None
         if path is None:
             raise NotFound(f"unit {unit_id} does not exist")
         q = q.where(Unit.path.like(f"{path}%"))
+    return q
+
+
+def sheets(s: Session, viewer: Viewer, year: int, unit_id: int | None = None
+           ) -> list[dict[str, Any]]:
+    """The year's score sheets the viewer may read, by rank (ties by unit code), each with
+    its rank among all sheets of the year."""
+    check_year(year)
+    places = {r.unit_id: r for r in ranked(s, [year])[year]}
+    q = _readable(s, select(ContactPointScore, Unit).join(
+        Unit, Unit.id == ContactPointScore.unit_id).where(ContactPointScore.year == year),
+        viewer, unit_id)
     out = [sheet_out(row, unit, places[row.unit_id].rank, places[row.unit_id].of)
            for row, unit in s.execute(q).all()]
     return sorted(out, key=lambda x: (x["rank"] is None, x["rank"] or 0, x["unit"]["code"]))

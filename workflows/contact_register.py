@@ -259,20 +259,12 @@ def entries(s: Session, viewer: Viewer, year: int, unit_id: int | None = None
             ) -> list[dict[str, Any]]:
     """The year's register as the viewer may read it (by unit code), each entry with the
     figures of its monthly reports."""
-    from .contact_points import _visible_units, check_year, require_reader
+    from .contact_points import _readable, check_year, require_reader
 
     require_reader(viewer)
     check_year(year)
-    q = (select(ContactPoint).join(Unit, Unit.id == ContactPoint.unit_id)
-         .where(ContactPoint.year == year).order_by(Unit.code))
-    cond = _visible_units(viewer)
-    if cond is not None:
-        q = q.where(cond)
-    if unit_id is not None:
-        path = s.execute(select(Unit.path).where(Unit.id == unit_id)).scalar()
-        if path is None:
-            raise NotFound(f"unit {unit_id} does not exist")
-        q = q.where(Unit.path.like(f"{path}%"))
+    q = _readable(s, select(ContactPoint).join(Unit, Unit.id == ContactPoint.unit_id)
+                  .where(ContactPoint.year == year).order_by(Unit.code), viewer, unit_id)
     rows = s.execute(q).scalars().all()
     figures = report_figures(s, [r.unit_id for r in rows], year)
     return [_entry_out(s, r, figures.get(r.unit_id)) for r in rows]
