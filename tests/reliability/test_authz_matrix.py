@@ -60,12 +60,16 @@ FACT_KINDS = {  # kind → a valid body (person_id added)
     "training_records": {"course": "任职培训班", "hours": 24, "taken_on": "2024-05-01",
                          "kind": "offline"},
     "consequences": {"kind": "通报表扬", "period": "2024-05", "decided_on": "2024-07-10"},
+    "dispatch_outcomes": {"post_type": "第一书记", "receiving_unit": "青山镇石桥村",
+                          "term_start": "2023-01-01", "term_end": "2024-12-31",
+                          "grade": "优秀", "decided_on": "2025-01-15"},
 }
 FACT_PATCH = {"rank_history": {"since": "2022-04-01"}, "annual_results": {"grade": "称职"},
               "sanctions": {"decided_on": "2024-01-16"}, "investigations": {
                   "closed_on": "2024-04-01"}, "exam_results": {"passed": False},
               "training_hours": {"hours": 40}, "commendations": {"kind": "记三等功"},
-              "training_records": {"hours": 30}, "consequences": {"kind": "嘉奖记功人选"}}
+              "training_records": {"hours": 30}, "consequences": {"kind": "嘉奖记功人选"},
+              "dispatch_outcomes": {"grade": "称职"}}
 
 # --------------------------------------------------------------------------- the table
 
