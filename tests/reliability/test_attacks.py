@@ -23,14 +23,14 @@ import io
 import json
 import logging
 import re
-import shutil
 
 import pytest
 
 from service.app import SECURITY_HEADERS, create_app
 from service.limits import MAX_BODY, MAX_JSON_DEPTH
 
-from ..conftest import _truncate_all
+# Both databases: the suite-wide fixture, over the reliability suite's PostgreSQL-only one.
+from ..conftest import db_url  # noqa: F401
 
 pytestmark = pytest.mark.reliability
 
@@ -45,18 +45,6 @@ ATTACKS = {
     "not UTF-8": b'{"username": "\xff\xfe"}',
     "not JSON": b'{"username": ',
 }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path, sqlite_template):
-    """Both databases (the suite's default is PostgreSQL only)."""
-    if request.param == "sqlite":
-        path = tmp_path / "civflow.db"
-        shutil.copy(sqlite_template, path)
-        return f"sqlite:///{path}"
-    url = request.getfixturevalue("pg_url")
-    _truncate_all(url)
-    return url
 
 
 def _problem(r, status: int) -> dict:
