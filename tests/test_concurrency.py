@@ -2,8 +2,9 @@
 
 A barrier inside the engine's clock (called after the checks, just before the versioned
 UPDATE) holds each racer until both have read the case, so the race really happens. When
-the database makes one racer wait (SQLite's write lock, PostgreSQL's advisory lock on a
-quota pool) the barrier times out and the first racer goes on alone: that is the point.
+the database makes one racer wait (SQLite's write lock, PostgreSQL's row lock on the case
+read FOR UPDATE, its advisory lock on a quota pool) the barrier times out and the first
+racer goes on alone: that is the point.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ def test_two_sessions_race_on_one_case(db_url, engine, org, regular, expected):
                        expected_version=expected),
     ])
     assert len(results) == 1 and len(errors) == 1, (results, errors)
-    if db_url.startswith("sqlite") and expected is None:
-        # SQLite's BEGIN IMMEDIATE makes the loser wait and then read the moved case.
+    if expected is None:
+        # The loser waits (SQLite's BEGIN IMMEDIATE; PostgreSQL's row lock, the case being
+        # read FOR UPDATE) and then reads the moved case: submit is no longer possible.
         assert isinstance(errors[0], ActionNotAllowed)
     else:
         assert isinstance(errors[0], Conflict) and errors[0].current_version == 2

@@ -18,8 +18,9 @@ from sqlalchemy import func, select, update
 from service.cli import main
 from workflows import facts, forms, ledger
 from workflows.access import load_viewer
-from workflows.engine import SYSTEM_ACTOR, Actor, Engine
+from workflows.engine import SYSTEM_ACTOR, Actor
 from workflows.errors import DefinitionInvalid, FieldErrors, Forbidden, RuleViolation
+from workflows.kernel import Kernel
 from workflows.models import Case, HistoryRecord, Unit
 from workflows.org import assign_role
 from workflows.spec import load_definition
@@ -47,7 +48,7 @@ def _old_engine(monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(forms, "load_start", lambda spec, _schema, data: forms.load(
             forms.build_schema(spec.fields, (), tuple(spec.fields)), data))
-        m.setattr(Engine, "_start_role", lambda *a: "starter")
+        m.setattr(Kernel, "_start_role", lambda *a: "starter")
         yield
 
 

@@ -1,6 +1,6 @@
 """Who sees what: the viewer's roles from the organisation, and the rules built on them.
 
-Acting is decided per transition by the engine (`engine._Roles`). Seeing is decided here:
+Acting is decided per transition by the engine (`kernel.Roles`). Seeing is decided here:
 staff see their own cases; leaders and committee members see the cases of their unit and
 its sub-units; process owners and admins see every case. The same rule exists twice, once
 as a SQL condition for lists and once as a check for a single case, and the tests hold the
@@ -21,7 +21,7 @@ ADMIN, OWNER, LEADER, COMMITTEE = "admin", "process_owner", "leader", "committee
 CASES = Case.__table__
 ROLES, PEOPLE = RoleAssignment.__table__, Person.__table__
 # The one rule for whose role assignments count: those of active people (在职). Every role
-# lookup (the viewer, the engine's `_Roles`, the queue through the viewer, notifications)
+# lookup (the viewer, the kernel's `Roles`, the queue through the viewer, notifications)
 # selects from here, so deactivating a person drops all their roles at once and
 # reactivating restores them — the assignment rows themselves are kept.
 HELD_ROLES = ROLES.join(PEOPLE, and_(PEOPLE.c.id == ROLES.c.person_id,
@@ -54,7 +54,7 @@ class Viewer:
         return [p for r, _u, p in self.assignments if r in roles and p]
 
     def role_units(self) -> list[tuple[str, int | None]]:
-        """The (role, unit_id) pairs `engine._Roles` works with."""
+        """The (role, unit_id) pairs `kernel.Roles` works with."""
         return [(r, u) for r, u, _p in self.assignments]
 
 

@@ -28,9 +28,10 @@ may call it at once). For every flow whose latest published version has a cycle 
 
 An opened case is the one `Engine.start_case` would make for the person as `system`: the
 latest published version pinned, the initial state, the person's unit and tier, the form's
-start values, history record 1 (`start`, by `system`, chained from GENESIS with
-`history.record_hash`) and the initial state's deadline and timers from `timers.plan_state`
-(what `Engine._arm` inserts), with `timers.timer_rows`.
+start values, history record 1 (`start`, by `system`, chained from GENESIS: a
+`history.Entry` written by `history.write`, the one writer of history records that
+`Kernel.start_case` uses too) and the initial state's deadline and timers from
+`timers.plan_state`, with `timers.timer_rows`.
 
 Eligible: active people, filtered by `who.tiers` and by `who.units` (unit codes, each with
 its sub-units; a code that matches no unit matches nobody and is logged) and, with
@@ -49,35 +50,31 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
-    Column,
     Select,
-    Table,
-    bindparam,
     false,
     func,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from . import actors, forms
+from . import actors, forms, history
 from .calendar import WorkCalendar, period_days
-from .engine import START, Engine
+from .core import START
+from .db import bulk_insert
 from .errors import CivflowError
-from .history import GENESIS, record_hash
+from .kernel import new_case_ids
 from .machine import CompiledFlow
 from .models import (
     Case,
     ContactPoint,
     CycleRun,
     FlowVersion,
-    HistoryRecord,
     Person,
     Timer,
     Unit,
@@ -86,11 +83,13 @@ from .periods import period_key
 from .spec import SYSTEM, CycleSpec, FlowSpec
 from .timers import node_name, plan_state, timer_rows
 
+if TYPE_CHECKING:
+    from .engine import Engine
+
 log = logging.getLogger("civflow.cycles")
 
 RUNS = CycleRun.__table__
 CASES = Case.__table__
-HISTORY = HistoryRecord.__table__
 TIMERS = Timer.__table__
 PEOPLE = Person.__table__
 UNITS = Unit.__table__
@@ -102,8 +101,6 @@ CHUNK = 1000  # people per transaction
 LEASE = dt.timedelta(seconds=60)
 
 CASE_KEY = (CASES.c.flow_id, CASES.c.subject_id, CASES.c.period_key)  # the unique key
-NEXT_CASE_IDS = text("SELECT nextval(pg_get_serial_sequence('cases', 'id')) "
-                     "FROM generate_series(1, :n)")
 
 
 # --------------------------------------------------------------------------- periods
@@ -285,75 +282,31 @@ def _open_chunk(engine: Engine, s: Session, cf: CompiledFlow, key: str, eligible
     if people:
         # Case ids are drawn first so that each case is written once, with the head of its
         # history chain (the hash covers the case id) — no UPDATE after the INSERT.
-        ids = _new_case_ids(conn, len(people))
-        hashes = {case_id: record_hash(
-            case_id=case_id, seq=1, at=at, actor_id=None, actor_role=SYSTEM, trigger=START,
-            from_state=None, to_state=spec.initial, data=values, comment=None,
-            prev_hash=GENESIS) for case_id in ids}
+        ids = new_case_ids(conn, len(people))
+        entries = {case_id: history.Entry.first(
+            case_id, at=at, actor_id=None, actor_role=SYSTEM, trigger=START,
+            to_state=spec.initial, data=values) for case_id in ids}
         deadline, planned = plan_state(spec, spec.initial, at, key, engine.calendar)
         cases = [{"id": case_id, "flow_id": spec.flow, "version_id": cf.version_id,
                   "subject_id": p.id, "unit_id": p.unit_id, "tier": p.tier, "period_key": key,
                   "state": spec.initial, "data": values, "version": 1, "history_seq": 1,
-                  "state_visit": 1, "history_hash": hashes[case_id], "created_at": at,
+                  "state_visit": 1, "history_hash": entries[case_id].hash, "created_at": at,
                   "updated_at": at, "state_entered_at": at, "deadline_at": deadline}
                  for case_id, p in zip(ids, people, strict=True)]
         # Someone who already has the period's case (opened by hand, or by a node that died
         # half-way) is skipped by the unique key; only the cases inserted go on.
-        inserted = sorted(_bulk_insert(conn, CASES, cases, CASE_KEY))
+        inserted = sorted(bulk_insert(conn, CASES, cases, CASE_KEY))
         opened = len(inserted)
-        _bulk_insert(conn, HISTORY, [
-            {"case_id": case_id, "seq": 1, "at": at, "actor_id": None, "actor_role": SYSTEM,
-             "trigger": START, "from_state": None, "to_state": spec.initial, "data": values,
-             "comment": None, "idempotency_key": None, "prev_hash": GENESIS,
-             "hash": hashes[case_id]} for case_id in inserted])
+        history.write(conn, [entries[case_id] for case_id in inserted])
         for p in planned:  # one statement per timer of the state: most columns are equal
-            _bulk_insert(conn, TIMERS, [row for case_id in inserted
-                                        for row in timer_rows(case_id, 1, [p], at)])
+            bulk_insert(conn, TIMERS, [row for case_id in inserted
+                                       for row in timer_rows(case_id, 1, [p], at)])
     finished = len(batch) < chunk
     changes: dict[str, Any] = {"cases_opened": RUNS.c.cases_opened + opened}
     if finished:
         changes.update(status=DONE, finished_at=at, claimed_by=None, claim_until=None)
     conn.execute(update(RUNS).where(*mine).values(**changes))
     return opened, (batch[-1].id if batch else after), finished
-
-
-def _new_case_ids(conn, n: int) -> list[int]:
-    """`n` fresh case ids: from the sequence on PostgreSQL; after the largest id on SQLite,
-    whose write transaction (BEGIN IMMEDIATE) holds the database's only write lock."""
-    if conn.dialect.name == "postgresql":
-        return list(conn.execute(NEXT_CASE_IDS, {"n": n}).scalars())
-    top = conn.execute(select(func.coalesce(func.max(CASES.c.id), 0))).scalar_one()
-    return list(range(top + 1, top + n + 1))
-
-
-def _bulk_insert(conn, table: Table, rows: list[dict[str, Any]],
-                 skip_conflicts_on: tuple[Column, ...] = ()) -> list[int]:
-    """Insert many rows in one statement; with `skip_conflicts_on`, ON CONFLICT DO NOTHING
-    and return the ids of the rows inserted.
-
-    PostgreSQL: `INSERT … SELECT unnest(:array), …, :value` — one array parameter per column
-    that varies and one scalar per column equal in every row, instead of one parameter per
-    value. SQLite: an executemany (SQLAlchemy batches it into multi-row VALUES).
-    """
-    if not rows:
-        return []
-    stmt = _insert(conn)(table)
-    if conn.dialect.name == "postgresql":
-        columns = []
-        names = list(rows[0])
-        for n in names:
-            first, col_type = rows[0][n], table.c[n].type
-            if all(r[n] == first for r in rows):
-                columns.append(bindparam(f"v_{n}", first, type_=col_type))
-            else:
-                columns.append(func.unnest(bindparam(f"a_{n}", [r[n] for r in rows],
-                                                     type_=postgresql.ARRAY(col_type))))
-        stmt, rows = stmt.from_select(names, select(*columns)), None
-    if not skip_conflicts_on:
-        conn.execute(stmt, rows)
-        return []
-    stmt = stmt.on_conflict_do_nothing(index_elements=list(skip_conflicts_on))
-    return list(conn.execute(stmt.returning(table.c.id), rows).scalars())
 
 
 def _eligible(s: Session, spec: FlowSpec, key: str) -> Select:

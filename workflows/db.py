@@ -10,12 +10,31 @@ failing half-way through an action when another writer got there first.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
+# A pooled connection is replaced after this long instead of being pinged at every
+# checkout (a round trip per unit of work); one found dead is retried once (`Database.run`).
+POOL_RECYCLE = 1800
 
 DEFAULT_URL = "sqlite:///civflow.db"
 ENV_URL = "CIVFLOW_DATABASE_URL"
@@ -36,9 +55,18 @@ def make_engine(url: str | None = None, **kwargs) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _sqlite_setup(engine)
     else:
-        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_recycle", POOL_RECYCLE)
         engine = create_engine(url, **kwargs)
+    _count_statements(engine)
     return engine
+
+
+def _count_statements(engine: Engine) -> None:
+    """Count the statements a connection ran: `Database.run` retries a unit of work only
+    when its connection turned out dead before any of its statements ran."""
+    @event.listens_for(engine, "after_cursor_execute")
+    def _ran(conn, _cursor, _statement, _parameters, _context, _executemany):
+        conn.info["civflow_ran"] = conn.info.get("civflow_ran", 0) + 1
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -57,6 +85,38 @@ def _sqlite_setup(engine: Engine) -> None:
     def _begin(conn):
         write = conn.get_execution_options().get("civflow_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class Work:
+    """One unit of work: the connection its transaction runs on and, made when first asked
+    for, an ORM session joined to that transaction (for the rules and effects that use the
+    ORM). The action path runs its statements on `conn` and never pays for a session."""
+
+    __slots__ = ("conn", "_session", "_own")
+
+    def __init__(self, conn: Connection, session: Session | None = None):
+        self.conn = conn
+        self._session = session
+        self._own = session is None  # a session we made is flushed and closed by us
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = Session(bind=self.conn, expire_on_commit=False)
+        return self._session
+
+    @property
+    def dialect(self) -> str:
+        return self.conn.dialect.name
+
+    def finish(self) -> None:
+        """Flush what the session holds (before the transaction commits)."""
+        if self._own and self._session is not None:
+            self._session.flush()
+
+    def close(self) -> None:
+        if self._own and self._session is not None:
+            self._session.close()
 
 
 class Database:
@@ -86,12 +146,80 @@ class Database:
         finally:
             session.close()
 
+    @contextmanager
+    def work(self, write: bool = True) -> Iterator[Work]:
+        """A `Work` on a connection of its own, committed when the block ends and rolled
+        back on error; write units take SQLite's write lock at BEGIN (BEGIN IMMEDIATE)."""
+        conn = self.engine.connect()
+        try:
+            if write:
+                conn.execution_options(civflow_write=True)
+            conn.info["civflow_ran"] = 0
+            w = Work(conn)
+            try:
+                with conn.begin():
+                    yield w
+                    w.finish()
+            finally:
+                w.close()
+        finally:
+            conn.close()
+
+    def run(self, fn: Callable[[Work], T], write: bool = True) -> T:
+        """`fn` in one unit of work (`work`). A connection that turned out dead before any
+        statement of the unit ran (the server restarted since the pool last used it) is
+        dropped and the unit run once more on a fresh one: nothing of it reached the
+        database, so running it again cannot do anything twice."""
+        for attempt in (1, 2):
+            ran: list[int] = []
+            try:
+                with self.work(write) as w:
+                    try:
+                        return fn(w)
+                    finally:
+                        ran.append(w.conn.info.get("civflow_ran", 0))
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated or not ran or ran[0]:
+                    raise
+        raise AssertionError("unreachable")
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]],
+                skip_conflicts_on: tuple[Column, ...] = ()) -> list[int]:
+    """Insert many rows in one statement; with `skip_conflicts_on`, ON CONFLICT DO NOTHING
+    and return the ids of the rows inserted.
+
+    PostgreSQL: `INSERT … SELECT unnest(:array), …, :value` — one array parameter per column
+    that varies and one scalar per column equal in every row, instead of one parameter per
+    value. SQLite: an executemany (SQLAlchemy batches it into multi-row VALUES).
+    """
+    if not rows:
+        return []
+    pg = conn.dialect.name == "postgresql"
+    stmt = (postgresql.insert if pg else sqlite.insert)(table)
+    if pg:
+        columns = []
+        names = list(rows[0])
+        for n in names:
+            first, col_type = rows[0][n], table.c[n].type
+            if all(r[n] == first for r in rows):
+                columns.append(bindparam(f"v_{n}", first, type_=col_type))
+            else:
+                columns.append(func.unnest(bindparam(f"a_{n}", [r[n] for r in rows],
+                                                     type_=postgresql.ARRAY(col_type))))
+        stmt, rows = stmt.from_select(names, select(*columns)), None
+    if not skip_conflicts_on:
+        conn.execute(stmt, rows)
+        return []
+    stmt = stmt.on_conflict_do_nothing(index_elements=list(skip_conflicts_on))
+    return list(conn.execute(stmt.returning(table.c.id), rows).scalars())
 
 
 def alembic_config(url: str):

@@ -2,6 +2,12 @@
 
 A personnel decision may be inspected years later; recomputing the chain shows whether any
 record was altered, removed or inserted since it was written.
+
+This module is the one writer of history rows (履历): every record — a case's start, an
+action, a bulk action, a claim, a timer's firing, a cycle's opening, a migration to another
+flow version — is an `Entry` (whose `hash` is the one place a record's hash is computed)
+written by `write` (records of cases just inserted with the entry as their head) or by
+`advance` (an existing case: its versioned head and the record in one go).
 """
 
 from __future__ import annotations
@@ -13,12 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from .models import Case, HistoryRecord
+from .db import bulk_insert
+from .errors import Conflict
+from .models import Case, HistoryRecord, Timer
 
 GENESIS = "0" * 64
+CASES, HISTORY, TIMERS = Case.__table__, HistoryRecord.__table__, Timer.__table__
 
 
 def _instant(at: dt.datetime) -> str:
@@ -38,6 +47,166 @@ def record_hash(*, case_id: int, seq: int, at: dt.datetime, actor_id: int | None
     }
     raw = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One history record about to be written: the next link of a case's chain."""
+
+    case_id: int
+    seq: int
+    at: dt.datetime
+    actor_id: int | None
+    actor_role: str
+    trigger: str
+    from_state: str | None
+    to_state: str
+    data: dict[str, Any]
+    comment: str | None
+    prev_hash: str
+    idempotency_key: str | None = None
+    request_hash: str | None = None  # what the idempotency key was used for
+    hash: str = ""  # computed: leave out
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hash", record_hash(
+            case_id=self.case_id, seq=self.seq, at=self.at, actor_id=self.actor_id,
+            actor_role=self.actor_role, trigger=self.trigger, from_state=self.from_state,
+            to_state=self.to_state, data=self.data, comment=self.comment,
+            prev_hash=self.prev_hash))
+
+    @classmethod
+    def first(cls, case_id: int, *, at: dt.datetime, actor_id: int | None, actor_role: str,
+              trigger: str, to_state: str, data: dict[str, Any], comment: str | None = None
+              ) -> Entry:
+        """Record 1 of a new case, chained from GENESIS."""
+        return cls(case_id, 1, at, actor_id, actor_role, trigger, None, to_state, data,
+                   comment, GENESIS)
+
+    @classmethod
+    def after(cls, head: Any, *, at: dt.datetime, actor_id: int | None, actor_role: str,
+              trigger: str, to_state: str, data: dict[str, Any], comment: str | None = None,
+              idempotency_key: str | None = None, request_hash: str | None = None) -> Entry:
+        """The record after a case's current head (`head`: its row, with id, state,
+        history_seq and history_hash)."""
+        return cls(head.id, head.history_seq + 1, at, actor_id, actor_role, trigger,
+                   head.state, to_state, data, comment, head.history_hash, idempotency_key,
+                   request_hash)
+
+    def row(self) -> dict[str, Any]:
+        return {"case_id": self.case_id, "seq": self.seq, "at": self.at,
+                "actor_id": self.actor_id, "actor_role": self.actor_role,
+                "trigger": self.trigger, "from_state": self.from_state,
+                "to_state": self.to_state, "data": self.data, "comment": self.comment,
+                "idempotency_key": self.idempotency_key, "request_hash": self.request_hash,
+                "prev_hash": self.prev_hash, "hash": self.hash}
+
+
+INSERT_HISTORY = insert(HISTORY)
+
+
+def write(conn: Connection, entries: list[Entry]) -> None:
+    """Insert history records whose cases carry them as their head already (a case just
+    inserted with `history_seq = entry.seq, history_hash = entry.hash`: start, cycles).
+    Many at once: one statement on PostgreSQL (`db.bulk_insert`)."""
+    if len(entries) > 1 and conn.dialect.name == "postgresql":
+        bulk_insert(conn, HISTORY, [e.row() for e in entries])
+    elif entries:
+        conn.execute(INSERT_HISTORY, [e.row() for e in entries])
+
+
+# The columns `advance` sets on the case on PostgreSQL, in its one statement; a change to
+# another column (a migration's version_id) takes the statement-per-table way.
+HEAD = ("state", "data", "version", "history_seq", "history_hash", "updated_at",
+        "state_entered_at", "state_visit", "deadline_at", "closed_at", "claimed_by",
+        "claimed_at")
+VERSIONED_UPDATE = update(CASES).where(CASES.c.id == bindparam("_id"),
+                                       CASES.c.version == bindparam("_version"))
+DISARM = (update(TIMERS).where(TIMERS.c.case_id == bindparam("_case"),
+                               TIMERS.c.state_visit == bindparam("_visit"),
+                               TIMERS.c.status.in_(["pending", "claimed"]))
+          .values(status="dropped"))
+PG_ADVANCE = """
+WITH moved AS (
+  UPDATE cases SET state = %(state)s, data = %(data)s, version = %(version)s,
+    history_seq = %(history_seq)s, history_hash = %(history_hash)s,
+    updated_at = %(updated_at)s, state_entered_at = %(state_entered_at)s,
+    state_visit = %(state_visit)s, deadline_at = %(deadline_at)s, closed_at = %(closed_at)s,
+    claimed_by = %(claimed_by)s, claimed_at = %(claimed_at)s
+  WHERE id = %(case_id)s AND version = %(old_version)s
+  RETURNING id),
+recorded AS (
+  INSERT INTO case_history (case_id, seq, at, actor_id, actor_role, trigger, from_state,
+    to_state, data, comment, idempotency_key, request_hash, prev_hash, hash)
+  SELECT id, %(history_seq)s, %(updated_at)s, %(actor_id)s, %(actor_role)s, %(trigger)s,
+    %(from_state)s, %(to_state)s, %(entry_data)s, %(comment)s, %(idempotency_key)s,
+    %(request_hash)s, %(prev_hash)s, %(history_hash)s FROM moved),
+dropped AS (
+  UPDATE timers SET status = 'dropped' WHERE %(disarm)s AND case_id IN (SELECT id FROM moved)
+    AND state_visit = %(disarm_visit)s AND status IN ('pending', 'claimed')),
+armed AS (
+  INSERT INTO timers (case_id, state_visit, kind, action, due_at, status, attempts,
+    dedupe_key, payload, created_at)
+  SELECT m.id, t.visit, t.kind, t.action, t.due_at, 'pending', 0, t.dedupe_key, t.payload,
+    t.created_at
+  FROM moved m, unnest(%(t_visit)s::int[], %(t_kind)s::text[], %(t_action)s::text[],
+    %(t_due)s::timestamptz[], %(t_key)s::text[], %(t_payload)s::jsonb[],
+    %(t_created)s::timestamptz[])
+    AS t(visit, kind, action, due_at, dedupe_key, payload, created_at))
+SELECT count(*) FROM moved"""
+
+
+def advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any], *,
+            disarm_visit: int | None = None, arm: list[dict[str, Any]] | None = None) -> int:
+    """Write `entry` on an existing case and move the case's head to it, returning the
+    case's new version: the versioned UPDATE (`changes` plus version + 1, history_seq,
+    history_hash, updated_at — Conflict when the version moved since `head` was read), the
+    history INSERT and, when a state visit ends or begins, its timers (those of
+    `disarm_visit` dropped, the `arm` rows inserted) — one statement on PostgreSQL.
+
+    `head` is the case row as read (id, version, state, history_seq, history_hash and, on
+    PostgreSQL, the columns of `HEAD`)."""
+    version = head.version + 1
+    changes = {**changes, "version": version, "history_seq": entry.seq,
+               "history_hash": entry.hash, "updated_at": entry.at}
+    if conn.dialect.name == "postgresql" and changes.keys() <= set(HEAD):
+        moved = _pg_advance(conn, head, entry, changes, disarm_visit, arm or [])
+    else:
+        moved = conn.execute(VERSIONED_UPDATE, {**changes, "_id": head.id,
+                                                "_version": head.version}).rowcount
+        if moved == 1:
+            conn.execute(INSERT_HISTORY, [entry.row()])
+            if disarm_visit is not None:
+                conn.execute(DISARM, {"_case": head.id, "_visit": disarm_visit})
+            if arm:
+                conn.execute(TIMERS.insert(), arm)
+    if moved != 1:
+        current = conn.execute(select(CASES.c.version).where(CASES.c.id == head.id)).scalar()
+        raise Conflict(head.id, current or 0, head.version)
+    return version
+
+
+def _pg_advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any],
+                disarm_visit: int | None, arm: list[dict[str, Any]]) -> int:
+    """`advance` as one statement (a data-modifying CTE) in the driver's own SQL: built
+    once, never compiled, prepared by psycopg after a few runs; one round trip."""
+    from psycopg.types.json import Jsonb
+
+    params = {name: changes[name] if name in changes else getattr(head, name)
+              for name in HEAD}
+    params["data"] = Jsonb(params["data"])
+    params.update(
+        case_id=head.id, old_version=head.version, actor_id=entry.actor_id,
+        actor_role=entry.actor_role, trigger=entry.trigger, from_state=entry.from_state,
+        to_state=entry.to_state, entry_data=Jsonb(entry.data), comment=entry.comment,
+        idempotency_key=entry.idempotency_key, request_hash=entry.request_hash,
+        prev_hash=entry.prev_hash, disarm=disarm_visit is not None,
+        disarm_visit=disarm_visit if disarm_visit is not None else 0,
+        t_visit=[r["state_visit"] for r in arm], t_kind=[r["kind"] for r in arm],
+        t_action=[r["action"] for r in arm], t_due=[r["due_at"] for r in arm],
+        t_key=[r["dedupe_key"] for r in arm], t_payload=[Jsonb(r["payload"]) for r in arm],
+        t_created=[r["created_at"] for r in arm])
+    return conn.exec_driver_sql(PG_ADVANCE, params).scalar_one()
 
 
 def hash_of(rec: HistoryRecord) -> str:

@@ -3,7 +3,7 @@
 Three steps, each with one job:
 
 1. **Who** (`recipients`): the people who hold a flow role on a case now, resolved the way
-   the engine resolves who may act (`engine._Roles`), but pointing at people rather than
+   the engine resolves who may act (`kernel.Roles`), but pointing at people rather than
    checking one person.
 2. **The outbox** (`queue`): one `Notification` per person, plus one `Delivery` row per
    channel (e-mail, each webhook), written in the caller's transaction — the transaction of

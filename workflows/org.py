@@ -1,6 +1,6 @@
 """The organisation: units (a tree), people, role assignments, user accounts; CSV import.
 
-Who may act on a case is decided from these rows (see `engine._Roles`). The import is all or
+Who may act on a case is decided from these rows (see `kernel.Roles`). The import is all or
 nothing: every row is checked first and the file is written in one transaction only when
 no row is bad, so a personnel office never ends up with half a reorganisation.
 """

@@ -2,7 +2,7 @@
 step may be delegated to, and how full each quota pool is.
 
 Nothing here writes or decides. The quota figures are the ones the quota rules count when
-an approval is fired (`quotas.figures`, through `engine._SqlFacts.quota_figures`): the
+an approval is fired (`quotas.figures`, through `kernel.SqlFacts.quota_figures`): the
 pool's cases over every version of the flow, and those in the rule's counted states
 carrying the value — so a meter built on them refuses exactly what the engine will refuse.
 """

@@ -10,8 +10,8 @@ the state change it causes:
    lease: timers claimed by a node that died are claimed again once it runs out.
 2. **Fire** each claimed timer in one transaction: lock the timer row and check that it
    is still ours and still claimed; check that the case is still in the state visit that
-   armed it (else the timer is dropped, not fired); run the action through the engine's
-   one path (`Engine._fire_in`); mark the timer done. Commit. A second node that took over
+   armed it (else the timer is dropped, not fired); run the action through the kernel's
+   one path (`Kernel.fire`, as any other entrance does); mark the timer done. Commit. A second node that took over
    after the lease waits on the row lock and then finds it done.
 
 A failure (a rule refuses the automatic transition, a bug) rolls the transaction back; the
@@ -34,6 +34,8 @@ from sqlalchemy.orm import Session
 
 from .calendar import WorkCalendar, period_days, quarter_end
 from .claims import claim_batch
+from .core import SYSTEM_ACTOR
+from .db import Work
 from .errors import CivflowError
 from .models import Case, Timer
 from .spec import WEEKDAYS, FlowSpec
@@ -237,8 +239,8 @@ class TimerWorker:
                 "payload": {**p, "n": n}, "created_at": now}])
         self._finish(conn, timer_id, DONE, now)
         if timer.action and timer.kind in (AUTO, DEADLINE):
-            self.engine._fire_in(s, timer.case_id, timer.action,
-                                 _system(), expected_version=case.version)
+            self.engine.kernel.fire(Work(conn, s), timer.case_id, timer.action, SYSTEM_ACTOR,
+                                    expected_version=case.version)
         return "fired"
 
     def _finish(self, conn, timer_id: int, status: str, now: dt.datetime) -> None:
@@ -265,12 +267,6 @@ class TimerWorker:
         log.warning("timer %s: %s (attempt %s%s)", timer_id, error, attempts,
                     ", giving up" if give_up else "")
         return "failed" if give_up else "retried"
-
-
-def _system():
-    from .engine import SYSTEM_ACTOR
-
-    return SYSTEM_ACTOR
 
 
 def _no_event(s: Session, timer: Any, case: Any, cf: Any) -> None:

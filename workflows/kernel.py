@@ -1,0 +1,764 @@
+"""The case kernel: start, fire, bulk, claim, release, delegate — every change of a case.
+
+Each entrance runs inside one unit of work (`db.Work`, opened by the `Engine` facade or by
+the caller that owns the transaction: the timer worker, the organisation import) and takes
+it as its first argument. An action costs, on PostgreSQL, one round trip to read the case
+`FOR UPDATE` together with the actor's role assignments (and, when the request carries an
+Idempotency-Key, its first use; when the action has rules, the case's history), the reads
+its rules and the next-actor check need, and one round trip that writes the case's new
+head, its history record and the timers of the state visit it leaves and enters
+(`history.advance`). SQLite holds its write lock from BEGIN IMMEDIATE; the same reads and
+writes are a few statements there, all in-process.
+
+The checks, in order: the case exists and the viewer may see it; the Idempotency-Key
+(`replay`); the expected version; the transition from the current state; the actor's role
+(and that nobody approves their own case); the claim; the fields; the next step has
+someone to act; the rules (a quota under its advisory lock); then the write, then the
+effects — all in the one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import struct
+from collections import namedtuple
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select, text
+from sqlalchemy.exc import IntegrityError
+
+from . import actors, forms, history, provenance, quotas, rules
+from .access import HELD_ROLES, Viewer, can_see
+from .calendar import WorkCalendar
+from .core import (
+    CLAIM,
+    DELEGATE,
+    RELEASE,
+    START,
+    SYSTEM_ACTOR,
+    Action,
+    Actor,
+    BulkResult,
+    CaseView,
+    FireResult,
+    request_hash,
+)
+from .db import Work
+from .errors import (
+    ActionNotAllowed,
+    CivflowError,
+    Conflict,
+    DuplicateCase,
+    FieldErrors,
+    Forbidden,
+    IdempotencyMismatch,
+    NotFound,
+)
+from .history import Entry
+from .machine import CompiledFlow
+from .models import (
+    Case,
+    HistoryRecord,
+    Person,
+    RoleAssignment,
+    Unit,
+    unit_path_ids,
+)
+from .periods import check_period_key
+from .periods import period_key as period_key_of
+from .spec import START_ORG_ROLES, SYSTEM, FlowSpec, RoleSpec, TransitionSpec
+from .timers import plan_state, timer_rows
+from .versions import Versions
+
+CASES = Case.__table__
+HISTORY = HistoryRecord.__table__
+UNITS = Unit.__table__
+ROLES = RoleAssignment.__table__
+PEOPLE = Person.__table__
+
+# Statements built once, with bind parameters: building a statement per action cost more
+# client CPU than the database spent running it (bench/engine_bench.py).
+LOAD_CASE = (select(CASES, UNITS.c.path).join(UNITS, UNITS.c.id == CASES.c.unit_id)
+             .where(CASES.c.id == bindparam("case_id")))
+ASSIGNMENTS = select(ROLES.c.role, ROLES.c.unit_id).select_from(HELD_ROLES).where(
+    ROLES.c.person_id == bindparam("person_id"))  # an inactive person holds no role
+ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+# What rules may read of a case comes from its history (`provenance.trusted`).
+HISTORY_OF = (select(HISTORY.c.case_id, HISTORY.c.seq, HISTORY.c.trigger,
+                     HISTORY.c.from_state, HISTORY.c.actor_role, HISTORY.c.data)
+              .where(HISTORY.c.case_id.in_(bindparam("ids", expanding=True)))
+              .order_by(HISTORY.c.case_id, HISTORY.c.seq))
+FIRST_USE = select(HISTORY.c.trigger, HISTORY.c.from_state, HISTORY.c.to_state,
+                   HISTORY.c.seq, HISTORY.c.actor_id, HISTORY.c.request_hash).where(
+    HISTORY.c.case_id == bindparam("case_id"), HISTORY.c.idempotency_key == bindparam("key"))
+PERSON_EXISTS = select(PEOPLE.c.id).where(PEOPLE.c.id == bindparam("id"))
+PERSON = select(PEOPLE.c.id, PEOPLE.c.unit_id, PEOPLE.c.tier).where(
+    PEOPLE.c.id == bindparam("id"))
+UNIT_PATH = select(UNITS.c.path).where(UNITS.c.id == bindparam("id"))
+NEXT_CASE_ID = text("SELECT nextval(pg_get_serial_sequence('cases', 'id'))")
+
+# PostgreSQL: the case locked for the action, its unit's path, the actor's role assignments,
+# the first use of the request's Idempotency-Key and (for an action with rules) the case's
+# history — one round trip.
+CASE_COLUMNS = ("id", "flow_id", "version_id", "subject_id", "unit_id", "tier", "period_key",
+                "state", "data", "version", "history_seq", "state_visit", "history_hash",
+                "created_at", "updated_at", "state_entered_at", "deadline_at", "closed_at",
+                "claimed_by", "claimed_at")
+PG_LOAD_FOR_ACTION = f"""
+SELECT {", ".join("c." + c for c in CASE_COLUMNS)}, u.path,
+  (SELECT coalesce(json_agg(json_build_array(r.role, r.unit_id)), '[]'::json)
+     FROM role_assignments r JOIN people p ON p.id = r.person_id AND p.active
+    WHERE r.person_id = %(person_id)s) AS held,
+  (SELECT json_build_array(h.trigger, h.from_state, h.to_state, h.seq, h.actor_id,
+                           h.request_hash)
+     FROM case_history h WHERE h.case_id = c.id AND h.idempotency_key = %(key)s) AS first_use,
+  CASE WHEN %(records)s THEN
+    (SELECT coalesce(json_agg(json_build_array(h.seq, h.trigger, h.from_state, h.actor_role,
+                                               h.data) ORDER BY h.seq), '[]'::json)
+       FROM case_history h WHERE h.case_id = c.id) END AS records
+FROM cases c JOIN units u ON u.id = c.unit_id
+WHERE c.id = %(case_id)s
+FOR UPDATE OF c"""
+FirstUse = namedtuple("FirstUse", "trigger from_state to_state seq actor_id request_hash")
+Record = namedtuple("Record", "case_id seq trigger from_state actor_role data")
+
+
+@dataclass
+class Loaded:
+    """A case read for an action, with what was read along with it."""
+
+    row: Any
+    path: str
+    held: list[tuple[str, int | None]] | None = None  # None: not read yet
+    first_use: Any = None  # the Idempotency-Key's first record, when asked and found
+    records: list[Any] | None = None  # the case's history, when read along
+
+
+class SqlFacts:
+    """`rules.Facts` answered inside the action's own unit of work."""
+
+    def __init__(self, w: Work):
+        self.w = w
+
+    def query(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(self.w.session, *args)
+
+    def quota_figures(self, flow: str, quota: quotas.Quota, keys: list[quotas.PoolKey],
+                      units: dict[int, int] | None = None
+                      ) -> dict[quotas.PoolKey, quotas.PoolFigures]:
+        if self.w.dialect == "postgresql":
+            # Serialise approvals of one pool: two can't both take its last place. The key
+            # is the pool (its unit the one standing for the pool), so approvers of
+            # different units of one pool wait for each other; taken in key order.
+            for pool in sorted(keys, key=str):
+                key = f"quota|{flow}|{sorted(pool)}|{quota.field}|{quota.value}"
+                lock_id = struct.unpack(">q", hashlib.sha256(key.encode()).digest()[:8])[0]
+                self.w.conn.execute(ADVISORY_LOCK, {"k": lock_id})
+        return quotas.figures(self.w.session, flow, quota, keys, units)
+
+
+class Kernel:
+    """Every change of a case, each inside the caller's unit of work (`db.Work`)."""
+
+    def __init__(self, versions: Versions, clock: Callable[[], dt.datetime],
+                 calendar: WorkCalendar):
+        self.versions = versions
+        self.clock = clock
+        self.calendar = calendar
+
+    def compiled(self, conn: Any, version_id: int) -> CompiledFlow:
+        return self.versions.compiled(conn, version_id)
+
+    # ------------------------------------------------------------------ start
+
+    def start_case(self, w: Work, flow: str, subject_id: int, *, actor: Actor = SYSTEM_ACTOR,
+                   unit_id: int | None = None, period_key: str | None = None,
+                   data: dict[str, Any] | None = None, version: int | None = None,
+                   comment: str | None = None) -> CaseView:
+        """Open a case of the latest (or given) version for a person; it pins that version."""
+        conn = w.conn
+        cf = self.compiled(conn, self.versions.version_id(conn, flow, version))
+        spec = cf.spec
+        subject = conn.execute(PERSON, {"id": subject_id}).first()
+        if subject is None:
+            raise NotFound(f"person {subject_id} does not exist")
+        unit_id = unit_id or subject.unit_id
+        path = conn.execute(UNIT_PATH, {"id": unit_id}).scalar()
+        if path is None:
+            raise NotFound(f"unit {unit_id} does not exist")
+        now = self.clock()
+        if period_key is None and spec.period != "none":
+            period_key = period_key_of(spec.period, self.calendar.local(now).date())
+        problem = check_period_key(spec.period, period_key)
+        if problem:
+            raise FieldErrors({"period_key": [problem]})
+        values = forms.load_start(spec, cf.start_schema, data)
+        # Start data only from a starter the definition names (`start: {by}`).
+        role = self._start_role(conn, spec, actor, subject_id, path) if values \
+            else SYSTEM if actor.is_system else "starter"
+        doing = f"start {spec.flow} for person {subject_id}"
+        actors.check_next_actor(conn, spec, spec.initial, None, unit_id, path, subject.tier,
+                                subject_id, doing)
+        actors.check_evaluators(conn, spec, unit_id, path, subject.tier, subject_id, doing)
+        # The case id is drawn first so that the case is written once, with the head of
+        # its history chain (the hash covers the case id).
+        case_id = new_case_ids(conn, 1)[0]
+        entry = Entry.first(case_id, at=now, actor_id=actor.person_id, actor_role=role,
+                            trigger=START, to_state=spec.initial, data=values,
+                            comment=comment)
+        deadline, planned = plan_state(spec, spec.initial, now, period_key, self.calendar,
+                                       values)
+        case = {"id": case_id, "flow_id": spec.flow, "version_id": cf.version_id,
+                "subject_id": subject_id, "unit_id": unit_id, "tier": subject.tier,
+                "period_key": period_key, "state": spec.initial, "data": values,
+                "version": 1, "history_seq": 1, "state_visit": 1, "history_hash": entry.hash,
+                "created_at": now, "updated_at": now, "state_entered_at": now,
+                "deadline_at": deadline}
+        try:  # a duplicate fails the whole unit of work: no savepoint needed
+            conn.execute(CASES.insert(), [case])
+        except IntegrityError:
+            raise DuplicateCase(
+                f"person {subject_id} already has a {spec.flow} case"
+                + (f" for {period_key}" if period_key else "")) from None
+        history.write(conn, [entry])
+        if planned:
+            conn.execute(history.TIMERS.insert(), timer_rows(case_id, 1, planned, now))
+        return CaseView(case_id, spec.flow, cf.version, cf.version_id, subject_id, unit_id,
+                        subject.tier, period_key, spec.initial,
+                        spec.states[spec.initial].final, dict(values), 1, now, now, deadline)
+
+    def _start_role(self, conn: Connection, spec: FlowSpec, actor: Actor, subject_id: int,
+                    path: str) -> str:
+        """The role through which `actor` may give start data (`start: {by}`), recorded as
+        the start record's role; Forbidden when they hold none of them."""
+        names = spec.start.by
+        if actor.is_system:
+            if SYSTEM in names:
+                return SYSTEM
+        else:
+            org = {r for (r,) in conn.execute(select(RoleAssignment.role).where(
+                RoleAssignment.person_id == actor.person_id,
+                RoleAssignment.role.in_(START_ORG_ROLES)))}
+            held = Roles(conn, actor, Opening(subject_id), path, spec)
+            for name in sorted(names, key=lambda n: n != "subject"):
+                if name != "subject" and actor.person_id == subject_id:
+                    continue  # nobody gives a role's start data on their own case
+                if name in START_ORG_ROLES and name not in spec.roles:
+                    if name in org:
+                        return name
+                elif name != SYSTEM and held.holds(name):
+                    return name
+        who = ", ".join(names) or "nobody: this flow takes no data at start"
+        raise Forbidden(f"start data of {spec.flow} may be given only by {who}; {actor} "
+                        f"holds none of these for person {subject_id}", rule="start_data")
+
+    # ------------------------------------------------------------------ fire
+
+    def fire(self, w: Work, case_id: int, trigger: str, actor: Actor, *,
+             data: dict[str, Any] | None = None, comment: str | None = None,
+             expected_version: int | None = None, idempotency_key: str | None = None,
+             viewer: Viewer | None = None) -> FireResult:
+        """Move one case by `trigger` (see the module docstring for what it checks). The
+        API, the CLI and the timer worker (with the timer's row in the same transaction)
+        all come here; a request sent again with its Idempotency-Key gets its first
+        result."""
+        loaded = self.load_for_action(w, case_id, actor, viewer, key=idempotency_key,
+                                      records=trigger in self.versions.judged)
+        row, path = loaded.row, loaded.path
+        digest = request_hash(actor, trigger, data, comment) if idempotency_key else None
+        if idempotency_key:
+            replay = self._replay(w, loaded, actor, trigger, idempotency_key, digest)
+            if replay:
+                return replay
+        if expected_version is not None and row.version != expected_version:
+            raise Conflict(case_id, row.version, expected_version)
+        cf = self.compiled(w.conn, row.version_id)
+        held = Roles(w.conn, actor, row, path, cf.spec, loaded.held)
+        t, values, role = self._check(w, cf, row, trigger, actor, data, comment, held)
+        self._check_next_actor(w.conn, cf, row, path, t)
+        batch = None
+        if t.rules or t.effects:
+            if loaded.records is None:
+                known = self._trusted(w.conn, [row])
+            else:
+                known = {row.id: provenance.trusted(cf.spec, dict(row.data), loaded.records)}
+            batch = rules.Batch(t, cf.spec, [_facts(row, values, known)], SqlFacts(w),
+                                self.clock(), actor.person_id)
+            rules.evaluate(batch)
+        result = self._apply(w.conn, cf, row, t, actor, role, values, comment,
+                             idempotency_key, digest)
+        if batch is not None and t.effects:
+            rules.run_effects(batch)
+        return result
+
+    def replayed(self, w: Work, case_id: int, trigger: str, actor: Actor, key: str,
+                 data: dict[str, Any] | None, comment: str | None,
+                 viewer: Viewer | None) -> FireResult | None:
+        """After a version conflict: the first result of this request if another session
+        took it meanwhile (its Idempotency-Key is on the case now), else None."""
+        loaded = self.load_for_action(w, case_id, actor, viewer, key=key, lock=False)
+        return self._replay(w, loaded, actor, trigger, key,
+                            request_hash(actor, trigger, data, comment))
+
+    def fire_bulk(self, w: Work, case_ids: Iterable[int], trigger: str, actor: Actor, *,
+                  data: dict[str, Any] | None = None, comment: str | None = None,
+                  viewer: Viewer | None = None) -> BulkResult:
+        """One trigger over many cases (批量审定).
+
+        Each case is checked on its own (state, role, fields): a case that fails is reported
+        in `refused` and left alone. The rules then judge the remaining cases together — a
+        quota counts all of them at once — and a rule refusal refuses the whole batch.
+        """
+        ids = list(dict.fromkeys(case_ids))
+        conn = w.conn
+        # Lock the cases, in id order, before judging them: a second bulk request over
+        # the same cases waits, then finds them moved and refuses them one by one
+        # (instead of a version conflict failing it whole, or a deadlock).
+        rows = {r.id: (r, r.path) for r in conn.execute(
+            select(CASES, UNITS.c.path).join(UNITS, UNITS.c.id == CASES.c.unit_id)
+            .where(CASES.c.id.in_(ids)).order_by(CASES.c.id)
+            .with_for_update(of=CASES))}
+        held_by_actor = self._assignments(conn, actor)
+        refused: dict[int, CivflowError] = {}
+        ready: list[tuple[Any, TransitionSpec, dict[str, Any], str]] = []
+        orgs: dict = {}  # the organisation read once per unit for the next-actor check
+        for cid in ids:
+            if cid not in rows or not self.may_see(conn, viewer, *rows[cid]):
+                refused[cid] = NotFound(_not_found(cid, viewer))
+                continue
+            row, path = rows[cid]
+            cf = self.compiled(conn, row.version_id)
+            try:
+                held = Roles(conn, actor, row, path, cf.spec, held_by_actor)
+                checked = self._check(w, cf, row, trigger, actor, data, comment, held)
+                self._check_next_actor(conn, cf, row, path, checked[0], orgs)
+                ready.append((row, *checked))
+            except CivflowError as exc:
+                refused[cid] = exc
+        facts = SqlFacts(w)
+        judged = any(t.rules or t.effects for _r, t, _v, _role in ready)
+        known = self._trusted(conn, [r for r, _t, _v, _role in ready]) if judged else {}
+        # Each transition's rules judge its own cases; batch rules (a quota) judge every
+        # case of the flow in the request, whichever version it runs on.
+        for t in {id(t): t for _r, t, _v, _role in ready}.values():
+            own = [(r, v) for r, tt, v, _role in ready if tt is t]
+            spec = self.compiled(conn, own[0][0].version_id).spec
+            flow_wide = [_facts(r, v, known) for r, _t, v, _role in ready
+                         if r.flow_id == spec.flow]
+            rules.evaluate(rules.Batch(t, spec, [_facts(r, v, known) for r, v in own],
+                                       facts, self.clock()), whole=flow_wide)
+        # In case-id order: two overlapping bulk requests then lock rows in the same
+        # order and wait for each other instead of deadlocking.
+        done = [self._apply(conn, self.compiled(conn, row.version_id), row, t, actor, role,
+                            values, comment, None)
+                for row, t, values, role in sorted(ready, key=lambda x: x[0].id)]
+        for row, t, values, _role in ready:
+            if t.effects:
+                rules.run_effects(rules.Batch(
+                    t, self.compiled(conn, row.version_id).spec,
+                    [_facts(row, values, known)], facts, self.clock(), actor.person_id))
+        return BulkResult(done=done, refused=refused)
+
+    # ------------------------------------------------------------------ claims (认领)
+
+    def claim(self, w: Work, case_id: int, actor: Actor, expected_version: int | None = None,
+              viewer: Viewer | None = None) -> FireResult:
+        """Reserve the current step for `actor`, who must be able to act on it now."""
+        row, cf, held = self._for_claim(w, case_id, actor, expected_version, viewer)
+        role = self._acting_role(held, cf, row, actor)
+        if row.claimed_by == actor.person_id:
+            raise ActionNotAllowed(f"case {case_id} is already claimed by you")
+        if row.claimed_by is not None:
+            raise Forbidden(f"case {case_id} is claimed by person {row.claimed_by}",
+                            rule="claimed")
+        return self.record(w.conn, row, actor, role, CLAIM, {}, None,
+                           {"claimed_by": actor.person_id, "claimed_at": self.clock()})
+
+    def release(self, w: Work, case_id: int, actor: Actor, expected_version: int | None = None,
+                viewer: Viewer | None = None) -> FireResult:
+        """Give a claimed step back to every holder of the role."""
+        row, cf, held = self._for_claim(w, case_id, actor, expected_version, viewer)
+        if row.claimed_by != actor.person_id:
+            raise Forbidden(f"case {case_id} is not claimed by you", rule="claimed")
+        role = self._acting_role(held, cf, row, actor)
+        return self.record(w.conn, row, actor, role, RELEASE, {}, None,
+                           {"claimed_by": None, "claimed_at": None})
+
+    def release_claims_of(self, w: Work, person_id: int, by: int | None) -> int:
+        """Give back every open step `person_id` had claimed (认领), each recorded as a
+        release by `by` (an admin; the scheduler when None), inside the caller's
+        transaction. A person deactivated (停用) must not keep cases that only they could
+        act on; how many were released is returned."""
+        rows = w.conn.execute(
+            select(CASES, UNITS.c.path).join(UNITS, UNITS.c.id == CASES.c.unit_id)
+            .where(CASES.c.claimed_by == person_id, CASES.c.closed_at.is_(None))
+            .order_by(CASES.c.id).with_for_update(of=CASES)).all()
+        actor = Actor.person(by) if by is not None else SYSTEM_ACTOR
+        role = "admin" if by is not None else SYSTEM
+        for row in rows:
+            self.record(w.conn, row, actor, role, RELEASE, {},
+                        f"person {person_id} deactivated (停用): the claim is released",
+                        {"claimed_by": None, "claimed_at": None})
+        return len(rows)
+
+    def delegate(self, w: Work, case_id: int, actor: Actor, to_person: int,
+                 comment: str | None = None, expected_version: int | None = None,
+                 viewer: Viewer | None = None) -> FireResult:
+        """Hand the current step to another holder of the role (转办), recorded in history."""
+        row, cf, held = self._for_claim(w, case_id, actor, expected_version, viewer)
+        role = self._acting_role(held, cf, row, actor)
+        if row.claimed_by not in (None, actor.person_id):
+            raise Forbidden(f"case {case_id} is claimed by person {row.claimed_by}",
+                            rule="claimed")
+        if w.conn.execute(PERSON_EXISTS, {"id": to_person}).first() is None:
+            raise NotFound(f"person {to_person} does not exist")
+        target = Roles(w.conn, Actor.person(to_person), row, row.path, cf.spec)
+        target_role = self._acting_role(target, cf, row, Actor.person(to_person),
+                                        who=f"person {to_person}")
+        if to_person == actor.person_id:
+            raise ActionNotAllowed("delegate to someone else, or release the case")
+        return self.record(w.conn, row, actor, role, DELEGATE,
+                           {"to": to_person, "as": target_role}, comment,
+                           {"claimed_by": to_person, "claimed_at": self.clock()})
+
+    def _for_claim(self, w: Work, case_id: int, actor: Actor, expected: int | None,
+                   viewer: Viewer | None) -> tuple[Any, CompiledFlow, Roles]:
+        loaded = self.load_for_action(w, case_id, actor, viewer)
+        row = loaded.row
+        if expected is not None and row.version != expected:
+            raise Conflict(case_id, row.version, expected)
+        cf = self.compiled(w.conn, row.version_id)
+        if cf.spec.states[row.state].final:
+            raise ActionNotAllowed(f"case {case_id} is closed ({row.state})")
+        return row, cf, Roles(w.conn, actor, row, loaded.path, cf.spec, loaded.held)
+
+    @staticmethod
+    def _acting_role(held: Roles, cf: CompiledFlow, row: Any, actor: Actor,
+                     who: str = "you") -> str:
+        """The role through which `actor` could act on the current step (not as subject)."""
+        for t in cf.spec.transitions_from(row.state):
+            role = held.first_allowed(t)
+            if role not in (None, "subject", SYSTEM) and not held.self_refusal(t, role):
+                return role
+        raise Forbidden(f"{who} cannot act on the current step ({row.state}) of case {row.id}",
+                        rule="role")
+
+    # ------------------------------------------------------------------ reading a case
+
+    def load_for_action(self, w: Work, case_id: int, actor: Actor, viewer: Viewer | None,
+                        key: str | None = None, records: bool = False, lock: bool = True
+                        ) -> Loaded:
+        """The case (locked for the action), its unit's path, the actor's role assignments,
+        the first use of `key` and, with `records`, the case's history: one round trip on
+        PostgreSQL. NotFound also when `viewer` may not see the case."""
+        conn = w.conn
+        if w.dialect == "postgresql":
+            sql = PG_LOAD_FOR_ACTION if lock else PG_LOAD_FOR_ACTION[:-len("FOR UPDATE OF c")]
+            found = conn.exec_driver_sql(sql, {
+                "case_id": case_id, "person_id": actor.person_id, "key": key,
+                "records": records}).first()
+            if found is None:
+                raise NotFound(_not_found(case_id, viewer))
+            loaded = Loaded(found, found.path, [tuple(h) for h in found.held],
+                            FirstUse(*found.first_use) if found.first_use else None,
+                            [Record(case_id, *r) for r in found.records]
+                            if found.records is not None else None)
+        else:  # SQLite: BEGIN IMMEDIATE holds the database's write lock already
+            found = conn.execute(LOAD_CASE, {"case_id": case_id}).first()
+            if found is None:
+                raise NotFound(_not_found(case_id, viewer))
+            loaded = Loaded(found, found.path)
+            if key:
+                loaded.first_use = conn.execute(FIRST_USE, {"case_id": case_id,
+                                                            "key": key}).first()
+        if not self.may_see(conn, viewer, loaded.row, loaded.path, loaded.held):
+            raise NotFound(_not_found(case_id, viewer))
+        return loaded
+
+    def load(self, conn: Any, case_id: int, viewer: Viewer | None = None) -> tuple[Any, str]:
+        """The case row and its unit's path (not locked); NotFound also when `viewer` may
+        not see it."""
+        found = conn.execute(LOAD_CASE, {"case_id": case_id}).first()
+        if found is None or not self.may_see(conn, viewer, found, found.path):
+            raise NotFound(_not_found(case_id, viewer))
+        return found, found.path
+
+    def may_see(self, conn: Any, viewer: Viewer | None, row: Any, path: str,
+                held: list[tuple[str, int | None]] | None = None) -> bool:
+        """Visible by the organisation (`access`), or the viewer may act on its current
+        step — a named group or a unit role the flow gives the step to."""
+        if viewer is None or can_see(viewer, row.subject_id, row.claimed_by, path):
+            return True
+        cf = self.compiled(conn, row.version_id)
+        return bool(self.actions(conn, cf, row, path, Actor.person(viewer.person_id), "zh",
+                                 viewer.role_units()))
+
+    def actions(self, conn: Any, cf: CompiledFlow, row: Any, path: str, actor: Actor,
+                lang: str, held: list[tuple[str, int | None]] | None = None) -> list[Action]:
+        """What `actor` may do on the case now, with the fields each action asks for."""
+        roles = Roles(conn, actor, row, path, cf.spec, held)
+        out = []
+        for t in cf.spec.transitions_from(row.state):
+            role = roles.first_allowed(t)
+            if role is None or roles.self_refusal(t, role):
+                continue
+            if row.claimed_by not in (None, actor.person_id) and role != "subject":
+                continue
+            out.append(Action(t.trigger, t.label.text(lang), t.dest,
+                              forms.describe(cf.spec.fields, t, lang), t.comment, role))
+        return out
+
+    def view(self, row: Any, cf: CompiledFlow) -> CaseView:
+        return CaseView(
+            id=row.id, flow=row.flow_id, flow_version=cf.version, version_id=row.version_id,
+            subject_id=row.subject_id, unit_id=row.unit_id, tier=row.tier,
+            period_key=row.period_key, state=row.state,
+            final=cf.spec.states[row.state].final, data=dict(row.data), version=row.version,
+            created_at=row.created_at, updated_at=row.updated_at, deadline_at=row.deadline_at)
+
+    # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _assignments(conn: Any, actor: Actor) -> list[tuple[str, int | None]]:
+        if actor.person_id is None:
+            return []
+        return [(r, u) for r, u in conn.execute(ASSIGNMENTS, {"person_id": actor.person_id})]
+
+    def _replay(self, w: Work, loaded: Loaded, actor: Actor, trigger: str, key: str,
+                digest: str) -> FireResult | None:
+        """The first result of a request sent again with its Idempotency-Key, or None when
+        the key is new on this case. The key is bound to who sent it and what they sent
+        (`request_hash`): only the same actor, entitled to the action, gets the replay."""
+        row, rec = loaded.row, loaded.first_use
+        case_id = row.id
+        if rec is None:
+            return None
+        if rec.actor_id != actor.person_id:
+            raise IdempotencyMismatch(
+                f"idempotency key {key!r} was used on case {case_id} by someone else; "
+                "use a new key for your own action")
+        if rec.trigger != trigger:
+            raise IdempotencyMismatch(
+                f"idempotency key {key!r} was used for {rec.trigger!r} on case {case_id}, "
+                f"not {trigger!r}; use a new key for a new action")
+        # (A record from before keys were bound to the request has no hash to compare.)
+        if rec.request_hash is not None and rec.request_hash != digest:
+            raise IdempotencyMismatch(
+                f"idempotency key {key!r} was used on case {case_id} for {rec.trigger!r} with "
+                "other data or another comment; nothing was done — send the first request "
+                "unchanged to get its result, or use a new key for a new action")
+        # Last, before answering: the actor must still be entitled to the action.
+        cf = self.compiled(w.conn, row.version_id)
+        t = cf.spec.transition(rec.trigger, rec.from_state or "")
+        held = Roles(w.conn, actor, row, loaded.path, cf.spec, loaded.held)
+        role = held.first_allowed(t) if t is not None else None
+        if role is None or held.self_refusal(t, role):
+            raise Forbidden(f"idempotency key {key!r} on case {case_id} belongs to an action "
+                            f"{actor} may not take; use a new key", rule="role")
+        # The case version after an action is its history seq (both start at 1, both +1).
+        return FireResult(case_id, rec.trigger, rec.from_state, rec.to_state, rec.seq, rec.seq,
+                          replayed=True, flow=row.flow_id)
+
+    def _trusted(self, conn: Any, rows: list[Any]) -> dict[int, dict[str, Any]]:
+        """Per case, the stored values that a writer entitled to them wrote (one read of
+        the cases' history): a value pre-filled at start, or written outside the engine,
+        never reaches a rule or an effect."""
+        if not rows:
+            return {}
+        records: dict[int, list[Any]] = {r.id: [] for r in rows}
+        for rec in conn.execute(HISTORY_OF, {"ids": list(records)}):
+            records[rec.case_id].append(rec)
+        return {r.id: provenance.trusted(self.compiled(conn, r.version_id).spec, dict(r.data),
+                                         records[r.id]) for r in rows}
+
+    def _check(self, w: Work, cf: CompiledFlow, row: Any, trigger: str, actor: Actor,
+               data: dict[str, Any] | None, comment: str | None, held: Roles
+               ) -> tuple[TransitionSpec, dict[str, Any], str]:
+        t = cf.transition(trigger, row.state)
+        role = held.first_allowed(t)
+        if role is None:
+            raise Forbidden(
+                f"{t.label.zh} ({trigger}) on case {row.id} is for "
+                f"{held.describe(t.by)}; {actor} holds none of these on this case",
+                rule="role")
+        refusal = held.self_refusal(t, role)
+        if refusal:
+            raise Forbidden(refusal, rule="no_self_approval")
+        if row.claimed_by not in (None, actor.person_id) and role not in ("subject", SYSTEM):
+            raise Forbidden(f"case {row.id} is claimed by person {row.claimed_by}; they can "
+                            "act on it, release it or delegate it", rule="claimed")
+        values = forms.load(cf.schema(t, row.state), data)
+        if t.comment == "required" and not (comment and comment.strip()):
+            raise FieldErrors({"comment": [f"{t.label.zh} ({trigger}) needs a reason"]})
+        for name, value in values.items():
+            if cf.spec.fields[name].type == "person" and value is not None \
+                    and w.conn.execute(PERSON_EXISTS, {"id": value}).first() is None:
+                raise FieldErrors({name: [f"person {value} does not exist"]})
+        return t, values, role
+
+    @staticmethod
+    def _check_next_actor(conn: Any, cf: CompiledFlow, row: Any, path: str,
+                          t: TransitionSpec, cache: dict | None = None) -> None:
+        """Refuse a move into a state nobody could act at (`actors.check_next_actor`)."""
+        if t.dest != row.state:
+            actors.check_next_actor(conn, cf.spec, t.dest, row.id, row.unit_id, path, row.tier,
+                                    row.subject_id, f"{t.label.zh} ({t.trigger})", cache)
+
+    def _apply(self, conn: Connection, cf: CompiledFlow, row: Any, t: TransitionSpec,
+               actor: Actor, role: str, values: dict[str, Any], comment: str | None,
+               idempotency_key: str | None, digest: str | None = None) -> FireResult:
+        dest = t.dest  # `cf.transition` found the transition from this state: no second look
+        now = self.clock()
+        merged = {**row.data, **values}
+        for name in t.appends:  # 周记实, check-ins: items are added to what is there
+            merged[name] = list(row.data.get(name) or []) + list(values.get(name) or [])
+        changes: dict[str, Any] = {"state": dest, "data": merged}
+        entry = Entry.after(row, at=now, actor_id=actor.person_id, actor_role=role,
+                            trigger=t.trigger, to_state=dest, data=values, comment=comment,
+                            idempotency_key=idempotency_key, request_hash=digest)
+        disarm, arm = None, []
+        if dest != row.state:
+            visit = entry.seq  # the record about to be written enters `dest`
+            deadline, planned = plan_state(cf.spec, dest, now, row.period_key, self.calendar,
+                                           merged)
+            changes.update(deadline_at=deadline, claimed_by=None, claimed_at=None,
+                           state_visit=visit, state_entered_at=now)
+            old = cf.spec.states[row.state]
+            if old.deadline or old.timers:  # timers belong to the visit that armed them
+                disarm = row.state_visit
+            arm = timer_rows(row.id, visit, planned, now)
+        if cf.spec.states[dest].final:
+            changes["closed_at"] = now
+        version = history.advance(conn, row, entry, changes, disarm_visit=disarm, arm=arm)
+        return FireResult(row.id, t.trigger, row.state, dest, version, entry.seq,
+                          flow=row.flow_id)
+
+    def record(self, conn: Connection, row: Any, actor: Actor, role: str, trigger: str,
+               values: dict[str, Any], comment: str | None, changes: dict[str, Any]
+               ) -> FireResult:
+        """A bookkeeping record that leaves the state as it is (claim, release, delegate)."""
+        entry = Entry.after(row, at=self.clock(), actor_id=actor.person_id, actor_role=role,
+                            trigger=trigger, to_state=row.state, data=values, comment=comment)
+        version = history.advance(conn, row, entry, changes)
+        return FireResult(row.id, trigger, row.state, row.state, version, entry.seq,
+                          flow=row.flow_id)
+
+
+def new_case_ids(conn: Connection, n: int) -> list[int]:
+    """`n` fresh case ids: from the sequence on PostgreSQL; after the largest id on SQLite,
+    whose write transaction (BEGIN IMMEDIATE) holds the database's only write lock."""
+    if conn.dialect.name == "postgresql":
+        if n == 1:
+            return [conn.execute(NEXT_CASE_ID).scalar_one()]
+        return list(conn.execute(text("SELECT nextval(pg_get_serial_sequence('cases', 'id')) "
+                                      "FROM generate_series(1, :n)"), {"n": n}).scalars())
+    from sqlalchemy import func
+
+    top = conn.execute(select(func.coalesce(func.max(CASES.c.id), 0))).scalar_one()
+    return list(range(top + 1, top + n + 1))
+
+
+def _not_found(case_id: int, viewer: Viewer | None) -> str:
+    # Not 403: whether a case exists is itself not for everyone to know.
+    return f"case {case_id} does not exist" + (" or is not visible to you" if viewer else "")
+
+
+def _facts(row: Any, values: dict[str, Any], known: dict[int, dict[str, Any]]
+           ) -> rules.CaseFacts:
+    """What rules and effects see of a case: of its stored data only what entitled writers
+    wrote (`known`, from `Kernel._trusted`), then what this action submits."""
+    return rules.CaseFacts(id=row.id, flow=row.flow_id, subject_id=row.subject_id,
+                           unit_id=row.unit_id, tier=row.tier, period_key=row.period_key,
+                           state=row.state, data={**known.get(row.id, {}), **values})
+
+
+@dataclass(frozen=True)
+class Opening:
+    """The case about to be opened, as far as `Roles` needs one (who is its subject)."""
+
+    subject_id: int
+    id: int | None = None
+
+
+class Roles:
+    """Which of a flow's roles an actor holds on one case (read lazily, at most once)."""
+
+    def __init__(self, conn: Any, actor: Actor, row: Any, unit_path: str, spec: FlowSpec,
+                 held: list[tuple[str, int | None]] | None = None):
+        self.conn, self.actor, self.row, self.spec = conn, actor, row, spec
+        self.ancestors = unit_path_ids(unit_path)  # root … case unit
+        self.unit_path = unit_path
+        self._held = held  # (role, unit_id) pairs; read on first use when not given
+        self._evaluators: dict[str, list[int]] = {}  # role name → who evaluates this case
+
+    def _assignments(self) -> list[tuple[str, int | None]]:
+        if self._held is None:
+            self._held = Kernel._assignments(self.conn, self.actor)
+        return self._held
+
+    def holds(self, name: str) -> bool:
+        if name == SYSTEM:
+            return self.actor.is_system
+        if self.actor.is_system:
+            return False
+        r = self.spec.roles[name]
+        if r.resolve == "subject":
+            return self.actor.person_id == self.row.subject_id
+        if r.resolve == "leader":
+            return any(role == "leader" and unit in self.ancestors
+                       for role, unit in self._assignments())
+        if r.resolve == "unit_role":
+            units = self.ancestors if r.inherit else self.ancestors[-1:]
+            return any(role == r.role and unit in units for role, unit in self._assignments())
+        if r.resolve == "group":
+            return any(role == r.group and unit is None for role, unit in self._assignments())
+        if r.resolve == "evaluator":
+            return self.actor.person_id in self.evaluators(r)
+        return False
+
+    def evaluators(self, r: RoleSpec) -> list[int]:
+        """Who evaluates this case's subject (评鉴人, `actors.Org.evaluators`): one read."""
+        if r.name not in self._evaluators:
+            unit_roles, groups = actors.role_needs([r])
+            org = actors.Org.read(self.conn, {self.row.unit_id: self.unit_path}, unit_roles,
+                                  groups).load_hosts(self.conn, [r], [self.row.subject_id])
+            self._evaluators[r.name] = org.holders(r, self.row.unit_id, self.row.tier,
+                                                   self.row.subject_id)
+        return self._evaluators[r.name]
+
+    def first_allowed(self, t: TransitionSpec) -> str | None:
+        # The subject's own role first, so that "by: [subject, leader]" records `subject`.
+        for name in sorted(t.by, key=lambda n: n != "subject"):
+            if self.holds(name):
+                return name
+        return None
+
+    def self_refusal(self, t: TransitionSpec, role: str) -> str | None:
+        if (self.actor.person_id == self.row.subject_id and role != "subject"
+                and not t.allow_self):
+            return (f"{t.label.zh} ({t.trigger}): nobody acts as {role} on their own case "
+                    f"(case {self.row.id}); another holder of the role must do it")
+        return None
+
+    def describe(self, names: Iterable[str]) -> str:
+        out = []
+        for n in names:
+            if n == SYSTEM:
+                out.append("system (the scheduler)")
+                continue
+            r = self.spec.roles[n]
+            how = {"subject": "the person assessed",
+                   "leader": "a leader of the case's unit or a unit above it",
+                   "unit_role": f"a holder of {r.role} in the case's unit"
+                                + (" or above" if r.inherit else ""),
+                   "group": f"a member of group {r.group}",
+                   "evaluator": "the person's evaluator (评鉴人: a higher tier of the unit, "
+                                "else its 分管领导"
+                                + (", else the unit above" if r.escalate else "")
+                                + (f", else group {r.fallback_group}" if r.fallback_group
+                                   else "") + ")"}[r.resolve]
+            out.append(f"{n} ({how})")
+        return " or ".join(out)
