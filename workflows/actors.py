@@ -29,8 +29,21 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    String,
+    and_,
+    any_,
+    bindparam,
+    false,
+    or_,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from .errors import NoActor
@@ -45,6 +58,52 @@ PEOPLE = Person.__table__
 UNITS = Unit.__table__
 LEADER = "leader"
 FREE = ("subject", SYSTEM)  # resolutions that always have an actor: the person, the scheduler
+
+
+def _in(column: Any, name: str, pg: bool, type_: Any = String) -> ColumnElement[bool]:
+    """`column IN (:name…)`: `= ANY(:name)` with one array parameter on PostgreSQL (no
+    statement rewriting per call), an expanding IN on SQLite."""
+    if pg:
+        return column == any_(bindparam(name, type_=ARRAY(type_)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+def _dialect(s: Any) -> str:
+    return s.dialect.name if hasattr(s, "dialect") else s.get_bind().dialect.name
+
+
+# The organisation's and the dispatch hosts' statements are built once per shape: building
+# them per action cost more than running them (the engine asks for them on most actions).
+_STATEMENTS: dict[tuple, Any] = {}
+
+
+def _holders_statement(pg: bool, by_unit: bool, by_group: bool) -> Any:
+    key = ("holders", pg, by_unit, by_group)
+    if key not in _STATEMENTS:
+        conds = []
+        if by_unit:
+            conds.append(and_(_in(ROLES.c.role, "roles", pg),
+                              _in(ROLES.c.unit_id, "units", pg, Integer)))
+        if by_group:
+            conds.append(and_(_in(ROLES.c.role, "groups", pg), ROLES.c.unit_id.is_(None)))
+        _STATEMENTS[key] = (select(ROLES.c.person_id, ROLES.c.role, ROLES.c.unit_id,
+                                   PEOPLE.c.unit_id, PEOPLE.c.tier)
+                            .join(PEOPLE, PEOPLE.c.id == ROLES.c.person_id)
+                            .where(PEOPLE.c.active.is_(True), or_(*conds)))
+    return _STATEMENTS[key]
+
+
+def _hosts_statement(pg: bool, host_field: str, by_subject: bool) -> Any:
+    key = ("hosts", pg, host_field, by_subject)
+    if key not in _STATEMENTS:
+        host = CASES.c.data[host_field].as_integer()
+        q = (select(CASES.c.subject_id, host).join(PEOPLE, PEOPLE.c.id == host)
+             .where(CASES.c.flow_id == bindparam("flow"), _in(CASES.c.state, "states", pg),
+                    PEOPLE.c.active.is_(True), PEOPLE.c.id != CASES.c.subject_id))
+        if by_subject:
+            q = q.where(_in(CASES.c.subject_id, "subjects", pg, Integer))
+        _STATEMENTS[key] = q.order_by(CASES.c.id)
+    return _STATEMENTS[key]
 
 
 @dataclass(frozen=True)
@@ -86,17 +145,11 @@ class Org:
         paths = {u: unit_path_ids(p) for u, p in unit_paths.items()}
         units = sorted({a for chain in paths.values() for a in chain})
         roles, groups = sorted(set(roles)), sorted(set(groups))
-        conds = []
-        if roles and units:
-            conds.append(and_(ROLES.c.role.in_(roles), ROLES.c.unit_id.in_(units)))
-        if groups:
-            conds.append(and_(ROLES.c.role.in_(groups), ROLES.c.unit_id.is_(None)))
-        if not conds:
+        by_unit, by_group = bool(roles and units), bool(groups)
+        if not (by_unit or by_group):
             return cls([], paths)
-        rows = s.execute(select(ROLES.c.person_id, ROLES.c.role, ROLES.c.unit_id,
-                                PEOPLE.c.unit_id, PEOPLE.c.tier)
-                         .join(PEOPLE, PEOPLE.c.id == ROLES.c.person_id)
-                         .where(PEOPLE.c.active.is_(True), or_(*conds))).all()
+        rows = s.execute(_holders_statement(_dialect(s) == "postgresql", by_unit, by_group),
+                         {"roles": roles, "units": units, "groups": groups}).all()
         return cls([Holder(*r) for r in rows], paths)
 
     def load_hosts(self, s: Session, roles: Iterable[RoleSpec],
@@ -158,17 +211,14 @@ def dispatch_hosts(s: Session, role: RoleSpec, subjects: Iterable[int] | None = 
     other than themselves (all such subjects when `subjects` is None). One query."""
     if not role.dispatch_flow or not role.dispatch_host:
         return {}
-    host = CASES.c.data[role.dispatch_host].as_integer()
-    q = (select(CASES.c.subject_id, host).join(PEOPLE, PEOPLE.c.id == host)
-         .where(CASES.c.flow_id == role.dispatch_flow,
-                CASES.c.state.in_(list(role.dispatch_states)),
-                PEOPLE.c.active.is_(True), PEOPLE.c.id != CASES.c.subject_id))
+    params: dict[str, Any] = {"flow": role.dispatch_flow,
+                              "states": list(role.dispatch_states)}
     if subjects is not None:
-        ids = sorted(set(subjects))
-        if not ids:
+        params["subjects"] = sorted(set(subjects))
+        if not params["subjects"]:
             return {}
-        q = q.where(CASES.c.subject_id.in_(ids))
-    return {subject: h for subject, h in s.execute(q.order_by(CASES.c.id)).all()}
+    q = _hosts_statement(_dialect(s) == "postgresql", role.dispatch_host, subjects is not None)
+    return {subject: h for subject, h in s.execute(q, params).all()}
 
 
 def role_needs(roles: Iterable[RoleSpec]) -> tuple[set[str], set[str]]:

@@ -120,6 +120,7 @@ def write(conn: Connection, entries: list[Entry]) -> None:
 HEAD = ("state", "data", "version", "history_seq", "history_hash", "updated_at",
         "state_entered_at", "state_visit", "deadline_at", "closed_at", "claimed_by",
         "claimed_at")
+HEAD_SET = frozenset(HEAD)
 VERSIONED_UPDATE = update(CASES).where(CASES.c.id == bindparam("_id"),
                                        CASES.c.version == bindparam("_version"))
 DISARM = (update(TIMERS).where(TIMERS.c.case_id == bindparam("_case"),
@@ -169,8 +170,11 @@ def advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any], 
     version = head.version + 1
     changes = {**changes, "version": version, "history_seq": entry.seq,
                "history_hash": entry.hash, "updated_at": entry.at}
-    if conn.dialect.name == "postgresql" and changes.keys() <= set(HEAD):
+    dialect = conn.dialect.name
+    if dialect == "postgresql" and changes.keys() <= HEAD_SET:
         moved = _pg_advance(conn, head, entry, changes, disarm_visit, arm or [])
+    elif dialect == "sqlite" and changes.keys() <= HEAD_SET:
+        moved = _sqlite_advance(conn, head, entry, changes, disarm_visit, arm or [])
     else:
         moved = conn.execute(VERSIONED_UPDATE, {**changes, "_id": head.id,
                                                 "_version": head.version}).rowcount
@@ -207,6 +211,56 @@ def _pg_advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, An
         t_key=[r["dedupe_key"] for r in arm], t_payload=[Jsonb(r["payload"]) for r in arm],
         t_created=[r["created_at"] for r in arm])
     return conn.exec_driver_sql(PG_ADVANCE, params).scalar_one()
+
+
+SQLITE_UPDATE = ("UPDATE cases SET " + ", ".join(f"{c} = :{c}" for c in HEAD)
+                 + " WHERE id = :case_id AND version = :old_version")
+HISTORY_COLUMNS = ("case_id", "seq", "at", "actor_id", "actor_role", "trigger", "from_state",
+                   "to_state", "data", "comment", "idempotency_key", "request_hash",
+                   "prev_hash", "hash")
+SQLITE_INSERT_HISTORY = (f"INSERT INTO case_history ({', '.join(HISTORY_COLUMNS)}) VALUES ("
+                         + ", ".join(f":{c}" for c in HISTORY_COLUMNS) + ")")
+SQLITE_DISARM = ("UPDATE timers SET status = 'dropped' WHERE case_id = :case_id AND "
+                 "state_visit = :visit AND status IN ('pending', 'claimed')")
+TIMER_COLUMNS = ("case_id", "state_visit", "kind", "action", "due_at", "status", "attempts",
+                 "dedupe_key", "payload", "created_at")
+SQLITE_ARM = (f"INSERT INTO timers ({', '.join(TIMER_COLUMNS)}) VALUES ("
+              + ", ".join(f":{c}" for c in TIMER_COLUMNS) + ")")
+
+
+def sqlite_value(value: Any) -> Any:
+    """A value as SQLAlchemy stores it on SQLite: timestamps as naive UTC text
+    (`UTCDateTime`), JSON as `json.dumps` text; a value read raw (text) stays as it is."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return value
+
+
+def _sqlite_advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any],
+                    disarm_visit: int | None, arm: list[dict[str, Any]]) -> int:
+    """`advance` on SQLite: the same statements sent straight to sqlite3 (the unit holds the
+    write lock since BEGIN IMMEDIATE), values stored as SQLAlchemy stores them."""
+    params = {name: sqlite_value(changes[name] if name in changes else getattr(head, name))
+              for name in HEAD}
+    params.update(case_id=head.id, old_version=head.version)
+    cur = conn.connection.dbapi_connection.cursor()
+    try:
+        if cur.execute(SQLITE_UPDATE, params).rowcount != 1:
+            return 0
+        cur.execute(SQLITE_INSERT_HISTORY, {k: sqlite_value(v)
+                                            for k, v in entry.row().items()})
+        if disarm_visit is not None:
+            cur.execute(SQLITE_DISARM, {"case_id": head.id, "visit": disarm_visit})
+        if arm:
+            cur.executemany(SQLITE_ARM, [{c: sqlite_value(r[c]) for c in TIMER_COLUMNS}
+                                         for r in arm])
+        return 1
+    finally:
+        cur.close()
 
 
 def hash_of(rec: HistoryRecord) -> str:

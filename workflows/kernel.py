@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import struct
 from collections import namedtuple
 from collections.abc import Callable, Iterable
@@ -91,9 +92,6 @@ HISTORY_OF = (select(HISTORY.c.case_id, HISTORY.c.seq, HISTORY.c.trigger,
                      HISTORY.c.from_state, HISTORY.c.actor_role, HISTORY.c.data)
               .where(HISTORY.c.case_id.in_(bindparam("ids", expanding=True)))
               .order_by(HISTORY.c.case_id, HISTORY.c.seq))
-FIRST_USE = select(HISTORY.c.trigger, HISTORY.c.from_state, HISTORY.c.to_state,
-                   HISTORY.c.seq, HISTORY.c.actor_id, HISTORY.c.request_hash).where(
-    HISTORY.c.case_id == bindparam("case_id"), HISTORY.c.idempotency_key == bindparam("key"))
 PERSON_EXISTS = select(PEOPLE.c.id).where(PEOPLE.c.id == bindparam("id"))
 PERSON = select(PEOPLE.c.id, PEOPLE.c.unit_id, PEOPLE.c.tier).where(
     PEOPLE.c.id == bindparam("id"))
@@ -122,6 +120,22 @@ SELECT {", ".join("c." + c for c in CASE_COLUMNS)}, u.path,
 FROM cases c JOIN units u ON u.id = c.unit_id
 WHERE c.id = %(case_id)s
 FOR UPDATE OF c"""
+# SQLite: the same in one statement, sent straight to sqlite3 (values as stored: JSON and
+# timestamps as text; `history.sqlite_value` writes them back the same way).
+SQLITE_LOAD_FOR_ACTION = f"""
+SELECT {", ".join("c." + c for c in CASE_COLUMNS)}, u.path,
+  (SELECT json_group_array(json_array(r.role, r.unit_id))
+     FROM role_assignments r JOIN people p ON p.id = r.person_id AND p.active
+    WHERE r.person_id = :person_id) AS held,
+  (SELECT json_array(h.trigger, h.from_state, h.to_state, h.seq, h.actor_id, h.request_hash)
+     FROM case_history h WHERE h.case_id = c.id AND h.idempotency_key = :key) AS first_use,
+  CASE WHEN :records THEN
+    (SELECT json_group_array(json_array(h.seq, h.trigger, h.from_state, h.actor_role,
+                                        json(h.data)))
+       FROM case_history h WHERE h.case_id = c.id) END AS records
+FROM cases c JOIN units u ON u.id = c.unit_id
+WHERE c.id = :case_id"""
+CaseRow = namedtuple("CaseRow", (*CASE_COLUMNS, "path"))
 FirstUse = namedtuple("FirstUse", "trigger from_state to_state seq actor_id request_hash")
 Record = namedtuple("Record", "case_id seq trigger from_state actor_role data")
 
@@ -467,13 +481,24 @@ class Kernel:
                             [Record(case_id, *r) for r in found.records]
                             if found.records is not None else None)
         else:  # SQLite: BEGIN IMMEDIATE holds the database's write lock already
-            found = conn.execute(LOAD_CASE, {"case_id": case_id}).first()
+            cur = conn.connection.dbapi_connection.cursor()
+            try:
+                found = cur.execute(SQLITE_LOAD_FOR_ACTION, {
+                    "case_id": case_id, "person_id": actor.person_id, "key": key,
+                    "records": records}).fetchone()
+            finally:
+                cur.close()
             if found is None:
                 raise NotFound(_not_found(case_id, viewer))
-            loaded = Loaded(found, found.path)
-            if key:
-                loaded.first_use = conn.execute(FIRST_USE, {"case_id": case_id,
-                                                            "key": key}).first()
+            n = len(CASE_COLUMNS) + 1
+            row = CaseRow(*found[:n])
+            row = row._replace(data=json.loads(row.data) if row.data is not None else {})
+            first_use = json.loads(found[n + 1]) if found[n + 1] is not None else None
+            recs = json.loads(found[n + 2]) if found[n + 2] is not None else None
+            loaded = Loaded(row, row.path, [tuple(h) for h in json.loads(found[n])],
+                            FirstUse(*first_use) if first_use else None,
+                            sorted((Record(case_id, *r) for r in recs), key=lambda r: r.seq)
+                            if recs is not None else None)
         if not self.may_see(conn, viewer, loaded.row, loaded.path, loaded.held):
             raise NotFound(_not_found(case_id, viewer))
         return loaded
