@@ -9,6 +9,7 @@ failing half-way through an action when another writer got there first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -92,12 +93,16 @@ class Work:
     for, an ORM session joined to that transaction (for the rules and effects that use the
     ORM). The action path runs its statements on `conn` and never pays for a session."""
 
-    __slots__ = ("conn", "_session", "_own")
+    __slots__ = ("conn", "_session", "_own", "owned")
 
-    def __init__(self, conn: Connection, session: Session | None = None):
+    def __init__(self, conn: Connection, session: Session | None = None,
+                 owned: bool = False):
         self.conn = conn
         self._session = session
         self._own = session is None  # a session we made is flushed and closed by us
+        # The unit is `Database.run`'s own: its last write may go out with its COMMIT
+        # (`driver_rows`). A caller's transaction (the timer worker's) is never ended here.
+        self.owned = owned
 
     @property
     def session(self) -> Session:
@@ -155,7 +160,7 @@ class Database:
             if write:
                 conn.execution_options(civflow_write=True)
             conn.info["civflow_ran"] = 0
-            w = Work(conn)
+            w = Work(conn, owned=True)
             try:
                 with conn.begin():
                     yield w
@@ -189,6 +194,42 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def driver_rows(conn: Connection, sql: str, params: dict[str, Any], commit: bool = False
+                ) -> list[tuple]:
+    """Run one statement in the driver's own SQL on the unit's connection, return its rows.
+
+    On PostgreSQL in psycopg's pipeline mode, so that the statement that opens the
+    transaction goes out together with its BEGIN and, with `commit`, the one that ends it
+    together with its COMMIT: one round trip each instead of two. Errors come out as
+    SQLAlchemy's (a lost connection invalidated, as `Database.run` and the service expect).
+    """
+    raw = conn.connection.dbapi_connection
+    dbapi = conn.dialect.loaded_dbapi
+    cur = raw.cursor()
+    try:
+        if conn.dialect.name == "postgresql":
+            with raw.pipeline():
+                cur.execute(sql, params)
+                if commit:
+                    raw.commit()
+                rows = cur.fetchall()
+        else:
+            rows = cur.execute(sql, params).fetchall()
+            if commit:
+                raw.commit()
+    except dbapi.Error as exc:
+        lost = conn.dialect.is_disconnect(exc, raw, cur)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(sql, params, exc, dbapi.Error,
+                                  connection_invalidated=lost) from exc
+    finally:
+        with contextlib.suppress(dbapi.Error):
+            cur.close()
+    conn.info["civflow_ran"] = conn.info.get("civflow_ran", 0) + 1
+    return rows
 
 
 def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]],

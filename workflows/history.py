@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from .db import bulk_insert
+from .db import bulk_insert, driver_rows
 from .errors import Conflict
 from .models import Case, HistoryRecord, Timer
 
@@ -158,7 +158,8 @@ SELECT count(*) FROM moved"""
 
 
 def advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any], *,
-            disarm_visit: int | None = None, arm: list[dict[str, Any]] | None = None) -> int:
+            disarm_visit: int | None = None, arm: list[dict[str, Any]] | None = None,
+            commit: bool = False) -> int:
     """Write `entry` on an existing case and move the case's head to it, returning the
     case's new version: the versioned UPDATE (`changes` plus version + 1, history_seq,
     history_hash, updated_at — Conflict when the version moved since `head` was read), the
@@ -166,13 +167,16 @@ def advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any], 
     `disarm_visit` dropped, the `arm` rows inserted) — one statement on PostgreSQL.
 
     `head` is the case row as read (id, version, state, history_seq, history_hash and, on
-    PostgreSQL, the columns of `HEAD`)."""
+    PostgreSQL, the columns of `HEAD`). With `commit` (the unit's last statement, in a unit
+    of work that is `Database.run`'s own and wrote nothing before) the transaction commits
+    with it, in the same round trip on PostgreSQL: when the version moved, nothing was
+    written and Conflict is raised all the same."""
     version = head.version + 1
     changes = {**changes, "version": version, "history_seq": entry.seq,
                "history_hash": entry.hash, "updated_at": entry.at}
     dialect = conn.dialect.name
     if dialect == "postgresql" and changes.keys() <= HEAD_SET:
-        moved = _pg_advance(conn, head, entry, changes, disarm_visit, arm or [])
+        moved = _pg_advance(conn, head, entry, changes, disarm_visit, arm or [], commit)
     elif dialect == "sqlite" and changes.keys() <= HEAD_SET:
         moved = _sqlite_advance(conn, head, entry, changes, disarm_visit, arm or [])
     else:
@@ -191,7 +195,7 @@ def advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any], 
 
 
 def _pg_advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any],
-                disarm_visit: int | None, arm: list[dict[str, Any]]) -> int:
+                disarm_visit: int | None, arm: list[dict[str, Any]], commit: bool) -> int:
     """`advance` as one statement (a data-modifying CTE) in the driver's own SQL: built
     once, never compiled, prepared by psycopg after a few runs; one round trip."""
     from psycopg.types.json import Jsonb
@@ -210,7 +214,7 @@ def _pg_advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, An
         t_action=[r["action"] for r in arm], t_due=[r["due_at"] for r in arm],
         t_key=[r["dedupe_key"] for r in arm], t_payload=[Jsonb(r["payload"]) for r in arm],
         t_created=[r["created_at"] for r in arm])
-    return conn.exec_driver_sql(PG_ADVANCE, params).scalar_one()
+    return driver_rows(conn, PG_ADVANCE, params, commit)[0][0]
 
 
 SQLITE_UPDATE = ("UPDATE cases SET " + ", ".join(f"{c} = :{c}" for c in HEAD)

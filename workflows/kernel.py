@@ -47,7 +47,7 @@ from .core import (
     FireResult,
     request_hash,
 )
-from .db import Work
+from .db import Work, driver_rows
 from .errors import (
     ActionNotAllowed,
     CivflowError,
@@ -303,7 +303,7 @@ class Kernel:
                                 self.clock(), actor.person_id)
             rules.evaluate(batch)
         result = self._apply(w.conn, cf, row, t, actor, role, values, comment,
-                             idempotency_key, digest)
+                             idempotency_key, digest, commit=w.owned and not t.effects)
         if batch is not None and t.effects:
             rules.run_effects(batch)
         return result
@@ -389,7 +389,8 @@ class Kernel:
             raise Forbidden(f"case {case_id} is claimed by person {row.claimed_by}",
                             rule="claimed")
         return self.record(w.conn, row, actor, role, CLAIM, {}, None,
-                           {"claimed_by": actor.person_id, "claimed_at": self.clock()})
+                           {"claimed_by": actor.person_id, "claimed_at": self.clock()},
+                           commit=w.owned)
 
     def release(self, w: Work, case_id: int, actor: Actor, expected_version: int | None = None,
                 viewer: Viewer | None = None) -> FireResult:
@@ -399,7 +400,7 @@ class Kernel:
             raise Forbidden(f"case {case_id} is not claimed by you", rule="claimed")
         role = self._acting_role(held, cf, row, actor)
         return self.record(w.conn, row, actor, role, RELEASE, {}, None,
-                           {"claimed_by": None, "claimed_at": None})
+                           {"claimed_by": None, "claimed_at": None}, commit=w.owned)
 
     def release_claims_of(self, w: Work, person_id: int, by: int | None) -> int:
         """Give back every open step `person_id` had claimed (认领), each recorded as a
@@ -436,7 +437,8 @@ class Kernel:
             raise ActionNotAllowed("delegate to someone else, or release the case")
         return self.record(w.conn, row, actor, role, DELEGATE,
                            {"to": to_person, "as": target_role}, comment,
-                           {"claimed_by": to_person, "claimed_at": self.clock()})
+                           {"claimed_by": to_person, "claimed_at": self.clock()},
+                           commit=w.owned)
 
     def _for_claim(self, w: Work, case_id: int, actor: Actor, expected: int | None,
                    viewer: Viewer | None) -> tuple[Any, CompiledFlow, Roles]:
@@ -471,23 +473,22 @@ class Kernel:
         conn = w.conn
         if w.dialect == "postgresql":
             sql = PG_LOAD_FOR_ACTION if lock else PG_LOAD_FOR_ACTION[:-len("FOR UPDATE OF c")]
-            found = conn.exec_driver_sql(sql, {
-                "case_id": case_id, "person_id": actor.person_id, "key": key,
-                "records": records}).first()
-            if found is None:
+            rows = driver_rows(conn, sql, {"case_id": case_id, "person_id": actor.person_id,
+                                           "key": key, "records": records})
+            if not rows:
                 raise NotFound(_not_found(case_id, viewer))
-            loaded = Loaded(found, found.path, [tuple(h) for h in found.held],
-                            FirstUse(*found.first_use) if found.first_use else None,
-                            [Record(case_id, *r) for r in found.records]
-                            if found.records is not None else None)
+            n = len(CASE_COLUMNS) + 1
+            found = rows[0]
+            row = CaseRow(*found[:n])
+            loaded = Loaded(row, row.path, [tuple(h) for h in found[n]],
+                            FirstUse(*found[n + 1]) if found[n + 1] else None,
+                            [Record(case_id, *r) for r in found[n + 2]]
+                            if found[n + 2] is not None else None)
         else:  # SQLite: BEGIN IMMEDIATE holds the database's write lock already
-            cur = conn.connection.dbapi_connection.cursor()
-            try:
-                found = cur.execute(SQLITE_LOAD_FOR_ACTION, {
-                    "case_id": case_id, "person_id": actor.person_id, "key": key,
-                    "records": records}).fetchone()
-            finally:
-                cur.close()
+            rows = driver_rows(conn, SQLITE_LOAD_FOR_ACTION, {
+                "case_id": case_id, "person_id": actor.person_id, "key": key,
+                "records": records})
+            found = rows[0] if rows else None
             if found is None:
                 raise NotFound(_not_found(case_id, viewer))
             n = len(CASE_COLUMNS) + 1
@@ -634,7 +635,8 @@ class Kernel:
 
     def _apply(self, conn: Connection, cf: CompiledFlow, row: Any, t: TransitionSpec,
                actor: Actor, role: str, values: dict[str, Any], comment: str | None,
-               idempotency_key: str | None, digest: str | None = None) -> FireResult:
+               idempotency_key: str | None, digest: str | None = None, commit: bool = False
+               ) -> FireResult:
         dest = t.dest  # `cf.transition` found the transition from this state: no second look
         now = self.clock()
         merged = {**row.data, **values}
@@ -657,17 +659,18 @@ class Kernel:
             arm = timer_rows(row.id, visit, planned, now)
         if cf.spec.states[dest].final:
             changes["closed_at"] = now
-        version = history.advance(conn, row, entry, changes, disarm_visit=disarm, arm=arm)
+        version = history.advance(conn, row, entry, changes, disarm_visit=disarm, arm=arm,
+                                  commit=commit)
         return FireResult(row.id, t.trigger, row.state, dest, version, entry.seq,
                           flow=row.flow_id)
 
     def record(self, conn: Connection, row: Any, actor: Actor, role: str, trigger: str,
-               values: dict[str, Any], comment: str | None, changes: dict[str, Any]
-               ) -> FireResult:
+               values: dict[str, Any], comment: str | None, changes: dict[str, Any],
+               commit: bool = False) -> FireResult:
         """A bookkeeping record that leaves the state as it is (claim, release, delegate)."""
         entry = Entry.after(row, at=self.clock(), actor_id=actor.person_id, actor_role=role,
                             trigger=trigger, to_state=row.state, data=values, comment=comment)
-        version = history.advance(conn, row, entry, changes)
+        version = history.advance(conn, row, entry, changes, commit=commit)
         return FireResult(row.id, trigger, row.state, row.state, version, entry.seq,
                           flow=row.flow_id)
 
