@@ -67,7 +67,9 @@ def _count_statements(engine: Engine) -> None:
     when its connection turned out dead before any of its statements ran."""
     @event.listens_for(engine, "after_cursor_execute")
     def _ran(conn, _cursor, _statement, _parameters, _context, _executemany):
-        conn.info["civflow_ran"] = conn.info.get("civflow_ran", 0) + 1
+        ran = conn.info.get("civflow_ran")
+        if ran is not None:
+            ran[0] += 1
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -93,7 +95,7 @@ class Work:
     for, an ORM session joined to that transaction (for the rules and effects that use the
     ORM). The action path runs its statements on `conn` and never pays for a session."""
 
-    __slots__ = ("conn", "_session", "_own", "owned")
+    __slots__ = ("conn", "_session", "_own", "owned", "ran")
 
     def __init__(self, conn: Connection, session: Session | None = None,
                  owned: bool = False):
@@ -103,6 +105,7 @@ class Work:
         # The unit is `Database.run`'s own: its last write may go out with its COMMIT
         # (`driver_rows`). A caller's transaction (the timer worker's) is never ended here.
         self.owned = owned
+        self.ran = [0]  # statements of this unit that ran (`Database.run` reads it)
 
     @property
     def session(self) -> Session:
@@ -159,8 +162,8 @@ class Database:
         try:
             if write:
                 conn.execution_options(civflow_write=True)
-            conn.info["civflow_ran"] = 0
             w = Work(conn, owned=True)
+            conn.info["civflow_ran"] = w.ran
             try:
                 with conn.begin():
                     yield w
@@ -176,15 +179,13 @@ class Database:
         dropped and the unit run once more on a fresh one: nothing of it reached the
         database, so running it again cannot do anything twice."""
         for attempt in (1, 2):
-            ran: list[int] = []
+            ran = [0]
             try:
                 with self.work(write) as w:
-                    try:
-                        return fn(w)
-                    finally:
-                        ran.append(w.conn.info.get("civflow_ran", 0))
+                    ran = w.ran
+                    return fn(w)
             except DBAPIError as exc:
-                if attempt == 2 or not exc.connection_invalidated or not ran or ran[0]:
+                if attempt == 2 or not exc.connection_invalidated or ran[0]:
                     raise
         raise AssertionError("unreachable")
 
@@ -228,7 +229,9 @@ def driver_rows(conn: Connection, sql: str, params: dict[str, Any], commit: bool
     finally:
         with contextlib.suppress(dbapi.Error):
             cur.close()
-    conn.info["civflow_ran"] = conn.info.get("civflow_ran", 0) + 1
+    ran = conn.info.get("civflow_ran")
+    if ran is not None:
+        ran[0] += 1
     return rows
 
 

@@ -1,0 +1,217 @@
+"""The engine's structure and its action path (issue 12): capability modules that import
+each other in no circle, one writer of history records, one unit of work per entrance, and
+a pooled connection found dead (the server restarted) replaced without a pre-ping.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import event, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from workflows.db import Database, Work
+from workflows.engine import Actor, Engine
+from workflows.history import Entry, verify
+from workflows.models import HistoryRecord, Timer
+from workflows.org import add_person, add_unit, assign_role
+
+from .conftest import REGULAR, ROOT
+
+P = Actor.person
+WORKFLOWS = ROOT / "workflows"
+# The engine's capability modules: the facade and what it delegates to, and the two
+# workers that enter the kernel (timers, cycles).
+CAPABILITIES = {"engine", "core", "versions", "kernel", "history", "reads", "timers", "cycles",
+                "db"}
+
+
+def _imports(path: Path, lazy: bool) -> set[str]:
+    """The workflows modules `path` imports (not under TYPE_CHECKING; with `lazy`, also the
+    imports inside functions, which run too, only later)."""
+    found: set[str] = set()
+
+    class Visitor(ast.NodeVisitor):
+        def visit_If(self, node: ast.If) -> None:
+            if isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+                for n in node.orelse:
+                    self.visit(n)
+                return
+            self.generic_visit(node)
+
+        def visit_FunctionDef(self, node: ast.AST) -> None:
+            if lazy:
+                self.generic_visit(node)
+
+        visit_AsyncFunctionDef = visit_FunctionDef
+
+        def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:
+                found.update(a.name for a in node.names)
+            elif node.module and node.module.startswith("workflows."):
+                found.add(node.module.split(".")[1])
+
+    Visitor().visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in list(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_workflows_module_imports_another_in_a_circle():
+    modules = {p.stem: p for p in WORKFLOWS.glob("*.py")}
+    top_level = {m: _imports(p, lazy=False) & set(modules) for m, p in modules.items()}
+    assert _cycles(top_level) == []
+    # The engine's own modules not even through an import inside a function (the timer
+    # worker once reached the engine that way, and the engine the timer module).
+    with_lazy = {m: _imports(modules[m], lazy=True) & CAPABILITIES for m in CAPABILITIES}
+    assert _cycles(with_lazy) == []
+
+
+@pytest.mark.parametrize("module", sorted(CAPABILITIES))
+def test_each_engine_module_imports_on_its_own(module):
+    done = subprocess.run([sys.executable, "-c", f"import workflows.{module}"], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_history_records_have_one_writer():
+    """Only `workflows/history.py` inserts history records or computes their hashes: start,
+    fire, bulk, claims, timers, cycles (and migrations) all write through it."""
+    writes = re.compile(r"insert\(HISTORY|HISTORY\.insert\(|INSERT INTO case_history|"
+                        r"[^s ]HistoryRecord\(|record_hash\(|\binsert\(HistoryRecord")
+    offenders = sorted(p.name for p in WORKFLOWS.glob("*.py")
+                       if p.name != "history.py" and writes.search(p.read_text("utf-8")))
+    assert offenders == []
+
+
+def test_an_entry_chains_from_its_head_and_is_written_once(engine, org, regular, db):
+    case = engine.start_case("regular-assessment", org.s1, period_key="2026-11")
+    engine.fire(case.id, "submit", P(org.s1), data={"summary": "小结"})
+    with db.unit_of_work(write=False) as s:
+        first, second = s.execute(select(HistoryRecord).where(
+            HistoryRecord.case_id == case.id).order_by(HistoryRecord.seq)).scalars()
+        head = Entry.first(case.id, at=first.at, actor_id=None, actor_role="system",
+                           trigger="start", to_state="summary", data={})
+        assert head.hash == first.hash == second.prev_hash
+        assert verify(s) == (1, 2, [])
+
+
+def test_claims_and_timers_go_through_the_one_writer(engine, org, regular, db):
+    """A claim and a state change write head, record and timers together; the record's
+    version and seq agree with the case's."""
+    case = engine.start_case("regular-assessment", org.s1, period_key="2026-11")
+    engine.fire(case.id, "submit", P(org.s1), data={"summary": "小结"})
+    claimed = engine.claim(case.id, P(org.l1))
+    released = engine.release(case.id, P(org.l1), expected_version=claimed.version)
+    assert (claimed.version, released.version) == (3, 4)
+    assert [h["trigger"] for h in engine.history(case.id)] == ["start", "submit", "claim",
+                                                               "release"]
+    with db.unit_of_work(write=False) as s:
+        timers = s.execute(select(Timer.state_visit, Timer.status).order_by(Timer.id)).all()
+        # The summary visit's timers dropped, the evaluation visit's (seq 2) pending.
+        assert {st for v, st in timers if v == 1} == {"dropped"}
+        assert {st for v, st in timers if v == 2} == {"pending"}
+        assert verify(s)[2] == []
+
+
+# --------------------------------------------------------------------------- dead connections
+
+
+def _small_org(db: Database) -> tuple[int, int]:
+    with db.unit_of_work() as s:
+        root = add_unit(s, "ORG", "部机关")
+        chief = add_person(s, "CHIEF", "主要负责人", root, "chief")
+        staff = add_person(s, "S1", "干部", root, "staff")
+        assign_role(s, chief, "leader", root)
+        return chief.id, staff.id
+
+
+def _kill_other_backends(url: str) -> int:
+    """Terminate every other session on the test database (as a server restart would)."""
+    libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as c:
+        return len(c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                             ).fetchall())
+
+
+def test_no_pre_ping_a_dead_pooled_connection_is_replaced_and_the_action_runs_once(
+        pg_only_url):
+    db = Database(pg_only_url)
+    try:
+        assert db.engine.pool._pre_ping is False  # no round trip per checkout
+        engine = Engine(db)
+        engine.publish(REGULAR.read_text(encoding="utf-8"), str(REGULAR))
+        _chief, staff = _small_org(db)
+        case = engine.start_case("regular-assessment", staff, period_key="2026-11")
+        connects: list[int] = []
+        event.listen(db.engine, "connect", lambda *_a: connects.append(1))
+        assert _kill_other_backends(pg_only_url) >= 1  # the pooled connection is dead now
+        done = engine.fire(case.id, "submit", P(staff), data={"summary": "小结"},
+                           expected_version=1)
+        assert (done.to_state, done.version) == ("evaluation", 2)
+        assert len(connects) == 1  # the dead one dropped, one fresh connection made
+        assert [h["trigger"] for h in engine.history(case.id)] == ["start", "submit"]
+    finally:
+        db.dispose()
+
+
+def test_a_connection_lost_after_a_statement_ran_is_not_retried(pg_only_url):
+    """Only a unit none of whose statements ran is run again: after one ran, the loss is
+    the caller's to see (the service answers 503), never a second run behind its back."""
+    db = Database(pg_only_url)
+    calls: list[int] = []
+
+    def unit(w: Work) -> None:
+        calls.append(1)
+        w.conn.execute(text("SELECT 1"))
+        _kill_other_backends(pg_only_url)
+        w.conn.execute(select(func.count()).select_from(HistoryRecord.__table__))
+
+    try:
+        with pytest.raises(DBAPIError) as raised:
+            db.run(unit)
+        assert raised.value.connection_invalidated
+        assert calls == [1]
+        assert db.run(lambda w: w.conn.execute(text("SELECT 2")).scalar()) == 2
+    finally:
+        db.dispose()
