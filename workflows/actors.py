@@ -38,10 +38,14 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    cast,
     false,
+    literal,
+    null,
     or_,
     select,
     tuple_,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
@@ -90,6 +94,31 @@ def _holders_statement(pg: bool, by_unit: bool, by_group: bool) -> Any:
                                    PEOPLE.c.unit_id, PEOPLE.c.tier)
                             .join(PEOPLE, PEOPLE.c.id == ROLES.c.person_id)
                             .where(PEOPLE.c.active.is_(True), or_(*conds)))
+    return _STATEMENTS[key]
+
+
+def _combined_statement(pg: bool, by_unit: bool, by_group: bool,
+                        host_fields: tuple[str, ...]) -> Any:
+    """The holders (tag `h`) and, per hosted role i, the subjects' hosts (tag `d<i>`, in
+    case order), as one UNION ALL."""
+    key = ("combined", pg, by_unit, by_group, host_fields)
+    if key not in _STATEMENTS:
+        h = _holders_statement(pg, by_unit, by_group)
+        parts = [h.with_only_columns(literal("h", String).label("tag"), *h.selected_columns,
+                                     literal(0, Integer).label("ord"))]
+        for i, field_name in enumerate(host_fields):
+            host = CASES.c.data[field_name].as_integer()
+            parts.append(
+                select(literal(f"d{i}", String), CASES.c.subject_id,
+                       cast(null(), String), host, cast(null(), Integer),
+                       cast(null(), String), CASES.c.id)
+                .join(PEOPLE, PEOPLE.c.id == host)
+                .where(CASES.c.flow_id == bindparam(f"flow{i}"),
+                       _in(CASES.c.state, f"states{i}", pg),
+                       PEOPLE.c.active.is_(True), PEOPLE.c.id != CASES.c.subject_id,
+                       _in(CASES.c.subject_id, "subjects", pg, Integer)))
+        union = union_all(*parts).subquery()
+        _STATEMENTS[key] = select(union).order_by(union.c.tag, union.c.ord)
     return _STATEMENTS[key]
 
 
@@ -151,6 +180,39 @@ class Org:
         rows = s.execute(_holders_statement(_dialect(s) == "postgresql", by_unit, by_group),
                          {"roles": roles, "units": units, "groups": groups}).all()
         return cls([Holder(*r) for r in rows], paths)
+
+    @classmethod
+    def read_for(cls, s: Session, unit_paths: dict[int, str], specs: Iterable[RoleSpec],
+                 subjects: Iterable[int]) -> Org:
+        """`read` for what the roles `specs` need, and `load_hosts` for `subjects`, in one
+        query (a UNION ALL) when a role has hosts: the next-actor check and the evaluator
+        check of an action pay one round trip, not two."""
+        specs = list(specs)
+        hosted = [r for r in specs if r.dispatch_flow and r.dispatch_host]
+        subjects = sorted(set(subjects))
+        unit_roles, groups = role_needs(specs)
+        paths = {u: unit_path_ids(p) for u, p in unit_paths.items()}
+        units = sorted({a for chain in paths.values() for a in chain})
+        roles, groups_ = sorted(unit_roles), sorted(groups)
+        by_unit, by_group = bool(roles and units), bool(groups_)
+        if not hosted or not subjects or not (by_unit or by_group):
+            return cls.read(s, unit_paths, unit_roles, groups).load_hosts(s, specs, subjects)
+        pg = _dialect(s) == "postgresql"
+        params: dict[str, Any] = {"roles": roles, "units": units, "groups": groups_,
+                                  "subjects": subjects}
+        for i, r in enumerate(hosted):
+            params[f"flow{i}"], params[f"states{i}"] = r.dispatch_flow, list(r.dispatch_states)
+        stmt = _combined_statement(pg, by_unit, by_group,
+                                   tuple(r.dispatch_host or "" for r in hosted))
+        holders, hosts = [], []
+        for tag, a, b, c, d, e, _order in s.execute(stmt, params).all():
+            if tag == "h":
+                holders.append(Holder(a, b, c, d, e))
+            else:
+                hosts.append((hosted[int(tag[1:])].name, a, c))
+        org = cls(holders, paths)
+        org.hosts.update({(name, subject): host for name, subject, host in hosts})
+        return org
 
     def load_hosts(self, s: Session, roles: Iterable[RoleSpec],
                    subjects: Iterable[int] | None) -> Org:
@@ -263,11 +325,12 @@ def actors_at(s: Session, spec: FlowSpec, state: str, unit_id: int, unit_path: s
     unit_roles, groups = role_needs(specs)
     key = (unit_id, tuple(sorted(unit_roles)), tuple(sorted(groups)))
     org = cache.get(key) if cache is not None else None
-    if org is None:
-        org = Org.read(s, {unit_id: unit_path}, unit_roles, groups)
-        if cache is not None:
-            cache[key] = org
-    org.load_hosts(s, specs, [subject_id])
+    if org is None and cache is None:  # one case: the organisation and its hosts at once
+        org = Org.read_for(s, {unit_id: unit_path}, specs, [subject_id])
+    else:
+        if org is None:
+            org = cache[key] = Org.read(s, {unit_id: unit_path}, unit_roles, groups)
+        org.load_hosts(s, specs, [subject_id])
     found: set[int] = set()
     for name, allow_self in roles.items():
         found.update(org.holders(spec.roles[name], unit_id, tier,
@@ -307,9 +370,7 @@ def check_evaluators(s: Session, spec: FlowSpec, unit_id: int, unit_path: str,
     roles = evaluator_roles(spec)
     if not roles:
         return
-    unit_roles, groups = role_needs(roles)
-    org = Org.read(s, {unit_id: unit_path}, unit_roles, groups).load_hosts(s, roles,
-                                                                           [subject_id])
+    org = Org.read_for(s, {unit_id: unit_path}, roles, [subject_id])
     for r in roles:
         if not org.holders(r, unit_id, tier, subject_id):
             raise NoActor(f"{doing}: nobody evaluates person {subject_id} in {spec.flow} "

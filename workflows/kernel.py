@@ -750,9 +750,8 @@ class Roles:
     def evaluators(self, r: RoleSpec) -> list[int]:
         """Who evaluates this case's subject (评鉴人, `actors.Org.evaluators`): one read."""
         if r.name not in self._evaluators:
-            unit_roles, groups = actors.role_needs([r])
-            org = actors.Org.read(self.conn, {self.row.unit_id: self.unit_path}, unit_roles,
-                                  groups).load_hosts(self.conn, [r], [self.row.subject_id])
+            org = actors.Org.read_for(self.conn, {self.row.unit_id: self.unit_path}, [r],
+                                      [self.row.subject_id])
             self._evaluators[r.name] = org.holders(r, self.row.unit_id, self.row.tier,
                                                    self.row.subject_id)
         return self._evaluators[r.name]
