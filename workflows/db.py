@@ -212,12 +212,12 @@ def driver_rows(conn: Connection, sql: str, params: dict[str, Any], commit: bool
     try:
         if conn.dialect.name == "postgresql":
             with raw.pipeline():
-                cur.execute(sql, params)
+                driver_execute(conn, cur, sql, params)
                 if commit:
                     raw.commit()
                 rows = cur.fetchall()
         else:
-            rows = cur.execute(sql, params).fetchall()
+            rows = driver_execute(conn, cur, sql, params).fetchall()
             if commit:
                 raw.commit()
     except dbapi.Error as exc:
@@ -229,10 +229,21 @@ def driver_rows(conn: Connection, sql: str, params: dict[str, Any], commit: bool
     finally:
         with contextlib.suppress(dbapi.Error):
             cur.close()
-    ran = conn.info.get("civflow_ran")
-    if ran is not None:
-        ran[0] += 1
     return rows
+
+
+def driver_execute(conn: Connection, cur: Any, sql: str, params: Any, many: bool = False
+                   ) -> Any:
+    """`cur.execute` (or `executemany`) on the driver's cursor, announced to SQLAlchemy's
+    statement listeners as any statement is (`before_`/`after_cursor_execute`): statement
+    hooks, `Database.run`'s count and the tests' observers see these statements too."""
+    events = conn._has_events or conn.engine._has_events
+    if events:
+        conn.dispatch.before_cursor_execute(conn, cur, sql, params, None, many)
+    out = cur.executemany(sql, params) if many else cur.execute(sql, params)
+    if events:
+        conn.dispatch.after_cursor_execute(conn, cur, sql, params, None, many)
+    return out
 
 
 def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]],

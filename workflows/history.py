@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from .db import bulk_insert, driver_rows
+from .db import bulk_insert, driver_execute, driver_rows
 from .errors import Conflict
 from .models import Case, HistoryRecord, Timer
 
@@ -253,15 +253,17 @@ def _sqlite_advance(conn: Connection, head: Any, entry: Entry, changes: dict[str
     params.update(case_id=head.id, old_version=head.version)
     cur = conn.connection.dbapi_connection.cursor()
     try:
-        if cur.execute(SQLITE_UPDATE, params).rowcount != 1:
+        if driver_execute(conn, cur, SQLITE_UPDATE, params).rowcount != 1:
             return 0
-        cur.execute(SQLITE_INSERT_HISTORY, {k: sqlite_value(v)
-                                            for k, v in entry.row().items()})
+        driver_execute(conn, cur, SQLITE_INSERT_HISTORY,
+                       {k: sqlite_value(v) for k, v in entry.row().items()})
         if disarm_visit is not None:
-            cur.execute(SQLITE_DISARM, {"case_id": head.id, "visit": disarm_visit})
+            driver_execute(conn, cur, SQLITE_DISARM, {"case_id": head.id,
+                                                      "visit": disarm_visit})
         if arm:
-            cur.executemany(SQLITE_ARM, [{c: sqlite_value(r[c]) for c in TIMER_COLUMNS}
-                                         for r in arm])
+            driver_execute(conn, cur, SQLITE_ARM,
+                           [{c: sqlite_value(r[c]) for c in TIMER_COLUMNS} for r in arm],
+                           many=True)
         return 1
     finally:
         cur.close()

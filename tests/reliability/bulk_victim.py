@@ -41,7 +41,7 @@ def main(url: str, committee: int, pause: str) -> None:
         head = statement.lstrip().upper()
         if "FOR UPDATE" in head and head.startswith("SELECT"):
             say("locked")
-        elif head.startswith("INSERT INTO CASE_HISTORY"):
+        elif "INSERT INTO CASE_HISTORY" in head:  # alone, or in the CTE of `history.advance`
             rows += 1
             say(f"rows {rows}")
 
