@@ -215,3 +215,14 @@ def test_a_connection_lost_after_a_statement_ran_is_not_retried(pg_only_url):
         assert db.run(lambda w: w.conn.execute(text("SELECT 2")).scalar()) == 2
     finally:
         db.dispose()
+
+
+def test_a_clock_set_on_the_engine_is_every_capabilitys(engine, org, regular):
+    """Tests and the demo move time by setting `engine.clock`: the kernel records by it."""
+    from .conftest import cst
+
+    engine.clock = lambda: cst(2026, 11, 2, 9)
+    case = engine.start_case("regular-assessment", org.s1, period_key="2026-10")
+    engine.fire(case.id, "submit", P(org.s1), data={"summary": "小结"})
+    assert {h["at"] for h in engine.history(case.id)} == {cst(2026, 11, 2, 9)}
+    assert engine.kernel.clock is engine.reads.clock is engine.flows.clock is engine.clock

@@ -61,11 +61,28 @@ class Engine:
     def __init__(self, db: Database, clock: Callable[[], dt.datetime] = utcnow,
                  calendar: WorkCalendar | None = None):
         self.db = db
-        self.clock = clock
-        self.calendar = calendar or WorkCalendar()
+        self._clock, self._calendar = clock, calendar or WorkCalendar()
         self.flows = Versions(db, clock)
-        self.kernel = Kernel(self.flows, clock, self.calendar)
+        self.kernel = Kernel(self.flows, clock, self._calendar)
         self.reads = Reads(db, self.flows, self.kernel, clock)
+
+    # The clock and the calendar may be swapped on a running engine (tests move time):
+    # every capability sees the same ones.
+    @property
+    def clock(self) -> Callable[[], dt.datetime]:
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], dt.datetime]) -> None:
+        self._clock = self.flows.clock = self.kernel.clock = self.reads.clock = clock
+
+    @property
+    def calendar(self) -> WorkCalendar:
+        return self._calendar
+
+    @calendar.setter
+    def calendar(self, calendar: WorkCalendar) -> None:
+        self._calendar = self.kernel.calendar = calendar
 
     # ------------------------------------------------------------------ flow versions
 
