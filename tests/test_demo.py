@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from service import demo
+from workflows import demo
 from service.app import create_app
 from service.cli import main
 from workflows.db import Database, upgrade

@@ -212,6 +212,8 @@ class Engine:
         self.calendar = calendar or WorkCalendar()
         self._flows: dict[int, CompiledFlow] = {}
         self._lock = threading.Lock()
+        from .frontdoor import FrontDoor  # the service's one way in beside the kernel
+        self.door = FrontDoor(self)
 
     # ------------------------------------------------------------------ flow versions
 
