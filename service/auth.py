@@ -59,6 +59,7 @@ from workflows.accounts import (
 )
 from workflows.engine import Actor, Engine, utcnow
 from workflows.errors import Forbidden
+from workflows.frontdoor import FrontDoor
 
 from .errors import body_of
 
@@ -75,6 +76,11 @@ SAFE = {"GET", "HEAD", "OPTIONS"}
 
 def engine() -> Engine:
     return current_app.extensions["civflow"]
+
+
+def door() -> FrontDoor:
+    """The engine's front door (`workflows.frontdoor`): every call outside the case kernel."""
+    return engine().door
 
 
 def viewer() -> Viewer:

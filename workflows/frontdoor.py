@@ -23,6 +23,7 @@ A view is therefore: parse the request → one call here → map the errors
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -349,8 +350,14 @@ class Facts(_Capability):
         require(viewer, ADMIN, "importing facts")
         return facts_.import_facts(self._db, text, viewer.person_id)
 
-    def import_xlsx(self, *, viewer: Viewer, data: bytes) -> facts_.ImportReport:
+    def import_xlsx(self, *, viewer: Viewer, base64_data: str) -> facts_.ImportReport:
+        """Import the first sheet of an XLSX workbook, sent base64-encoded."""
         require(viewer, ADMIN, "importing facts")
+        try:
+            data = base64.b64decode(base64_data, validate=True)
+        except ValueError:  # binascii.Error, or text that is not ASCII at all
+            raise FieldErrors({"xlsx": ["is not base64 (the workbook's bytes, "
+                                        "base64-encoded)"]}) from None
         return facts_.import_facts_xlsx(self._db, data, viewer.person_id)
 
 
