@@ -365,6 +365,13 @@ class Facts(_Capability):
 
 
 @dataclass(frozen=True)
+class Statistics:
+    states: dict[str, Any]
+    rates: dict[str, Any]
+    grades: dict[str, Any] | None  # None: the flow has no quota
+
+
+@dataclass(frozen=True)
 class LedgerPage:
     rows: list[dict[str, Any]]
     total: int
@@ -396,6 +403,18 @@ class Ledger(_Capability):
     def grade_distribution(self, *, viewer: Viewer, flow: FlowSpec | str, lang: str = "zh",
                            **scope: Any) -> dict[str, Any]:
         return self._read(book.grade_distribution, viewer, flow, **scope, lang=lang)
+
+    def statistics(self, *, viewer: Viewer, flow: FlowSpec | str, lang: str = "zh",
+                   **scope: Any) -> Statistics:
+        """The statistics page's numbers in one read: states, rates, and the grades
+        against the quota when the flow has one."""
+        with self._db.unit_of_work(write=False) as s:
+            spec = self._spec(s, flow)
+            states = book.state_counts(s, viewer, spec, **scope, lang=lang)
+            rates = book.rates(s, viewer, spec, **scope, now=self._now())
+            grades = book.grade_distribution(s, viewer, spec, **scope, lang=lang) \
+                if book.quota_of(spec) else None
+        return Statistics(states, rates, grades)
 
     def good_counts(self, *, viewer: Viewer, flow: FlowSpec | str, year: int,
                     unit_id: int | None = None) -> dict[str, Any]:
