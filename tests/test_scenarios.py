@@ -37,9 +37,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from workflows import demo
 from service.app import create_app
 from service.cli import main
+from workflows import demo
 from workflows.accounts import BEARER, issue_token
 from workflows.cycles import open_due_periods
 from workflows.db import Database

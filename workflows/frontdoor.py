@@ -43,6 +43,7 @@ from . import ledger as book
 from . import notify, org, readouts
 from . import positions as rank_positions
 from .access import ADMIN, Viewer, load_viewer, require
+from .calendar import WorkCalendar
 from .db import Database, database_url, upgrade
 from .errors import FieldErrors, NotFound
 from .models import FlowVersion, Person, Unit
@@ -199,9 +200,11 @@ class Accounts(_Capability):
     def revoke(self, *, token_id: int, now: dt.datetime) -> None:
         acc.revoke_token(self._db, token_id, now)
 
-    def lockouts(self, *, viewer: Viewer, now: dt.datetime) -> list[acc.Lockout]:
-        """Failed-login counters and lockouts (登录锁定), locked first; admins only."""
-        require(viewer, ADMIN, "reading login lockouts")
+    def lockouts(self, *, viewer: Viewer | None, now: dt.datetime) -> list[acc.Lockout]:
+        """Failed-login counters and lockouts (登录锁定), locked first; admins only
+        (`viewer` None: the CLI, on the host)."""
+        if viewer is not None:
+            require(viewer, ADMIN, "reading login lockouts")
         return acc.lockouts(self._db, now)
 
     def lift_lockout(self, *, viewer: Viewer | None, username: str | None = None,
@@ -608,11 +611,13 @@ class Demo(_Capability):
     """The demo bureau (`workflows.demo`): organisation, accounts, facts and a year of
     history. Loading is many transactions (the history replays actions one by one)."""
 
-    def load(self, *, with_history: bool = True, now: dt.datetime | None = None) -> Any:
+    def load(self, *, with_history: bool = True, now: dt.datetime | None = None,
+             calendar: WorkCalendar | None = None) -> Any:
+        """Load what is missing (`demo.load`); the history on `calendar`, else the shipped
+        one (`demo.history.default_calendar`)."""
         from . import demo
 
-        return demo.load(self._db, with_history=with_history, now=now,
-                         calendar=self._engine.calendar)
+        return demo.load(self._db, with_history=with_history, now=now, calendar=calendar)
 
     def is_loaded(self) -> bool:
         from . import demo
