@@ -296,7 +296,6 @@ def eligibility_page():
 def contact_points():
     eng, viewer = auth.engine(), auth.viewer()
     require_reader(viewer)
-    cp.require_reader(viewer)
     year = eng.calendar.local(eng.clock()).year
     args, errors = read_query(ScoreBoardQuery(), request.args, {"year": year})
     page = _page_frame(args, errors, board=None,
