@@ -121,8 +121,8 @@ def test_each_front_door_call_is_one_unit_of_work(engine, org, regular, units_of
     assert (board["year"], board["flow"]) == (2026, flow)
     assert once(opened, lambda: door.contact_points.register(viewer=admin, year=2026)) == []
     # No rank-promotion flow is published: the positions are read without its ladder.
-    assert once(opened, lambda: door.positions.list(viewer=admin)) == []
-    assert once(opened, lambda: door.notifications.list(viewer=staff)).total == 0
+    assert once(opened, lambda: door.positions.read(viewer=admin)) == []
+    assert once(opened, lambda: door.notifications.inbox(viewer=staff)).total == 0
     assert once(opened, lambda: door.notifications.mark_all_read(viewer=staff),
                 write=True) == 0
     assert once(opened, lambda: door.facts.read(viewer=staff, person_id=org.s1)).rank is None

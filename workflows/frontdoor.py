@@ -514,7 +514,7 @@ class Positions(_Capability):
         except NotFound:
             return None  # no promotion flow published: no ladder to check ranks against
 
-    def list(self, *, viewer: Viewer, **filters: Any) -> list[dict[str, Any]]:
+    def read(self, *, viewer: Viewer, **filters: Any) -> list[dict[str, Any]]:
         with self._db.unit_of_work(write=False) as s:
             return rank_positions.list_positions(s, viewer, self._promotion(s), **filters)
 
@@ -544,7 +544,7 @@ class Positions(_Capability):
 class Notifications(_Capability):
     """A person's notifications (站内通知), and the deliveries (admins)."""
 
-    def list(self, *, viewer: Viewer, unread: bool | None = None, page: int = 1,
+    def inbox(self, *, viewer: Viewer, unread: bool | None = None, page: int = 1,
              per_page: int = 20) -> notify.Page:
         return notify.list_notifications(self._db, viewer.person_id, unread=unread,
                                          page=page, per_page=per_page)

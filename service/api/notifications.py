@@ -106,7 +106,7 @@ class Notifications(MethodView):
     @blp.response(200, NotificationList)
     def get(self, args):
         """The caller's notifications, newest first, with the number still unread."""
-        page = door().notifications.list(viewer=viewer(), unread=args.get("unread"),
+        page = door().notifications.inbox(viewer=viewer(), unread=args.get("unread"),
                                          page=args["page"], per_page=args["per_page"])
         return {"items": page.items, "total": page.total, "unread": page.extra["unread"],
                 "page": args["page"], "per_page": args["per_page"]}

@@ -95,7 +95,7 @@ class RankPositions(MethodView):
 
         Admins and process owners see every row; leaders and committee members the rows
         of their units, the units below and above. Ordered by round, unit, rank."""
-        items = door().positions.list(viewer=viewer(), **args)
+        items = door().positions.read(viewer=viewer(), **args)
         return {"items": items, "total": len(items)}
 
 

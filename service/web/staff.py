@@ -48,7 +48,7 @@ def notifications():
     except ValidationError:
         args = NotificationQuery().load({})
     page, unread_only = args["page"], args.get("unread") is True
-    found = auth.door().notifications.list(viewer=auth.viewer(),
+    found = auth.door().notifications.inbox(viewer=auth.viewer(),
                                            unread=True if unread_only else None, page=page,
                                            per_page=NOTIFICATIONS_PER_PAGE)
     pages = max(1, -(-found.total // NOTIFICATIONS_PER_PAGE))
