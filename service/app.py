@@ -28,12 +28,12 @@ from flask import (
     url_for,
 )
 from flask_smorest import Api
-from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
 from workflows.engine import Engine
 from workflows.errors import CivflowError, FieldErrors
+from workflows.frontdoor import DatabaseBusy, DatabaseError
 
 from . import auth, limits, metrics, web
 from .errors import ProblemSchema, body_of, http_body, status_of
@@ -66,7 +66,7 @@ class DatabaseId(IntegerConverter):
         super().__init__(url_map, *args, **kwargs)
 
 
-def _unreachable(exc: OperationalError) -> bool:
+def _unreachable(exc: DatabaseBusy) -> bool:
     """The database cannot be used just now: a connection failure (SQLSTATE class 08, or
     psycopg's "connection failed", which carries none), an administrator's shutdown
     (57P01–57P03), or SQLite still locked after its busy timeout."""
@@ -76,7 +76,7 @@ def _unreachable(exc: OperationalError) -> bool:
     return code is None or code.startswith("08") or code in ("57P01", "57P02", "57P03")
 
 
-def _unavailable(exc: DBAPIError):
+def _unavailable(exc: DatabaseError):
     """The database went away (restart, failover); the pool reconnects on the next request.
     Tell the client to retry — with its Idempotency-Key, since a connection lost during
     COMMIT leaves it unknown whether the action was applied."""
@@ -191,8 +191,8 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
         DatabaseId, lambda _c: {"type": "integer", "minimum": 0, "maximum": MAX_ID})
     app.extensions["civflow_api"] = api
 
-    @app.errorhandler(OperationalError)
-    def _contention(exc: OperationalError):
+    @app.errorhandler(DatabaseBusy)
+    def _contention(exc: DatabaseBusy):
         # A deadlock or serialization failure is the database refereeing a race: the
         # client may simply retry. Anything else is a real failure.
         code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
@@ -203,8 +203,8 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
             return _unavailable(exc)
         raise exc
 
-    @app.errorhandler(DBAPIError)
-    def _lost(exc: DBAPIError):
+    @app.errorhandler(DatabaseError)
+    def _lost(exc: DatabaseError):
         if exc.connection_invalidated:  # e.g. an InterfaceError on a connection cut mid-way
             return _unavailable(exc)
         raise exc
@@ -242,10 +242,10 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
     @app.get("/healthz")
     def healthz():
         try:
-            engine.db.ping()
+            health = engine.door.system.ping()
         except Exception as exc:  # noqa: BLE001 - any database failure is "unavailable"
             return jsonify(status="unavailable", database=exc.__class__.__name__), 503
-        return jsonify(status="ok", database=engine.db.dialect)
+        return jsonify(status="ok", database=health.dialect)
 
     def swagger_ui():
         # flask-smorest's page starts Swagger UI from an inline script, which the CSP

@@ -40,7 +40,7 @@ from flask_smorest import Api, Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from workflows.access import ADMIN, Viewer, load_viewer, require
+from workflows.access import Viewer
 from workflows.accounts import (
     BEARER,
     EVENT_KINDS,
@@ -48,17 +48,10 @@ from workflows.accounts import (
     AuthFailed,
     LoginThrottled,
     ThrottlePolicy,
-    issue_token,
-    lift_lockout,
-    lockouts,
-    login,
-    principal_of,
-    revoke_token,
-    security_events,
-    shared_secret,
 )
 from workflows.engine import Actor, Engine, utcnow
 from workflows.errors import Forbidden
+from workflows.frontdoor import FrontDoor, IssuedToken
 
 from .errors import body_of
 
@@ -75,6 +68,11 @@ SAFE = {"GET", "HEAD", "OPTIONS"}
 
 def engine() -> Engine:
     return current_app.extensions["civflow"]
+
+
+def door() -> FrontDoor:
+    """The engine's front door (`workflows.frontdoor`): every call outside the case kernel."""
+    return engine().door
 
 
 def viewer() -> Viewer:
@@ -167,16 +165,15 @@ class Token(MethodView):
 
         401 for a wrong username or password; 429 with `Retry-After` after too many
         failed logins for the name or from the address (see docs/OPERATIONS.md)."""
-        user = _check_password(creds["username"], creds["password"])
         ttl = current_app.config["CIVFLOW_TOKEN_TTL"]
-        token, _exp = issue_token(engine().db, user.id, BEARER, ttl, utcnow())
+        token = _login(creds["username"], creds["password"], BEARER, ttl).token
         return {"access_token": token, "token_type": "bearer",
                 "expires_in": int(ttl.total_seconds())}
 
     @blp.response(204)
     def delete(self):
         """Revoke the token (or session) this request was made with."""
-        revoke_token(engine().db, g.principal.token_id, utcnow())
+        door().accounts.revoke(token_id=g.principal.token_id, now=utcnow())
         session.clear()
 
 
@@ -198,7 +195,7 @@ class Logout(MethodView):
     @blp.response(204)
     def post(self):
         """End the browser session (the session token is revoked)."""
-        revoke_token(engine().db, g.principal.token_id, utcnow())
+        door().accounts.revoke(token_id=g.principal.token_id, now=utcnow())
         session.clear()
 
 
@@ -217,8 +214,7 @@ class Lockouts(MethodView):
         """Failed-login counters and lockouts (登录锁定); admins only.
 
         Every account name and address with failures in its window, locked ones first."""
-        require(viewer(), ADMIN, "reading login lockouts")
-        return [asdict(x) for x in lockouts(engine().db, utcnow())]
+        return [asdict(x) for x in door().accounts.lockouts(viewer=viewer(), now=utcnow())]
 
 
 @blp.route("/lockouts/lift")
@@ -230,10 +226,8 @@ class LiftLockout(MethodView):
 
         Clears its counter, so logging in is allowed again at once; recorded in the
         security log. `lifted` is false when there was nothing to lift."""
-        require(viewer(), ADMIN, "lifting a login lockout")
-        was = lift_lockout(engine().db, username=body.get("username"),
-                           address=body.get("address"), by=viewer().person_id or None,
-                           now=utcnow())
+        was = door().accounts.lift_lockout(viewer=viewer(), username=body.get("username"),
+                                           address=body.get("address"), now=utcnow())
         return {"lifted": was is not None, "was": asdict(was) if was else None}
 
 
@@ -246,8 +240,7 @@ class SecurityEvents(MethodView):
 
         Failed logins, lockouts and their lifting, deactivations and reactivations of
         people: who, from which address, when, and the admin who did it."""
-        require(viewer(), ADMIN, "reading the security log")
-        items, total = security_events(engine().db, **args)
+        items, total = door().accounts.security_events(viewer=viewer(), **args)
         return {"items": items, "total": total, "page": args["page"],
                 "per_page": args["per_page"]}
 
@@ -259,16 +252,17 @@ def _me() -> dict:
             "csrf_token": session.get("csrf")}
 
 
-def _check_password(username: str, password: str):
-    """The one way to check a password over HTTP: throttled by name and address."""
-    return login(engine().db, username, password, request.remote_addr,
-                 current_app.config["CIVFLOW_LOGIN_POLICY"], utcnow())
+def _login(username: str, password: str, kind: str, ttl: dt.timedelta) -> IssuedToken:
+    """The one way to log in over HTTP: throttled by name and address, then a token."""
+    return door().accounts.login(username=username, password=password,
+                                 address=request.remote_addr,
+                                 policy=current_app.config["CIVFLOW_LOGIN_POLICY"], kind=kind,
+                                 ttl=ttl, now=utcnow())
 
 
 def _start_session(username: str, password: str) -> None:
-    user = _check_password(username, password)
-    token, _exp = issue_token(engine().db, user.id, SESSION,
-                              current_app.config["CIVFLOW_SESSION_TTL"], utcnow())
+    token = _login(username, password, SESSION,
+                   current_app.config["CIVFLOW_SESSION_TTL"]).token
     session.clear()
     session["t"] = token
     session["csrf"] = secrets.token_urlsafe(24)
@@ -278,10 +272,8 @@ def _start_session(username: str, password: str) -> None:
 
 def _sign_in(token: str) -> None:
     """Resolve the token and load the viewer's roles in one read (g.principal, g.viewer)."""
-    with engine().db.unit_of_work(write=False) as s:
-        p = principal_of(s, token, utcnow())
-        g.viewer = load_viewer(s, p.person_id) if p.person_id else Viewer(person_id=0)
-    g.principal = p
+    signed = door().accounts.sign_in(token=token, now=utcnow())
+    g.viewer, g.principal = signed.viewer, signed.principal
 
 
 def _safe_next(target: str | None) -> str:
@@ -309,7 +301,7 @@ def _ensure_secret() -> None:
     """Sessions are signed with CIVFLOW_SECRET_KEY, else with a key kept in the database
     (read on first use, so the service starts, and says it is unhealthy, without one)."""
     if not current_app.config.get("SECRET_KEY"):
-        current_app.config["SECRET_KEY"] = shared_secret(engine().db)
+        current_app.config["SECRET_KEY"] = door().accounts.secret()
         current_app.secret_key = current_app.config["SECRET_KEY"]
 
 

@@ -18,26 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
-from sqlalchemy import select
 
-from workflows.accounts import (
-    BEARER,
-    MIN_PASSWORD,
-    AuthFailed,
-    create_user,
-    issue_token,
-    lift_lockout,
-    lockouts,
-)
+from workflows import demo as demo_data
+from workflows.accounts import BEARER, MIN_PASSWORD
 from workflows.calendar import CALENDAR_FILE
-from workflows.db import Database, database_url, upgrade
 from workflows.engine import SYSTEM_ACTOR, Actor, Engine, utcnow
 from workflows.errors import CivflowError, DefinitionInvalid, ImportFailed, NotFound
-from workflows.models import Person, User
-from workflows.org import import_people
+from workflows.frontdoor import open_engine, shown_url, upgrade_schema
 from workflows.spec import load_definition
 
-from . import demo as demo_data
 from .runtime import background, make_engine
 
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
@@ -100,7 +89,7 @@ def validate(paths: tuple[str, ...]) -> None:
 @db_option
 def init_db(db_url: str | None) -> None:
     """Create the schema or upgrade it to the latest migration."""
-    upgrade(db_url)
+    upgrade_schema(db_url)
     click.echo(f"schema at head: {_shown(db_url)}")
 
 
@@ -123,7 +112,7 @@ def publish(paths: tuple[str, ...], db_url: str | None) -> None:
     if invalid:
         click.echo("nothing published: fix the problems above", err=True)
         sys.exit(1)
-    engine = Engine(Database(db_url))
+    engine = open_engine(db_url)
     for f, text in files:
         r = engine.publish(text, str(f))
         state = "published" if r.created else "unchanged"
@@ -145,7 +134,7 @@ def import_people_cmd(file: str, db_url: str | None) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         click.echo(f"{file}: cannot read: {exc}", err=True)
         sys.exit(2)
-    db = Database(db_url)
+    engine = open_engine(db_url)
     bar = None
 
     def progress(done: int, total: int) -> None:
@@ -158,7 +147,7 @@ def import_people_cmd(file: str, db_url: str | None) -> None:
         bar.update(done - bar.pos)
 
     try:
-        report = import_people(db, text, progress)
+        report = engine.door.org.import_people(viewer=None, text=text, progress=progress)
     except ImportFailed as exc:
         for line, message in exc.errors:
             click.echo(f"{file}:{line}: {message}")
@@ -210,12 +199,11 @@ def audit_case_data(flow: str | None, as_json: bool, db_url: str | None) -> None
 # --------------------------------------------------------------------------- cases
 
 
-def _person_id(db: Database, code: str) -> int:
-    with db.unit_of_work(write=False) as s:
-        pid = s.execute(select(Person.id).where(Person.code == code)).scalar()
-    if pid is None:
-        raise click.BadParameter(f"no person with code {code!r}")
-    return pid
+def _person_id(engine: Engine, code: str) -> int:
+    try:
+        return engine.door.org.person_id(code=code)
+    except NotFound:
+        raise click.BadParameter(f"no person with code {code!r}") from None
 
 
 def _fail(exc: CivflowError) -> None:
@@ -235,7 +223,7 @@ def start(flow: str, person_code: str, period: str | None, data: str | None,
     """Start a case of FLOW for the person with PERSON_CODE."""
     engine = make_engine(db_url)
     try:
-        case = engine.start_case(flow, _person_id(engine.db, person_code), period_key=period,
+        case = engine.start_case(flow, _person_id(engine, person_code), period_key=period,
                                  data=_json(data))
     except CivflowError as exc:
         _fail(exc)
@@ -255,7 +243,7 @@ def fire(case_id: int, trigger: str, as_code: str | None, data: str | None,
          comment: str | None, expect_version: int | None, db_url: str | None) -> None:
     """Fire TRIGGER on a case, as a person (--as CODE) or as the system."""
     engine = make_engine(db_url)
-    actor = Actor.person(_person_id(engine.db, as_code)) if as_code else SYSTEM_ACTOR
+    actor = Actor.person(_person_id(engine, as_code)) if as_code else SYSTEM_ACTOR
     try:
         r = engine.fire(case_id, trigger, actor, data=_json(data), comment=comment,
                         expected_version=expect_version)
@@ -269,7 +257,7 @@ def fire(case_id: int, trigger: str, as_code: str | None, data: str | None,
 @db_option
 def show(case_id: int, db_url: str | None) -> None:
     """Print a case and its history as JSON."""
-    engine = Engine(Database(db_url))
+    engine = open_engine(db_url)
     try:
         case, history = engine.get_case(case_id), engine.history(case_id)
     except CivflowError as exc:
@@ -313,15 +301,13 @@ def create_user_cmd(username: str, person_code: str | None, password_stdin: bool
         click.echo(f"the password must be at least {MIN_PASSWORD} characters long "
                    f"(got {len(password)}); nothing changed", err=True)
         sys.exit(1)
-    db = Database(db_url)
-    with db.unit_of_work(write=False) as s:
-        existed = s.execute(select(User.id).where(User.username == username.strip())).first()
     try:
-        user = create_user(db, username, password, person_code)
+        user = open_engine(db_url).door.accounts.create_user(
+            username=username, password=password, person_code=person_code)
     except CivflowError as exc:
         _fail(exc)
     linked = f" (person {person_code})" if person_code else ""
-    click.echo(f"{'password changed for' if existed else 'created'} user "
+    click.echo(f"{'created' if user.created else 'password changed for'} user "
                f"{user.username}{linked}")
 
 
@@ -337,17 +323,12 @@ def token(username: str, days: int, db_url: str | None) -> None:
     its expiry on standard error. Send it as `Authorization: Bearer <token>`; it acts with
     the account's roles and can be revoked with DELETE /api/v1/auth/token.
     """
-    db = Database(db_url)
-    with db.unit_of_work(write=False) as s:
-        row = s.execute(select(User, Person.active).outerjoin(Person, Person.id == User.person_id)
-                        .where(User.username == username)).first()
-    if row is None:
-        _fail(NotFound(f"no user {username!r}: create it with civflow create-user"))
-    user, person_active = row
-    if not user.active or person_active is False:
-        _fail(AuthFailed(f"the account {username!r} is disabled"
-                         + (" (its person is inactive)" if person_active is False else "")))
-    value, expires = issue_token(db, user.id, BEARER, dt.timedelta(days=days), utcnow())
+    try:
+        issued = open_engine(db_url).door.accounts.issue_token(
+            username=username, kind=BEARER, ttl=dt.timedelta(days=days), now=utcnow())
+    except CivflowError as exc:
+        _fail(exc)
+    value, expires = issued.token, issued.expires_at
     click.echo(value)
     click.echo(f"bearer token for {username}, expires {expires:%Y-%m-%d %H:%M} UTC "
                f"({days} days)", err=True)
@@ -360,7 +341,7 @@ def lockouts_cmd(db_url: str | None) -> None:
 
     One line each: the key (account:NAME or address:IP), the failures counted in the
     current window, and until when it is locked."""
-    rows = lockouts(Database(db_url), utcnow())
+    rows = open_engine(db_url).door.accounts.lockouts(viewer=None, now=utcnow())
     for r in rows:
         until = f"locked until {r.locked_until:%Y-%m-%d %H:%M:%S} UTC" if r.locked else "open"
         click.echo(f"{r.key}\t{r.failures} failure(s)\t{until}")
@@ -380,8 +361,8 @@ def unlock(username: str | None, address: str | None, db_url: str | None) -> Non
     if (username is None) == (address is None):
         raise click.UsageError("give a USERNAME or --address IP (one of them)")
     try:
-        was = lift_lockout(Database(db_url), username=username, address=address, by=None,
-                           now=utcnow())
+        was = open_engine(db_url).door.accounts.lift_lockout(
+            viewer=None, username=username, address=address, now=utcnow())
     except CivflowError as exc:
         _fail(exc)
     what = f"user {username}" if username is not None else f"address {address}"
@@ -414,9 +395,9 @@ def _publish_shipped(engine: Engine, definitions: Path | None) -> list:
     return results
 
 
-def _load_demo(db: Database) -> demo_data.DemoResult:
+def _load_demo(engine: Engine) -> demo_data.DemoResult:
     try:
-        return demo_data.load(db)
+        return engine.door.demo.load()
     except ImportFailed as exc:
         for line, message in exc.errors:
             click.echo(f"{demo_data.PEOPLE_CSV}:{line}: {message}", err=True)
@@ -424,20 +405,20 @@ def _load_demo(db: Database) -> demo_data.DemoResult:
         sys.exit(1)
 
 
-def prepare(db_url: str | None, definitions: Path | None, demo: bool) -> Database:
+def prepare(db_url: str | None, definitions: Path | None, demo: bool) -> Engine:
     """First start of `serve`: upgrade the schema, publish the shipped definitions, and load
     the demo organisation (with its accounts) into a database that has no units yet."""
-    upgrade(db_url)
-    db = Database(db_url)
-    for r in _publish_shipped(Engine(db), definitions):
+    upgrade_schema(db_url)
+    engine = open_engine(db_url)
+    for r in _publish_shipped(engine, definitions):
         if r.created:
             click.echo(f"published {r.flow} v{r.version}", err=True)
-    if demo and not demo_data.has_units(db):
-        result = _load_demo(db)
+    if demo and not engine.door.demo.has_units():
+        result = _load_demo(engine)
         click.echo(f"demo organisation loaded: {result.people_created} people, "
                    f"{result.accounts_created} accounts", err=True)
-        click.echo(demo_data.table(demo_data.accounts(db)), err=True)
-    return db
+        click.echo(demo_data.table(engine.door.demo.accounts()), err=True)
+    return engine
 
 
 @main.command()
@@ -452,12 +433,12 @@ def demo(definitions: Path, db_url: str | None) -> None:
     accounts admin, owner, leader1-3, committee1 and staff01-24 all have the password
     civflow-demo. Running it again changes nothing.
     """
-    upgrade(db_url)
-    db = Database(db_url)
-    published = _publish_shipped(Engine(db), definitions)
+    upgrade_schema(db_url)
+    engine = open_engine(db_url)
+    published = _publish_shipped(engine, definitions)
     for r in published:
         click.echo(f"{'published' if r.created else 'unchanged'}: {r.flow} v{r.version}")
-    result = _load_demo(db)
+    result = _load_demo(engine)
     if result.people_created or result.units_created:
         click.echo(f"demo organisation created: {result.units_created} units, "
                    f"{result.people_created} people, {result.accounts_created} accounts")
@@ -473,7 +454,7 @@ def demo(definitions: Path, db_url: str | None) -> None:
                    "records (12 months of 平时考核, a dispatch under way, a promotion in "
                    "public notice, a contact point's monthly reports)")
     click.echo("")
-    click.echo(demo_data.table(demo_data.accounts(db)))
+    click.echo(demo_data.table(engine.door.demo.accounts()))
     click.echo("")
     click.echo(f"password of every demo account: {demo_data.PASSWORD}")
     if not result.changed and not any(r.created for r in published):
@@ -502,13 +483,13 @@ def serve(host: str, port: int, definitions: Path, demo: bool, with_scheduler: b
     """
     from .app import create_app
 
-    db = prepare(db_url, definitions, demo)
+    engine = prepare(db_url, definitions, demo)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://{shown_host}:{port}"
     click.echo(f"civflow on {base}/ — database {_shown(db_url)}", err=True)
     click.echo(f"log in: {base}/login (then {base}/docs); scripts: POST "
                f"{base}/api/v1/auth/token", err=True)
-    if demo_data.is_loaded(db):
+    if engine.door.demo.is_loaded():
         click.echo(f"demo accounts: admin, owner, leader1-3, committee1, staff01-24; password "
                    f"{demo_data.PASSWORD}", err=True)
     elif demo:
@@ -547,15 +528,12 @@ def worker(tick: float, lease: float, db_url: str | None) -> None:
     claims are taken over when their lease runs out). Log level: $CIVFLOW_LOG_LEVEL (INFO).
     It does not create or upgrade the schema: run `civflow init-db` (or `serve`) first.
     """
-    from sqlalchemy import text
-
     from .scheduler import build_scheduler, stop_scheduler
 
     log = _worker_logging()
-    db = Database(db_url)
+    probe = open_engine(db_url).door.system
     try:
-        with db.unit_of_work(write=False) as s:
-            s.execute(text("SELECT id FROM timers WHERE 1 = 0"))
+        probe.check_schema()
     except Exception as exc:  # noqa: BLE001 - any failure here means "cannot work"
         click.echo(f"cannot use the database {_shown(db_url)}: {exc.__class__.__name__}: "
                    f"{str(exc).splitlines()[0]} (run `civflow init-db` first?)", err=True)
@@ -585,7 +563,7 @@ def worker(tick: float, lease: float, db_url: str | None) -> None:
         stop_scheduler(scheduler)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        db.dispose()
+        probe.dispose()
     log.info("worker %s stopped", scheduler.civflow_worker.node)
 
 
@@ -602,9 +580,7 @@ def _worker_logging() -> logging.Logger:
 
 
 def _shown(db_url: str | None) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(database_url(db_url)).render_as_string(hide_password=True)
+    return shown_url(db_url)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,6 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 from workflows.access import ADMIN, require
-from workflows.backlog import read_backlog
 
 REQUESTS = Counter("civflow_http_requests_total", "HTTP requests",
                    ["method", "endpoint", "status"])
@@ -61,7 +60,7 @@ class BacklogCollector:
 
     def collect(self):
         now = self.engine.clock()
-        b = read_backlog(self.engine.db, now)
+        b = self.engine.door.reads.backlog(now=now)
         yield GaugeMetricFamily("civflow_timers_due", "Timers due and not yet fired",
                                 value=b.timers_due)
         yield GaugeMetricFamily("civflow_timer_lag_seconds",

@@ -17,16 +17,16 @@ from typing import Any
 
 from workflows.calendar import DEFAULT_TZ, WorkCalendar
 from workflows.cycles import open_due_periods
-from workflows.db import Database
 from workflows.engine import Engine
-from workflows.notify import Deliverer, NotifyConfig, on_timer_event
+from workflows.frontdoor import open_engine
+from workflows.notify import NotifyConfig, on_timer_event
 from workflows.timers import node_name
 
 
 def make_engine(db_url: str | None = None) -> Engine:
     calendar = WorkCalendar.load(os.environ.get("CIVFLOW_DEFINITIONS", "definitions"),
                                  os.environ.get("CIVFLOW_TIMEZONE") or DEFAULT_TZ)
-    return Engine(Database(db_url), calendar=calendar)
+    return open_engine(db_url, calendar=calendar)
 
 
 def background(engine: Engine) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def background(engine: Engine) -> dict[str, Any]:
     minute, notification delivery every 5 seconds, and notifications on timer events."""
     config = NotifyConfig.from_env()
     node = node_name()
-    deliverer = Deliverer(engine.db, config, node=node, clock=engine.clock)
+    deliverer = engine.door.notifications.deliverer(config=config, node=node)
 
     def open_cycles(now):
         return open_due_periods(engine, now, node=node)

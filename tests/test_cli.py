@@ -64,7 +64,7 @@ def test_publish_init_start_fire_show(db_url, org, tmp_path):
 
 def test_first_run_prepares_everything(tmp_path):
     url = f"sqlite:///{tmp_path / 'first.db'}"
-    db = prepare(url, ROOT / "definitions", demo=True)
+    db = prepare(url, ROOT / "definitions", demo=True).db
     with db.unit_of_work(write=False) as s:
         hashes = s.execute(select(User.password_hash)).scalars().all()
     prepare(url, ROOT / "definitions", demo=True)  # a second start changes nothing
@@ -92,7 +92,7 @@ def test_first_run_leaves_a_database_with_an_organisation_alone(tmp_path):
     url = f"sqlite:///{tmp_path / 'own.db'}"
     upgrade(url)
     import_people(Database(url), "unit_code,unit_name,person_code,name\nX,某单位,P1,张三\n")
-    db = prepare(url, ROOT / "definitions", demo=True)
+    db = prepare(url, ROOT / "definitions", demo=True).db
     with db.unit_of_work(write=False) as s:
         assert s.execute(select(func.count()).select_from(Person)).scalar() == 1
         assert s.execute(select(func.count()).select_from(User)).scalar() == 0

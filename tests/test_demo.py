@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from service import demo
 from service.app import create_app
 from service.cli import main
+from workflows import demo
 from workflows.db import Database, upgrade
 from workflows.dispatch import shortfalls
 from workflows.engine import Engine

@@ -1,7 +1,7 @@
 """Scenarios over a quarter and a year on the demo bureau, through the HTTP API only, with
 a controlled clock driving the cycles and the timer worker. On SQLite and PostgreSQL.
 
-The bureau is `civflow demo`'s organisation and facts (service/demo: 30 people, the annual
+The bureau is `civflow demo`'s organisation and facts (workflows/demo: 30 people, the annual
 results of 2024–2025, exams, the 警告 of 黄俊杰), without its replayed history: each scenario
 makes its own. People act as their demo accounts (staff01…24, leader1…3, committee1,
 owner, admin); tokens are issued directly, since a password login costs an Argon2 hash each
@@ -37,9 +37,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from service import demo
 from service.app import create_app
 from service.cli import main
+from workflows import demo
 from workflows.accounts import BEARER, issue_token
 from workflows.cycles import open_due_periods
 from workflows.db import Database

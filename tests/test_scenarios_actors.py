@@ -1,4 +1,4 @@
-"""Who acts on a case, through the HTTP API on the demo bureau (service/demo), with the
+"""Who acts on a case, through the HTTP API on the demo bureau (workflows/demo), with the
 clock of tests/test_scenarios.py. On SQLite and PostgreSQL.
 
 1. The monthly cycle opens a case for everyone the hierarchy gives an evaluator: 陈建国

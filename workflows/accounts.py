@@ -78,8 +78,9 @@ def hash_password(password: str) -> str:
 
 
 def create_user(db: Database, username: str, password: str, person_code: str | None = None
-                ) -> User:
-    """Create an account, or set the password of an existing one (civflow create-user)."""
+                ) -> tuple[User, bool]:
+    """Create an account, or set the password of an existing one (civflow create-user);
+    the account and whether it was created."""
     username = username.strip()
     if not username:
         raise FieldErrors({"username": ["is required"]})
@@ -91,6 +92,7 @@ def create_user(db: Database, username: str, password: str, person_code: str | N
             if person_id is None:
                 raise NotFound(f"no person with code {person_code!r}")
         user = s.execute(select(User).where(User.username == username)).scalar_one_or_none()
+        created = user is None
         if user is None:
             user = User(username=username, person_id=person_id, password_hash=hashed)
             s.add(user)
@@ -106,7 +108,7 @@ def create_user(db: Database, username: str, password: str, person_code: str | N
             s.flush()
         except IntegrityError:
             raise FieldErrors({"person_code": [f"{person_code} already has an account"]}) from None
-        return user
+        return user, created
 
 
 def authenticate(db: Database, username: str, password: str) -> User:
@@ -368,12 +370,34 @@ def _digest(token: str) -> str:
 
 def issue_token(db: Database, user_id: int, kind: str, ttl: dt.timedelta,
                 now: dt.datetime) -> tuple[str, dt.datetime]:
+    with db.unit_of_work() as s:
+        return add_token(s, user_id, kind, ttl, now)
+
+
+def add_token(s: Session, user_id: int, kind: str, ttl: dt.timedelta,
+              now: dt.datetime) -> tuple[str, dt.datetime]:
+    """A new token of the account, inside a caller's unit of work: the token (shown once)
+    and its expiry."""
     token = secrets.token_urlsafe(32)
     expires = now + ttl
-    with db.unit_of_work() as s:
-        s.add(ApiToken(user_id=user_id, token_hash=_digest(token), kind=kind, created_at=now,
-                       expires_at=expires))
+    s.add(ApiToken(user_id=user_id, token_hash=_digest(token), kind=kind, created_at=now,
+                   expires_at=expires))
     return token, expires
+
+
+def active_user_id(s: Session, username: str) -> int:
+    """The id of an account that may act: NotFound when there is none, AuthFailed when it
+    or its person is disabled."""
+    row = s.execute(select(User.id, User.active, Person.active)
+                    .outerjoin(Person, Person.id == User.person_id)
+                    .where(User.username == username)).first()
+    if row is None:
+        raise NotFound(f"no user {username!r}: create it with civflow create-user")
+    user_id, active, person_active = row
+    if not active or person_active is False:
+        raise AuthFailed(f"the account {username!r} is disabled"
+                         + (" (its person is inactive)" if person_active is False else ""))
+    return user_id
 
 
 def resolve_token(db: Database, token: str, now: dt.datetime) -> Principal:

@@ -65,6 +65,8 @@ class Engine:
         self.flows = Versions(db, clock)
         self.kernel = Kernel(self.flows, clock, self._calendar)
         self.reads = Reads(db, self.flows, self.kernel, clock)
+        from .frontdoor import FrontDoor  # the service's one way in beside the kernel
+        self.door = FrontDoor(self)
 
     # The clock and the calendar may be swapped on a running engine (tests move time):
     # every capability sees the same ones.

@@ -30,6 +30,8 @@ import hashlib
 import io
 import re
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -414,16 +416,29 @@ def _duplicate() -> FieldErrors:
                                   "same time; reload and try again"]})
 
 
+@contextmanager
+def writing(db: Database, clash: Exception | None = None) -> Iterator[Session]:
+    """A unit of work that sets positions: a parallel request that set the same row first
+    (the unique constraint) is `clash` (a 422 asking to reload), never a 500."""
+    try:
+        with db.unit_of_work() as s:
+            yield s
+    except IntegrityError:
+        raise (clash or _duplicate()) from None
+
+
+def import_clash() -> ImportFailed:
+    return ImportFailed([(1, "rank positions were set by another request at the same "
+                             "time; nothing was imported, try again")])
+
+
 def put(db: Database, spec: FlowSpec | None, unit_code: str, rank: Any, round: Any,
         positions: Any, note: Any = None, *, by: int | None,
         now: dt.datetime | None = None) -> tuple[dict[str, Any], bool]:
     """`set_positions` in its own transaction; NotFound for an unknown unit code."""
-    try:
-        with db.unit_of_work() as s:
-            return set_positions(s, spec, unit_by_code(s, unit_code), rank, round,
-                                 positions, note, by=by, now=now)
-    except IntegrityError:
-        raise _duplicate() from None
+    with writing(db) as s:
+        return set_positions(s, spec, unit_by_code(s, unit_code), rank, round,
+                             positions, note, by=by, now=now)
 
 
 def remove(db: Database, spec: FlowSpec | None, unit_code: str, rank: str,
@@ -476,41 +491,44 @@ def import_positions(db: Database, spec: FlowSpec | None, text: str, *, by: int 
     none. Each row is checked as `set_positions` checks it; `ImportFailed` lists every bad
     row by line number and nothing is written. A unit, rank and round given twice is an
     error on the second line."""
+    with writing(db, import_clash()) as s:
+        return import_rows(s, spec, text, by=by, now=now)
+
+
+def import_rows(s: Session, spec: FlowSpec | None, text: str, *, by: int | None,
+                now: dt.datetime | None = None) -> ImportReport:
+    """`import_positions` inside a caller's unit of work (ImportFailed: the caller rolls
+    back)."""
     rows, errors = _read_csv(text)
     created = updated = 0
-    try:
-        with db.unit_of_work() as s:
-            codes = sorted({c["unit_code"] for _n, c in rows if c.get("unit_code")})
-            units = {u.code: u for u in s.execute(
-                select(Unit).where(Unit.code.in_(codes))).scalars()} if codes else {}
-            seen: dict[tuple[str, str, str], int] = {}
-            for line, c in rows:
-                code = c.get("unit_code", "")
-                if not code:
-                    errors.append((line, "unit_code is empty"))
-                    continue
-                if code not in units:
-                    errors.append((line, f"unit {code!r} does not exist"))
-                    continue
-                key = (code, c.get("rank", ""), c.get("round", ""))
-                if key in seen:
-                    errors.append((line, f"unit {code}, {key[1]}, round {key[2]} is already "
-                                         f"set on line {seen[key]}"))
-                    continue
-                seen[key] = line
-                try:
-                    _row, new = set_positions(s, spec, units[code], c.get("rank"),
-                                              c.get("round"), c.get("positions", ""),
-                                              c.get("note"), by=by, now=now)
-                except FieldErrors as exc:
-                    errors.extend((line, f"{f}: {m}") for f, msgs in exc.errors.items()
-                                  for m in msgs)
-                    continue
-                created, updated = created + new, updated + (not new)
-            if errors:
-                raise ImportFailed(sorted(errors))
-    except IntegrityError:
-        raise ImportFailed([(1, "rank positions were set by another request at the same "
-                                "time; nothing was imported, try again")]) from None
+    codes = sorted({c["unit_code"] for _n, c in rows if c.get("unit_code")})
+    units = {u.code: u for u in s.execute(
+        select(Unit).where(Unit.code.in_(codes))).scalars()} if codes else {}
+    seen: dict[tuple[str, str, str], int] = {}
+    for line, c in rows:
+        code = c.get("unit_code", "")
+        if not code:
+            errors.append((line, "unit_code is empty"))
+            continue
+        if code not in units:
+            errors.append((line, f"unit {code!r} does not exist"))
+            continue
+        key = (code, c.get("rank", ""), c.get("round", ""))
+        if key in seen:
+            errors.append((line, f"unit {code}, {key[1]}, round {key[2]} is already "
+                                 f"set on line {seen[key]}"))
+            continue
+        seen[key] = line
+        try:
+            _row, new = set_positions(s, spec, units[code], c.get("rank"),
+                                      c.get("round"), c.get("positions", ""),
+                                      c.get("note"), by=by, now=now)
+        except FieldErrors as exc:
+            errors.extend((line, f"{f}: {m}") for f, msgs in exc.errors.items()
+                          for m in msgs)
+            continue
+        created, updated = created + new, updated + (not new)
+    if errors:
+        raise ImportFailed(sorted(errors))
     return ImportReport(len(rows), created, updated)
 

@@ -25,7 +25,7 @@ from workflows import ledger
 from workflows.errors import FieldErrors
 from workflows.facts import MAX_NOTE, MAX_YEAR, MIN_YEAR
 
-from ..auth import engine, viewer
+from ..auth import door, viewer
 from ..limits import large_body
 from .contact_register import ReportFiguresOut
 from .schemas import Id
@@ -212,14 +212,10 @@ class Board(MethodView):
 
         Leaders and committee members get the sheets of their unit and its sub-units;
         process owners and admins every sheet. Ranks are among all sheets of the year."""
-        eng, who = engine(), viewer()
-        cp.require_reader(who)
-        spec = eng.flow(args["flow"]).spec
-        with _query_errors(), eng.db.unit_of_work(write=False) as s:
-            specs = {vid: c.spec for vid, c in eng.all_flows(s).items()}
-            board = cp.scoreboard(s, who, args["year"], spec, unit_id=args.get("unit_id"),
-                                  specs=specs, weekly_field=args["weekly_field"],
-                                  tz=eng.calendar.tz)
+        with _query_errors():
+            board = door().contact_points.scoreboard(
+                viewer=viewer(), year=args["year"], flow=args["flow"],
+                unit_id=args.get("unit_id"), weekly_field=args["weekly_field"])
         if args["format"] != "json":
             return _file(args["format"], args, board)
         return board
@@ -237,14 +233,14 @@ class Sheet(MethodView):
         Give the items and their scores (the total is their sum; a total given with them
         must match it), or the total alone. `raised: true` raises the unit's annual 优秀
         ratio (and its sub-units'). 201 when created, 200 when replaced."""
-        out, created = cp.set_sheet(engine().db, viewer(), unit_code, year, body,
-                                    engine().clock())
+        out, created = door().contact_points.set_sheet(viewer=viewer(), unit_code=unit_code,
+                                                       year=year, values=body)
         return (out, 201) if created else out
 
     @blp.response(204)
     def delete(self, unit_code: str, year: int):
         """Delete a unit's score sheet of a year; admins and process owners."""
-        cp.remove_sheet(engine().db, viewer(), unit_code, year)
+        door().contact_points.remove_sheet(viewer=viewer(), unit_code=unit_code, year=year)
 
 
 @blp.route("/import")
@@ -258,4 +254,4 @@ class Import(MethodView):
         One line per item (see docs/contact-points.md); the lines of one unit and year are
         its sheet and replace the stored one. All lines or none: bad lines give 422 with
         `errors` [{line, message}]."""
-        return asdict(cp.import_csv(engine().db, viewer(), body["csv"], engine().clock()))
+        return asdict(door().contact_points.import_sheets(viewer=viewer(), text=body["csv"]))

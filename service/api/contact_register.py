@@ -17,7 +17,7 @@ from marshmallow import Schema, fields, validate
 from workflows import contact_register as reg
 from workflows.facts import MAX_NOTE, MAX_YEAR, MIN_YEAR
 
-from ..auth import engine, viewer
+from ..auth import door, viewer
 from .schemas import Id
 
 blp = Blueprint("contact_register", __name__, url_prefix="/api/v1/contact-point-register",
@@ -108,8 +108,8 @@ class Register(MethodView):
     def get(self, args):
         """The year's contact points (联系点台账), by unit code, each with the figures of its
         monthly reports; leaders and committee members see their unit and sub-units."""
-        with engine().db.unit_of_work(write=False) as s:
-            items = reg.entries(s, viewer(), args["year"], args.get("unit_id"))
+        items = door().contact_points.register(viewer=viewer(), year=args["year"],
+                                               unit_id=args.get("unit_id"))
         return {"year": args["year"], "items": items}
 
     @blp.arguments(EntryIn)
@@ -118,7 +118,7 @@ class Register(MethodView):
         """Register a unit as a contact point of a year (列为联系点); admins and process
         owners. From then on the report flow's cycle opens its monthly report each month,
         the liaison as subject."""
-        return reg.create(engine().db, viewer(), body, engine().clock())
+        return door().contact_points.add_entry(viewer=viewer(), values=body)
 
 
 @blp.route("/<int:entry_id>")
@@ -126,18 +126,18 @@ class Entry(MethodView):
     @blp.response(200, EntryOut)
     def get(self, entry_id: int):
         """One entry with the figures of its monthly reports."""
-        with engine().db.unit_of_work(write=False) as s:
-            return reg.entry(s, viewer(), entry_id)
+        return door().contact_points.entry(viewer=viewer(), entry_id=entry_id)
 
     @blp.arguments(EntryPatch)
     @blp.response(200, EntryOut)
     def patch(self, body, entry_id: int):
         """Change the liaison, level, targets, outcomes or note; admins and process owners.
         Reports already opened keep their subject."""
-        return reg.change(engine().db, viewer(), entry_id, body, engine().clock())
+        return door().contact_points.change_entry(viewer=viewer(), entry_id=entry_id,
+                                                  changes=body)
 
     @blp.response(204)
     def delete(self, entry_id: int):
         """Take the unit off the year's register; admins and process owners. Its report
         cases stay; no more are opened."""
-        reg.remove(engine().db, viewer(), entry_id)
+        door().contact_points.remove_entry(viewer=viewer(), entry_id=entry_id)

@@ -11,7 +11,6 @@ checked in `workflows.facts`, which gives 422 with the field at fault.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import asdict
 from typing import Any
 
@@ -20,11 +19,9 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from workflows import facts
-from workflows.access import ADMIN, require
-from workflows.errors import FieldErrors
-from workflows.models import FACT_GRADES, RESULT_SOURCES, SANCTION_CATEGORIES, SANCTION_KINDS
+from workflows.vocab import FACT_GRADES, RESULT_SOURCES, SANCTION_CATEGORIES, SANCTION_KINDS
 
-from ..auth import engine, viewer
+from ..auth import door, viewer
 from ..limits import large_body
 from .schemas import Id, PageQuery
 
@@ -121,25 +118,24 @@ def _routes(k: facts.FactKind) -> None:
     camel = "".join(p.title() for p in k.name.split("_"))
 
     def post(self, body):
-        require(viewer(), ADMIN, f"adding a {k.name} fact")
         person_id = body.pop("person_id")
-        return facts.create(engine().db, k.name, person_id, body, viewer().person_id)
+        return door().facts.create(viewer=viewer(), kind=k.name, person_id=person_id,
+                                   values=body)
 
     post.__doc__ = (f"Add a {k.label} fact for a person; admins only.\n\n"
                     "Audited (create). 422 with the field at fault, 404 for an unknown "
                     "person.")
 
     def patch_(self, body, fact_id: int):
-        require(viewer(), ADMIN, f"changing a {k.name} fact")
-        return facts.change(engine().db, k.name, fact_id, body, viewer().person_id)
+        return door().facts.change(viewer=viewer(), kind=k.name, fact_id=fact_id,
+                                   changes=body)
 
     patch_.__doc__ = (f"Change a {k.label} fact; admins only.\n\n"
                       "Only the fields sent change. Audited (update) with the row before "
                       "and after.")
 
     def delete(self, fact_id: int):
-        require(viewer(), ADMIN, f"deleting a {k.name} fact")
-        facts.remove(engine().db, k.name, fact_id, viewer().person_id)
+        door().facts.remove(viewer=viewer(), kind=k.name, fact_id=fact_id)
 
     delete.__doc__ = f"Delete a {k.label} fact; admins only.\n\nAudited (delete)."
 
@@ -266,7 +262,7 @@ class PersonFacts(MethodView):
 
         For admins, process owners, the person, and leaders and committee members of
         their unit or a unit above it; 404 for everyone else."""
-        return facts_out(facts.read(engine().db, viewer(), person_id))
+        return facts_out(door().facts.read(viewer=viewer(), person_id=person_id))
 
 
 @blp.route("/people/<int:person_id>/audit")
@@ -277,9 +273,8 @@ class PersonAudit(MethodView):
         """The audit of a person's facts, newest first; admins only.
 
         Who changed what and when, with the row before and after."""
-        require(viewer(), ADMIN, "reading the audit of facts")
-        items, total = facts.audit_entries(engine().db, person_id, args["page"],
-                                           args["per_page"])
+        items, total = door().facts.audit(viewer=viewer(), person_id=person_id,
+                                          page=args["page"], per_page=args["per_page"])
         return {"items": items, "total": total, "page": args["page"],
                 "per_page": args["per_page"]}
 
@@ -295,17 +290,9 @@ class Import(MethodView):
         One fact per row (see docs/facts.md); an XLSX workbook's first sheet is read as the
         CSV would be. All rows or none: bad rows give 422 with
         `errors` [{line, message}]. Each row written is audited (import)."""
-        require(viewer(), ADMIN, "importing facts")
         if "csv" in body:
-            report = facts.import_facts(engine().db, body["csv"], viewer().person_id)
-        else:
-            try:
-                data = base64.b64decode(body["xlsx"], validate=True)
-            except ValueError:  # binascii.Error, or text that is not ASCII at all
-                raise FieldErrors({"xlsx": ["is not base64 (the workbook's bytes, "
-                                            "base64-encoded)"]}) from None
-            report = facts.import_facts_xlsx(engine().db, data, viewer().person_id)
-        return asdict(report)
+            return asdict(door().facts.import_csv(viewer=viewer(), text=body["csv"]))
+        return asdict(door().facts.import_xlsx(viewer=viewer(), base64_data=body["xlsx"]))
 
 
 for _kind in facts.KINDS.values():

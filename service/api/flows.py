@@ -12,7 +12,6 @@ from marshmallow import Schema, fields, validate
 from workflows.access import OWNER, require
 from workflows.diagram import mermaid
 from workflows.engine import PUBLISHED
-from workflows.models import FlowVersion
 from workflows.spec import load_definition
 
 from ..auth import engine, viewer
@@ -23,9 +22,6 @@ blp = Blueprint("flows", __name__, url_prefix="/api/v1/flows",
                 description="Flows (流程): definitions, their versions (版本) and publishing "
                             "(发布)")
 MAX_SOURCE = 1_000_000  # characters of YAML/JSON; the shipped flows are a few KB
-META = (FlowVersion.id, FlowVersion.flow_id, FlowVersion.version, FlowVersion.status,
-        FlowVersion.content_hash, FlowVersion.title, FlowVersion.filename,
-        FlowVersion.created_at, FlowVersion.published_at)
 
 
 # --------------------------------------------------------------------------- schemas

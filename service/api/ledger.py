@@ -18,9 +18,8 @@ from marshmallow import Schema, fields, validate
 
 from workflows import eligibility, ledger
 from workflows.errors import FieldErrors
-from workflows.spec import FlowSpec
 
-from ..auth import engine, viewer
+from ..auth import door, engine, viewer
 from .cases import lang
 from .schemas import Id, PageQuery, RecordDate, Ref
 
@@ -257,11 +256,6 @@ class LedgerOut(Schema):
 # --------------------------------------------------------------------------- helpers
 
 
-def _flow(args: dict[str, Any]) -> FlowSpec:
-    """The latest published version of the flow (404 when there is none)."""
-    return engine().flow(args["flow"]).spec
-
-
 @contextmanager
 def _query_errors() -> Iterator[None]:
     """Parameter errors found against the flow name the query parameter, as webargs does."""
@@ -271,9 +265,10 @@ def _query_errors() -> Iterator[None]:
         raise FieldErrors({f"query.{k}": v for k, v in exc.errors.items()}) from None
 
 
-def _read(fn: Callable[..., Any], spec: FlowSpec, *args: Any, **kwargs: Any) -> Any:
-    with _query_errors(), engine().db.unit_of_work(write=False) as s:
-        return fn(s, viewer(), spec, *args, **kwargs)
+def _read(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """One front-door read (`door().ledger`), as the viewer, its errors on the query."""
+    with _query_errors():
+        return fn(viewer=viewer(), **kwargs)
 
 
 def _periods(args: dict[str, Any]) -> dict[str, Any]:
@@ -313,8 +308,8 @@ class States(MethodView):
     @blp.response(200, StatesOut)
     def get(self, args):
         """Cases by state (with the flow's state labels), every state listed."""
-        spec = _flow(args)
-        return _read(ledger.state_counts, spec, **_periods(args), lang=lang())
+        return _read(door().ledger.state_counts, flow=args["flow"], **_periods(args),
+                     lang=lang())
 
 
 @blp.route("/rates")
@@ -323,8 +318,7 @@ class Rates(MethodView):
     @blp.response(200, RatesOut)
     def get(self, args):
         """Completion and overdue: totals, and per period (every period of a range)."""
-        spec = _flow(args)
-        return _read(ledger.rates, spec, **_periods(args), now=engine().clock())
+        return _read(door().ledger.rates, flow=args["flow"], **_periods(args))
 
 
 @blp.route("/grades")
@@ -335,8 +329,8 @@ class Grades(MethodView):
     def get(self, args):
         """Grades per quota pool (unit × tier × period, as the flow's quota rule says), with
         each pool's quota: size, limit, used, remaining."""
-        spec = _flow(args)
-        dist = _read(ledger.grade_distribution, spec, **_periods(args), lang=lang())
+        dist = _read(door().ledger.grade_distribution, flow=args["flow"], **_periods(args),
+                     lang=lang())
         if args["format"] != "json":
             return _file(args["format"], args, ledger.grade_rows(dist),
                          ledger.grade_columns(dist), "等次分布", "grades")
@@ -350,8 +344,8 @@ class GoodCounts(MethodView):
     @blp.doc(**_file_doc(GoodOut))
     def get(self, args):
         """Per person: the year's approved results, and how many carry the quota value (好)."""
-        spec = _flow(args)
-        counts = _read(ledger.good_counts, spec, args["year"], unit_id=args.get("unit_id"))
+        counts = _read(door().ledger.good_counts, flow=args["flow"], year=args["year"],
+                       unit_id=args.get("unit_id"))
         if args["format"] != "json":
             return _file(args["format"], args, ledger.good_rows(counts), ledger.GOOD_COLUMNS,
                          f"{args['year']}年好等次统计", "good-counts")
@@ -366,23 +360,16 @@ class LedgerCases(MethodView):
     def get(self, args):
         """The ledger (台账): one row per case. JSON is paginated; a CSV or XLSX download
         holds every row (at most 50 000: narrow the unit or the periods beyond that)."""
-        spec = _flow(args)
-        scope = {**_periods(args), "state": args.get("state")}
-        now, who = engine().clock(), viewer()
-        with _query_errors(), engine().db.unit_of_work(write=False) as s:
-            total = ledger.ledger_total(s, who, spec, **scope)
-            if args["format"] == "json":
-                rows = ledger.ledger_rows(s, who, spec, **scope, now=now, lang=lang(),
-                                          limit=args["per_page"],
-                                          offset=(args["page"] - 1) * args["per_page"])
-                return {"items": rows, "total": total, "page": args["page"],
-                        "per_page": args["per_page"]}
-            if total > MAX_EXPORT:
-                raise FieldErrors({"query.period": [
-                    f"{total} rows are more than one download holds ({MAX_EXPORT}); "
-                    "narrow the unit or the periods"]})
-            rows = ledger.ledger_rows(s, who, spec, **scope, now=now, lang=lang())
-        return _file(args["format"], args, rows, ledger.LEDGER_COLUMNS, "台账", "ledger")
+        as_json = args["format"] == "json"
+        found = _read(door().ledger.cases, flow=args["flow"], **_periods(args),
+                      state=args.get("state"), lang=lang(),
+                      page=args["page"] if as_json else None, per_page=args["per_page"],
+                      max_rows=MAX_EXPORT)
+        if as_json:
+            return {"items": found.rows, "total": found.total, "page": args["page"],
+                    "per_page": args["per_page"]}
+        return _file(args["format"], args, found.rows, ledger.LEDGER_COLUMNS, "台账",
+                     "ledger")
 
 
 @blp.route("/eligibility")
@@ -395,9 +382,9 @@ class Eligibility(MethodView):
         their rank, the next rank(s) on the ladder, eligible or not on the date with the
         reasons and numbers, and priority situations (优先情形); also as CSV or XLSX (one
         row per person and next rank)."""
-        spec = _flow(args)
         on = args.get("date") or engine().calendar.local(engine().clock()).date()
-        listing = _read(eligibility.eligibility_list, spec, on, unit_id=args.get("unit_id"))
+        listing = _read(door().ledger.eligibility, flow=args["flow"], on=on,
+                        unit_id=args.get("unit_id"))
         if args["format"] != "json":
             # the date takes the period's place in the file name
             return _file(args["format"], {**args, "period": on.isoformat()},

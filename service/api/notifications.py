@@ -12,9 +12,8 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from workflows import notify
-from workflows.access import ADMIN, require
 
-from ..auth import engine, viewer
+from ..auth import door, viewer
 from .schemas import PageQuery
 
 blp = Blueprint("notifications", __name__, url_prefix="/api/v1/notifications",
@@ -107,9 +106,8 @@ class Notifications(MethodView):
     @blp.response(200, NotificationList)
     def get(self, args):
         """The caller's notifications, newest first, with the number still unread."""
-        page = notify.list_notifications(engine().db, viewer().person_id,
-                                         unread=args.get("unread"), page=args["page"],
-                                         per_page=args["per_page"])
+        page = door().notifications.inbox(viewer=viewer(), unread=args.get("unread"),
+                                         page=args["page"], per_page=args["per_page"])
         return {"items": page.items, "total": page.total, "unread": page.extra["unread"],
                 "page": args["page"], "per_page": args["per_page"]}
 
@@ -119,8 +117,8 @@ class NotificationRead(MethodView):
     @blp.response(200, NotificationOut)
     def post(self, notification_id: int):
         """Mark one of the caller's notifications read (repeating it changes nothing)."""
-        return notify.mark_read(engine().db, viewer().person_id, notification_id,
-                                engine().clock())
+        return door().notifications.mark_read(viewer=viewer(),
+                                              notification_id=notification_id)
 
 
 @blp.route("/read-all")
@@ -128,9 +126,7 @@ class NotificationsReadAll(MethodView):
     @blp.response(200, ReadAllOut)
     def post(self):
         """Mark all of the caller's notifications read."""
-        return {"marked": notify.mark_all_read(engine().db, viewer().person_id,
-                                               engine().clock()),
-                "unread": 0}
+        return {"marked": door().notifications.mark_all_read(viewer=viewer()), "unread": 0}
 
 
 @blp.route("/deliveries")
@@ -139,9 +135,8 @@ class Deliveries(MethodView):
     @blp.response(200, DeliveryList)
     def get(self, args):
         """E-mail and webhook deliveries with attempts and the last error (admins only)."""
-        require(viewer(), ADMIN, "listing notification deliveries")
-        page = notify.list_deliveries(engine().db, status=args.get("status"),
-                                      channel=args.get("channel"), page=args["page"],
-                                      per_page=args["per_page"])
+        page = door().notifications.deliveries(viewer=viewer(), status=args.get("status"),
+                                               channel=args.get("channel"),
+                                               page=args["page"], per_page=args["per_page"])
         return {"items": page.items, "total": page.total, "counts": page.extra["counts"],
                 "page": args["page"], "per_page": args["per_page"]}

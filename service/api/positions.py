@@ -15,10 +15,8 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from workflows import positions as rank_positions
-from workflows.errors import NotFound
-from workflows.spec import FlowSpec
 
-from ..auth import engine, viewer
+from ..auth import door, viewer
 from ..limits import large_body
 from .schemas import Id
 
@@ -88,14 +86,6 @@ class PositionsImportOut(Schema):
 # --------------------------------------------------------------------------- views
 
 
-def _spec() -> FlowSpec | None:
-    """The published rank-promotion definition (its ladder and positions rule), if any."""
-    try:
-        return engine().flow(rank_positions.FLOW).spec
-    except NotFound:
-        return None
-
-
 @blp.route("")
 class RankPositions(MethodView):
     @blp.arguments(PositionsQuery, location="query")
@@ -105,7 +95,7 @@ class RankPositions(MethodView):
 
         Admins and process owners see every row; leaders and committee members the rows
         of their units, the units below and above. Ordered by round, unit, rank."""
-        items = rank_positions.read(engine().db, viewer(), _spec(), **args)
+        items = door().positions.read(viewer=viewer(), **args)
         return {"items": items, "total": len(items)}
 
 
@@ -123,10 +113,9 @@ class RankPositionsRow(MethodView):
         404 for an unknown unit; 422 with the field at fault: a rank off the ladder of the
         published rank-promotion flow, a round longer than 32 characters, a negative
         number, or fewer positions than are already taken."""
-        rank_positions.require_writer(viewer(), "setting rank positions (职数)")
-        row, created = rank_positions.put(engine().db, _spec(), unit_code, rank, round,
-                                     body["positions"], body["note"],
-                                     by=viewer().person_id, now=engine().clock())
+        row, created = door().positions.put(viewer=viewer(), unit_code=unit_code, rank=rank,
+                                            round=round, positions=body["positions"],
+                                            note=body["note"])
         return (row, 201) if created else row
 
     @blp.response(204)
@@ -134,8 +123,8 @@ class RankPositionsRow(MethodView):
         """Delete the positions of a unit, rank and round that no approved promotion uses
         (422 when one does: the row stays as the record of the round); admins and process
         owners."""
-        rank_positions.require_writer(viewer(), "deleting rank positions (职数)")
-        rank_positions.remove(engine().db, _spec(), unit_code, rank, round)
+        door().positions.remove(viewer=viewer(), unit_code=unit_code, rank=rank,
+                                round=round)
 
 
 @blp.route("/import")
@@ -148,7 +137,4 @@ class Import(MethodView):
 
         Columns unit_code, rank, round, positions, note. All rows or none: bad rows give
         422 with `errors` [{line, message}]."""
-        rank_positions.require_writer(viewer(), "importing rank positions (职数)")
-        report = rank_positions.import_positions(engine().db, _spec(), body["csv"],
-                                            by=viewer().person_id, now=engine().clock())
-        return asdict(report)
+        return asdict(door().positions.import_csv(viewer=viewer(), text=body["csv"]))

@@ -20,7 +20,6 @@ from flask_babel import lazy_gettext as _l
 from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
-from workflows import readouts
 from workflows.engine import CLAIM, DELEGATE, RELEASE, START
 from workflows.errors import (
     ActionNotAllowed,
@@ -176,13 +175,14 @@ def render_case(case_id: int, failed: Failure | None = None, status: int = 200,
     timers = eng.timers_for(viewer, case_id)
     ids = [h["actor_id"] for h in history] + [row.claimed_by, row.subject_id]
     ids += [h["data"].get("to") for h in history if h["trigger"] == DELEGATE]
-    names = readouts.person_names(eng.db, ids)
+    names = auth.door().org.person_names(ids=ids)
     me = viewer.person_id
     approving = [a for a in row.actions if a.as_role not in ("subject", SYSTEM)]
     candidates = []
     if approving and not row.closed and (row.claimed_by in (None, me)):
         steps = spec.transitions_from(row.state)
-        candidates = readouts.delegates(eng.db, row, spec, steps, exclude=[me])
+        candidates = auth.door().reads.delegates(case_row=row, spec=spec, steps=steps,
+                                                 exclude=[me])
     page = {
         "row": row, "spec": spec, "flow_title": label(spec.title, row.flow_title),
         "subject": names.get(row.subject_id, row.subject_name),

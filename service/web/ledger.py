@@ -17,7 +17,6 @@ page: their own numbers are on their home page.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import Any
 
 from flask import render_template, request
@@ -27,11 +26,8 @@ from marshmallow import Schema, ValidationError
 from werkzeug.datastructures import MultiDict
 
 from workflows import contact_points as cp
-from workflows import eligibility
-from workflows import ledger as book
 from workflows.access import COMMITTEE, LEADER, Viewer
 from workflows.errors import FieldErrors, Forbidden, NotFound
-from workflows.org import list_units
 from workflows.periods import period_key
 from workflows.spec import FlowSpec
 
@@ -74,7 +70,7 @@ def published_flows() -> list[tuple[str, FlowSpec]]:
 
 def visible_units(viewer: Viewer) -> list[Any]:
     """The units a filter may name: all for owners and admins, else the viewer's subtrees."""
-    units = list_units(auth.engine().db)
+    units = auth.door().org.units()
     if viewer.sees_all:
         return units
     paths = viewer.paths(LEADER, COMMITTEE)
@@ -132,12 +128,6 @@ def _page_frame(args: dict[str, Any], errors: dict[str, list[str]], **extra: Any
     return {"args": args, "errors": errors, "tabs": TABS,
             "flows": [(fid, label(spec.title, fid)) for fid, spec in flows],
             "units": visible_units(viewer), **extra}
-
-
-def _read(fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
-    eng = auth.engine()
-    with eng.db.unit_of_work(write=False) as s:
-        return fn(s, auth.viewer(), *a, **kw)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -206,11 +196,9 @@ def statistics():
     if errors:
         return render_template("owner/statistics.html", **page), 422
     try:
-        states = _read(book.state_counts, spec, **_scope(args), lang=lang())
-        rates = _read(book.rates, spec, **_scope(args), now=eng.clock())
-        quota = book.quota_of(spec)
-        dist = _read(book.grade_distribution, spec, **_scope(args), lang=lang()) \
-            if quota else None
+        found = auth.door().ledger.statistics(viewer=viewer, flow=spec, **_scope(args),
+                                              lang=lang())
+        states, rates, dist = found.states, found.rates, found.grades
     except FieldErrors as exc:
         page["errors"] = exc.errors
         return render_template("owner/statistics.html", **page), 422
@@ -237,7 +225,7 @@ def statistics():
 
 @bp.get("/ledger/cases")
 def ledger_cases():
-    eng, viewer = auth.engine(), auth.viewer()
+    viewer = auth.viewer()
     require_reader(viewer)
     flows = published_flows()
     args, errors = read_query(CasesQuery(), request.args,
@@ -255,11 +243,9 @@ def ledger_cases():
         return render_template("owner/ledger_cases.html", **page), 422
     scope = {**_scope(args), "state": args.get("state")}
     try:
-        with eng.db.unit_of_work(write=False) as s:
-            total = book.ledger_total(s, viewer, spec, **scope)
-            rows = book.ledger_rows(s, viewer, spec, **scope, now=eng.clock(), lang=lang(),
-                                    limit=args["per_page"],
-                                    offset=(args["page"] - 1) * args["per_page"])
+        found = auth.door().ledger.cases(viewer=viewer, flow=spec, **scope, lang=lang(),
+                                         page=args["page"], per_page=args["per_page"])
+        rows, total = found.rows, found.total
     except FieldErrors as exc:
         page["errors"] = exc.errors
         return render_template("owner/ledger_cases.html", **page), 422
@@ -291,7 +277,8 @@ def eligibility_page():
         return render_template("owner/eligibility.html", **page)
     spec = _flow_spec(flows, args["flow"])
     try:
-        listing = _read(eligibility.eligibility_list, spec, on, unit_id=args.get("unit_id"))
+        listing = auth.door().ledger.eligibility(viewer=viewer, flow=spec, on=on,
+                                                 unit_id=args.get("unit_id"))
     except FieldErrors as exc:
         page["errors"] = exc.errors
         return render_template("owner/eligibility.html", **page), 422
@@ -309,20 +296,16 @@ def eligibility_page():
 def contact_points():
     eng, viewer = auth.engine(), auth.viewer()
     require_reader(viewer)
-    cp.require_reader(viewer)
     year = eng.calendar.local(eng.clock()).year
     args, errors = read_query(ScoreBoardQuery(), request.args, {"year": year})
     page = _page_frame(args, errors, board=None,
                        exports=export_query(args, "year", "unit_id"))
     if errors:
         return render_template("owner/contact_points.html", **page), 422
-    spec = eng.flow(args["flow"]).spec
     try:
-        with eng.db.unit_of_work(write=False) as s:
-            specs = {vid: c.spec for vid, c in eng.all_flows(s).items()}
-            board = cp.scoreboard(s, viewer, args["year"], spec, unit_id=args.get("unit_id"),
-                                  specs=specs, weekly_field=args["weekly_field"],
-                                  tz=eng.calendar.tz)
+        board = auth.door().contact_points.scoreboard(
+            viewer=viewer, year=args["year"], flow=args["flow"], unit_id=args.get("unit_id"),
+            weekly_field=args["weekly_field"])
     except FieldErrors as exc:
         page["errors"] = exc.errors
         return render_template("owner/contact_points.html", **page), 422

@@ -15,21 +15,19 @@ publishing, as over the API, for process owners only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import PurePath
 from typing import Any
 
 from flask import Response, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from marshmallow import ValidationError
-from sqlalchemy import select
 
-from workflows import readouts, rules
+from workflows import rules
 from workflows.access import Viewer
 from workflows.diagram import mermaid
 from workflows.engine import PUBLISHED, PublishResult
 from workflows.errors import DefinitionInvalid, FieldErrors, Forbidden
-from workflows.models import FlowVersion
 from workflows.spec import FlowSpec, Label, RuleSpec, load_definition
 
 from .. import auth
@@ -147,14 +145,7 @@ def numbered(source: str) -> list[dict[str, Any]]:
 
 def _authors(version_id: int) -> dict[str, str | None]:
     """Who uploaded and who published a version, by name (the API's metadata has neither)."""
-    db = auth.engine().db
-    with db.unit_of_work(write=False) as s:
-        created, published = s.execute(
-            select(FlowVersion.created_by, FlowVersion.published_by)
-            .where(FlowVersion.id == version_id)).one()
-    names = readouts.person_names(db, [created, published])
-    return {"created_by": names.get(created) if created else None,
-            "published_by": names.get(published) if published else None}
+    return asdict(auth.door().reads.version_authors(version_id=version_id))
 
 
 @bp.get("/flows")

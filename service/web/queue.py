@@ -20,7 +20,7 @@ from flask_babel import lazy_gettext as _l
 from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
-from workflows import ledger, readouts
+from workflows import ledger
 from workflows.access import Viewer
 from workflows.errors import (
     ActionNotAllowed,
@@ -30,7 +30,6 @@ from workflows.errors import (
     NotFound,
     RuleViolation,
 )
-from workflows.org import list_units
 from workflows.queries import CaseFilter, CaseRow
 from workflows.spec import SYSTEM, FlowSpec
 
@@ -69,7 +68,7 @@ def _flows() -> list[tuple[str, FlowSpec]]:
 
 
 def _units(viewer: Viewer) -> list[Any]:
-    units = list_units(auth.engine().db)
+    units = auth.door().org.units()
     if viewer.sees_all:
         return units
     paths = viewer.paths(*{r for r, _u, _p in viewer.assignments})
@@ -183,7 +182,7 @@ def delegate(case_id: int):
             failed.errors = {"to": [str(exc)]}
         return render_case(case_id, failed, status)
     metrics.count_action(result.flow, result.trigger)
-    names = readouts.person_names(eng.db, [body["to"]])
+    names = auth.door().org.person_names(ids=[body["to"]])
     flash(_("Delegated to %(name)s.", name=names.get(body["to"], body["to"])), "success")
     try:
         eng.case_for(viewer, case_id)
@@ -222,9 +221,9 @@ def quota_meter(spec: FlowSpec, trigger: str, rows: list[CaseRow], selected: set
     quota = ledger.quota_of(spec)
     if quota is None or quota.trigger != trigger:
         return None
-    keys, usage = readouts.pool_usage(auth.engine().db, spec.flow, quota, rows)
+    keys, usage = auth.door().ledger.pool_usage(flow=spec.flow, quota=quota, cases=rows)
     hits = {r.id: r.data.get(quota.field) == quota.value for r in rows}
-    unit_names = {u.id: u.name for u in list_units(auth.engine().db)} \
+    unit_names = {u.id: u.name for u in auth.door().org.units()} \
         if quota.spans_units else {r.unit_id: r.unit_name for r in rows}
     chosen = Counter(keys[i] for i in selected if i in keys and hits[i])
     pools = []

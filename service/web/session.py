@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import flash, g, redirect, request, session, url_for
 from flask_babel import gettext as _
 
-from workflows.accounts import revoke_token
 from workflows.engine import utcnow
 
 from .. import auth
@@ -27,7 +26,7 @@ def set_language():
 def logout():
     """End the browser session: its token is revoked, the cookie emptied (the language
     choice stays)."""
-    revoke_token(auth.engine().db, g.principal.token_id, utcnow())
+    auth.door().accounts.revoke(token_id=g.principal.token_id, now=utcnow())
     chosen = session.get("lang")
     session.clear()
     if chosen:

@@ -12,7 +12,6 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from marshmallow import ValidationError
 
-from workflows import notify
 from workflows.queries import CaseFilter
 
 from .. import auth
@@ -49,9 +48,9 @@ def notifications():
     except ValidationError:
         args = NotificationQuery().load({})
     page, unread_only = args["page"], args.get("unread") is True
-    found = notify.list_notifications(auth.engine().db, auth.viewer().person_id,
-                                      unread=True if unread_only else None, page=page,
-                                      per_page=NOTIFICATIONS_PER_PAGE)
+    found = auth.door().notifications.inbox(viewer=auth.viewer(),
+                                           unread=True if unread_only else None, page=page,
+                                           per_page=NOTIFICATIONS_PER_PAGE)
     pages = max(1, -(-found.total // NOTIFICATIONS_PER_PAGE))
     return render_template("notifications.html", items=found.items, total=found.total,
                            unread=found.extra["unread"], page=page, pages=pages,
@@ -60,8 +59,8 @@ def notifications():
 
 @bp.post("/notifications/<int:notification_id>/read")
 def notification_read(notification_id: int):
-    item = notify.mark_read(auth.engine().db, auth.viewer().person_id, notification_id,
-                            auth.engine().clock())
+    item = auth.door().notifications.mark_read(viewer=auth.viewer(),
+                                               notification_id=notification_id)
     if wants_fragment():
         return render_template("_notification.html", n=item)
     return redirect(url_for("web.notifications"))
@@ -69,6 +68,6 @@ def notification_read(notification_id: int):
 
 @bp.post("/notifications/read-all")
 def notifications_read_all():
-    n = notify.mark_all_read(auth.engine().db, auth.viewer().person_id, auth.engine().clock())
+    n = auth.door().notifications.mark_all_read(viewer=auth.viewer())
     flash(_("%(n)s notification(s) marked read.", n=n), "success")
     return redirect(url_for("web.notifications"))

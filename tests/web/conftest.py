@@ -103,7 +103,7 @@ class Live:
 def seed_demo(db_url: str, now) -> tuple[Engine, Clock]:
     """What `civflow demo` makes, on a controlled clock: the shipped flows, the demo bureau
     with its accounts and facts, and its year of history up to `now`."""
-    from service import demo
+    from workflows import demo
 
     db = Database(db_url)
     calendar = WorkCalendar.load(ROOT / "definitions")
