@@ -1,7 +1,16 @@
-"""Engine throughput against a hand-written DBAPI ceiling, on SQLite and PostgreSQL.
+"""Engine throughput against a replay of its own statements, then against its peers.
 
     .venv/bin/python bench/engine_bench.py [--db sqlite|postgresql|both] [--cases N]
                                            [--repeat R] [--chunk C] [--profile]
+                                           [--baseline REV | --no-baseline] [--no-peers]
+
+Two parts. First the replay (below): how much of its time the engine spends above the
+statements it sends. Then, unless ``--no-peers``, ``bench/peer_bench.py``: civflow against
+SpiffWorkflow, against the database's own limit (a raw UPDATE + INSERT per step from
+Python) and against the engine of a git revision (``--baseline``, default 45d2e57), each
+as a ratio from the same run — the figures issue 12's targets are about; its docstring
+says how. The replay is *not* the database's limit: it sends the engine's own statements
+(reads, role and quota checks included), so it moves whenever the engine's SQL does.
 
 What is measured
     For each database a fresh migrated database is made (SQLite: a file in a temporary
@@ -19,8 +28,8 @@ What is measured
     first, so that whatever else runs on the machine weighs on both alike. The figure is
     actions per second, the median over R repeats, single-threaded.
 
-Why the ceiling is fair
-    The ceiling is what ``Engine.fire`` cannot beat on the same database with the same
+The replay ("ceiling" in the code)
+    The replay is what ``Engine.fire`` cannot beat on the same database with the same
     driver: per action it sends exactly the statements the engine sends, in the same order
     and in one transaction (BEGIN IMMEDIATE on SQLite as ``workflows.db`` does, psycopg's
     implicit BEGIN on PostgreSQL; then COMMIT), straight through ``sqlite3`` / ``psycopg``
@@ -81,6 +90,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import peer_bench
 import psycopg
 import sqlalchemy
 from psycopg import pq
@@ -816,7 +826,9 @@ def report(results: list[Result], n: int, repeats: int, chunk: int,
     print("load     1/5/15-min load average: "
           + " → ".join("/".join(f"{x:.2f}" for x in avg) for avg in load) + " (start → end)")
     med = statistics.median
-    print(f"\n{'database':<12}{'engine act/s':>14}{'ceiling act/s':>15}{'engine/ceiling':>16}"
+    print("\nreplay = the engine's own statements sent straight through the driver (not the "
+          "database's limit: see the peers below)")
+    print(f"{'database':<12}{'engine act/s':>14}{'replay act/s':>15}{'engine/replay':>16}"
           "   per repeat")
     for r in results:
         e, c = med(r.engine.rate), med(r.ceiling.rate)
@@ -836,9 +848,8 @@ def report(results: list[Result], n: int, repeats: int, chunk: int,
     for r in results:
         if r.kind == "postgresql":
             ratio = med(r.engine.rate) / med(r.ceiling.rate)
-            verdict = "reached" if ratio >= 0.5 else "NOT reached"
-            print(f"target (issue): engine ≥ 50% of the ceiling on PostgreSQL: {verdict} "
-                  f"({ratio:.0%})")
+            print(f"replay: the engine does {ratio:.0%} of the rate of its own statements "
+                  "replayed on PostgreSQL")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -850,6 +861,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="cases per turn when engine and ceiling take turns (20)")
     ap.add_argument("--profile", action="store_true",
                     help="also drive N more cases under cProfile and print where the time goes")
+    ap.add_argument("--baseline", default=peer_bench.DEFAULT_BASELINE, metavar="REV",
+                    help="git revision whose engine the peers part runs as the baseline "
+                         f"({peer_bench.DEFAULT_BASELINE})")
+    ap.add_argument("--no-baseline", action="store_true", help="peers without the baseline")
+    ap.add_argument("--no-peers", action="store_true",
+                    help="the replay only, not the comparison with the peers")
     args = ap.parse_args(argv)
     if args.cases < 2 or args.repeat < 1 or args.chunk < 1:
         ap.error("--cases must be at least 2, --repeat and --chunk at least 1")
@@ -861,6 +878,12 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     results = [bench(k, args.cases, args.repeat, args.chunk, args.profile, say) for k in kinds]
     report(results, args.cases, args.repeat, args.chunk, (load, os.getloadavg()))
+    if not args.no_peers:
+        if not peer_bench.spiff_available():
+            print(f"\nSpiffWorkflow is not installed: its column stays empty. "
+                  f"Install it with {peer_bench.INSTALL}")
+        peer_bench.run(kinds, max(args.cases, 5), args.repeat,
+                       None if args.no_baseline else args.baseline, say)
     return 0
 
 

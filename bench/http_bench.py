@@ -691,6 +691,12 @@ def report(args: argparse.Namespace, machine: list[str], load: tuple, http: Http
     for row in engine:
         label = "ratio HTTP / engine, " + row.label.rsplit(", ", 1)[1]
         print(f"{label:<34}{http.row.rate / row.rate:>10.0%}")
+    single = next((row for row in engine if row.label.endswith(threads_label(1))), None)
+    if single is not None:
+        share = http.row.rate / single.rate
+        print(f"target (issue 12): gunicorn with {args.workers} workers ≥ 80% of the "
+              f"single-threaded engine: {'reached' if share >= 0.8 else 'NOT reached'} "
+              f"({share:.0%})")
     print("  HTTP latency: wrk's, per request, including the wait for a free worker "
           f"({args.connections} connections, {args.workers} workers). Engine latency: per "
           "Engine.fire call.\n  CPU ms/action: the gunicorn workers (HTTP) or this process "

@@ -46,7 +46,8 @@ BENCHES = ("engine", "http", "query", "cycle", "timer", "memory")
 JSON_BENCHES = ("query", "cycle", "memory")
 DEFAULT_OUTPUT = ROOT / "docs" / "BENCHMARKS.md"
 WHAT = {
-    "engine": "Engine actions/s against the same SQL sent directly (SQLite, PostgreSQL)",
+    "engine": "Engine actions/s against SpiffWorkflow, raw UPDATE + INSERT and a baseline "
+              "revision, and against a replay of its own SQL (SQLite, PostgreSQL)",
     "http": "HTTP actions/s through gunicorn (2 workers) against Engine.fire",
     "query": "queue and case-list latency, 1M cases, against the same SQL (target p95 ≤ 25 ms)",
     "cycle": "opening a period for 100,000 people against bulk COPY of the same rows",
@@ -86,9 +87,31 @@ def _num(text: str) -> float:
 def parse_engine(out: str) -> list[dict[str, Any]]:
     rows = []
     for m in re.finditer(r"^(sqlite|postgresql)\s+([\d,]+)\s+([\d,]+)\s+(\d+)%", out, re.M):
-        rows.append({"what": f"actions/s, {m[1]}", "value": _num(m[2]), "ceiling": _num(m[3]),
-                     "ratio": _num(m[4]) / 100, "unit": "actions/s",
-                     "note": "engine / direct SQL (rates)"})
+        rows.append({"what": f"actions/s, {m[1]}, against the replay", "value": _num(m[2]),
+                     "ceiling": _num(m[3]), "ratio": _num(m[4]) / 100, "unit": "actions/s",
+                     "note": "engine / its own statements replayed (not the database's limit)"})
+    return parse_peers(out) + rows
+
+
+def parse_peers(out: str) -> list[dict[str, Any]]:
+    """The peers table of bench/peer_bench.py: civflow against each peer, as ratios."""
+    base = re.search(r"; baseline (\S+) = ", out)
+    names = ("SpiffWorkflow", "raw UPDATE + INSERT",
+             f"baseline {base[1]}" if base else "baseline")
+    cell = r"([\d,]+|—)"
+    rows = []
+    for m in re.finditer(rf"^peer (sqlite|postgresql)\s+(fire-only|start\+fire)\s+{cell}\s+"
+                         rf"{cell}\s+{cell}\s+{cell}", out, re.M):
+        if m[3] == "—":
+            continue
+        mine = _num(m[3])
+        for name, theirs in zip(names, (m[4], m[5], m[6]), strict=True):
+            if theirs == "—":
+                continue
+            rows.append({"what": f"civflow vs {name}, {m[1]}, {m[2]}", "value": mine,
+                         "ceiling": _num(theirs), "ratio": round(mine / _num(theirs), 2),
+                         "unit": "steps/s" if m[2] == "fire-only" else "transactions/s",
+                         "note": "civflow / peer (medians of one run)"})
     return rows
 
 

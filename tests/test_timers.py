@@ -65,6 +65,38 @@ def test_calendar_file_overrides_and_uncovered_years(tmp_path):
     assert len(seen) == 1 and "no official holiday data for 2099" in seen[0]
 
 
+def test_working_days_agree_with_the_library_and_ask_it_once_per_year(monkeypatch):
+    """The per-year table (memoized) gives chinese_calendar's answer for every day of every
+    year it covers, and asks the library about each day of a year at most once, however
+    many deadlines are planned (the library scans its holiday table on every call)."""
+    import chinese_calendar
+
+    from workflows import calendar as calendar_module
+
+    first, last = (min(chinese_calendar.holidays).year, max(chinese_calendar.holidays).year)
+    cal = WorkCalendar()
+    for year in range(first, last + 1):
+        day = dt.date(year, 1, 1)
+        while day.year == year:
+            assert cal.is_workday(day) == chinese_calendar.is_workday(day), day
+            day += dt.timedelta(days=1)
+    calls: list[dt.date] = []
+    real = chinese_calendar.is_workday
+
+    def counting(day):
+        calls.append(day)
+        return real(day)
+
+    monkeypatch.setattr(chinese_calendar, "is_workday", counting)
+    calendar_module.official_days_off.cache_clear()
+    try:
+        for hour in range(0, 24 * 200, 5):
+            cal.add_working_days(cst(2026, 1, 5) + dt.timedelta(hours=hour), 5)
+    finally:
+        calendar_module.official_days_off.cache_clear()
+    assert 0 < len(calls) <= 366 + 1 and len(set(calls)) >= len(calls) - 1
+
+
 def test_time_zone_decides_the_day():
     cal = WorkCalendar()
     # 23:30 UTC on Friday 9 October is already Saturday 10 October in Beijing.
