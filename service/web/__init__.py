@@ -49,6 +49,7 @@ from . import cases, i18n, ledger, nav, owner, queue, session, staff  # noqa: E4
 def init_app(app: Flask) -> None:
     """Languages, CSRF page, navigation, and the blueprint, on one app."""
     i18n.init_app(app)
+    bp.before_request(i18n.set_reader_lang)
     csrf.init_app(app)
     nav.init_app(app)
     app.register_blueprint(bp)
