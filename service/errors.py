@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from workflows import errors as e
 from workflows.accounts import AuthFailed, LoginThrottled
-from workflows.messages import best_lang, field_messages
+from workflows.messages import LANGS, field_messages
 
 STATUS: dict[type[e.CivflowError], int] = {
     e.NotFound: 404,
@@ -79,7 +79,7 @@ def request_lang() -> str:
 
     if not has_request_context():
         return "zh"
-    return best_lang(request.headers.get("Accept-Language"))
+    return request.accept_languages.best_match(LANGS) or LANGS[0]
 
 
 def body_of(exc: e.CivflowError, lang: str | None = None) -> dict[str, Any]:

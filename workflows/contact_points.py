@@ -39,6 +39,7 @@ from .calendar import DEFAULT_TZ
 from .db import Database
 from .errors import FieldErrors, Forbidden, ImportFailed, NotFound
 from .facts import MAX_NOTE, MAX_YEAR, MIN_YEAR, NO, YES
+from .messages import msg
 from .models import Case, ContactPointScore, HistoryRecord, Timer, Unit, unit_path_ids
 from .spec import FlowSpec
 from .timers import DEADLINE
@@ -384,9 +385,9 @@ class Raise:
     def describe(self) -> str:
         if self.source == "raise_units":
             return self.code
-        text = (f"{self.code}: contact-point score sheet {self.year}, score "
-                f"{shown(self.score)}, rank {self.rank}")
-        return text + (f" (top {self.top})" if self.source == "raise_top" else "")
+        top = msg("contact_points.raise_top", top=self.top) if self.source == "raise_top" else ""
+        return msg("contact_points.raise_sheet", unit=self.code, year=self.year,
+                   score=shown(self.score), rank=self.rank, top=top)
 
     def details(self) -> dict[str, Any]:
         out: dict[str, Any] = {"unit": self.code, "source": self.source}

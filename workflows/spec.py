@@ -33,6 +33,7 @@ from marshmallow import (
 from marshmallow import fields as mf
 
 from .errors import DefinitionInvalid, Problem
+from .messages import Message, from_marshmallow, msg
 
 PERIODS = ("none", "week", "month", "quarter", "year")
 FIELD_TYPES = ("text", "int", "decimal", "date", "enum", "bool", "person", "list")
@@ -1107,16 +1108,16 @@ def _suggest(name: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _friendly(message: str) -> str:
-    return {
-        "Unknown field.": "unknown key",
-        "Missing data for required field.": "is required",
-        "Not a valid string.": "must be a string",
-        "Not a valid integer.": "must be an integer",
-        "Not a valid boolean.": "must be true or false",
-        "Not a valid list.": "must be a list",
-        "Not a valid mapping type.": "must be a mapping",
-    }.get(message, message)
+_DEFINITION_WORDS = {  # marshmallow's words, as a definition's author reads them
+    "field.unknown": "spec.unknown_key", "field.not_string": "spec.not_string",
+    "field.not_integer": "spec.not_integer", "field.not_boolean": "spec.not_boolean",
+    "field.not_list": "spec.not_list", "field.not_mapping": "spec.not_mapping",
+}
+
+
+def _friendly(message: str) -> Message:
+    m = from_marshmallow(message)
+    return msg(_DEFINITION_WORDS[m.key]) if m.key in _DEFINITION_WORDS else m
 
 
 DICT_KEYS = ("fields", "roles")  # schema attributes that are mappings of named entries
