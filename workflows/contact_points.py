@@ -93,9 +93,9 @@ def shown(number: Decimal | float | None) -> str:
 
 def check_year(year: Any) -> int:
     if isinstance(year, bool) or not isinstance(year, int):
-        raise FieldErrors({"year": [f"{year!r} is not a year"]})
+        raise FieldErrors({"year": [msg("contact_points.not_year", year=year)]})
     if not MIN_YEAR <= year <= MAX_YEAR:
-        raise FieldErrors({"year": [f"{year} is not a year between {MIN_YEAR} and {MAX_YEAR}"]})
+        raise FieldErrors({"year": [msg("contact_points.not_year_between", year=year, MIN_YEAR=MIN_YEAR, MAX_YEAR=MAX_YEAR)]})
     return year
 
 
@@ -181,16 +181,12 @@ def check_sheet(values: Mapping[str, Any]) -> dict[str, Any]:
         total = sum((i["score"] for i in items), Decimal(0))
         if score is not None and score != total:
             raise FieldErrors({"score": [
-                f"{score} is not the sum of the items' scores, {total} "
-                f"({len(items)} item{'s' if len(items) != 1 else ''}); give the items' total "
-                "or leave score out"]})
+                msg("contact_points.not_sum_items_scores", score=score, total=total, n_items=len(items), value='s' if len(items) != 1 else '')]})
         if total > MAX_SCORE:
-            raise FieldErrors({"score": [f"the items add up to {total}, more than a sheet "
-                                         f"holds ({MAX_SCORE})"]})
+            raise FieldErrors({"score": [msg("contact_points.items_add_up_more", total=total, MAX_SCORE=MAX_SCORE)]})
         score = total
     elif score is None:
-        raise FieldErrors({"score": ["is required when no items are given (give the total, "
-                                     "or the items and their scores)"]})
+        raise FieldErrors({"score": [msg("contact_points.required_when_no_items")]})
     return {"score": score, "items": [{"item": i["item"], "score": str(i["score"]),
                                        "max": str(i["max"])} for i in items] or None,
             "raised": raised, "note": note}
@@ -206,15 +202,13 @@ def with_report_items(s: Session, unit_id: int, year: int, clean: dict[str, Any]
     clash = [i for i, x in enumerate(typed) if x["item"] in DERIVED_ITEMS]
     if clash:
         raise FieldErrors({f"items[{i}].item": [
-            f"{typed[i]['item']!r} is derived from the monthly reports (信息月报); leave it "
-            "out, it is added by itself"] for i in clash})
+            msg("contact_points.derived_from_monthly_reports", item=typed[i]['item'])] for i in clash})
     if not typed:
         return clean
     derived = sheet_items(s, unit_id, year)
     total = clean["score"] + sum((d["score"] for d in derived), Decimal(0))
     if total > MAX_SCORE:
-        raise FieldErrors({"score": [f"with the monthly reports' lines the sheet adds up to "
-                                     f"{total}, more than a sheet holds ({MAX_SCORE})"]})
+        raise FieldErrors({"score": [msg("contact_points.monthly_reports_lines_sheet", total=total, MAX_SCORE=MAX_SCORE)]})
     items = typed + [{"item": d["item"], "score": str(d["score"]), "max": str(d["max"])}
                      for d in derived]
     return clean | {"items": items, "score": total}
@@ -239,7 +233,7 @@ def sheet_out(row: ContactPointScore, unit: Unit, rank: int | None = None,
 def _unit(s: Session, code: str) -> Unit:
     unit = s.execute(select(Unit).where(Unit.code == code)).scalar()
     if unit is None:
-        raise NotFound(f"unit {code!r} does not exist")
+        raise NotFound(msg("contact_points.unit_does_not_exist", code=code))
     return unit
 
 
@@ -273,7 +267,7 @@ def delete_sheet(s: Session, unit_code: str, year: int) -> None:
     row = s.execute(select(ContactPointScore).where(
         ContactPointScore.unit_id == unit.id, ContactPointScore.year == year)).scalar()
     if row is None:
-        raise NotFound(f"unit {unit_code!r} has no contact-point score sheet for {year}")
+        raise NotFound(msg("contact_points.unit_has_no_contact", unit_code=unit_code, year=year))
     s.delete(row)
     s.flush()
 
@@ -281,15 +275,13 @@ def delete_sheet(s: Session, unit_code: str, year: int) -> None:
 def require_writer(viewer: Viewer, doing: str) -> None:
     """Score sheets are written by admins and process owners (组织人事部门)."""
     if not viewer.sees_all:
-        raise Forbidden(f"{doing} needs the role admin (系统管理员) or process_owner "
-                        "(流程管理员)", rule="needs_admin_or_process_owner")
+        raise Forbidden(msg("contact_points.needs_role_admin_process", doing=doing), rule="needs_admin_or_process_owner")
 
 
 def require_reader(viewer: Viewer) -> None:
     """Leaders and committee members read their subtree; admins and owners every sheet."""
     if not (viewer.sees_all or viewer.paths(LEADER, COMMITTEE)):
-        raise Forbidden("reading contact-point score sheets needs the role leader, "
-                        "committee, process_owner or admin", rule="contact_points_read")
+        raise Forbidden(msg("contact_points.reading_contact_point_score"), rule="contact_points_read")
 
 
 def set_sheet(db: Database, viewer: Viewer, unit_code: str, year: int,
@@ -456,7 +448,7 @@ def _readable(s: Session, q: Any, viewer: Viewer, unit_id: int | None) -> Any:
     if unit_id is not None:
         path = s.execute(select(Unit.path).where(Unit.id == unit_id)).scalar()
         if path is None:
-            raise NotFound(f"unit {unit_id} does not exist")
+            raise NotFound(msg("contact_points.unit_does_not_exist_2", unit_id=unit_id))
         q = q.where(Unit.path.like(f"{path}%"))
     return q
 
@@ -580,8 +572,7 @@ def statistics(s: Session, viewer: Viewer, flow: FlowSpec, year: int,
     if weekly_field not in flow.fields or flow.fields[weekly_field].type != "list":
         lists = [n for n, f in flow.fields.items() if f.type == "list"]
         raise FieldErrors({"weekly_field": [
-            f"{weekly_field!r} is not a list field of {flow.flow}; its list fields are "
-            f"{', '.join(lists) or 'none'}"]})
+            msg("contact_points.not_list_field_list", weekly_field=weekly_field, flow_flow=flow.flow, value=', '.join(lists) or 'none')]})
     unit_ids = sorted(set(unit_ids))
     out = {uid: _empty(quota) for uid in unit_ids}
     if not unit_ids:
@@ -891,6 +882,5 @@ def import_csv(db: Database, viewer: Viewer, text: str, now: dt.datetime) -> Imp
             if errors:
                 raise ImportFailed(sorted(errors))
     except IntegrityError:
-        raise ImportFailed([(1, "another change to these score sheets was written at the "
-                                "same time; nothing was imported, try again")]) from None
+        raise ImportFailed([(1, msg("contact_points.another_change_these_score"))]) from None
     return ImportReport(n, len(found), created, replaced)

@@ -34,6 +34,7 @@ from .access import Viewer
 from .db import Database
 from .errors import FieldErrors, NotFound
 from .facts import MAX_NOTE
+from .messages import msg
 from .models import Case, ContactPoint, FlowVersion, HistoryRecord, Person, Timer, Unit
 from .spec import FlowSpec, load_definition
 from .timers import DEADLINE
@@ -185,7 +186,7 @@ def _entry_out(s: Session, row: ContactPoint, figures: dict[str, Any] | None = N
 def _row(s: Session, entry_id: int) -> ContactPoint:
     row = s.get(ContactPoint, entry_id)
     if row is None:
-        raise NotFound(f"contact-point entry {entry_id} does not exist")
+        raise NotFound(msg("contact_register.contact_point_entry_does", entry_id=entry_id))
     return row
 
 
@@ -224,8 +225,7 @@ def create(db: Database, viewer: Viewer, values: Mapping[str, Any], now: dt.date
             return add_entry(s, values, by=viewer.person_id, now=now)
     except IntegrityError:
         raise FieldErrors({"unit_code": [
-            "the same unit or liaison was registered for this year at the same time; "
-            "reload the register"]}) from None
+            msg("contact_register.same_unit_liaison_was")]}) from None
 
 
 def change(db: Database, viewer: Viewer, entry_id: int, changes: Mapping[str, Any],
@@ -238,8 +238,7 @@ def change(db: Database, viewer: Viewer, entry_id: int, changes: Mapping[str, An
             return change_entry(s, entry_id, changes, by=viewer.person_id, now=now)
     except IntegrityError:
         raise FieldErrors({"liaison_id": [
-            "this liaison was registered for another contact point of the year at the same "
-            "time; reload the register"]}) from None
+            msg("contact_register.liaison_was_registered_another")]}) from None
 
 
 def remove(db: Database, viewer: Viewer, entry_id: int) -> None:
@@ -278,7 +277,7 @@ def entry(s: Session, viewer: Viewer, entry_id: int) -> dict[str, Any]:
     cond = _visible_units(viewer)
     if cond is not None and s.execute(select(Unit.id).where(
             Unit.id == row.unit_id, cond)).first() is None:
-        raise NotFound(f"contact-point entry {entry_id} does not exist")
+        raise NotFound(msg("contact_register.contact_point_entry_does", entry_id=entry_id))
     return _entry_out(s, row, report_figures(s, [row.unit_id], row.year).get(row.unit_id))
 
 

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from .access import Viewer, can_see
 from .db import Database
 from .errors import FieldErrors, ImportFailed, NotFound
+from .messages import msg
 from .models import (
     FACT_GRADES,
     RESULT_SOURCES,
@@ -418,8 +419,7 @@ def fact_kind(name: str) -> FactKind:
     try:
         return KINDS[name]
     except KeyError:
-        raise NotFound(f"{name!r} is not a kind of fact; the kinds are "
-                       f"{', '.join(KINDS)}") from None
+        raise NotFound(msg("facts.not_kind_fact_kinds", name=name, KINDS=list(KINDS))) from None
 
 
 # --------------------------------------------------------------------------- rows out
@@ -467,7 +467,7 @@ def _audit(s: Session, by: int | None, action: str, k: FactKind, row: Any,
 def _person(s: Session, person_id: int) -> Person:
     person = s.get(Person, person_id)
     if person is None:
-        raise NotFound(f"person {person_id} does not exist")
+        raise NotFound(msg("facts.person_does_not_exist", person_id=person_id))
     return person
 
 
@@ -541,7 +541,7 @@ def delete_fact(s: Session, kind: str, fact_id: int, *, by: int | None) -> None:
 def _row(s: Session, k: FactKind, fact_id: int) -> Any:
     row = s.get(k.model, fact_id)
     if row is None:
-        raise NotFound(f"{k.name} {fact_id} does not exist")
+        raise NotFound(msg("facts.does_not_exist", k_name=k.name, fact_id=fact_id))
     return row
 
 
@@ -923,8 +923,7 @@ def _writing(db: Database) -> Iterator[Session]:
         with db.unit_of_work() as s:
             yield s
     except IntegrityError:
-        raise FieldErrors({"year": ["a fact for this person and year was added at the "
-                                    "same time; reload and change that one"]}) from None
+        raise FieldErrors({"year": [msg("facts.fact_person_year_was")]}) from None
 
 
 def _visible_person(s: Session, viewer: Viewer, person_id: int) -> None:
@@ -932,8 +931,7 @@ def _visible_person(s: Session, viewer: Viewer, person_id: int) -> None:
                      .where(Person.id == person_id)).scalar()
     if path is None or not can_see(viewer, person_id, None, path):
         # Not 403: whether a person's file exists is itself not for everyone to know.
-        raise NotFound(f"person {person_id} does not exist or their facts are not "
-                       "visible to you")
+        raise NotFound(msg("facts.person_does_not_exist_2", person_id=person_id))
 
 
 def read(db: Database, viewer: Viewer, person_id: int) -> PersonFacts:
@@ -1068,8 +1066,7 @@ def import_facts(db: Database, text: str, by: int | None) -> ImportReport:
             if errors:
                 raise ImportFailed(sorted(errors))
     except IntegrityError:
-        raise ImportFailed([(1, "another change to these people's facts was written at "
-                                "the same time; nothing was imported, try again")]) from None
+        raise ImportFailed([(1, msg("facts.another_change_these_people"))]) from None
     return ImportReport(len(rows), created)
 
 
@@ -1083,8 +1080,7 @@ def xlsx_text(data: bytes) -> str:
     try:
         book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception:  # noqa: BLE001 - zipfile, XML and openpyxl errors all mean "not XLSX"
-        raise ImportFailed([(1, "the file is not an XLSX workbook (save it from Excel or "
-                                "WPS as .xlsx, or send CSV)")]) from None
+        raise ImportFailed([(1, msg("facts.file_not_xlsx_workbook"))]) from None
     try:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

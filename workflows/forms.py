@@ -16,7 +16,7 @@ from marshmallow import fields as mf
 
 from .errors import FieldErrors
 from .facts import FIRST_DAY, LAST_DAY
-from .messages import Message, field_messages, msg
+from .messages import Message, constant, field_messages, msg
 from .spec import FieldSpec, FlowSpec, TransitionSpec
 
 
@@ -74,10 +74,10 @@ def _field(spec: FieldSpec, required: bool, choices: tuple[str, ...] | None = No
     if t == "bool":
         if choices is not None:  # e.g. a check that must have been done: values [true]
             allowed = [str(c).lower() for c in choices]
-            checks.append(validate.OneOf(choices, error=msg("field.must_be", values=allowed)))
+            checks.append(validate.OneOf(choices, error=constant("field.must_be", values=allowed)))
         return mf.Boolean(validate=checks, **kw)
     if t == "person":
-        checks.append(validate.Range(min=1, max=2**31 - 1, error=msg("field.person_id")))
+        checks.append(validate.Range(min=1, max=2**31 - 1, error=constant("field.person_id")))
         return mf.Integer(strict=True, validate=checks, **kw)
     if t == "list":
         if spec.max_items:

@@ -65,6 +65,17 @@ def msg(key: str, **params: Any) -> Message:
     return Message(key, params)
 
 
+_CONSTANTS: dict[str, Message] = {}
+
+
+def constant(key: str, **params: Any) -> Message:
+    """A message given to a marshmallow validator as its `error`: marshmallow formats it
+    into a plain `str`, so `from_marshmallow` finds it again by its English text."""
+    m = Message(key, params)
+    _CONSTANTS[str(m)] = m
+    return m
+
+
 def render(text: Any, lang: str) -> str:
     """`text` in `lang`: a Message renders from the catalogue, anything else as it is."""
     if isinstance(text, Message):
@@ -72,6 +83,18 @@ def render(text: Any, lang: str) -> str:
     if hasattr(text, "text") and callable(text.text):  # a definition Label
         return text.text(lang)
     return str(text)
+
+
+def localize(value: Any, lang: str) -> Any:
+    """A JSON-ready structure with every Message in it rendered in `lang` (e.g. the
+    eligibility list's reasons for an API answer or an export)."""
+    if isinstance(value, Message):
+        return value.render(lang)
+    if isinstance(value, dict):
+        return {k: localize(v, lang) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [localize(v, lang) for v in value]
+    return value
 
 
 def params_json(text: Any) -> dict[str, Any]:
@@ -84,23 +107,6 @@ def params_json(text: Any) -> dict[str, Any]:
 
 def key_of(text: Any) -> str | None:
     return text.key if isinstance(text, Message) else None
-
-
-def best_lang(header_or_choice: str | None) -> str:
-    """The language to answer in for an `Accept-Language` value or a choice such as `en`."""
-    if not header_or_choice:
-        return LANGS[0]
-    ranked = []
-    for i, part in enumerate(header_or_choice.split(",")):
-        tag, _, q = part.strip().partition(";q=")
-        try:
-            weight = float(q) if q else 1.0
-        except ValueError:
-            weight = 0.0
-        base = tag.strip().lower().split("-")[0]
-        if base in LANGS and weight > 0:
-            ranked.append((-weight, i, base))
-    return min(ranked)[2] if ranked else LANGS[0]
 
 
 def known(key: str, lang: str) -> bool:
@@ -190,6 +196,7 @@ _MARSHMALLOW: list[tuple[re.Pattern[str], str]] = [(re.compile(p), k) for p, k i
     (r"Length must be (?P<equal>\d+)\.", "field.length"),
     (r"Must be one of: (?P<choices>.+)\.", "field.one_of"),
     (r"must be one of: (?P<choices>.+)", "field.one_of"),
+    (r"(?P<input>.+) is not one of: (?P<choices>.+)", "field.not_one_of"),
 ]]
 
 
@@ -198,6 +205,8 @@ def from_marshmallow(text: Any) -> Any:
     mapped keeps its words under `field.other`, so it still reaches the reader."""
     if isinstance(text, Message) or not isinstance(text, str):
         return text
+    if text in _CONSTANTS:
+        return _CONSTANTS[text]
     for pattern, key in _MARSHMALLOW:
         m = pattern.fullmatch(text)
         if m:

@@ -23,6 +23,7 @@ from .accounts import revoke_all
 from .db import Database
 from .errors import ActionNotAllowed, FieldErrors, ImportFailed, NotFound
 from .facts import out_of_range
+from .messages import msg
 from .models import ORG_ROLES, TIERS, Person, RoleAssignment, SecurityEvent, Unit, User
 
 # Columns of the people CSV (UTF-8, header row required; BOM tolerated for Excel files).
@@ -315,8 +316,8 @@ def roles(db: Database, **filters: Any) -> list[dict[str, Any]]:
 def get_or_404(s: Session, model: type, key: int):
     row = s.get(model, key)
     if row is None:
-        what = {Unit: "unit", Person: "person"}.get(model, "role assignment")
-        raise NotFound(f"{what} {key} does not exist")
+        what = msg({Unit: "org.unit", Person: "org.person"}.get(model, "org.role_assignment"))
+        raise NotFound(msg("org.does_not_exist", what=what, key_=key))
     return row
 
 
@@ -458,9 +459,7 @@ def _keep_an_admin(s: Session, person_id: int, assignment_id: int | None = None)
     if assignment_id is not None and len(mine) > 1:
         return  # they stay admin through another assignment
     if not others:
-        raise ActionNotAllowed("this is the last admin (the only active person holding "
-                               "admin); make someone else admin before removing or "
-                               "deactivating them")
+        raise ActionNotAllowed(msg("org.last_admin_only_active"))
 
 
 def add_role(db: Database, person_id: int, role: str, unit_id: int | None) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 from .access import COMMITTEE, LEADER, Viewer
 from .db import Database
 from .errors import FieldErrors, Forbidden, ImportFailed, NotFound
+from .messages import msg
 from .models import Case, RankPositions, Unit, unit_path_ids, utcnow
 from .rules import uses
 from .spec import FlowSpec
@@ -122,14 +123,15 @@ class Pool:
         return (self.unit_path, self.rank, str(self.round), self.source)
 
     def where(self, with_round: bool = True) -> str:
-        unit = (f"unit {self.unit_id} {self.unit_name} and its sub-units" if self.subtree
-                else f"unit {self.unit_id}")
-        return f"{unit}, {self.rank}" + (f", round {self.round}" if with_round else "")
+        unit = (msg("positions.where_subtree", unit_id=self.unit_id, name=self.unit_name)
+                if self.subtree else msg("positions.where_unit", unit_id=self.unit_id))
+        return msg("positions.where", unit=unit, rank=self.rank,
+                   round=msg("positions.where_round", round=self.round) if with_round else "")
 
     def origin(self) -> str:
         """Where the number comes from, for refusals: "set in rank positions (row 4)"."""
         if self.source == TABLE:
-            return f"set in rank positions (row {self.row_id})"
+            return msg("positions.origin_table", row_id=self.row_id)
         return self.why
 
 
@@ -160,9 +162,9 @@ def pools_for(s: Session, unit_id: int, rank: str, round_value: Any, default: in
     table cannot apply."""
     unit = s.execute(select(Unit.path, Unit.name).where(Unit.id == unit_id)).one()
     if not per_round:
-        why = "the rule has no round field; rank positions are per round"
+        why = msg("positions.why_no_round_field")
     elif blank_text(round_value):
-        why = "the case names no round; rank positions are per round"
+        why = msg("positions.why_no_round")
     else:
         ids = unit_path_ids(unit.path)
         rows = s.execute(
@@ -174,9 +176,9 @@ def pools_for(s: Session, unit_id: int, rank: str, round_value: Any, default: in
             return [Pool(r.unit_id, r.path, r.name, True, rank, round_value, r.positions,
                          TABLE, r.id)
                     for r in sorted(rows, key=lambda r: ids.index(r.unit_id))]
-        why = "no rank positions set for this unit or a unit above it"
-    why = (f"from the definition ({why})" if default is not None
-           else f"({why}, and no default in the definition)")
+        why = msg("positions.why_no_row")
+    why = (msg("positions.origin_definition", why=why) if default is not None
+           else msg("positions.origin_none", why=why))
     return [Pool(unit_id, unit.path, unit.name, False, rank, round_value, default or 0,
                  DEFINITION, None, why)]
 
@@ -206,8 +208,7 @@ def pool_taken(s: Session, rule: PoolRule, pool: Pool) -> dict[Any, int]:
 def require_writer(viewer: Viewer, doing: str) -> None:
     """Setting 职数 is for admins (系统管理员) and process owners (流程管理员)."""
     if not viewer.sees_all:
-        raise Forbidden(f"{doing} needs the role admin (系统管理员) or process_owner "
-                        "(流程管理员)", rule="needs_admin_or_process_owner")
+        raise Forbidden(msg("positions.needs_role_admin_process", doing=doing), rule="needs_admin_or_process_owner")
 
 
 def _visible(viewer: Viewer) -> ColumnElement[bool]:
@@ -225,8 +226,7 @@ def _visible(viewer: Viewer) -> ColumnElement[bool]:
 
 def require_reader(viewer: Viewer) -> None:
     if not (viewer.sees_all or viewer.paths(LEADER, COMMITTEE)):
-        raise Forbidden("reading rank positions (职数) is for admins, process owners, and "
-                        "leaders and committee members of a unit", rule="rank_positions")
+        raise Forbidden(msg("positions.reading_rank_positions_admins"), rule="rank_positions")
 
 
 # --------------------------------------------------------------------------- reads
@@ -277,7 +277,7 @@ def list_positions(s: Session, viewer: Viewer, spec: FlowSpec | None, *,
     if unit_id is not None:
         path = s.execute(select(Unit.path).where(Unit.id == unit_id)).scalar()
         if path is None:
-            raise NotFound(f"unit {unit_id} does not exist")
+            raise NotFound(msg("positions.unit_does_not_exist_2", unit_id=unit_id))
         q = q.where(Unit.path.like(f"{path}%"))
     if rank is not None:
         q = q.where(RankPositions.rank == rank)
@@ -344,7 +344,7 @@ def _taken_now(s: Session, spec: FlowSpec | None, unit: Unit, rank: str,
 def unit_by_code(s: Session, code: str) -> Unit:
     unit = s.execute(select(Unit).where(Unit.code == code)).scalar_one_or_none()
     if unit is None:
-        raise NotFound(f"unit {code!r} does not exist")
+        raise NotFound(msg("positions.unit_does_not_exist", code=code))
     return unit
 
 
@@ -362,9 +362,7 @@ def set_positions(s: Session, spec: FlowSpec | None, unit: Unit, rank: Any, roun
     taken = _taken_now(s, spec, unit, clean["rank"], clean["round"])
     if taken is not None and clean["positions"] < taken:
         raise FieldErrors({"positions": [
-            f"{taken} of the positions for unit {unit.code} {unit.name}, {clean['rank']}, "
-            f"round {clean['round']} are already taken (approved promotions); "
-            f"{clean['positions']} is fewer"]})
+            msg("positions.positions_unit_round_are", taken=taken, unit_code=unit.code, unit_name=unit.name, rank=clean['rank'], round=clean['round'], positions=clean['positions'])]})
     row = s.execute(select(RankPositions).where(
         RankPositions.unit_id == unit.id, RankPositions.rank == clean["rank"],
         RankPositions.round == clean["round"])).scalar_one_or_none()
@@ -389,13 +387,11 @@ def delete_positions(s: Session, spec: FlowSpec | None, unit_code: str, rank: st
         RankPositions.unit_id == unit.id, RankPositions.rank == rank,
         RankPositions.round == round)).scalar_one_or_none()
     if row is None:
-        raise NotFound(f"no rank positions set for unit {unit_code}, {rank}, round {round}")
+        raise NotFound(msg("positions.no_rank_positions_set", unit_code=unit_code, rank=rank, round=round))
     taken = _taken_now(s, spec, unit, row.rank, row.round)
     if taken:
         raise FieldErrors({"positions": [
-            f"{taken} of the {row.positions} positions for unit {unit.code} {unit.name}, "
-            f"{row.rank}, round {row.round} are taken by approved promotions; the row "
-            f"stays as the record of the round (it may be lowered to {taken})"]})
+            msg("positions.positions_unit_round_are_2", taken=taken, row_positions=row.positions, unit_code=unit.code, unit_name=unit.name, row_rank=row.rank, row_round=row.round, taken2=taken)]})
     s.delete(row)
     s.flush()
 
@@ -410,8 +406,7 @@ def read(db: Database, viewer: Viewer, spec: FlowSpec | None,
 
 
 def _duplicate() -> FieldErrors:
-    return FieldErrors({"round": ["these positions were set by another request at the "
-                                  "same time; reload and try again"]})
+    return FieldErrors({"round": [msg("positions.these_positions_were_set")]})
 
 
 def put(db: Database, spec: FlowSpec | None, unit_code: str, rank: Any, round: Any,
@@ -510,7 +505,6 @@ def import_positions(db: Database, spec: FlowSpec | None, text: str, *, by: int 
             if errors:
                 raise ImportFailed(sorted(errors))
     except IntegrityError:
-        raise ImportFailed([(1, "rank positions were set by another request at the same "
-                                "time; nothing was imported, try again")]) from None
+        raise ImportFailed([(1, msg("positions.rank_positions_were_set"))]) from None
     return ImportReport(len(rows), created, updated)
 

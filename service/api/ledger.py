@@ -18,9 +18,11 @@ from marshmallow import Schema, fields, validate
 
 from workflows import eligibility, ledger
 from workflows.errors import FieldErrors
+from workflows.messages import localize
 from workflows.spec import FlowSpec
 
 from ..auth import engine, viewer
+from ..errors import request_lang
 from .cases import lang
 from .schemas import Id, PageQuery, RecordDate, Ref
 
@@ -401,6 +403,6 @@ class Eligibility(MethodView):
         if args["format"] != "json":
             # the date takes the period's place in the file name
             return _file(args["format"], {**args, "period": on.isoformat()},
-                         eligibility.export_rows(listing), eligibility.COLUMNS,
-                         "任职资格名单", "eligibility")
-        return listing
+                         eligibility.export_rows(listing, request_lang()),
+                         eligibility.COLUMNS, "任职资格名单", "eligibility")
+        return localize(listing, request_lang())
