@@ -69,7 +69,7 @@ def _field(spec: FieldSpec, required: bool, choices: tuple[str, ...] | None = No
         return mf.Date(validate=checks, **kw)
     if t == "enum":
         checks.append(validate.OneOf(spec.values if choices is None else choices,
-                                     error="Must be one of: {choices}."))
+                                     error="must be one of: {choices}"))
         return mf.String(validate=checks, **kw)
     if t == "bool":
         if choices is not None:  # e.g. a check that must have been done: values [true]

@@ -2,9 +2,10 @@
 engine gives is a stable key with parameters, rendered in the reader's language.
 
 `msg("quota.exceeded", value="好", limit=2, …)` returns a `Message`: a `str` whose text is
-the English rendering (so logs, `str(exc)` and tests that match English keep reading it) and
-which carries `key` and `params` for a reader in another language. `render(m, "zh")` gives
-the Chinese, `params_json(m)` the machine-readable parameters for the API.
+the log text — English words with a definition's labels as its own Chinese names, as
+`str(exc)` has always read (logs, the CLI, tests) — and which carries `key` and `params` for
+a reader: `render(m, "zh")` gives the Chinese, `render(m, "en")` the English with the
+definition's English labels, `params_json(m)` the machine-readable parameters for the API.
 
 The templates are gettext catalogues, the same tool as the web pages' interface strings:
 `workflows/locale/<lang>/LC_MESSAGES/civflow.po` with the key as `msgid` and the template as
@@ -44,7 +45,9 @@ class Message(str):
 
     def __new__(cls, key: str, params: dict[str, Any] | None = None) -> Message:
         params = dict(params or {})
-        self = super().__new__(cls, _format(key, params, "en"))
+        # The log text: English words, definition labels as the definition's own (Chinese)
+        # names, as the log has always read; a reader gets `render(lang)`.
+        self = super().__new__(cls, _format(key, params, "en", labels="zh"))
         self.key, self.params = key, params
         return self
 
@@ -128,9 +131,9 @@ def _catalogue(lang: str) -> dict[str, str]:
     return {k: v for k, v in t._catalog.items() if isinstance(k, str) and k}  # type: ignore[attr-defined]
 
 
-def _format(key: str, params: dict[str, Any], lang: str) -> str:
+def _format(key: str, params: dict[str, Any], lang: str, labels: str | None = None) -> str:
     template = _catalogue(lang).get(key) or _catalogue("en").get(key)
-    shown = {k: _word(v, lang) for k, v in params.items()}
+    shown = {k: _word(v, lang, labels or lang) for k, v in params.items()}
     if template is None:  # a key without a template still says something (a test forbids it)
         return key + (f" {shown}" if shown else "")
     try:
@@ -139,13 +142,13 @@ def _format(key: str, params: dict[str, Any], lang: str) -> str:
         return f"{template} {shown}"
 
 
-def _word(value: Any, lang: str) -> Any:
+def _word(value: Any, lang: str, labels: str) -> Any:
     if isinstance(value, Message):
-        return value.render(lang)
+        return _format(value.key, value.params, lang, labels)
     if isinstance(value, list | tuple):
-        return ("、" if lang == "zh" else ", ").join(str(_word(v, lang)) for v in value)
+        return ("、" if lang == "zh" else ", ").join(str(_word(v, lang, labels)) for v in value)
     if hasattr(value, "text") and callable(getattr(value, "text", None)):  # Label
-        return value.text(lang)
+        return value.text(labels)
     return value
 
 
@@ -195,7 +198,7 @@ _MARSHMALLOW: list[tuple[re.Pattern[str], str]] = [(re.compile(p), k) for p, k i
     (r"Length must be between (?P<min>\d+) and (?P<max>\d+)\.", "field.length_between"),
     (r"Length must be (?P<equal>\d+)\.", "field.length"),
     (r"Must be one of: (?P<choices>.+)\.", "field.one_of"),
-    (r"must be one of: (?P<choices>.+)", "field.one_of"),
+    (r"must be one of: (?P<choices>.+)", "field.choose_one"),
     (r"(?P<input>.+) is not one of: (?P<choices>.+)", "field.not_one_of"),
 ]]
 

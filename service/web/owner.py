@@ -331,7 +331,7 @@ def flow_upload_post():
     require_owner_pages(viewer)
     do = request.form.get("do", "")
     if do not in ACTIONS:
-        raise FieldErrors({"do": [msg("field.one_of", choices=list(ACTIONS))]})
+        raise FieldErrors({"do": [msg("field.choose_one", choices=list(ACTIONS))]})
     if do != "validate":
         require_publisher(viewer)
     up = read_upload(request.form, request.files)
