@@ -101,35 +101,35 @@ def check_year(year: Any) -> int:
 
 def _check_items(items: Any, errors: Errors) -> list[dict[str, Decimal | str]]:
     if not isinstance(items, list):
-        errors["items"] = ["must be a list of {item, score, max}"]
+        errors["items"] = [msg("contact_points.must_list_item_score")]
         return []
     if len(items) > MAX_ITEMS:
-        errors["items"] = [f"{len(items)} lines are more than one sheet holds ({MAX_ITEMS})"]
+        errors["items"] = [msg("contact_points.lines_are_more_than", n_items=len(items), MAX_ITEMS=MAX_ITEMS)]
         return []
     out: list[dict[str, Decimal | str]] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(items):
         at = f"items[{i}]"
         if not isinstance(raw, Mapping):
-            errors[at] = ["must be an object {item, score, max}"]
+            errors[at] = [msg("contact_points.must_object_item_score")]
             continue
         for key in raw:
             if key not in ITEM_FIELDS:
                 errors.setdefault(f"{at}.{key}", []).append(
-                    f"is not a field of an item; the fields are {', '.join(ITEM_FIELDS)}")
+                    msg("contact_points.not_field_item_fields", ITEM_FIELDS=list(ITEM_FIELDS)))
         name = raw.get("item")
         if not isinstance(name, str) or not name.strip():
-            errors.setdefault(f"{at}.item", []).append("is required and must not be blank")
+            errors.setdefault(f"{at}.item", []).append(msg("contact_points.required_must_not_blank"))
             name = None
         elif len(name.strip()) > MAX_ITEM_TEXT:
             errors.setdefault(f"{at}.item", []).append(
-                f"is longer than {MAX_ITEM_TEXT} characters")
+                msg("contact_points.longer_than_characters_2", MAX_ITEM_TEXT=MAX_ITEM_TEXT))
             name = None
         else:
             name = name.strip()
             if name in seen:
                 errors.setdefault(f"{at}.item", []).append(
-                    f"{name!r} is already items[{seen[name]}]; each item once per sheet")
+                    msg("contact_points.already_items_each_item", name=name, value=seen[name]))
             seen.setdefault(name, i)
         values: dict[str, Decimal | None] = {}
         for key in ("score", "max"):
@@ -137,14 +137,14 @@ def _check_items(items: Any, errors: Errors) -> list[dict[str, Decimal | str]]:
             if problem:
                 errors.setdefault(f"{at}.{key}", []).append(problem)
             elif number is None:
-                errors.setdefault(f"{at}.{key}", []).append("is required")
+                errors.setdefault(f"{at}.{key}", []).append(msg("contact_points.required"))
             values[key] = number
         score, top = values["score"], values["max"]
         if top is not None and top == 0:
-            errors.setdefault(f"{at}.max", []).append("must be more than 0")
+            errors.setdefault(f"{at}.max", []).append(msg("contact_points.must_more_than"))
         elif score is not None and top is not None and score > top:
             errors.setdefault(f"{at}.score", []).append(
-                f"{score} is more than the item's max {top}")
+                msg("contact_points.more_than_item_max", score=score, top=top))
         if name is not None and score is not None and top is not None:
             out.append({"item": name, "score": score, "max": top})
     return out
@@ -156,8 +156,7 @@ def check_sheet(values: Mapping[str, Any]) -> dict[str, Any]:
     errors: Errors = {}
     for key in values:
         if key not in SHEET_FIELDS:
-            errors[key] = [f"is not a field of a score sheet; the fields are "
-                           f"{', '.join(SHEET_FIELDS)}"]
+            errors[key] = [msg("contact_points.not_field_score_sheet", SHEET_FIELDS=list(SHEET_FIELDS))]
     items_in = values.get("items")
     items = _check_items(items_in, errors) if items_in not in (None, []) else []
     score, problem = _number(values.get("score"))
@@ -167,14 +166,14 @@ def check_sheet(values: Mapping[str, Any]) -> dict[str, Any]:
     if raised is None:
         raised = False
     if not isinstance(raised, bool):
-        errors["raised"] = [f"{raised!r} is not true or false"]
+        errors["raised"] = [msg("contact_points.not_true_false", raised=raised)]
     note = values.get("note")
     if note is not None and not isinstance(note, str):
-        errors["note"] = [f"{note!r} is not text"]
+        errors["note"] = [msg("contact_points.not_text", note=note)]
     elif isinstance(note, str):
         note = note.strip() or None
         if note and len(note) > MAX_NOTE:
-            errors["note"] = [f"is longer than {MAX_NOTE} characters"]
+            errors["note"] = [msg("contact_points.longer_than_characters", MAX_NOTE=MAX_NOTE)]
     if errors:
         raise FieldErrors(errors)
     if items:
@@ -762,10 +761,9 @@ def _read_csv(text: str) -> tuple[list[_Sheet], int, list[tuple[int, str]]]:
     unknown = [h for h in header if h not in CSV_COLUMNS]
     missing = [c for c in CSV_REQUIRED if c not in header]
     if unknown:
-        errors.append((1, f"unknown column(s) {', '.join(unknown)}; the columns are "
-                          f"{', '.join(CSV_COLUMNS)}"))
+        errors.append((1, msg("contact_points.unknown_column_columns_are", unknown=list(unknown), CSV_COLUMNS=list(CSV_COLUMNS))))
     if missing:
-        errors.append((1, f"missing column(s) {', '.join(missing)}"))
+        errors.append((1, msg("contact_points.missing_column", missing=list(missing))))
     if errors:
         return [], 0, errors
     found: dict[tuple[str, int], _Sheet] = {}
@@ -774,7 +772,7 @@ def _read_csv(text: str) -> tuple[list[_Sheet], int, list[tuple[int, str]]]:
     for raw in reader:
         line = reader.line_num
         if None in raw:
-            errors.append((line, f"{len(raw[None])} more value(s) than there are columns"))
+            errors.append((line, msg("contact_points.more_value_than_there", n_value=len(raw[None]))))
             continue
         cells = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
         if not any(cells.values()):
@@ -787,26 +785,23 @@ def _read_csv(text: str) -> tuple[list[_Sheet], int, list[tuple[int, str]]]:
             problems.append(f"year {year_text!r} is not a year" if year_text
                             else "year is empty")
         elif not MIN_YEAR <= year <= MAX_YEAR:
-            problems.append(f"year {year} is not a year between {MIN_YEAR} and {MAX_YEAR}")
+            problems.append(msg("contact_points.year_not_year_between", year=year, MIN_YEAR=MIN_YEAR, MAX_YEAR=MAX_YEAR))
         raised = None
         if cells.get("raised"):
             raised = _yes_no(cells["raised"])
             if raised is None:
-                problems.append(f"raised {cells['raised']!r} is not yes or no "
-                                "(true/false, 1/0, 是/否)")
+                problems.append(msg("contact_points.raised_not_yes_no", raised=cells['raised']))
         if problems:
             errors.extend((line, p) for p in problems)
             continue
         assert year is not None
         sheet = found.get((code, year))
         if not cells.get("item") and cells.get("max"):
-            errors.append((line, "max is given without an item; a line without item "
-                                 "gives the sheet's total score"))
+            errors.append((line, msg("contact_points.max_given_without_item")))
             broken.add((code, year))  # its other lines would only add confusing errors
             continue
         if not cells.get("item") and sheet is not None and sheet.total_line is not None:
-            errors.append((line, f"{code} {year} already has its total on line "
-                                 f"{sheet.total_line}"))
+            errors.append((line, msg("contact_points.already_has_total_on", code=code, year=year, sheet_total_line=sheet.total_line)))
             broken.add((code, year))
             continue
         if sheet is None:
@@ -819,15 +814,12 @@ def _read_csv(text: str) -> tuple[list[_Sheet], int, list[tuple[int, str]]]:
             sheet.total, sheet.total_line = cells.get("score", ""), line
         if raised is not None:
             if sheet.raised is not None and sheet.raised[0] != raised:
-                errors.append((line, f"raised is {'是' if raised else '否'} here but "
-                                     f"{'是' if sheet.raised[0] else '否'} on line "
-                                     f"{sheet.raised[1]} for {code} {year}"))
+                errors.append((line, msg("contact_points.raised_here_but_on", value='是' if raised else '否', value2='是' if sheet.raised[0] else '否', value3=sheet.raised[1], code=code, year=year)))
             elif sheet.raised is None:
                 sheet.raised = (raised, line)
         if cells.get("note"):
             if sheet.note is not None and sheet.note[0] != cells["note"]:
-                errors.append((line, f"note differs from the note on line {sheet.note[1]} "
-                                     f"for {code} {year}; give it once"))
+                errors.append((line, msg("contact_points.note_differs_from_note", value=sheet.note[1], code=code, year=year)))
             elif sheet.note is None:
                 sheet.note = (cells["note"], line)
     return [x for k, x in found.items() if k not in broken], n, errors
@@ -863,7 +855,7 @@ def import_csv(db: Database, viewer: Viewer, text: str, now: dt.datetime) -> Imp
             for sheet in found:
                 if sheet.unit_code not in units:
                     errors.append((sheet.first_line,
-                                   f"unit {sheet.unit_code!r} does not exist"))
+                                   msg("contact_points.unit_does_not_exist_3", sheet_unit_code=sheet.unit_code)))
                     continue
                 values: dict[str, Any] = {"items": sheet.items or None,
                                           "score": sheet.total,

@@ -67,7 +67,7 @@ def periods_of(spec: FlowSpec, period: str | None = None, period_from: str | Non
     errors: dict[str, list[str]] = {}
     ranged = period_from is not None or period_to is not None
     if period is not None and ranged:
-        errors["period"] = ["give either period or period_from and period_to, not both"]
+        errors["period"] = [msg("ledger.give_either_period_period")]
     elif ranged and (period_from is None or period_to is None):
         missing = "period_to" if period_to is None else "period_from"
         errors[missing] = ["is required with " + ("period_from" if period_to is None

@@ -299,33 +299,33 @@ def _check(s: Session, spec: FlowSpec | None, rank: Any, round: Any,
     rank = rank.strip() if isinstance(rank, str) else rank
     ranks = ladder_ranks(spec)
     if not isinstance(rank, str) or not rank:
-        errors["rank"] = ["is required"]
+        errors["rank"] = [msg("positions.required")]
     elif len(rank) > MAX_RANK:
-        errors["rank"] = [f"is longer than {MAX_RANK} characters"]
+        errors["rank"] = [msg("positions.longer_than_characters", MAX_RANK=MAX_RANK)]
     elif ranks is not None and rank not in ranks:
         errors["rank"] = [f"{rank} is not a rank of the ladder of {spec.flow}; known: "
                           + ", ".join(ranks)]
     clean["rank"] = rank
     round = round.strip() if isinstance(round, str) else round
     if not isinstance(round, str) or not round:
-        errors["round"] = ["is required (a promotion round, e.g. 2026-1)"]
+        errors["round"] = [msg("positions.required_promotion_round_e")]
     elif len(round) > MAX_ROUND:
-        errors["round"] = [f"is longer than {MAX_ROUND} characters"]
+        errors["round"] = [msg("positions.longer_than_characters_2", MAX_ROUND=MAX_ROUND)]
     clean["round"] = round
     if isinstance(positions, str) and re.fullmatch(r"-?[0-9]{1,12}", positions.strip()):
         positions = int(positions.strip())
     if positions is None or (isinstance(positions, str) and not positions.strip()):
-        errors["positions"] = ["is required (a whole number, 0 or more)"]
+        errors["positions"] = [msg("positions.required_whole_number_more")]
     elif isinstance(positions, bool) or not isinstance(positions, int):
-        errors["positions"] = [f"{positions!r} is not a whole number"]
+        errors["positions"] = [msg("positions.not_whole_number", positions=positions)]
     elif positions < 0:
-        errors["positions"] = [f"must not be negative (got {positions})"]
+        errors["positions"] = [msg("positions.must_not_negative_got", positions=positions)]
     elif positions > MAX_POSITIONS:
-        errors["positions"] = [f"must be at most {MAX_POSITIONS} (got {positions})"]
+        errors["positions"] = [msg("positions.must_at_most_got", MAX_POSITIONS=MAX_POSITIONS, positions=positions)]
     clean["positions"] = positions
     note = (note.strip() or None) if isinstance(note, str) else note
     if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
-        errors["note"] = [f"must be text of at most {MAX_NOTE} characters"]
+        errors["note"] = [msg("positions.must_text_at_most", MAX_NOTE=MAX_NOTE)]
     clean["note"] = note
     return clean, errors
 
@@ -450,14 +450,14 @@ def _read_csv(text: str) -> tuple[list[tuple[int, dict[str, str]]], list[tuple[i
         errors.append((1, f"unknown column(s) {', '.join(unknown)}; the columns are "
                           + ", ".join(CSV_COLUMNS)))
     if missing:
-        errors.append((1, f"missing column(s) {', '.join(missing)}"))
+        errors.append((1, msg("positions.missing_column", missing=list(missing))))
     if errors:
         return [], errors
     rows = []
     for raw in reader:
         line = reader.line_num
         if None in raw:
-            errors.append((line, f"{len(raw[None])} more value(s) than there are columns"))
+            errors.append((line, msg("positions.more_value_than_there", n_value=len(raw[None]))))
             continue
         cells = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
         if any(cells.values()):
@@ -482,15 +482,14 @@ def import_positions(db: Database, spec: FlowSpec | None, text: str, *, by: int 
             for line, c in rows:
                 code = c.get("unit_code", "")
                 if not code:
-                    errors.append((line, "unit_code is empty"))
+                    errors.append((line, msg("positions.unit_code_empty")))
                     continue
                 if code not in units:
-                    errors.append((line, f"unit {code!r} does not exist"))
+                    errors.append((line, msg("positions.unit_does_not_exist", code=code)))
                     continue
                 key = (code, c.get("rank", ""), c.get("round", ""))
                 if key in seen:
-                    errors.append((line, f"unit {code}, {key[1]}, round {key[2]} is already "
-                                         f"set on line {seen[key]}"))
+                    errors.append((line, msg("positions.unit_round_already_set", code=code, value=key[1], value2=key[2], value3=seen[key])))
                     continue
                 seen[key] = line
                 try:

@@ -339,15 +339,15 @@ class FieldSchema(_Strict):
         }[data["type"]]
         errors = {}
         for key in sorted(set(data) - {"type", "label"} - allowed):
-            errors[key] = [f"{key} does not apply to a field of type {data['type']}"]
+            errors[key] = [msg("spec.does_not_apply_field", key_=key, type=data['type'])]
         if data["type"] == "enum":
             values = data.get("values") or []
             if not values:
-                errors["values"] = ["an enum field needs a non-empty list of values"]
+                errors["values"] = [msg("spec.enum_field_needs_non")]
             elif len(set(values)) != len(values):
-                errors["values"] = ["values must not repeat"]
+                errors["values"] = [msg("spec.values_must_not_repeat")]
         if data["type"] == "list" and ("item" in data) == ("fields" in data):
-            errors["item"] = ["a list field needs exactly one of item (scalars) or fields (records)"]
+            errors["item"] = [msg("spec.list_field_needs_exactly")]
         if errors:
             raise ValidationError(errors)
 
