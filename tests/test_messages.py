@@ -46,7 +46,7 @@ ERRORS = {"CivflowError", "NotFound", "NotPublished", "ActionNotAllowed", "NoAct
           "Forbidden", "FieldErrors", "RuleViolation", "Conflict", "DuplicateCase",
           "IdempotencyMismatch", "ImportFailed", "DefinitionInvalid", "AuthFailed",
           "LoginThrottled"}
-MESSAGE_ARG = {"RuleViolation": 1, "Reason": 1, "add": 1, "Problem": 2, "_refuse": 1}
+MESSAGE_ARG = {"RuleViolation": 1, "Reason": 1, "add": 1, "Problem": 2, "_refuse": 1, "taken": 1}
 
 
 def _modules() -> list[Path]:
@@ -77,6 +77,11 @@ def _bare_in_lists(node: ast.AST) -> list[ast.AST]:
     return found
 
 
+def _collects(node: ast.AST) -> bool:
+    """A name that collects messages: `errors`, `problems`, …"""
+    return isinstance(node, ast.Name) and ("error" in node.id or "problem" in node.id)
+
+
 def unkeyed(tree: ast.AST) -> list[int]:
     """Lines where a message is made from a bare string instead of a key."""
     lines = []
@@ -91,6 +96,21 @@ def unkeyed(tree: ast.AST) -> list[int]:
                     lines.append(n.lineno)
                 if n.args and name in ("FieldErrors", "ImportFailed", "ValidationError"):
                     lines += [x.lineno for x in _bare_in_lists(n.args[0])]
+        # errors collected before the raise: `errors[path] = [text]`,
+        # `errors.setdefault(path, []).append(text)`, `problems.append((line, text))`
+        if isinstance(n, ast.Assign) and len(n.targets) == 1 \
+                and isinstance(n.targets[0], ast.Subscript) and _collects(n.targets[0].value) \
+                and isinstance(n.value, ast.List):
+            lines += [x.lineno for x in n.value.elts if _bare(x)]
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) \
+                and n.func.attr == "append" and n.args and (
+                    _collects(n.func.value) or (isinstance(n.func.value, ast.Call)
+                                                and isinstance(n.func.value.func, ast.Attribute)
+                                                and n.func.value.func.attr == "setdefault")):
+            arg = n.args[0]
+            if _bare(arg) or (isinstance(arg, ast.Tuple) and len(arg.elts) == 2
+                              and _bare(arg.elts[1])):
+                lines.append(n.lineno)
         # a rule's definition check yields (path, message)
         if isinstance(n, ast.Yield) and isinstance(n.value, ast.Tuple) \
                 and len(n.value.elts) == 2 and _bare(n.value.elts[1]):
@@ -161,9 +181,13 @@ def f(case, p):
     add("states", "a flow needs a state")
     raise ValidationError("must be a mapping")
     reasons.append(Reason("rank", "no rank"))
+    errors["year"] = [f"{year} is not a year"]
+    errors.setdefault("year", []).append("is required")
+    errors.append((line, "missing column(s)"))
     raise RuleViolation("quota", msg("quota.exceeded", limit=2), {})
+    errors.setdefault("year", []).append(msg("field.required"))
 '''
-    assert unkeyed(ast.parse(src)) == [3, 4, 5, 6, 7, 8, 9, 10]
+    assert unkeyed(ast.parse(src)) == [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
     engine = ROOT / "workflows" / "engine.py"
     if "workflows/engine.py" in PENDING:
         assert unkeyed(ast.parse(engine.read_text(encoding="utf-8")))

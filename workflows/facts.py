@@ -172,7 +172,7 @@ def out_of_range(day: dt.date) -> str | None:
     """Why `day` cannot be in a person's record, or None when it can."""
     if FIRST_DAY <= day <= LAST_DAY:
         return None
-    return f"{day.isoformat()} is not a date between {FIRST_DAY} and {LAST_DAY}"
+    return msg("facts.day_out_of_range", day=day.isoformat(), first=FIRST_DAY, last=LAST_DAY)
 
 
 def _coerce_all(k: FactKind, values: Values, partial: bool) -> tuple[Values, Errors]:

@@ -379,7 +379,7 @@ def taken(field: str, message: str) -> FieldErrors:
 
 
 def create_unit(db: Database, code: str, name: str, parent_id: int | None) -> Unit:
-    duplicate = taken("code", f"unit code {code!r} is already taken")
+    duplicate = taken("code", msg("org.unit_code_taken", code=code))
     with writing(db, duplicate) as s:
         parent = get_or_404(s, Unit, parent_id) if parent_id is not None else None
         if s.execute(select(Unit.id).where(Unit.code == code)).first():
@@ -388,7 +388,7 @@ def create_unit(db: Database, code: str, name: str, parent_id: int | None) -> Un
 
 
 def create_person(db: Database, code: str, unit_id: int, **values: Any) -> dict[str, Any]:
-    duplicate = taken("code", f"person code {code!r} is already taken")
+    duplicate = taken("code", msg("org.person_code_taken", code=code))
     with writing(db, duplicate) as s:
         unit = get_or_404(s, Unit, unit_id)
         if s.execute(select(Person.id).where(Person.code == code)).first():
@@ -456,8 +456,9 @@ def _keep_an_admin(s: Session, person_id: int, assignment_id: int | None = None)
 
 
 def add_role(db: Database, person_id: int, role: str, unit_id: int | None) -> dict[str, Any]:
-    where = f"unit {unit_id}" if unit_id is not None else "as a group"
-    duplicate = taken("role", f"person {person_id} already holds {role!r} {where}")
+    where = (msg("org.in_unit", unit_id=unit_id) if unit_id is not None
+             else msg("org.as_group"))
+    duplicate = taken("role", msg("org.role_held", person_id=person_id, role=role, where=where))
     with writing(db, duplicate) as s:
         person = get_or_404(s, Person, person_id)
         unit = get_or_404(s, Unit, unit_id) if unit_id is not None else None
