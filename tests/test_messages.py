@@ -279,3 +279,62 @@ class _Label:
 
     def text(self, lang: str = "zh") -> str:
         return self.en if lang == "en" else self.zh
+
+
+# --------------------------------------------------------------------------- the service
+
+FLOW, PERIOD = "regular-assessment", "2026-11"
+
+
+def over_the_quota(engine, org) -> list[int]:
+    """SEC1's staff s1…s5 for 2026-11: 5 in the pool, at most floor(5 × 40%) = 2 好; three
+    cases graded 好 wait for approval."""
+    from workflows.engine import Actor
+
+    ids = []
+    for who in ("s1", "s2", "s3"):
+        cid = engine.start_case(FLOW, org.ids[who], period_key=PERIOD).id
+        engine.fire(cid, "submit", Actor.person(org.ids[who]), data={"summary": "本月小结"})
+        engine.fire(cid, "evaluate", Actor.person(org.ids["l1"]),
+                    data={"grade": "好", "evaluation_comment": "意见"})
+        engine.fire(cid, "accept", Actor.person(org.ids[who]))
+        ids.append(cid)
+    for who in ("s4", "s5"):
+        engine.start_case(FLOW, org.ids[who], period_key=PERIOD)
+    return ids
+
+
+def test_the_api_answers_in_chinese_unless_english_is_asked_for(api, engine, org):
+    ids = over_the_quota(engine, org)
+    bulk = {"trigger": "approve", "case_ids": ids}
+    zh = api.post("c1", "/api/v1/queue/bulk", json=bulk)
+    en = api.post("c1", "/api/v1/queue/bulk", json=bulk, headers={"Accept-Language": "en"})
+    assert zh.status_code == en.status_code == 422
+    for r in (zh, en):  # the machine-readable part is the same in both languages
+        assert (r.json["code"], r.json["rule"], r.json["key"]) == (
+            "rule_violation", "quota", "quota.exceeded")
+        assert (r.json["details"]["limit"], r.json["details"]["asked"]) == (2, 3)
+        assert (r.json["params"]["limit"], r.json["params"]["asked"]) == (2, 3)
+    assert zh.json["message"].startswith("名额已满：")
+    assert "“好”考核等次限额 2 人" in zh.json["message"]
+    assert zh.json["message"].endswith("已用 0 人，本次申请 3 人")
+    assert "limit 2" in en.json["message"] and en.json["message"].endswith("asked 3")
+    assert [engine.get_case(i).state for i in ids] == ["approval"] * 3  # nothing moved
+
+    # A field error (marshmallow's own message) and a request body webargs refuses.
+    cid = engine.start_case(FLOW, org.ids["s4"], period_key="2026-10").id
+    url = f"/api/v1/cases/{cid}/actions/submit"
+    for lang, required in (("zh-CN,zh;q=0.9", "必填"), ("en", "is required")):
+        r = api.post("s4", url, json={"data": {}}, headers={"If-Match": '"1"',
+                                                           "Accept-Language": lang})
+        assert r.status_code == 422 and r.json["fields"] == {"summary": [required]}
+        assert r.json["field_keys"] == {"summary": [{"key": "field.required", "params": {}}]}
+        r = api.post("s4", url, json={"data": {"summary": 5}},
+                     headers={"If-Match": '"1"', "Accept-Language": lang})
+        assert r.json["field_keys"]["summary"][0]["key"] == "field.not_string"
+    r = api.post("s4", url, json={"data": {"summary": 5}}, headers={"If-Match": '"1"'})
+    assert r.json["fields"] == {"summary": ["不是有效的文本"]}
+    r = api.post("c1", "/api/v1/queue/bulk", json={"trigger": "approve"})
+    assert r.status_code == 422 and r.json["code"] == "invalid_request"
+    assert r.json["fields"] == {"json.case_ids": ["必填"]}
+
