@@ -222,6 +222,30 @@ def test_each_mo_matches_its_po(lang):
         f"{lang}: civflow.mo is stale; run pybabel compile -D civflow -d workflows/locale"
 
 
+DOC = ROOT / "docs" / "messages.md"
+DOC_MARK = "of date.\n"  # the table follows the paragraph that ends so
+
+
+def codes_table() -> str:
+    """The table of docs/messages.md, from the catalogues."""
+    en = {m.id: m.string for m in _po("en") if m.id}
+    zh = {m.id: m.string for m in _po("zh") if m.id}
+    out, group = [], None
+    for key in sorted(en):
+        if key.split(".")[0] != group:
+            group = key.split(".")[0]
+            out.append(f"\n### `{group}`\n\n| key | 中文 | English |\n|---|---|---|\n")
+        cells = [t.replace("|", "\\|").replace("\n", " ") for t in (zh.get(key, ""), en[key])]
+        out.append(f"| `{key}` | {cells[0]} | {cells[1]} |\n")
+    return "".join(out)
+
+
+def test_the_docs_list_every_code():
+    text = DOC.read_text(encoding="utf-8")
+    assert text[text.index(DOC_MARK) + len(DOC_MARK):] == codes_table(), \
+        "docs/messages.md's table of codes is out of date: run python -m tests.test_messages"
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -338,3 +362,9 @@ def test_the_api_answers_in_chinese_unless_english_is_asked_for(api, engine, org
     assert r.status_code == 422 and r.json["code"] == "invalid_request"
     assert r.json["fields"] == {"json.case_ids": ["必填"]}
 
+
+
+if __name__ == "__main__":  # rewrite the table of docs/messages.md from the catalogues
+    _text = DOC.read_text(encoding="utf-8")
+    DOC.write_text(_text[:_text.index(DOC_MARK) + len(DOC_MARK)] + codes_table(),
+                   encoding="utf-8")
