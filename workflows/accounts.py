@@ -106,7 +106,8 @@ def create_user(db: Database, username: str, password: str, person_code: str | N
         try:
             s.flush()
         except IntegrityError:
-            raise FieldErrors({"person_code": [msg("account.person_has_account", code=person_code)]}) from None
+            raise FieldErrors({"person_code": [msg("account.person_has_account",
+                                                   code=person_code)]}) from None
         return user
 
 

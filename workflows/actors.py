@@ -261,7 +261,9 @@ def check_evaluators(s: Session, spec: FlowSpec, unit_id: int, unit_path: str,
                                                                            [subject_id])
     for r in roles:
         if not org.holders(r, unit_id, tier, subject_id):
-            raise NoActor(msg("actors.nobody_evaluates_person_role", doing=doing, subject_id=subject_id, spec_flow=spec.flow, r_name=r.name), state=None, roles=[r.name])
+            raise NoActor(msg("actors.nobody_evaluates_person_role", doing=doing,
+                              subject_id=subject_id, spec_flow=spec.flow,
+                              r_name=r.name), state=None, roles=[r.name])
 
 
 def without_actor(s: Session, spec: FlowSpec, people: list) -> set[int]:

@@ -95,7 +95,8 @@ def check_year(year: Any) -> int:
     if isinstance(year, bool) or not isinstance(year, int):
         raise FieldErrors({"year": [msg("contact_points.not_year", year=year)]})
     if not MIN_YEAR <= year <= MAX_YEAR:
-        raise FieldErrors({"year": [msg("contact_points.not_year_between", year=year, MIN_YEAR=MIN_YEAR, MAX_YEAR=MAX_YEAR)]})
+        raise FieldErrors({"year": [msg("contact_points.not_year_between", year=year,
+                                        MIN_YEAR=MIN_YEAR, MAX_YEAR=MAX_YEAR)]})
     return year
 
 
@@ -104,7 +105,8 @@ def _check_items(items: Any, errors: Errors) -> list[dict[str, Decimal | str]]:
         errors["items"] = [msg("contact_points.must_list_item_score")]
         return []
     if len(items) > MAX_ITEMS:
-        errors["items"] = [msg("contact_points.lines_are_more_than", n_items=len(items), MAX_ITEMS=MAX_ITEMS)]
+        errors["items"] = [msg("contact_points.lines_are_more_than", n_items=len(items),
+                               MAX_ITEMS=MAX_ITEMS)]
         return []
     out: list[dict[str, Decimal | str]] = []
     seen: dict[str, int] = {}
@@ -156,7 +158,8 @@ def check_sheet(values: Mapping[str, Any]) -> dict[str, Any]:
     errors: Errors = {}
     for key in values:
         if key not in SHEET_FIELDS:
-            errors[key] = [msg("contact_points.not_field_score_sheet", SHEET_FIELDS=list(SHEET_FIELDS))]
+            errors[key] = [msg("contact_points.not_field_score_sheet",
+                               SHEET_FIELDS=list(SHEET_FIELDS))]
     items_in = values.get("items")
     items = _check_items(items_in, errors) if items_in not in (None, []) else []
     score, problem = _number(values.get("score"))
@@ -180,9 +183,11 @@ def check_sheet(values: Mapping[str, Any]) -> dict[str, Any]:
         total = sum((i["score"] for i in items), Decimal(0))
         if score is not None and score != total:
             raise FieldErrors({"score": [
-                msg("contact_points.not_sum_items_scores", score=score, total=total, n_items=len(items), value='s' if len(items) != 1 else '')]})
+                msg("contact_points.not_sum_items_scores", score=score, total=total,
+                    n_items=len(items), value='s' if len(items) != 1 else '')]})
         if total > MAX_SCORE:
-            raise FieldErrors({"score": [msg("contact_points.items_add_up_more", total=total, MAX_SCORE=MAX_SCORE)]})
+            raise FieldErrors({"score": [msg("contact_points.items_add_up_more", total=total,
+                                             MAX_SCORE=MAX_SCORE)]})
         score = total
     elif score is None:
         raise FieldErrors({"score": [msg("contact_points.required_when_no_items")]})
@@ -201,13 +206,15 @@ def with_report_items(s: Session, unit_id: int, year: int, clean: dict[str, Any]
     clash = [i for i, x in enumerate(typed) if x["item"] in DERIVED_ITEMS]
     if clash:
         raise FieldErrors({f"items[{i}].item": [
-            msg("contact_points.derived_from_monthly_reports", item=typed[i]['item'])] for i in clash})
+            msg("contact_points.derived_from_monthly_reports",
+                item=typed[i]['item'])] for i in clash})
     if not typed:
         return clean
     derived = sheet_items(s, unit_id, year)
     total = clean["score"] + sum((d["score"] for d in derived), Decimal(0))
     if total > MAX_SCORE:
-        raise FieldErrors({"score": [msg("contact_points.monthly_reports_lines_sheet", total=total, MAX_SCORE=MAX_SCORE)]})
+        raise FieldErrors({"score": [msg("contact_points.monthly_reports_lines_sheet", total=total,
+                                         MAX_SCORE=MAX_SCORE)]})
     items = typed + [{"item": d["item"], "score": str(d["score"]), "max": str(d["max"])}
                      for d in derived]
     return clean | {"items": items, "score": total}
@@ -274,7 +281,8 @@ def delete_sheet(s: Session, unit_code: str, year: int) -> None:
 def require_writer(viewer: Viewer, doing: str) -> None:
     """Score sheets are written by admins and process owners (组织人事部门)."""
     if not viewer.sees_all:
-        raise Forbidden(msg("contact_points.needs_role_admin_process", doing=doing), rule="needs_admin_or_process_owner")
+        raise Forbidden(msg("contact_points.needs_role_admin_process",
+                            doing=doing), rule="needs_admin_or_process_owner")
 
 
 def require_reader(viewer: Viewer) -> None:
@@ -571,7 +579,8 @@ def statistics(s: Session, viewer: Viewer, flow: FlowSpec, year: int,
     if weekly_field not in flow.fields or flow.fields[weekly_field].type != "list":
         lists = [n for n, f in flow.fields.items() if f.type == "list"]
         raise FieldErrors({"weekly_field": [
-            msg("contact_points.not_list_field_list", weekly_field=weekly_field, flow_flow=flow.flow, value=', '.join(lists) or 'none')]})
+            msg("contact_points.not_list_field_list", weekly_field=weekly_field,
+                flow_flow=flow.flow, value=', '.join(lists) or 'none')]})
     unit_ids = sorted(set(unit_ids))
     out = {uid: _empty(quota) for uid in unit_ids}
     if not unit_ids:
@@ -761,7 +770,8 @@ def _read_csv(text: str) -> tuple[list[_Sheet], int, list[tuple[int, str]]]:
     unknown = [h for h in header if h not in CSV_COLUMNS]
     missing = [c for c in CSV_REQUIRED if c not in header]
     if unknown:
-        errors.append((1, msg("contact_points.unknown_column_columns_are", unknown=list(unknown), CSV_COLUMNS=list(CSV_COLUMNS))))
+        errors.append((1, msg("contact_points.unknown_column_columns_are", unknown=list(unknown),
+                              CSV_COLUMNS=list(CSV_COLUMNS))))
     if missing:
         errors.append((1, msg("contact_points.missing_column", missing=list(missing))))
     if errors:
@@ -772,7 +782,8 @@ def _read_csv(text: str) -> tuple[list[_Sheet], int, list[tuple[int, str]]]:
     for raw in reader:
         line = reader.line_num
         if None in raw:
-            errors.append((line, msg("contact_points.more_value_than_there", n_value=len(raw[None]))))
+            errors.append((line, msg("contact_points.more_value_than_there",
+                                     n_value=len(raw[None]))))
             continue
         cells = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
         if not any(cells.values()):
@@ -785,7 +796,8 @@ def _read_csv(text: str) -> tuple[list[_Sheet], int, list[tuple[int, str]]]:
             problems.append(f"year {year_text!r} is not a year" if year_text
                             else "year is empty")
         elif not MIN_YEAR <= year <= MAX_YEAR:
-            problems.append(msg("contact_points.year_not_year_between", year=year, MIN_YEAR=MIN_YEAR, MAX_YEAR=MAX_YEAR))
+            problems.append(msg("contact_points.year_not_year_between", year=year,
+                                MIN_YEAR=MIN_YEAR, MAX_YEAR=MAX_YEAR))
         raised = None
         if cells.get("raised"):
             raised = _yes_no(cells["raised"])
@@ -801,7 +813,8 @@ def _read_csv(text: str) -> tuple[list[_Sheet], int, list[tuple[int, str]]]:
             broken.add((code, year))  # its other lines would only add confusing errors
             continue
         if not cells.get("item") and sheet is not None and sheet.total_line is not None:
-            errors.append((line, msg("contact_points.already_has_total_on", code=code, year=year, sheet_total_line=sheet.total_line)))
+            errors.append((line, msg("contact_points.already_has_total_on", code=code, year=year,
+                                     sheet_total_line=sheet.total_line)))
             broken.add((code, year))
             continue
         if sheet is None:
@@ -814,12 +827,16 @@ def _read_csv(text: str) -> tuple[list[_Sheet], int, list[tuple[int, str]]]:
             sheet.total, sheet.total_line = cells.get("score", ""), line
         if raised is not None:
             if sheet.raised is not None and sheet.raised[0] != raised:
-                errors.append((line, msg("contact_points.raised_here_but_on", value='是' if raised else '否', value2='是' if sheet.raised[0] else '否', value3=sheet.raised[1], code=code, year=year)))
+                errors.append((line, msg("contact_points.raised_here_but_on",
+                                         value='是' if raised else '否',
+                                         value2='是' if sheet.raised[0] else '否',
+                                         value3=sheet.raised[1], code=code, year=year)))
             elif sheet.raised is None:
                 sheet.raised = (raised, line)
         if cells.get("note"):
             if sheet.note is not None and sheet.note[0] != cells["note"]:
-                errors.append((line, msg("contact_points.note_differs_from_note", value=sheet.note[1], code=code, year=year)))
+                errors.append((line, msg("contact_points.note_differs_from_note",
+                                         value=sheet.note[1], code=code, year=year)))
             elif sheet.note is None:
                 sheet.note = (cells["note"], line)
     return [x for k, x in found.items() if k not in broken], n, errors
@@ -855,7 +872,8 @@ def import_csv(db: Database, viewer: Viewer, text: str, now: dt.datetime) -> Imp
             for sheet in found:
                 if sheet.unit_code not in units:
                     errors.append((sheet.first_line,
-                                   msg("contact_points.unit_does_not_exist_3", sheet_unit_code=sheet.unit_code)))
+                                   msg("contact_points.unit_does_not_exist_3",
+                                       sheet_unit_code=sheet.unit_code)))
                     continue
                 values: dict[str, Any] = {"items": sheet.items or None,
                                           "score": sheet.total,

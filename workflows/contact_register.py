@@ -66,7 +66,8 @@ def _texts(name: str, value: Any, errors: Errors) -> list[str] | None:
         errors[name] = [msg("contact_register.must_list_short_texts")]
         return None
     if len(value) > MAX_LIST:
-        errors[name] = [msg("contact_register.lines_are_more_than", n_value=len(value), MAX_LIST=MAX_LIST)]
+        errors[name] = [msg("contact_register.lines_are_more_than", n_value=len(value),
+                            MAX_LIST=MAX_LIST)]
         return None
     out = []
     for i, line in enumerate(value):
@@ -101,7 +102,9 @@ def _check(s: Session, values: Mapping[str, Any], row: ContactPoint | None
     errors: Errors = {}
     for key in values:
         if key not in allowed:
-            errors[key] = [msg("contact_register.not_field_fields_are", value='one may change' if row else 'of an entry', allowed=list(allowed))]
+            errors[key] = [msg("contact_register.not_field_fields_are",
+                               value='one may change' if row else 'of an entry',
+                               allowed=list(allowed))]
     out: dict[str, Any] = {}
     if row is None:
         for key in ("unit_code", "year", "liaison_id"):
@@ -117,7 +120,8 @@ def _check(s: Session, values: Mapping[str, Any], row: ContactPoint | None
             unit = s.execute(select(Unit).where(Unit.code == code)).scalar() \
                 if isinstance(code, str) else None
             if unit is None:
-                errors.setdefault("unit_code", []).append(msg("contact_register.unit_does_not_exist", code=code))
+                errors.setdefault("unit_code", []).append(msg("contact_register.unit_does_not_exist",
+                                                              code=code))
             else:
                 out["unit_id"] = unit.id
     unit_id = row.unit_id if row is not None else out.get("unit_id")
@@ -127,7 +131,8 @@ def _check(s: Session, values: Mapping[str, Any], row: ContactPoint | None
         person = s.get(Person, pid) if isinstance(pid, int) and not isinstance(pid, bool) \
             else None
         if person is None:
-            errors.setdefault("liaison_id", []).append(msg("contact_register.person_does_not_exist", pid=pid))
+            errors.setdefault("liaison_id", []).append(msg("contact_register.person_does_not_exist",
+                                                           pid=pid))
         elif not person.active:
             errors.setdefault("liaison_id", []).append(
                 msg("contact_register.person_not_active", pid=pid, person_name=person.name))
@@ -141,7 +146,8 @@ def _check(s: Session, values: Mapping[str, Any], row: ContactPoint | None
                                      ContactPoint.id != (row.id if row else 0))).first()
             if other is not None:
                 errors.setdefault("liaison_id", []).append(
-                    msg("contact_register.person_already_liaison_one", pid=pid, person_name=person.name, value=other[1], year=year))
+                    msg("contact_register.person_already_liaison_one", pid=pid,
+                        person_name=person.name, value=other[1], year=year))
             else:
                 out["liaison_id"] = pid
     elif "liaison_id" in values and row is not None:
@@ -151,7 +157,8 @@ def _check(s: Session, values: Mapping[str, Any], row: ContactPoint | None
             ContactPoint.unit_id == unit_id, ContactPoint.year == year)).scalar()
         if other is not None:
             errors.setdefault("unit_code", []).append(
-                msg("contact_register.already_contact_point_entry", unit_code=values['unit_code'], year=year, other=other))
+                msg("contact_register.already_contact_point_entry", unit_code=values['unit_code'],
+                    year=year, other=other))
     if "level" in values:
         out["level"] = _text("level", values["level"], MAX_LEVEL, errors)
     if "note" in values:

@@ -212,7 +212,8 @@ def _range(errors: Errors, name: str, value: Any, low: Any, high: Any, what: str
         errors.setdefault(name, []).append(f"{what} must not be negative (got {value})"
                                            if low == 0 else f"must be at least {low}")
     elif value > high:
-        errors.setdefault(name, []).append(msg("facts.must_at_most_got", what=what, high=high, value=value))
+        errors.setdefault(name, []).append(msg("facts.must_at_most_got", what=what, high=high,
+                                               value=value))
 
 
 def _places(errors: Errors, name: str, value: Decimal | None, places: int) -> None:
@@ -220,7 +221,8 @@ def _places(errors: Errors, name: str, value: Decimal | None, places: int) -> No
         return
     if value != value.quantize(Decimal(1).scaleb(-places)):
         errors.setdefault(name, []).append(
-            msg("facts.has_more_than_decimal", value=value, places=places, value2='s' if places > 1 else ''))
+            msg("facts.has_more_than_decimal", value=value, places=places,
+                value2='s' if places > 1 else ''))
 
 
 def _one_per_year(s: Session, model: type, what: str, person_id: int, values: Values,
@@ -255,7 +257,8 @@ def _check_rank(s: Session, person_id: int, v: Values, row_id: int | None) -> Er
         if o.since < end and v["since"] < o_end:
             till = o.until.isoformat() if o.until else "now"
             errors.setdefault("since", []).append(
-                msg("facts.overlaps_held_from_id", o_rank=o.rank, o_since=o.since, till=till, o_id=o.id))
+                msg("facts.overlaps_held_from_id", o_rank=o.rank, o_since=o.since, till=till,
+                    o_id=o.id))
     return errors
 
 
@@ -281,7 +284,8 @@ def _check_sanction(s: Session, person_id: int, v: Values, row_id: int | None) -
             f"{c}: {', '.join(k for k, x in SANCTION_KINDS.items() if x.category == c)}"
             for c in SANCTION_CATEGORIES)]
     elif kind is not None and kind.months is None and v["effect_months"] is not None:
-        errors["effect_months"] = [msg("facts.has_no_end_effect", kind=v['kind'], kind_category=kind.category)]
+        errors["effect_months"] = [msg("facts.has_no_end_effect", kind=v['kind'],
+                                       kind_category=kind.category)]
     elif kind is not None and kind.months is not None and v["effect_months"] is None:
         errors["effect_months"] = [msg("facts.required")]
     _range(errors, "effect_months", v["effect_months"], 0, MAX_EFFECT_MONTHS, "effect_months")
@@ -292,14 +296,16 @@ def _check_investigation(s: Session, person_id: int, v: Values,
                          row_id: int | None) -> Errors:
     errors = _missing(v, "opened_on")
     if v["opened_on"] and v["closed_on"] and v["closed_on"] < v["opened_on"]:
-        errors["closed_on"] = [msg("facts.closed_on_before_opened", closed_on=v['closed_on'], opened_on=v['opened_on'])]
+        errors["closed_on"] = [msg("facts.closed_on_before_opened", closed_on=v['closed_on'],
+                                   opened_on=v['opened_on'])]
     if errors or v["closed_on"] is not None:
         return errors
     other = s.execute(select(Investigation).where(
         Investigation.person_id == person_id, Investigation.closed_on.is_(None),
         Investigation.id != (row_id or 0))).scalar()
     if other is not None:
-        errors["closed_on"] = [msg("facts.person_already_under_investigation", person_id=person_id, other_opened_on=other.opened_on, other_id=other.id)]
+        errors["closed_on"] = [msg("facts.person_already_under_investigation", person_id=person_id,
+                                   other_opened_on=other.opened_on, other_id=other.id)]
     return errors
 
 
@@ -329,7 +335,8 @@ def _check_training_record(s: Session, person_id: int, v: Values,
     _places(errors, "hours", v["hours"], 1)
     if v["taken_on"] is not None and not MIN_YEAR <= v["taken_on"].year <= MAX_YEAR:
         errors.setdefault("taken_on", []).append(
-            msg("facts.not_year_between_2", taken_on=v['taken_on'], MIN_YEAR=MIN_YEAR, MAX_YEAR=MAX_YEAR))
+            msg("facts.not_year_between_2", taken_on=v['taken_on'], MIN_YEAR=MIN_YEAR,
+                MAX_YEAR=MAX_YEAR))
     if v["kind"] is not None:
         code = next((c for c, words in TRAINING_KINDS.items()
                      if v["kind"].lower() in words), None)
@@ -354,7 +361,8 @@ def _check_dispatch(s: Session, person_id: int, v: Values, row_id: int | None) -
     errors = _missing(v, "grade", "decided_on")
     if v["grade"] is not None and v["grade"] not in DISPATCH_GRADES:
         errors.setdefault("grade", []).append(
-            msg("facts.not_grade_dispatch_grades", grade=v['grade'], DISPATCH_GRADES=list(DISPATCH_GRADES)))
+            msg("facts.not_grade_dispatch_grades", grade=v['grade'],
+                DISPATCH_GRADES=list(DISPATCH_GRADES)))
     if v["term_start"] and v["term_end"] and v["term_end"] < v["term_start"]:
         errors.setdefault("term_end", []).append(
             msg("facts.term_end_before_term", term_end=v['term_end'], term_start=v['term_start']))
@@ -998,7 +1006,8 @@ def _read_csv(text: str) -> tuple[list[_CsvRow], list[tuple[int, str]]]:
     unknown = [h for h in header if h not in CSV_COLUMNS]
     missing = [c for c in CSV_REQUIRED if c not in header]
     if unknown:
-        errors.append((1, msg("facts.unknown_column_columns_are", unknown=list(unknown), CSV_COLUMNS=list(CSV_COLUMNS))))
+        errors.append((1, msg("facts.unknown_column_columns_are", unknown=list(unknown),
+                              CSV_COLUMNS=list(CSV_COLUMNS))))
     if missing:
         errors.append((1, msg("facts.missing_column", missing=list(missing))))
     if errors:
@@ -1020,7 +1029,8 @@ def _read_csv(text: str) -> tuple[list[_CsvRow], list[tuple[int, str]]]:
         else:
             for column in CSV_COLUMNS[2:]:
                 if cells.get(column) and column not in k.csv_columns and column != "note":
-                    problems.append(msg("facts.column_not_used_by", column=column, name=name, k_csv_columns=list(k.csv_columns)))
+                    problems.append(msg("facts.column_not_used_by", column=column, name=name,
+                                        k_csv_columns=list(k.csv_columns)))
         if problems:
             errors.extend((line, p) for p in problems)
             continue
@@ -1046,7 +1056,8 @@ def import_facts(db: Database, text: str, by: int | None) -> ImportReport:
             for r in rows:
                 person_id = people.get(r.person_code)
                 if person_id is None:
-                    errors.append((r.line, msg("facts.person_does_not_exist_3", r_person_code=r.person_code)))
+                    errors.append((r.line, msg("facts.person_does_not_exist_3",
+                                               r_person_code=r.person_code)))
                     continue
                 try:
                     add_fact(s, r.kind.name, person_id, r.values, by=by, action="import")

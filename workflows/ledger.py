@@ -86,11 +86,13 @@ def periods_of(spec: FlowSpec, period: str | None = None, period_from: str | Non
         return None
     assert period_from is not None and period_to is not None
     if period_from > period_to:
-        raise FieldErrors({"period_to": [msg("ledger.before_period_from", period_to=period_to, period_from=period_from)]})
+        raise FieldErrors({"period_to": [msg("ledger.before_period_from", period_to=period_to,
+                                             period_from=period_from)]})
     keys = [period_from]
     while keys[-1] != period_to:
         if len(keys) >= MAX_PERIODS:
-            raise FieldErrors({"period_to": [msg("ledger.range_holds_at_most", MAX_PERIODS=MAX_PERIODS)]})
+            raise FieldErrors({"period_to": [msg("ledger.range_holds_at_most",
+                                                 MAX_PERIODS=MAX_PERIODS)]})
         keys.append(next_period(spec.period, keys[-1]))
     return keys
 
@@ -308,7 +310,8 @@ def _ledger_query(s: Session, viewer: Viewer, flow: FlowSpec, unit_id, periods, 
     conds = _scope(s, viewer, flow, unit_id, periods)
     if state is not None:
         if state not in flow.states:
-            raise FieldErrors({"state": [msg("ledger.unknown_state_states_are", state=state, flow_states=list(flow.states))]})
+            raise FieldErrors({"state": [msg("ledger.unknown_state_states_are", state=state,
+                                             flow_states=list(flow.states))]})
         conds.append(CASES.c.state == state)
     return conds
 

@@ -107,7 +107,8 @@ def read_rows(text: str) -> tuple[list[_Row], list[tuple[int, str]]]:
     unknown = [h for h in header if h not in COLUMNS]
     missing = [c for c in REQUIRED if c not in header]
     if unknown:
-        errors.append((1, msg("org.unknown_column_columns_are", unknown=list(unknown), COLUMNS=list(COLUMNS))))
+        errors.append((1, msg("org.unknown_column_columns_are", unknown=list(unknown),
+                              COLUMNS=list(COLUMNS))))
     if missing:
         errors.append((1, msg("org.missing_column", missing=list(missing))))
     if errors:
@@ -148,7 +149,8 @@ def read_rows(text: str) -> tuple[list[_Row], list[tuple[int, str]]]:
             elif part in ORG_ROLES:
                 roles.append((part, False))
             else:
-                problems.append(msg("org.role_not_one_name", part=part, ORG_ROLES=list(ORG_ROLES), GROUP_PREFIX=GROUP_PREFIX))
+                problems.append(msg("org.role_not_one_name", part=part, ORG_ROLES=list(ORG_ROLES),
+                                    GROUP_PREFIX=GROUP_PREFIX))
         if (roles or v.get("username")) and not person_code:
             problems.append(msg("org.roles_username_need_person"))
         if problems:
@@ -173,26 +175,32 @@ def _cross_check(s: Session, rows: list[_Row]) -> list[tuple[int, str]]:
                 errors.append((r.line, msg("org.unit_new_needs_unit", r_unit_code=r.unit_code)))
             if r.parent_code and r.parent_code not in existing_units \
                     and r.parent_code not in defined:
-                errors.append((r.line, msg("org.parent_unit_not_defined", r_parent_code=r.parent_code)))
+                errors.append((r.line, msg("org.parent_unit_not_defined",
+                                           r_parent_code=r.parent_code)))
             if r.parent_code == r.unit_code:
                 errors.append((r.line, msg("org.unit_cannot_own_parent")))
             defined[r.unit_code] = (r.line, r.unit_name, r.parent_code)
         else:
             line, name, parent = first
             if r.unit_name and name and r.unit_name != name:
-                errors.append((r.line, msg("org.unit_named_on_line", r_unit_code=r.unit_code, name=name, line=line)))
+                errors.append((r.line, msg("org.unit_named_on_line", r_unit_code=r.unit_code,
+                                           name=name, line=line)))
             if r.parent_code and parent and r.parent_code != parent:
-                errors.append((r.line, msg("org.unit_has_parent_on", r_unit_code=r.unit_code, parent=parent, line=line)))
+                errors.append((r.line, msg("org.unit_has_parent_on", r_unit_code=r.unit_code,
+                                           parent=parent, line=line)))
     seen_people: dict[str, int] = {}
     seen_users: dict[str, int] = {}
     for r in rows:
         if r.person_code:
             if r.person_code in seen_people:
-                errors.append((r.line, msg("org.person_already_on_line", r_person_code=r.person_code, value=seen_people[r.person_code])))
+                errors.append((r.line, msg("org.person_already_on_line",
+                                           r_person_code=r.person_code,
+                                           value=seen_people[r.person_code])))
             seen_people.setdefault(r.person_code, r.line)
         if r.username:
             if r.username in seen_users:
-                errors.append((r.line, msg("org.username_already_on_line", r_username=r.username, value=seen_users[r.username])))
+                errors.append((r.line, msg("org.username_already_on_line", r_username=r.username,
+                                           value=seen_users[r.username])))
             seen_users.setdefault(r.username, r.line)
     if seen_users:
         taken = {u: c for u, c in s.execute(
@@ -206,7 +214,8 @@ def _cross_check(s: Session, rows: list[_Row]) -> list[tuple[int, str]]:
             if username in taken and taken[username] != code:
                 errors.append((line, msg("org.username_belongs_another_person", username=username)))
             elif code in has_user and has_user[code] != username:
-                errors.append((line, msg("org.person_already_has_username", code=code, value=has_user[code])))
+                errors.append((line, msg("org.person_already_has_username", code=code,
+                                         value=has_user[code])))
     return sorted(errors)
 
 

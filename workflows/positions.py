@@ -208,7 +208,8 @@ def pool_taken(s: Session, rule: PoolRule, pool: Pool) -> dict[Any, int]:
 def require_writer(viewer: Viewer, doing: str) -> None:
     """Setting 职数 is for admins (系统管理员) and process owners (流程管理员)."""
     if not viewer.sees_all:
-        raise Forbidden(msg("positions.needs_role_admin_process", doing=doing), rule="needs_admin_or_process_owner")
+        raise Forbidden(msg("positions.needs_role_admin_process",
+                            doing=doing), rule="needs_admin_or_process_owner")
 
 
 def _visible(viewer: Viewer) -> ColumnElement[bool]:
@@ -321,7 +322,8 @@ def _check(s: Session, spec: FlowSpec | None, rank: Any, round: Any,
     elif positions < 0:
         errors["positions"] = [msg("positions.must_not_negative_got", positions=positions)]
     elif positions > MAX_POSITIONS:
-        errors["positions"] = [msg("positions.must_at_most_got", MAX_POSITIONS=MAX_POSITIONS, positions=positions)]
+        errors["positions"] = [msg("positions.must_at_most_got", MAX_POSITIONS=MAX_POSITIONS,
+                                   positions=positions)]
     clean["positions"] = positions
     note = (note.strip() or None) if isinstance(note, str) else note
     if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
@@ -362,7 +364,9 @@ def set_positions(s: Session, spec: FlowSpec | None, unit: Unit, rank: Any, roun
     taken = _taken_now(s, spec, unit, clean["rank"], clean["round"])
     if taken is not None and clean["positions"] < taken:
         raise FieldErrors({"positions": [
-            msg("positions.positions_unit_round_are", taken=taken, unit_code=unit.code, unit_name=unit.name, rank=clean['rank'], round=clean['round'], positions=clean['positions'])]})
+            msg("positions.positions_unit_round_are", taken=taken, unit_code=unit.code,
+                unit_name=unit.name, rank=clean['rank'], round=clean['round'],
+                positions=clean['positions'])]})
     row = s.execute(select(RankPositions).where(
         RankPositions.unit_id == unit.id, RankPositions.rank == clean["rank"],
         RankPositions.round == clean["round"])).scalar_one_or_none()
@@ -387,11 +391,14 @@ def delete_positions(s: Session, spec: FlowSpec | None, unit_code: str, rank: st
         RankPositions.unit_id == unit.id, RankPositions.rank == rank,
         RankPositions.round == round)).scalar_one_or_none()
     if row is None:
-        raise NotFound(msg("positions.no_rank_positions_set", unit_code=unit_code, rank=rank, round=round))
+        raise NotFound(msg("positions.no_rank_positions_set", unit_code=unit_code, rank=rank,
+                           round=round))
     taken = _taken_now(s, spec, unit, row.rank, row.round)
     if taken:
         raise FieldErrors({"positions": [
-            msg("positions.positions_unit_round_are_2", taken=taken, row_positions=row.positions, unit_code=unit.code, unit_name=unit.name, row_rank=row.rank, row_round=row.round, taken2=taken)]})
+            msg("positions.positions_unit_round_are_2", taken=taken, row_positions=row.positions,
+                unit_code=unit.code, unit_name=unit.name, row_rank=row.rank, row_round=row.round,
+                taken2=taken)]})
     s.delete(row)
     s.flush()
 
@@ -489,7 +496,8 @@ def import_positions(db: Database, spec: FlowSpec | None, text: str, *, by: int 
                     continue
                 key = (code, c.get("rank", ""), c.get("round", ""))
                 if key in seen:
-                    errors.append((line, msg("positions.unit_round_already_set", code=code, value=key[1], value2=key[2], value3=seen[key])))
+                    errors.append((line, msg("positions.unit_round_already_set", code=code,
+                                             value=key[1], value2=key[2], value3=seen[key])))
                     continue
                 seen[key] = line
                 try:

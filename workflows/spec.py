@@ -445,7 +445,9 @@ class TimerSchema(_Strict):
             "repeat": {"after", "working_days", "at", "at_field", "fire", "before"},
         }[kind] & set(data)
         if extra:
-            raise ValidationError({k: [msg("spec.does_not_apply_timer", k=k, value='an' if kind == 'auto' else 'a', kind=kind)] for k in extra})
+            raise ValidationError({k: [msg("spec.does_not_apply_timer", k=k,
+                                           value='an' if kind == 'auto' else 'a',
+                                           kind=kind)] for k in extra})
 
 
 class StateSchema(_Strict):
@@ -671,7 +673,8 @@ def parse_source(text: str, filename: str) -> tuple[Any, yaml.Node | None]:
         if isinstance(exc, yaml.reader.ReaderError):  # a control character: no mark
             line = text.count("\n", 0, exc.position) + 1
             said = f"character {exc.character!r} is not allowed"
-        raise DefinitionInvalid([Problem(filename, "", msg("spec.not_valid_yaml", said=said), line)]) from exc
+        raise DefinitionInvalid([Problem(filename, "", msg("spec.not_valid_yaml",
+                                                           said=said), line)]) from exc
 
 
 def content_hash(document: Any) -> str:
@@ -826,7 +829,8 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
     for i, raw in enumerate(data["transitions"]):
         p = f"transitions[{i}]"
         if raw["trigger"] in RESERVED_TRIGGERS:
-            add(f"{p}.trigger", msg("spec.reserved_history_records_starting", trigger=raw['trigger']))
+            add(f"{p}.trigger", msg("spec.reserved_history_records_starting",
+                                    trigger=raw['trigger']))
         sources: list[str] = []
         raw_sources = raw["source"]
         for j, s in enumerate(raw_sources):
@@ -840,7 +844,8 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             elif s not in sources:
                 sources.append(s)
         if raw["dest"] not in states:
-            add(f"{p}.to", msg("spec.unknown_state_2", dest=raw['dest'], value=_suggest(raw['dest'], states)))
+            add(f"{p}.to", msg("spec.unknown_state_2", dest=raw['dest'],
+                               value=_suggest(raw['dest'], states)))
         for j, b in enumerate(raw["by"]):
             check_role(f"{p}.by" + (f"[{j}]" if len(raw["by"]) > 1 else ""), b, allow_system=True)
         for key in ("requires", "accepts"):
@@ -848,13 +853,15 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
                 if fname not in flow_fields:
                     what = "required field" if key == "requires" else "field"
                     add(f"{p}.{key}[{j}]",
-                        msg("spec.not_declared_under_fields", what=what, fname=fname, value=_suggest(fname, flow_fields)))
+                        msg("spec.not_declared_under_fields", what=what, fname=fname,
+                            value=_suggest(fname, flow_fields)))
         given = set(raw.get("requires", ())) | set(raw.get("accepts", ()))
         for j, fname in enumerate(raw.get("appends", ())):
             if fname not in given:
                 add(f"{p}.appends[{j}]", msg("spec.field_must_listed_requires", fname=fname))
             elif fname in flow_fields and flow_fields[fname].type != "list":
-                add(f"{p}.appends[{j}]", msg("spec.only_list_field_can", fname=fname, type=flow_fields[fname].type))
+                add(f"{p}.appends[{j}]", msg("spec.only_list_field_can", fname=fname,
+                                             type=flow_fields[fname].type))
         both = set(raw.get("requires", ())) & set(raw.get("accepts", ()))
         for fname in sorted(both):
             add(f"{p}.accepts", msg("spec.field_listed_both_requires", fname=fname))
@@ -872,14 +879,16 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             elif fname in flow_fields:
                 for v in allowed:
                     if v not in flow_fields[fname].values:
-                        add(vp, msg("spec.not_value_field_values", v=v, fname=fname, values=list(flow_fields[fname].values)))
+                        add(vp, msg("spec.not_value_field_values", v=v, fname=fname,
+                                    values=list(flow_fields[fname].values)))
                 if len(set(allowed)) != len(allowed):
                     add(vp, msg("spec.value_listed_twice"))
         for s in sources:
             key = (raw["trigger"], s)
             if key in seen:
                 add(f"{p}.trigger",
-                    msg("spec.trigger_from_state_already", trigger=raw['trigger'], s=s, value=seen[key]))
+                    msg("spec.trigger_from_state_already", trigger=raw['trigger'], s=s,
+                        value=seen[key]))
             else:
                 seen[key] = i
         transitions.append(TransitionSpec(
@@ -902,7 +911,8 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
     # ---- timers and deadlines refer to triggers that a `system` actor may fire
     def check_system_trigger(path: str, trigger: str, state: str) -> None:
         if trigger not in triggers:
-            add(path, msg("spec.unknown_trigger", trigger=trigger, value=_suggest(trigger, triggers)))
+            add(path, msg("spec.unknown_trigger", trigger=trigger,
+                          value=_suggest(trigger, triggers)))
             return
         t = next((t for t in transitions if t.trigger == trigger and state in t.sources), None)
         if t is None:
@@ -926,9 +936,11 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             if tm.fire:
                 check_system_trigger(f"{tp}.fire", tm.fire, st.name)
             if tm.at_field and tm.at_field not in flow_fields:
-                add(f"{tp}.at_field", msg("spec.unknown_at_field", tm_at_field=tm.at_field, value=_suggest(tm.at_field, flow_fields)))
+                add(f"{tp}.at_field", msg("spec.unknown_at_field", tm_at_field=tm.at_field,
+                                          value=_suggest(tm.at_field, flow_fields)))
             elif tm.at_field and flow_fields[tm.at_field].type != "date":
-                add(f"{tp}.at_field", msg("spec.at_field_must_name", tm_at_field=tm.at_field, type=flow_fields[tm.at_field].type))
+                add(f"{tp}.at_field", msg("spec.at_field_must_name", tm_at_field=tm.at_field,
+                                          type=flow_fields[tm.at_field].type))
             if tm.kind == "reminder" and not st.deadline:
                 add(tp, msg("spec.reminder_needs_deadline_on", st_name=st.name))
             if tm.at and data["period"] == "none":
@@ -962,7 +974,8 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
     for st in states.values():
         i = position[st.name]
         if st.name not in reached:
-            add(f"states[{i}]", msg("spec.state_unreachable_from", st_name=st.name, initial=initial))
+            add(f"states[{i}]", msg("spec.state_unreachable_from", st_name=st.name,
+                                    initial=initial))
         if not st.final and not (exits[st.name] - {st.name}):
             add(f"states[{i}]", msg("spec.non_final_state_has", st_name=st.name))
         elif st.name not in finishing and any(s.final for s in states.values()):
@@ -1009,14 +1022,16 @@ def _start(raw: dict[str, Any] | None, flow_fields: dict[str, FieldSpec],
     by = tuple(raw.get("by", ()))
     for j, fname in enumerate(accepts):
         if fname not in flow_fields:
-            add(f"start.accepts[{j}]", msg("spec.field_not_declared_under", fname=fname, value=_suggest(fname, flow_fields)))
+            add(f"start.accepts[{j}]", msg("spec.field_not_declared_under", fname=fname,
+                                           value=_suggest(fname, flow_fields)))
     known = sorted(roles) + [SYSTEM, *START_ORG_ROLES]
     for j, name in enumerate(by):
         path = "start.by" + (f"[{j}]" if len(by) > 1 else "")
         if name in START_ORG_ROLES and name in roles:
             add(path, msg("spec.names_both_organisation_role", name=name))
         elif name not in known:
-            add(path, msg("spec.unknown_role_known_here", name=name, value=_suggest(name, known), known=list(known)))
+            add(path, msg("spec.unknown_role_known_here", name=name, value=_suggest(name, known),
+                          known=list(known)))
     if accepts and not by:
         add("start", msg("spec.start_accepts_needs_start"))
     return StartSpec(accepts=accepts, by=by)

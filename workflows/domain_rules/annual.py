@@ -134,7 +134,8 @@ def _sanction_block_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowS
         return
     for kind, block in p["kinds"].items():
         if kind not in SANCTION_KINDS:  # a misspelt kind would never block anything
-            yield f".kinds.{kind}", (msg("annual.not_kind_sanction_kinds", kind=kind, SANCTION_KINDS=list(SANCTION_KINDS)))
+            yield f".kinds.{kind}", (msg("annual.not_kind_sanction_kinds", kind=kind,
+                                         SANCTION_KINDS=list(SANCTION_KINDS)))
         key = "only" if "only" in block else "blocks"
         yield from field_value_problems(spec, p["field"], block[key], f"kinds.{kind}.{key}")
     inv = p.get("investigation")
@@ -182,7 +183,9 @@ def _sanction_block(p: dict[str, Any], batch: Batch) -> None:
                 when = msg("annual.applies_to", span=span)
             raise RuleViolation(
                 "sanction_block",
-                msg("annual.decided_not_possible", case_id=case.id, s_kind=s.kind, s_decided_on=s.decided_on.isoformat(), when=when, what=what, year=year, label=label, grade=grade),
+                msg("annual.decided_not_possible", case_id=case.id, s_kind=s.kind,
+                    s_decided_on=s.decided_on.isoformat(), when=when, what=what, year=year,
+                    label=label, grade=grade),
                 {"case_id": case.id, "sanction_id": s.id, "kind": s.kind,
                  "decided_on": s.decided_on.isoformat(),
                  "effect_ends": s.effect_ends.isoformat() if s.effect_ends else None,
@@ -196,13 +199,16 @@ def _sanction_block(p: dict[str, Any], batch: Batch) -> None:
             if inv.get("refuse"):
                 raise RuleViolation(
                     "sanction_block",
-                    msg("annual.under_investigation_since_grade", case_id=case.id, i_opened_on=i.opened_on.isoformat(), year=year),
+                    msg("annual.under_investigation_since_grade", case_id=case.id,
+                        i_opened_on=i.opened_on.isoformat(), year=year),
                     {"case_id": case.id, "investigation_id": i.id, "year": year,
                      "grade": grade, "opened_on": i.opened_on.isoformat()})
             if grade not in inv["only"]:
                 raise RuleViolation(
                     "sanction_block",
-                    msg("annual.under_investigation_since_grade_2", case_id=case.id, i_opened_on=i.opened_on.isoformat(), year=year, only=' / '.join(inv['only']), grade=grade),
+                    msg("annual.under_investigation_since_grade_2", case_id=case.id,
+                        i_opened_on=i.opened_on.isoformat(), year=year,
+                        only=' / '.join(inv['only']), grade=grade),
                     {"case_id": case.id, "investigation_id": i.id, "year": year,
                      "grade": grade, "only": inv["only"],
                      "opened_on": i.opened_on.isoformat()})
@@ -251,16 +257,19 @@ def _regular_linkage_definition(p: dict[str, Any], t: TransitionSpec, spec: Flow
     yield from _enum_problems(spec, p["field"], [p["value"]], "value")
     for name in ("good", "none_below"):
         if p.get(name) is not None and p[name] not in p["scale"]:
-            yield f".{name}", (msg("annual.not_regular_grade_grades", value=p[name], scale=list(p['scale'])))
+            yield f".{name}", (msg("annual.not_regular_grade_grades", value=p[name],
+                                   scale=list(p['scale'])))
     if not any(p.get(k) is not None for k in ("min_good", "min_good_share", "none_below",
                                                "weighted")) and not p["min_results"]:
         yield "", msg("annual.give_at_least_one")
     w = p.get("weighted")
     if w:
         if w["score_field"] not in spec.fields:
-            yield ".weighted.score_field", (msg("annual.unknown_field_declare_under_2", score_field=w['score_field']))
+            yield ".weighted.score_field", (msg("annual.unknown_field_declare_under_2",
+                                                score_field=w['score_field']))
         elif spec.fields[w["score_field"]].type not in ("int", "decimal"):
-            yield ".weighted.score_field", msg("annual.not_number_field", score_field=w['score_field'])
+            yield ".weighted.score_field", msg("annual.not_number_field",
+                                               score_field=w['score_field'])
         for g in w["scores"]:
             if g not in p["scale"]:
                 yield ".weighted.scores", msg("annual.not_regular_grade", g=g)
@@ -279,7 +288,8 @@ def _needed_good(p: dict[str, Any], n: int) -> int:
 
 
 def _refuse(case: CaseFacts, message: str, details: dict[str, Any]) -> None:
-    raise RuleViolation("regular_linkage", msg("annual.regular_linkage", case_id=case.id, message=message),
+    raise RuleViolation("regular_linkage", msg("annual.regular_linkage", case_id=case.id,
+                                               message=message),
                         {"case_id": case.id, **details})
 
 
@@ -296,28 +306,39 @@ def _regular_linkage(p: dict[str, Any], batch: Batch) -> None:
         base = {"year": year, "results": n, "grades": grades}
         what = msg("annual.grade_for_year", grade=p["value"], year=year)
         if n < p["min_results"]:
-            _refuse(case, msg("annual.needs_at_least_regular", what=what, min_results=p['min_results'], n=n), {**base, "min_results": p["min_results"]})
+            _refuse(case, msg("annual.needs_at_least_regular", what=what,
+                              min_results=p['min_results'],
+                              n=n), {**base, "min_results": p["min_results"]})
         good = sum(1 for g in grades if g == p["good"])
         needed = _needed_good(p, n)
         if good < needed:
-            _refuse(case, msg("annual.needs_regular_results_has", what=what, needed=needed, good=p['good'], n=n, good2=good), {**base, "needed": needed, "good": good})
+            _refuse(case, msg("annual.needs_regular_results_has", what=what, needed=needed,
+                              good=p['good'], n=n,
+                              good2=good), {**base, "needed": needed, "good": good})
         if p.get("none_below") is not None:
             rank = {g: i for i, g in enumerate(p["scale"])}
             floor_ = rank[p["none_below"]]
             below = [g for g in grades if rank.get(g, len(rank)) > floor_]
             if below:
-                _refuse(case, msg("annual.needs_no_regular_result", what=what, none_below=p['none_below'], n_below=len(below), below=list(below)),
+                _refuse(case, msg("annual.needs_no_regular_result", what=what,
+                                  none_below=p['none_below'], n_below=len(below),
+                                  below=list(below)),
                         {**base, "none_below": p["none_below"], "below": below})
         w = p.get("weighted")
         if w:
             own = case.data.get(w["score_field"])
             if own is None or not grades:
-                _refuse(case, msg("annual.needs_weighted_score_at", what=what, min_score=w['min_score'], value=msg("annual.no_regular_results") if not grades else msg("annual.no_own_score")),
+                _refuse(case, msg("annual.needs_weighted_score_at", what=what,
+                                  min_score=w['min_score'],
+                                  value=msg("annual.no_regular_results") if not grades else msg("annual.no_own_score")),
                         {**base, "min_score": w["min_score"]})
             regular = sum(w["scores"].get(g, 0.0) for g in grades) / n
             score = round(w["weight"] * regular + (1 - w["weight"]) * float(own), 2)
             if score < w["min_score"]:
-                _refuse(case, msg("annual.needs_weighted_score_at_2", what=what, min_score=w['min_score'], score=score, weight=w['weight'], regular=regular, value=1 - w['weight'], score_field=w['score_field'], own=own),
+                _refuse(case, msg("annual.needs_weighted_score_at_2", what=what,
+                                  min_score=w['min_score'], score=score, weight=w['weight'],
+                                  regular=regular, value=1 - w['weight'],
+                                  score_field=w['score_field'], own=own),
                         {**base, "score": score, "min_score": w["min_score"],
                          "regular_score": regular})
 
@@ -360,11 +381,14 @@ def _excellent_quota_definition(p: dict[str, Any], t: TransitionSpec, spec: Flow
     for tier, ratio in ratios.items():
         path = f".max_ratio.{tier}" if tier else ".max_ratio"
         if ratio > p["ceiling"]:
-            yield path, (msg("annual.above_ceiling_raise_ceiling_2", ratio=ratio, ceiling=p['ceiling']))
+            yield path, (msg("annual.above_ceiling_raise_ceiling_2", ratio=ratio,
+                             ceiling=p['ceiling']))
         if p["raised_ratio"] < ratio:
-            yield ".raised_ratio", (msg("annual.raised_ratio_below_max", raised_ratio=p['raised_ratio'], ratio=ratio))
+            yield ".raised_ratio", (msg("annual.raised_ratio_below_max",
+                                        raised_ratio=p['raised_ratio'], ratio=ratio))
     if p["raised_ratio"] > p["ceiling"]:
-        yield ".raised_ratio", (msg("annual.above_ceiling_raise_ceiling", raised_ratio=p['raised_ratio'], ceiling=p['ceiling']))
+        yield ".raised_ratio", (msg("annual.above_ceiling_raise_ceiling",
+                                    raised_ratio=p['raised_ratio'], ceiling=p['ceiling']))
     if (p.get("raise_top") or p["raise_units"]) and "unit" not in p["pool"]:
         yield ".pool", msg("annual.unit_ratio_raised_per")
     if p.get("raise_top") and (spec.period == "none" or "period" not in p["pool"]):

@@ -76,7 +76,8 @@ def _term_length_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec
     yield from _date_field(spec, p["start"], ".start")
     yield from _date_field(spec, p["end"], ".end")
     if p["min_months"] > p["max_months"]:
-        yield ".min_months", msg("dispatch.min_months_greater_than", min_months=p['min_months'], max_months=p['max_months'])
+        yield ".min_months", msg("dispatch.min_months_greater_than", min_months=p['min_months'],
+                                 max_months=p['max_months'])
     if ("if_field" in p) != ("in_" in p):
         yield ".if_field", msg("dispatch.if_field_go_together")
     elif "if_field" in p:
@@ -86,7 +87,8 @@ def _term_length_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec
             f = spec.fields[p["if_field"]]
             for v in p["in_"]:
                 if f.type == "enum" and v not in f.values:
-                    yield ".in", (msg("dispatch.not_value_field_values_2", v=v, if_field=p['if_field'], f_values=list(f.values)))
+                    yield ".in", (msg("dispatch.not_value_field_values_2", v=v,
+                                      if_field=p['if_field'], f_values=list(f.values)))
 
 
 def _term_length(p: dict[str, Any], batch: Batch) -> None:
@@ -100,14 +102,18 @@ def _term_length(p: dict[str, Any], batch: Batch) -> None:
         details = {"case_id": case.id, "start": start.isoformat(), "end": end.isoformat(),
                    "min_months": p["min_months"], "max_months": p["max_months"]}
         if end < start:
-            raise RuleViolation("term_length", msg("dispatch.term_end_before_start", case_id=case.id, f_end_label=f_end.label, end=end, f_start_label=f_start.label, start=start), details)
+            raise RuleViolation("term_length", msg("dispatch.term_end_before_start",
+                                                   case_id=case.id, f_end_label=f_end.label,
+                                                   end=end, f_start_label=f_start.label,
+                                                   start=start), details)
         after = end + dt.timedelta(days=1)  # the end day is part of the term
         when = (msg("dispatch.term_when", value=case.data.get(p["if_field"])) if "if_field" in p
                 else "")
         if after < add_months(start, p["min_months"]) or after > add_months(start, p["max_months"]):
             raise RuleViolation(
                 "term_length",
-                msg("dispatch.term_must_last_months", case_id=case.id, start=start, end=end, min_months=p['min_months'], max_months=p['max_months'], when=when), details)
+                msg("dispatch.term_must_last_months", case_id=case.id, start=start, end=end,
+                    min_months=p['min_months'], max_months=p['max_months'], when=when), details)
 
 
 register(Rule(
@@ -140,7 +146,8 @@ def _check_in_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
         yield ".field", msg("dispatch.field_must_list_records", field=p['field'])
         return
     if p["field"] not in t.appends:
-        yield ".field", msg("dispatch.field_must_listed_appends", field=p['field'], t_trigger=t.trigger)
+        yield ".field", msg("dispatch.field_must_listed_appends", field=p['field'],
+                            t_trigger=t.trigger)
     subs = {s.name: s for s in f.record}
     if p["month"] not in subs or subs[p["month"]].type != "text":
         yield ".month", msg("dispatch.needs_text_sub_field", field=p['field'], month=p['month'])
@@ -163,7 +170,8 @@ def _check_in(p: dict[str, Any], batch: Batch) -> None:
             month, days = item.get(p["month"]), item.get(p["days"])
 
             def refuse(why: str, case_id=case.id, month=month, days=days) -> None:
-                raise RuleViolation("check_in", msg("dispatch.check_in", case_id=case_id, month=month, why=why),
+                raise RuleViolation("check_in", msg("dispatch.check_in", case_id=case_id,
+                                                    month=month, why=why),
                                     {"case_id": case_id, "month": month, "days": days})
 
             m = MONTH.match(str(month or ""))
@@ -205,11 +213,13 @@ class OutcomeFlagsParams(_Params):
 def _outcome_flags_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     g = spec.fields.get(p["grade_field"])
     if g is None:
-        yield ".grade_field", msg("dispatch.unknown_field_declare_under_3", grade_field=p['grade_field'])
+        yield ".grade_field", msg("dispatch.unknown_field_declare_under_3",
+                                  grade_field=p['grade_field'])
     else:
         for v in p["in_"]:
             if g.type == "enum" and v not in g.values:
-                yield ".in", (msg("dispatch.not_value_field_values", v=v, grade_field=p['grade_field'], g_values=list(g.values)))
+                yield ".in", (msg("dispatch.not_value_field_values", v=v,
+                                  grade_field=p['grade_field'], g_values=list(g.values)))
     for i, name in enumerate(p["flags"]):
         if name not in spec.fields or spec.fields[name].type != "bool":
             yield f".flags[{i}]", msg("dispatch.must_bool_field_declared", name=name)
@@ -225,7 +235,8 @@ def _outcome_flags(p: dict[str, Any], batch: Batch) -> None:
                 f = batch.spec.fields[name]
                 raise RuleViolation(
                     "outcome_flags",
-                    msg("dispatch.only_grade", case_id=case.id, f_label=f.label, name=name, value='/'.join(map(str, p['in_'])), grade=grade),
+                    msg("dispatch.only_grade", case_id=case.id, f_label=f.label, name=name,
+                        value='/'.join(map(str, p['in_'])), grade=grade),
                     {"case_id": case.id, "flag": name, "grade": grade})
 
 
@@ -265,7 +276,8 @@ def _record_outcome_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowS
         if f is None:
             yield f".{key}", msg("dispatch.unknown_field_declare_under_4", value=p[key])
         elif f.type not in types[key]:
-            yield f".{key}", (msg("dispatch.field_effect_needs", value=p[key], f_type=f.type, value2=' or '.join(types[key])))
+            yield f".{key}", (msg("dispatch.field_effect_needs", value=p[key], f_type=f.type,
+                                  value2=' or '.join(types[key])))
 
 
 def _record_outcome(p: dict[str, Any], batch: Batch) -> None:

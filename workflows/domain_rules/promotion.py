@@ -149,28 +149,32 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
     if not target_rank:
         reasons.append(Reason("target", msg("promotion.no_target_rank_given")))
     elif step is None:
-        reasons.append(Reason("target", msg("promotion.not_rank_ladder_known", target_rank=target_rank, ladder=list(ladder)),
+        reasons.append(Reason("target", msg("promotion.not_rank_ladder_known",
+                                            target_rank=target_rank, ladder=list(ladder)),
                               {"target_rank": target_rank}))
     elif snap.rank is None or snap.rank_since is None:
         reasons.append(Reason("rank", msg("promotion.no_current_rank_rank"),
                               {"target_rank": target_rank}))
     elif not reaches(step, snap.rank, posts):
         reasons.append(Reason(
-            "ladder", msg("promotion.reached_from_not_from", target_rank=target_rank, from_=' or '.join(step['from']), snap_rank=snap.rank),
+            "ladder", msg("promotion.reached_from_not_from", target_rank=target_rank,
+                          from_=' or '.join(step['from']), snap_rank=snap.rank),
             {"target_rank": target_rank, "rank": snap.rank, "from": list(step["from"])}))
     else:
         t = tenure(snap, snap.rank_since, on, params["excellent_bonus_years"])
         needed = Decimal(str(step["years"])) * 12
         if t.counted < needed:
             n = len(t.excellent_years)
-            extra = msg("promotion.excellent_counted", n=n, grade=EXCELLENT, s="s" if n != 1 else "")
+            extra = msg("promotion.excellent_counted", n=n, grade=EXCELLENT,
+                        s="s" if n != 1 else "")
             if t.uncounted_years:
                 extra = msg("promotion.not_counted", counted=extra, years=[
                     msg("promotion.year_grade", year=y, grade=snap.grades[y])
                     for y in t.uncounted_years])
             reasons.append(Reason(
                 "years",
-                msg("promotion.needs_years_has", value=Decimal(str(step['years'])), snap_rank=snap.rank, value2=_years(t.counted), extra=extra),
+                msg("promotion.needs_years_has", value=Decimal(str(step['years'])),
+                    snap_rank=snap.rank, value2=_years(t.counted), extra=extra),
                 {"rank": snap.rank, "since": snap.rank_since.isoformat(),
                  "needed_years": float(step["years"]), "counted_months": float(t.counted),
                  "elapsed_months": t.elapsed, "uncounted_months": t.uncounted,
@@ -180,12 +184,14 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
         until = (msg("promotion.until", day=x.effect_ends) if x.effect_ends
                  else msg("promotion.without_end"))
         reasons.append(Reason(
-            "sanction", msg("promotion.sanction_decided_effect", x_kind=x.kind, x_decided_on=x.decided_on, until=until),
+            "sanction", msg("promotion.sanction_decided_effect", x_kind=x.kind,
+                            x_decided_on=x.decided_on, until=until),
             {"kind": x.kind, "category": x.category, "decided_on": x.decided_on.isoformat(),
              "effect_ends": x.effect_ends.isoformat() if x.effect_ends else None}))
     if snap.under_investigation_on(on):
         since = max(i.opened_on for i in snap.investigations if i.open_on(on))
-        reasons.append(Reason("investigation", msg("promotion.under_investigation_since", since=since),
+        reasons.append(Reason("investigation", msg("promotion.under_investigation_since",
+                                                   since=since),
                               {"opened_on": since.isoformat()}))
     graded = {y: g for y, g in snap.grades.items() if y <= on.year}
     if not graded:
@@ -194,7 +200,8 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
         year = max(graded)
         if graded[year] not in COUNTED_GRADES:
             reasons.append(Reason(
-                "last_result", msg("promotion.last_annual_result_below", value=graded[year], year=year),
+                "last_result", msg("promotion.last_annual_result_below", value=graded[year],
+                                   year=year),
                 {"year": year, "grade": graded[year]}))
     if exam_required(params, target_rank):
         valid = params.get("exam_valid_years")
@@ -202,7 +209,8 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
         if not snap.passed(params["exam"], on, after=after):
             within = "" if after is None else msg("promotion.exam_within", after=after,
                                                    valid=f"{valid:g}")
-            reasons.append(Reason("exam", msg("promotion.theory_exam_not_passed", exam=params['exam'], within=within),
+            reasons.append(Reason("exam", msg("promotion.theory_exam_not_passed",
+                                              exam=params['exam'], within=within),
                                   {"exam": params["exam"], "valid_from":
                                    after.isoformat() if after else None}))
     reasons.extend(training_reasons(snap, params, on))
@@ -212,7 +220,8 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
         year = good_year(params, on)
         if good < params["min_good"]:
             reasons.append(Reason(
-                "min_good", msg("promotion.needs_at_least_regular", min_good=params['min_good'], good_value=params['good_value'], year=year, good=good),
+                "min_good", msg("promotion.needs_at_least_regular", min_good=params['min_good'],
+                                good_value=params['good_value'], year=year, good=good),
                 {"year": year, "needed": params["min_good"], "has": good}))
     return reasons
 
@@ -229,7 +238,8 @@ def training_reasons(snap: PersonFacts, params: dict[str, Any], on: dt.date) -> 
     has = total.hours if total else Decimal(0)
     if has >= Decimal(str(needed)):
         return []
-    return [Reason("training", msg("promotion.needs_training_hours_has", value=Decimal(str(needed)), year=year, has=has, value2=total.records if total else 0),
+    return [Reason("training", msg("promotion.needs_training_hours_has", value=Decimal(str(needed)),
+                                   year=year, has=has, value2=total.records if total else 0),
                    {"year": year, "needed": float(needed), "has": float(has),
                     "records": total.records if total else 0,
                     "legacy_hours": float(total.legacy_hours) if total else 0.0})]
@@ -255,7 +265,9 @@ def dispatch_reasons(snap: PersonFacts, params: dict[str, Any], on: dt.date) -> 
         if (o.grade in DISPATCH_SCALE and DISPATCH_SCALE.index(o.grade) > bar
                 and o.decided_on <= on < until):
             out.append(Reason(
-                "dispatch", msg("promotion.dispatch_outcome_decided_below", o_grade=o.grade, value=o.post_type or '下沉一线', o_decided_on=o.decided_on, least=least, until=until),
+                "dispatch", msg("promotion.dispatch_outcome_decided_below", o_grade=o.grade,
+                                value=o.post_type or '下沉一线', o_decided_on=o.decided_on, least=least,
+                                until=until),
                 {"grade": o.grade, "decided_on": o.decided_on.isoformat(),
                  "until": until.isoformat(), "needed": least, "fact_id": o.id}))
     return out
@@ -373,7 +385,8 @@ def _eligible_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
         if name not in spec.fields:
             yield f".{key}", msg("promotion.unknown_field_declare_under", name=name)
         elif key == "date_field" and spec.fields[name].type != "date":
-            yield f".{key}", msg("promotion.must_date_field_not", name=name, type=spec.fields[name].type)
+            yield f".{key}", msg("promotion.must_date_field_not", name=name,
+                                 type=spec.fields[name].type)
 
 
 def _decision_date(p: dict[str, Any], case: CaseFacts, now: dt.datetime | None) -> dt.date:
@@ -430,7 +443,8 @@ def _recheck_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     if name is not None and name not in spec.fields:
         yield ".date_field", msg("promotion.unknown_field_declare_under", name=name)
     elif name is not None and spec.fields[name].type != "date":
-        yield ".date_field", msg("promotion.must_date_field_not", name=name, type=spec.fields[name].type)
+        yield ".date_field", msg("promotion.must_date_field_not", name=name,
+                                 type=spec.fields[name].type)
 
 
 def _recheck(p: dict[str, Any], batch: Batch) -> None:
@@ -468,9 +482,11 @@ def _recommendation_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowS
         if name not in spec.fields:
             yield f".{key}", msg("promotion.unknown_field_declare_under", name=name)
         elif spec.fields[name].type != "int":
-            yield f".{key}", msg("promotion.must_int_field_not", name=name, type=spec.fields[name].type)
+            yield f".{key}", msg("promotion.must_int_field_not", name=name,
+                                 type=spec.fields[name].type)
         elif name not in t.requires + t.accepts:
-            yield f".{key}", (msg("promotion.field_must_listed_requires", name=name, t_trigger=t.trigger))
+            yield f".{key}", (msg("promotion.field_must_listed_requires", name=name,
+                                  t_trigger=t.trigger))
 
 
 def recommendation_problem(cast: int, votes_for: int, against: int | None, share: float,
@@ -499,7 +515,8 @@ def _recommendation(p: dict[str, Any], batch: Batch) -> None:
         if problem:
             message, details = problem
             raise RuleViolation(
-                "recommendation_threshold", msg("promotion.recommendation", case_id=case.id, message=message),
+                "recommendation_threshold", msg("promotion.recommendation", case_id=case.id,
+                                                message=message),
                 {"case_id": case.id, "votes_cast": cast, "votes_for": votes_for,
                  "votes_against": against, "share": p["share"], **details})
 
@@ -541,7 +558,8 @@ def _positions_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
             yield f".{key}", msg("promotion.unknown_field_declare_under", name=name)
     if p.get("override_field") in spec.fields and p["override_field"] not in (
             t.requires + t.accepts):
-        yield ".override_field", (msg("promotion.field_must_listed_accepts", override_field=p['override_field'], t_trigger=t.trigger))
+        yield ".override_field", (msg("promotion.field_must_listed_accepts",
+                                      override_field=p['override_field'], t_trigger=t.trigger))
     if p.get("override_field") and not p.get("category_field"):
         yield ".override_field", msg("promotion.override_needs_category_field")
     if p.get("category_ranks") and not p.get("category_field"):
@@ -549,7 +567,8 @@ def _positions_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     rank = spec.fields.get(p["field"])
     for i, r in enumerate(p.get("category_ranks") or ()):
         if rank is not None and rank.type == "enum" and r not in rank.values:
-            yield f".category_ranks[{i}]", (msg("promotion.not_value_field_values", r=r, field=p['field'], rank_values=list(rank.values)))
+            yield f".category_ranks[{i}]", (msg("promotion.not_value_field_values", r=r,
+                                                field=p['field'], rank_values=list(rank.values)))
     for i, s in enumerate(p.get("counted_states", ())):
         if s not in spec.states:
             yield f".counted_states[{i}]", msg("promotion.unknown_state", s=s)
@@ -600,7 +619,8 @@ def _positions(p: dict[str, Any], batch: Batch) -> None:
         if total + len(cases) > limit:
             raise RuleViolation(
                 "positions",
-                msg("promotion.positions_already_taken_asked", where=where, limit=limit, value=pool.origin(), total=total, n_cases=len(cases)),
+                msg("promotion.positions_already_taken_asked", where=where, limit=limit,
+                    value=pool.origin(), total=total, n_cases=len(cases)),
                 {**_pool_details(pool), "used": total, "asked": len(cases), "case_ids": ids})
         if not cf or not categorised(p, pool.rank):
             continue
@@ -617,7 +637,9 @@ def _positions(p: dict[str, Any], batch: Batch) -> None:
                 hint = msg("promotion.category_hint", field=of) if of else ""
                 raise RuleViolation(
                     "positions",
-                    msg("promotion.category_may_hold_positions", cat=cat, where=where, cap=cap, limit=limit, category_parts=p['category_parts'], taken=taken, n_asked=len(asked), hint=hint),
+                    msg("promotion.category_may_hold_positions", cat=cat, where=where, cap=cap,
+                        limit=limit, category_parts=p['category_parts'], taken=taken,
+                        n_asked=len(asked), hint=hint),
                     {**_pool_details(pool), "category": cat, "category_limit": cap,
                      "used": taken, "asked": len(asked), "case_ids": plain})
 

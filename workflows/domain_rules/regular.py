@@ -68,7 +68,8 @@ def _negative_list_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSp
     elif f.type != "list" or f.item is None or f.item.type != "enum":
         yield ".field", msg("regular.must_list_enum_values", field=p['field'])
     elif p["field"] not in t.requires + t.accepts:
-        yield ".field", (msg("regular.field_must_listed_accepts", field=p['field'], t_trigger=t.trigger))
+        yield ".field", (msg("regular.field_must_listed_accepts", field=p['field'],
+                             t_trigger=t.trigger))
     g = spec.fields.get(p["grade_field"])
     if g is None or g.type != "enum":
         yield ".grade_field", msg("regular.must_enum_field_grades", grade_field=p['grade_field'])
@@ -88,7 +89,8 @@ def _negative_list(p: dict[str, Any], batch: Batch) -> None:
         what = batch.spec.fields[p["field"]].label
         raise RuleViolation(
             "negative_list",
-            msg("regular.hit_can_only_not", case_id=case.id, what=what, value=list(map(str, hits)), label=label, value2=' / '.join(scale[cap:]), grade=grade),
+            msg("regular.hit_can_only_not", case_id=case.id, what=what, value=list(map(str, hits)),
+                label=label, value2=' / '.join(scale[cap:]), grade=grade),
             {"case_id": case.id, "hits": list(hits), "grade": grade, "cap": p["cap"],
              "allowed": scale[cap:]},
         )

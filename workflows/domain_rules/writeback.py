@@ -47,7 +47,8 @@ def _field_problems(spec: FlowSpec, t: TransitionSpec, name: str, types: tuple[s
     if f is None:
         yield f".{key}", msg("writeback.unknown_field_declare_under", name=name)
     elif f.type not in types:
-        yield f".{key}", msg("writeback.field_effect_needs", name=name, f_type=f.type, types=' or '.join(types))
+        yield f".{key}", msg("writeback.field_effect_needs", name=name, f_type=f.type,
+                             types=' or '.join(types))
 
 
 # --------------------------------------------------------------------------- annual result
@@ -65,7 +66,8 @@ def _annual_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     if f is not None and f.type == "enum":
         unknown = [v for v in f.values if v not in FACT_GRADES]
         if unknown:
-            yield ".field", (msg("writeback.values_field_are_not", unknown=list(unknown), field=p['field'], FACT_GRADES=list(FACT_GRADES)))
+            yield ".field", (msg("writeback.values_field_are_not", unknown=list(unknown),
+                                 field=p['field'], FACT_GRADES=list(FACT_GRADES)))
 
 
 def _record_annual(p: dict[str, Any], batch: Batch) -> None:
