@@ -63,7 +63,7 @@ class Message(str):
         return (Message, (self.key, self.params))
 
 
-def msg(key: str, **params: Any) -> Message:
+def msg(key: str, /, **params: Any) -> Message:
     """The message `key` with `params` (see the catalogues for the keys)."""
     return Message(key, params)
 
@@ -71,7 +71,7 @@ def msg(key: str, **params: Any) -> Message:
 _CONSTANTS: dict[str, Message] = {}
 
 
-def constant(key: str, **params: Any) -> Message:
+def constant(key: str, /, **params: Any) -> Message:
     """A message given to a marshmallow validator as its `error`: marshmallow formats it
     into a plain `str`, so `from_marshmallow` finds it again by its English text."""
     m = Message(key, params)
