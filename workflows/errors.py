@@ -146,8 +146,8 @@ class FieldErrors(CivflowError):
     errors: dict[str, list[str]] = field(default_factory=dict)
     code = "invalid_data"
 
-    def __str__(self) -> str:
-        return self.text("en")
+    def __str__(self) -> str:  # the log text (see workflows/messages.py)
+        return "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in sorted(self.errors.items()))
 
     def text(self, lang: str) -> str:
         return "; ".join(f"{k}: {' '.join(render(m, lang) for m in v)}"
@@ -207,7 +207,7 @@ class ImportFailed(CivflowError):
 
     def __init__(self, errors: list[tuple[int, str]]):
         self.errors = errors
-        super().__init__("\n".join(self.lines("en")))
+        super().__init__("\n".join(f"line {n}: {m}" for n, m in errors))  # the log text
 
     def text(self, lang: str) -> str:
         return "\n".join(self.lines(lang))

@@ -15,7 +15,8 @@ used in `workflows/` has no Chinese or English entry or a `.mo` is stale.
 
 Parameters that are words of the domain render in the reader's language too: a definition
 `Label` (`{zh, en}`), a nested `Message` (e.g. `msg("tier.staff")`), and lists of them
-(joined with `、` in Chinese, `, ` in English). Everything else is formatted as given.
+(a list joined with `、` in Chinese, `, ` in English; a tuple of sentences with `；` and
+`; `). Everything else is formatted as given.
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ def _format(key: str, params: dict[str, Any], lang: str, labels: str | None = No
 def _word(value: Any, lang: str, labels: str) -> Any:
     if isinstance(value, Message):
         return _format(value.key, value.params, lang, labels)
-    if isinstance(value, list | tuple):
+    if isinstance(value, tuple):  # a tuple holds sentences: "; " (English), "；" (Chinese)
+        return ("；" if lang == "zh" else "; ").join(str(_word(v, lang, labels)) for v in value)
+    if isinstance(value, list):
         return ("、" if lang == "zh" else ", ").join(str(_word(v, lang, labels)) for v in value)
     if hasattr(value, "text") and callable(getattr(value, "text", None)):  # Label
         return value.text(labels)

@@ -167,10 +167,10 @@ def _sanction_block(p: dict[str, Any], batch: Batch) -> None:
                 continue
             if "only" in block:
                 refused = grade not in block["only"]
-                what = msg("annual.allows_only", grades=list(block["only"]))
+                what = msg("annual.allows_only", grades=" / ".join(block["only"]))
             else:
                 refused = grade in block["blocks"]
-                what = msg("annual.blocks", grades=list(block["blocks"]))
+                what = msg("annual.blocks", grades=" / ".join(block["blocks"]))
             if not refused:
                 continue
             if block["basis"] == "effect":

@@ -412,10 +412,10 @@ def _eligible(p: dict[str, Any], batch: Batch) -> None:
             refused.append((case, target, on, reasons))
     if refused:
         parts = [msg("promotion.not_eligible", case_id=c.id, person_id=c.subject_id,
-                     target=target, on=on, reasons=[r.message for r in reasons])
+                     target=target, on=on, reasons=tuple(r.message for r in reasons))
                  for c, target, on, reasons in refused]
         raise RuleViolation("promotion_eligible", msg("promotion.not_eligible_cases",
-                                                      cases=parts), {"cases": [
+                                                      cases=tuple(parts)), {"cases": [
             {"case_id": c.id, "person_id": c.subject_id, "target_rank": target,
              "decision_date": on.isoformat(),
              "reasons": [{"code": r.code, "message": r.message, "key": r.message.key,
