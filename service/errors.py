@@ -1,11 +1,16 @@
 """One JSON shape for every error the API gives.
 
 ```json
-{"status": 409, "code": "conflict", "message": "…", "current_version": 4}
+{"status": 409, "code": "conflict", "key": "case.conflict",
+ "params": {"case_id": 7, "version": 4, "expected": 3},
+ "message": "案件 7 已更新到第 4 版（您看到的是第 3 版）：请刷新后重试", "current_version": 4}
 ```
 `status` and `code` are always there; `message` says what went wrong in words a person can
-act on; the rest depends on the error: `fields` (field path → messages) for 400/422,
-`rule` for 403 and rule refusals, `current_version` for 409, `problems` for definitions.
+act on, in the request's `Accept-Language` (Chinese unless English is asked for); `key` and
+`params` are the message code and its parameters (docs/messages.md), the same in every
+language. The rest depends on the error: `fields` (field path → messages) and `field_keys`
+(field path → [{key, params}]) for 400/422, `rule` and `details` for 403 and rule refusals,
+`current_version` for 409, `problems` for definitions.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from workflows import errors as e
 from workflows.accounts import AuthFailed, LoginThrottled
+from workflows.messages import LANGS, field_messages
 
 STATUS: dict[type[e.CivflowError], int] = {
     e.NotFound: 404,
@@ -41,7 +47,11 @@ class ProblemSchema(Schema):
 
     status = fields.Integer(required=True)
     code = fields.String(required=True)
-    message = fields.String(required=True)
+    message = fields.String(required=True, metadata={
+        "description": "in the request's Accept-Language: zh (default) or en"})
+    key = fields.String(metadata={"description": "the message code (docs/messages.md)"})
+    params = fields.Dict(metadata={"description": "the message code's parameters"})
+    field_keys = fields.Dict(keys=fields.String(), values=fields.List(fields.Dict()))
     fields_ = fields.Dict(data_key="fields", attribute="fields", keys=fields.String(),
                           values=fields.List(fields.String()))
     rule = fields.String()
@@ -63,41 +73,30 @@ def status_of(exc: e.CivflowError) -> int:
     return 400
 
 
-def body_of(exc: e.CivflowError) -> dict[str, Any]:
-    body = {"status": status_of(exc), **exc.to_dict()}
-    if isinstance(exc, e.ImportFailed):
-        body["errors"] = [{"line": n, "message": m} for n, m in exc.errors]
-    return body
+def request_lang() -> str:
+    """The language of the answer: the request's `Accept-Language`, Chinese by default."""
+    from flask import has_request_context, request
+
+    if not has_request_context():
+        return "zh"
+    return request.accept_languages.best_match(LANGS) or LANGS[0]
 
 
-def http_body(exc: HTTPException) -> dict[str, Any]:
-    """Werkzeug/flask-smorest errors in our shape; webargs' messages become field paths."""
+def body_of(exc: e.CivflowError, lang: str | None = None) -> dict[str, Any]:
+    """The problem body of an engine refusal, its message in `lang` (default: the
+    request's language)."""
+    return {"status": status_of(exc), **exc.to_dict(lang or request_lang())}
+
+
+def http_body(exc: HTTPException, lang: str | None = None) -> dict[str, Any]:
+    """Werkzeug/flask-smorest errors in our shape; webargs' messages become field paths
+    with keyed messages, like the engine's field errors."""
     code = (exc.name or "error").lower().replace(" ", "_")
     data = getattr(exc, "data", None) or {}
     body: dict[str, Any] = {"status": exc.code or 500, "code": code,
                             "message": data.get("message") or exc.description or exc.name}
     messages = data.get("messages")
     if messages:
-        body["code"] = "invalid_request"
-        body["fields"] = dict(_paths(messages))
-        body["message"] = "; ".join(f"{k}: {' '.join(v)}" for k, v in body["fields"].items())
+        refused = e.FieldErrors(field_messages(messages)).to_dict(lang or request_lang())
+        body.update(refused, code="invalid_request")
     return body
-
-
-def _paths(messages: Any, prefix: str = ""):
-    if isinstance(messages, dict):
-        for key, value in messages.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
-            yield from _paths(value, path)
-    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        yield prefix, [_friendly(m) for m in messages]
-    elif isinstance(messages, list):
-        for i, m in enumerate(messages):
-            yield from _paths(m, f"{prefix}[{i}]")
-    else:
-        yield prefix, [str(messages)]
-
-
-def _friendly(message: str) -> str:
-    return {"Missing data for required field.": "is required",
-            "Unknown field.": "is not a known field"}.get(message, message)

@@ -256,4 +256,8 @@ def api(db, engine, org, regular) -> ApiClient:
         s.flush()
         user_ids = {name: u.id for name, u in users.items()}
     app = create_app(db.url, config={"TESTING": True, "SECRET_KEY": "test"}, engine=engine)
-    return ApiClient(app.test_client(), org, db, user_ids, {})
+    client = app.test_client()
+    # The API's messages are Chinese unless asked otherwise; the suite reads them in English
+    # (tests/test_messages.py checks the Chinese default).
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    return ApiClient(client, org, db, user_ids, {})

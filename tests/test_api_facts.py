@@ -167,7 +167,8 @@ def test_import_training_records_from_xlsx(fapi):
     r = fapi.post("admin", f"{BASE}/import", json={"xlsx": "bm90IGEgd29ya2Jvb2s="})
     assert r.status_code == 422 and r.get_json()["errors"] == [
         {"line": 1, "message": "the file is not an XLSX workbook (save it from Excel or WPS as "
-                               ".xlsx, or send CSV)"}]
+                               ".xlsx, or send CSV)", "key": "facts.file_not_xlsx_workbook",
+         "params": {}}]
     for text in ("%%%", "工作簿"):
         r = fapi.post("admin", f"{BASE}/import", json={"xlsx": text})
         assert r.status_code == 422 and r.get_json()["fields"] == {

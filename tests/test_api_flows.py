@@ -232,6 +232,7 @@ def _start(api, who: str, subject: str, period: str = "2026-11"):
 
 
 def test_version_detail_has_source_definition_diagram_and_counts(api):
+    api.client.environ_base.pop("HTTP_ACCEPT_LANGUAGE")  # the labels in Chinese, the default
     _start(api, "owner", "s1")
     _start(api, "owner", "s2")
     case = _start(api, "s3", "s3")
@@ -266,6 +267,7 @@ def test_version_detail_has_source_definition_diagram_and_counts(api):
 
 
 def test_a_draft_can_be_read_too(api):
+    api.client.environ_base.pop("HTTP_ACCEPT_LANGUAGE")  # the labels in Chinese, the default
     upload(api)
     r = api.get("s1", f"{FLOWS}/{FLOW}/versions/2")
     assert r.status_code == 200

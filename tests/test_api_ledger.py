@@ -28,6 +28,7 @@ def ok(resp, status=200):
 
 
 def test_states(lapi):
+    lapi.client.environ_base.pop("HTTP_ACCEPT_LANGUAGE")  # the labels in Chinese, the default
     out = ok(lapi.get("owner", f"{URL}/states?flow=regular-assessment&period=2026-11"))
     assert out["total"] == 10
     assert {st["state"]: (st["label"], st["count"]) for st in out["states"]} == {
@@ -100,6 +101,7 @@ def test_good_counts(lapi):
 
 
 def test_ledger_cases(lapi):
+    lapi.client.environ_base.pop("HTTP_ACCEPT_LANGUAGE")  # the labels in Chinese, the default
     q = "flow=regular-assessment&period=2026-11"
     out = ok(lapi.get("owner", f"{URL}/cases?{q}&per_page=4&page=2"))
     assert out["total"] == 10 and (out["page"], out["per_page"]) == (2, 4)

@@ -86,6 +86,7 @@ def _actions_counter(api, trigger: str) -> float:
 
 
 def test_leaders_see_evaluations_in_their_subtree(api, engine):
+    api.client.environ_base.pop("HTTP_ACCEPT_LANGUAGE")  # the labels in Chinese, the default
     org = api.org
     s1 = _to_evaluation(engine, org, "s1")
     t1 = _to_evaluation(engine, org, "t1")

@@ -75,6 +75,8 @@ class Client:
 
     def __init__(self, url: str):
         self.http = create_app(url, config={"TESTING": True}).test_client()
+        # messages in English: the scenarios read them so (tests/test_messages.py: Chinese)
+        self.http.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
         self.tokens: dict[str, str] = {}
 
     def headers(self, username: str, version: int | None = None) -> dict[str, str]:

@@ -169,7 +169,7 @@ def test_priority_markers(db, engine, org, promotion):
     with db.unit_of_work() as s:
         (fact,) = person_facts(s, org.t1).dispatch_outcomes
     assert people["T1"]["priority"] == [{
-        "code": "frontline",
+        "code": "frontline", "key": "eligibility.priority_frontline",
         "message": f"下沉一线 第一书记 青山镇石桥村 2025-01-01–2025-12-31 优秀: result "
                    f"recommends priority for promotion (frontline-dispatch case {case_id} "
                    f"(approve))",
@@ -179,6 +179,7 @@ def test_priority_markers(db, engine, org, promotion):
     assert people["S1"]["priority"] == []  # a dispatch whose result gives no priority
     assert people["S3"]["priority"] == [{
         "code": "excellent_years", "message": "3 consecutive 优秀 years (2023–2025)",
+        "key": "eligibility.priority_excellent_years",
         "years": [2023, 2024, 2025], "needed": 2}]
     assert people["S2"]["priority"] == []  # one 优秀 year only
     # a list dated before the dispatch closed does not show it
@@ -216,7 +217,8 @@ def test_a_poor_dispatch_outcome_defers_promotion_only_when_the_definition_says_
     (target,) = by_code(listing(db, org, engine=engine))["S1"]["next_ranks"]
     assert target["eligible"] is False
     assert target["reasons"] == [{
-        "code": "dispatch", "grade": "基本称职", "decided_on": "2025-09-01",
+        "code": "dispatch", "key": "promotion.dispatch_outcome_decided_below",
+        "grade": "基本称职", "decided_on": "2025-09-01",
         "until": "2026-09-01", "needed": "称职", "fact_id": target["reasons"][0]["fact_id"],
         "message": "dispatch outcome 基本称职 (第一书记, decided 2025-09-01) is below 称职; "
                    "defers promotion until 2026-09-01"}]

@@ -70,7 +70,7 @@ def _retry_after(response, most: int) -> int:
 
 def _token(client, username, password=PASSWORD, address="127.0.0.1"):
     return client.post("/api/v1/auth/token", json={"username": username, "password": password},
-                       environ_base={"REMOTE_ADDR": address})
+                       environ_base={"REMOTE_ADDR": address, "HTTP_ACCEPT_LANGUAGE": "en"})
 
 
 def test_an_account_is_locked_after_its_failures_and_no_hash_is_spent_on_it(api, client,
@@ -83,7 +83,8 @@ def test_an_account_is_locked_after_its_failures_and_no_hash_is_spent_on_it(api,
     assert r.status_code == 429
     wait = _retry_after(r, 900)
     assert r.json == {"status": 429, "code": "too_many_attempts", "retry_after": wait,
-                      "message": f"too many failed logins; try again in {wait} seconds"}
+                      "message": f"too many failed logins; try again in {wait} seconds",
+                      "key": "account.throttled", "params": {"seconds": wait}}
     assert hasher.calls == 3  # refused before hashing
     # Another account from the same address is not locked by s1's failures.
     assert _token(client, "s2").status_code == 201

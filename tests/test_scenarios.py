@@ -180,7 +180,10 @@ def bureau(db_url, start):
         units = dict(s.execute(select(Unit.code, Unit.id)).all())
         users = dict(s.execute(select(User.username, User.id)).all())
     app = create_app(db.url, config={"TESTING": True, "SECRET_KEY": "test"}, engine=engine)
-    yield Bureau(app.test_client(), db, engine, clock, people, units, users)
+    client = app.test_client()
+    # messages in English: the scenarios read them so (tests/test_messages.py: Chinese)
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    yield Bureau(client, db, engine, clock, people, units, users)
     db.dispose()
 
 
@@ -310,7 +313,7 @@ def regular_quarter(b: Bureau) -> dict[str, dict[str, int]]:
     assert (refused["details"]["size"], refused["details"]["limit"], refused["details"]["used"],
             refused["details"]["asked"]) == (21, 8, 0, 9)
     assert refused["message"] == (
-        f"quota for 考核等次=好 in pool period=2026-09, tier=staff, unit={rsj}: limit 8 "
+        f"quota for Grade=好 in pool period=2026-09, tier=staff, unit={rsj}: limit 8 "
         "(40% of 21, floor, at least 1), already used 0, asked 9")
     assert sorted(refused["details"]["case_ids"]) == sorted(
         cases["2026-09"][c] for c in ("RS0103", "RS0105", "RS0108", "RS0109", "RS0205",
@@ -421,7 +424,7 @@ def annual_assessment(b: Bureau) -> dict[str, int]:
     over = b.act("committee1", cases["RS0103"], "approve", status=422)
     assert over["rule"] == "excellent_quota"
     assert over["message"] == (
-        "quota for 考核等次=优秀 in pool period=2026, "
+        "quota for Grade=优秀 in pool period=2026, "
         f"unit={b.units['RSJ']}: limit 1 (20% of 9, floor, at least 1), already used 1, "
         "asked 1")
     b.act("committee1", cases["RS0103"], "send_back", comment="优秀等次名额已满")

@@ -42,8 +42,8 @@ def test_regular_results_have_their_consequences(bureau):  # noqa: F811 - the fi
            "negative_items": ["弄虚作假"]}
     capped = b.act(GWY_LEADER, cases["RS0106"], "evaluate", hit, status=422)
     assert capped["rule"] == "negative_list"
-    assert capped["message"] == (f"case {cases['RS0106']}: 负面清单情形 hit (弄虚作假): "
-                                 "考核等次 can be 较差 only, not 一般")
+    assert capped["message"] == (f"case {cases['RS0106']}: Negative-list items hit hit (弄虚作假): "
+                                 "Grade can be 较差 only, not 一般")
     assert b.case(cases["RS0106"])["state"] == "evaluation"
     b.act(GWY_LEADER, cases["RS0106"], "evaluate", {**hit, "grade": "较差"})
     b.at(2026, 8, 4, 10)
@@ -106,7 +106,7 @@ def test_annual_appeals_follow_the_law(bureau):  # noqa: F811 - the fixture
                     {"appeal_reason": "等次偏低"}, status=422)
     assert refused["rule"] == "appealable"
     assert refused["message"] == (
-        f"case {cases['RS0104']}: 申请复核 (appeal) is open only against 考核等次 不称职 "
+        f"case {cases['RS0104']}: Ask for review (appeal) is open only against 考核等次 不称职 "
         "(《公务员法》第九十五条); this case's 考核等次 is 称职")
 
     # 不称职: a complaint directly, without a review, to 同级公务员主管部门 (owner).

@@ -315,7 +315,7 @@ def test_the_bulk_meter_shows_the_annual_excellent_quota(bureau):  # noqa: F811
                       now=b.clock.now)
     html = b.http.get(url).get_data(as_text=True)
     assert 'data-used="0" data-limit="2"' in html  # raised: 25 % of 9, floor
-    assert "25%" in html and "RSJ: " in html  # raised for the bureau, by its sheet
+    assert "25%" in html and "RSJ 2026 年考核联系点评分 96" in html  # raised for the bureau, by its sheet
     # The ledger reads the same count: the annual flow's grades against its 优秀 quota.
     dist = b.get("owner", "/api/v1/ledger/grades", flow=ANNUAL, period="2026")
     (pool,) = dist["pools"]

@@ -89,7 +89,7 @@ def test_the_ladder_the_county_routes_and_three_thirds_for_higher_ranks(bureau):
     # 四级调研员 is a 较高职级: the 三三制 category is asked at the 动议 …
     body = _refused(b, "RS0204", {"target_rank": "四级调研员"}, rule="required_when")
     assert body["message"].endswith(
-        "三三制类别 (category) is required when 拟晋升职级 (target_rank) is 四级调研员")
+        "三三制 category (category) is required when Target rank (target_rank) is 四级调研员")
     r = b.http.put("/api/v1/rank-positions/RSJ/四级调研员/2026-1", headers=b.headers("owner"),
                    json={"positions": 3})
     assert r.status_code == 201, r.json

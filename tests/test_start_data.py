@@ -256,7 +256,7 @@ def test_http_the_subject_prefilling_their_promotion_gets_422_and_nothing_is_sto
     assert r.status_code == 422 and r.json["code"] == "invalid_data"
     assert sorted(r.json["fields"]) == sorted(PREFILL)
     assert r.json["fields"]["personal_matters_checked"] == [
-        "cannot be given when a case starts: it is set later by 考察通过 (pass) by committee"]
+        "cannot be given when a case starts: it is set later by Pass vetting (pass) by committee"]
     r = api.post("s1", "/api/v1/cases", json={"flow": "regular-assessment",
                                               "subject_id": api.org.s1,
                                               "period_key": "2026-11", "data": {"grade": "好"}})

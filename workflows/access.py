@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, and_, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from .errors import Forbidden
+from .messages import msg
 from .models import Case, Person, RoleAssignment, Unit
 
 ADMIN, OWNER, LEADER, COMMITTEE = "admin", "process_owner", "leader", "committee"
@@ -71,8 +72,8 @@ def load_viewer(s: Session, person_id: int) -> Viewer:
 def require(viewer: Viewer, role: str, doing: str) -> None:
     """Refuse unless the viewer holds `role` somewhere (process_owner, admin)."""
     if not viewer.holds(role):
-        label = {ADMIN: "admin (系统管理员)", OWNER: "process_owner (流程管理员)"}.get(role, role)
-        raise Forbidden(f"{doing} needs the role {label}", rule=f"needs_{role}")
+        label = {ADMIN: msg("role.admin"), OWNER: msg("role.process_owner")}.get(role, role)
+        raise Forbidden(msg("access.needs_role", doing=doing, label=label), rule=f"needs_{role}")
 
 
 def visible_cases(viewer: Viewer, in_units: ColumnElement[bool] | None = None
@@ -108,5 +109,4 @@ def check_can_start(s: Session, viewer: Viewer, subject_id: int) -> None:
                      .where(Person.id == subject_id)).scalar()
     if path is not None and any(path.startswith(p) for p in viewer.paths(LEADER)):
         return
-    raise Forbidden(f"starting a case for person {subject_id} is for that person, a leader of "
-                    "their unit or above it, a process owner or an admin", rule="start")
+    raise Forbidden(msg("access.starting_person_that_person", subject_id=subject_id), rule="start")

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from .db import Database
 from .errors import CivflowError, FieldErrors, NotFound
+from .messages import msg
 from .models import ApiToken, LoginThrottle, Person, SecurityEvent, Setting, User
 
 MIN_PASSWORD = 8
@@ -55,10 +56,10 @@ class LoginThrottled(CivflowError):
 
     def __init__(self, retry_after: int):
         self.retry_after = retry_after
-        super().__init__(f"too many failed logins; try again in {retry_after} seconds")
+        super().__init__(msg("account.throttled", seconds=retry_after))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": str(self), "retry_after": self.retry_after}
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        return {**super().to_dict(lang), "retry_after": self.retry_after}
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class Principal:
 
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD:
-        raise FieldErrors({"password": [f"must be at least {MIN_PASSWORD} characters"]})
+        raise FieldErrors({"password": [msg("account.password_short", min=MIN_PASSWORD)]})
     return _hasher.hash(password)
 
 
@@ -83,14 +84,14 @@ def create_user(db: Database, username: str, password: str, person_code: str | N
     the account and whether it was created."""
     username = username.strip()
     if not username:
-        raise FieldErrors({"username": ["is required"]})
+        raise FieldErrors({"username": [msg("field.required")]})
     hashed = hash_password(password)
     with db.unit_of_work() as s:
         person_id = None
         if person_code:
             person_id = s.execute(select(Person.id).where(Person.code == person_code)).scalar()
             if person_id is None:
-                raise NotFound(f"no person with code {person_code!r}")
+                raise NotFound(msg("account.person_unknown", code=person_code))
         user = s.execute(select(User).where(User.username == username)).scalar_one_or_none()
         created = user is None
         if user is None:
@@ -107,7 +108,8 @@ def create_user(db: Database, username: str, password: str, person_code: str | N
         try:
             s.flush()
         except IntegrityError:
-            raise FieldErrors({"person_code": [f"{person_code} already has an account"]}) from None
+            raise FieldErrors({"person_code": [msg("account.person_has_account",
+                                                   code=person_code)]}) from None
         return user, created
 
 
@@ -125,7 +127,7 @@ def authenticate(db: Database, username: str, password: str) -> User:
     except (VerificationError, InvalidHashError):
         user = None
     if user is None or not user.active or not user.password_hash or person_active is False:
-        raise AuthFailed("wrong username or password")
+        raise AuthFailed(msg("account.wrong_password"))
     return user
 
 
@@ -315,7 +317,7 @@ def lift_lockout(db: Database, *, username: str | None = None, address: str | No
 
     Recorded in `security_events` as `lockout_lifted`, with the admin (`by`)."""
     if (username is None) == (address is None):
-        raise FieldErrors({"username": ["give a username or an address (one of them)"]})
+        raise FieldErrors({"username": [msg("account.username_or_address")]})
     key = account_key(username) if username is not None else address_key(address)
     with db.unit_of_work() as s:
         row = s.execute(select(LoginThrottle).where(LoginThrottle.key == key)
@@ -414,15 +416,15 @@ def principal_of(s: Session, token: str, now: dt.datetime) -> Principal:
         .outerjoin(Person, Person.id == User.person_id)
         .where(ApiToken.token_hash == _digest(token))).first()
     if row is None:
-        raise AuthFailed("unknown token")
+        raise AuthFailed(msg("account.token_unknown"))
     token_id, expires, revoked, user_id, username, person_id, active, person_active = row
     if revoked is not None:
-        raise AuthFailed("the token was revoked")
+        raise AuthFailed(msg("account.token_revoked"))
     if expires <= now:
-        raise AuthFailed("the token has expired")
+        raise AuthFailed(msg("account.token_expired"))
     # The person check also catches a token issued while the person was being deactivated.
     if not active or person_active is False:
-        raise AuthFailed("the account is disabled")
+        raise AuthFailed(msg("account.disabled"))
     return Principal(user_id, username, person_id, token_id)
 
 

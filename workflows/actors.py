@@ -51,6 +51,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from .errors import NoActor
+from .messages import msg
 from .models import Case, Person, RoleAssignment, Unit, unit_path_ids
 from .spec import SYSTEM, FlowSpec, RoleSpec
 
@@ -348,12 +349,10 @@ def check_next_actor(s: Session, spec: FlowSpec, state: str, case_id: int | None
     found = actors_at(s, spec, state, unit_id, unit_path, tier, subject_id, cache)
     if found is not None and not found:
         roles = step_roles(spec, state) or {}
-        label = spec.states[state].label.zh
         raise NoActor(
-            f"{doing}: nobody could act at {label} ({state})"
-            + (f" on case {case_id}" if case_id else "")
-            + f" — no active holder of {', '.join(sorted(roles))} for this person and "
-              "unit, and no fallback in the definition applies; assign the role first",
+            msg("actors.nobody_at_state", doing=doing, label=spec.states[state].label,
+                state=state, on_case=msg("actors.on_case", case_id=case_id) if case_id else "",
+                roles=sorted(roles)),
             state=state, roles=sorted(roles))
 
 
@@ -373,9 +372,9 @@ def check_evaluators(s: Session, spec: FlowSpec, unit_id: int, unit_path: str,
     org = Org.read_for(s, {unit_id: unit_path}, roles, [subject_id])
     for r in roles:
         if not org.holders(r, unit_id, tier, subject_id):
-            raise NoActor(f"{doing}: nobody evaluates person {subject_id} in {spec.flow} "
-                          f"(role {r.name}: no higher tier of the unit, no 分管领导 and no "
-                          "fallback applies)", state=None, roles=[r.name])
+            raise NoActor(msg("actors.nobody_evaluates_person_role", doing=doing,
+                              subject_id=subject_id, spec_flow=spec.flow,
+                              r_name=r.name), state=None, roles=[r.name])
 
 
 def without_actor(s: Session, spec: FlowSpec, people: list) -> set[int]:

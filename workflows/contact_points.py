@@ -39,6 +39,7 @@ from .calendar import DEFAULT_TZ
 from .db import Database
 from .errors import FieldErrors, Forbidden, ImportFailed, NotFound
 from .facts import MAX_NOTE, MAX_YEAR, MIN_YEAR, NO, YES
+from .messages import msg
 from .models import Case, ContactPointScore, HistoryRecord, Timer, Unit, unit_path_ids
 from .spec import FlowSpec
 from .timers import DEADLINE
@@ -92,43 +93,45 @@ def shown(number: Decimal | float | None) -> str:
 
 def check_year(year: Any) -> int:
     if isinstance(year, bool) or not isinstance(year, int):
-        raise FieldErrors({"year": [f"{year!r} is not a year"]})
+        raise FieldErrors({"year": [msg("contact_points.not_year", year=year)]})
     if not MIN_YEAR <= year <= MAX_YEAR:
-        raise FieldErrors({"year": [f"{year} is not a year between {MIN_YEAR} and {MAX_YEAR}"]})
+        raise FieldErrors({"year": [msg("contact_points.not_year_between", year=year,
+                                        MIN_YEAR=MIN_YEAR, MAX_YEAR=MAX_YEAR)]})
     return year
 
 
 def _check_items(items: Any, errors: Errors) -> list[dict[str, Decimal | str]]:
     if not isinstance(items, list):
-        errors["items"] = ["must be a list of {item, score, max}"]
+        errors["items"] = [msg("contact_points.must_list_item_score")]
         return []
     if len(items) > MAX_ITEMS:
-        errors["items"] = [f"{len(items)} lines are more than one sheet holds ({MAX_ITEMS})"]
+        errors["items"] = [msg("contact_points.lines_are_more_than", n_items=len(items),
+                               MAX_ITEMS=MAX_ITEMS)]
         return []
     out: list[dict[str, Decimal | str]] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(items):
         at = f"items[{i}]"
         if not isinstance(raw, Mapping):
-            errors[at] = ["must be an object {item, score, max}"]
+            errors[at] = [msg("contact_points.must_object_item_score")]
             continue
         for key in raw:
             if key not in ITEM_FIELDS:
                 errors.setdefault(f"{at}.{key}", []).append(
-                    f"is not a field of an item; the fields are {', '.join(ITEM_FIELDS)}")
+                    msg("contact_points.not_field_item_fields", ITEM_FIELDS=list(ITEM_FIELDS)))
         name = raw.get("item")
         if not isinstance(name, str) or not name.strip():
-            errors.setdefault(f"{at}.item", []).append("is required and must not be blank")
+            errors.setdefault(f"{at}.item", []).append(msg("contact_points.required_must_not_blank"))
             name = None
         elif len(name.strip()) > MAX_ITEM_TEXT:
             errors.setdefault(f"{at}.item", []).append(
-                f"is longer than {MAX_ITEM_TEXT} characters")
+                msg("contact_points.longer_than_characters_2", MAX_ITEM_TEXT=MAX_ITEM_TEXT))
             name = None
         else:
             name = name.strip()
             if name in seen:
                 errors.setdefault(f"{at}.item", []).append(
-                    f"{name!r} is already items[{seen[name]}]; each item once per sheet")
+                    msg("contact_points.already_items_each_item", name=name, value=seen[name]))
             seen.setdefault(name, i)
         values: dict[str, Decimal | None] = {}
         for key in ("score", "max"):
@@ -136,14 +139,14 @@ def _check_items(items: Any, errors: Errors) -> list[dict[str, Decimal | str]]:
             if problem:
                 errors.setdefault(f"{at}.{key}", []).append(problem)
             elif number is None:
-                errors.setdefault(f"{at}.{key}", []).append("is required")
+                errors.setdefault(f"{at}.{key}", []).append(msg("contact_points.required"))
             values[key] = number
         score, top = values["score"], values["max"]
         if top is not None and top == 0:
-            errors.setdefault(f"{at}.max", []).append("must be more than 0")
+            errors.setdefault(f"{at}.max", []).append(msg("contact_points.must_more_than"))
         elif score is not None and top is not None and score > top:
             errors.setdefault(f"{at}.score", []).append(
-                f"{score} is more than the item's max {top}")
+                msg("contact_points.more_than_item_max", score=score, top=top))
         if name is not None and score is not None and top is not None:
             out.append({"item": name, "score": score, "max": top})
     return out
@@ -155,8 +158,8 @@ def check_sheet(values: Mapping[str, Any]) -> dict[str, Any]:
     errors: Errors = {}
     for key in values:
         if key not in SHEET_FIELDS:
-            errors[key] = [f"is not a field of a score sheet; the fields are "
-                           f"{', '.join(SHEET_FIELDS)}"]
+            errors[key] = [msg("contact_points.not_field_score_sheet",
+                               SHEET_FIELDS=list(SHEET_FIELDS))]
     items_in = values.get("items")
     items = _check_items(items_in, errors) if items_in not in (None, []) else []
     score, problem = _number(values.get("score"))
@@ -166,30 +169,28 @@ def check_sheet(values: Mapping[str, Any]) -> dict[str, Any]:
     if raised is None:
         raised = False
     if not isinstance(raised, bool):
-        errors["raised"] = [f"{raised!r} is not true or false"]
+        errors["raised"] = [msg("contact_points.not_true_false", raised=raised)]
     note = values.get("note")
     if note is not None and not isinstance(note, str):
-        errors["note"] = [f"{note!r} is not text"]
+        errors["note"] = [msg("contact_points.not_text", note=note)]
     elif isinstance(note, str):
         note = note.strip() or None
         if note and len(note) > MAX_NOTE:
-            errors["note"] = [f"is longer than {MAX_NOTE} characters"]
+            errors["note"] = [msg("contact_points.longer_than_characters", MAX_NOTE=MAX_NOTE)]
     if errors:
         raise FieldErrors(errors)
     if items:
         total = sum((i["score"] for i in items), Decimal(0))
         if score is not None and score != total:
             raise FieldErrors({"score": [
-                f"{score} is not the sum of the items' scores, {total} "
-                f"({len(items)} item{'s' if len(items) != 1 else ''}); give the items' total "
-                "or leave score out"]})
+                msg("contact_points.not_sum_items_scores", score=score, total=total,
+                    n_items=len(items), value='s' if len(items) != 1 else '')]})
         if total > MAX_SCORE:
-            raise FieldErrors({"score": [f"the items add up to {total}, more than a sheet "
-                                         f"holds ({MAX_SCORE})"]})
+            raise FieldErrors({"score": [msg("contact_points.items_add_up_more", total=total,
+                                             MAX_SCORE=MAX_SCORE)]})
         score = total
     elif score is None:
-        raise FieldErrors({"score": ["is required when no items are given (give the total, "
-                                     "or the items and their scores)"]})
+        raise FieldErrors({"score": [msg("contact_points.required_when_no_items")]})
     return {"score": score, "items": [{"item": i["item"], "score": str(i["score"]),
                                        "max": str(i["max"])} for i in items] or None,
             "raised": raised, "note": note}
@@ -205,15 +206,15 @@ def with_report_items(s: Session, unit_id: int, year: int, clean: dict[str, Any]
     clash = [i for i, x in enumerate(typed) if x["item"] in DERIVED_ITEMS]
     if clash:
         raise FieldErrors({f"items[{i}].item": [
-            f"{typed[i]['item']!r} is derived from the monthly reports (信息月报); leave it "
-            "out, it is added by itself"] for i in clash})
+            msg("contact_points.derived_from_monthly_reports",
+                item=typed[i]['item'])] for i in clash})
     if not typed:
         return clean
     derived = sheet_items(s, unit_id, year)
     total = clean["score"] + sum((d["score"] for d in derived), Decimal(0))
     if total > MAX_SCORE:
-        raise FieldErrors({"score": [f"with the monthly reports' lines the sheet adds up to "
-                                     f"{total}, more than a sheet holds ({MAX_SCORE})"]})
+        raise FieldErrors({"score": [msg("contact_points.monthly_reports_lines_sheet", total=total,
+                                         MAX_SCORE=MAX_SCORE)]})
     items = typed + [{"item": d["item"], "score": str(d["score"]), "max": str(d["max"])}
                      for d in derived]
     return clean | {"items": items, "score": total}
@@ -238,7 +239,7 @@ def sheet_out(row: ContactPointScore, unit: Unit, rank: int | None = None,
 def _unit(s: Session, code: str) -> Unit:
     unit = s.execute(select(Unit).where(Unit.code == code)).scalar()
     if unit is None:
-        raise NotFound(f"unit {code!r} does not exist")
+        raise NotFound(msg("contact_points.unit_does_not_exist", code=code))
     return unit
 
 
@@ -272,7 +273,7 @@ def delete_sheet(s: Session, unit_code: str, year: int) -> None:
     row = s.execute(select(ContactPointScore).where(
         ContactPointScore.unit_id == unit.id, ContactPointScore.year == year)).scalar()
     if row is None:
-        raise NotFound(f"unit {unit_code!r} has no contact-point score sheet for {year}")
+        raise NotFound(msg("contact_points.unit_has_no_contact", unit_code=unit_code, year=year))
     s.delete(row)
     s.flush()
 
@@ -280,15 +281,14 @@ def delete_sheet(s: Session, unit_code: str, year: int) -> None:
 def require_writer(viewer: Viewer, doing: str) -> None:
     """Score sheets are written by admins and process owners (组织人事部门)."""
     if not viewer.sees_all:
-        raise Forbidden(f"{doing} needs the role admin (系统管理员) or process_owner "
-                        "(流程管理员)", rule="needs_admin_or_process_owner")
+        raise Forbidden(msg("contact_points.needs_role_admin_process",
+                            doing=doing), rule="needs_admin_or_process_owner")
 
 
 def require_reader(viewer: Viewer) -> None:
     """Leaders and committee members read their subtree; admins and owners every sheet."""
     if not (viewer.sees_all or viewer.paths(LEADER, COMMITTEE)):
-        raise Forbidden("reading contact-point score sheets needs the role leader, "
-                        "committee, process_owner or admin", rule="contact_points_read")
+        raise Forbidden(msg("contact_points.reading_contact_point_score"), rule="contact_points_read")
 
 
 def set_sheet(db: Database, viewer: Viewer, unit_code: str, year: int,
@@ -384,9 +384,9 @@ class Raise:
     def describe(self) -> str:
         if self.source == "raise_units":
             return self.code
-        text = (f"{self.code}: contact-point score sheet {self.year}, score "
-                f"{shown(self.score)}, rank {self.rank}")
-        return text + (f" (top {self.top})" if self.source == "raise_top" else "")
+        top = msg("contact_points.raise_top", top=self.top) if self.source == "raise_top" else ""
+        return msg("contact_points.raise_sheet", unit=self.code, year=self.year,
+                   score=shown(self.score), rank=self.rank, top=top)
 
     def details(self) -> dict[str, Any]:
         out: dict[str, Any] = {"unit": self.code, "source": self.source}
@@ -455,7 +455,7 @@ def _readable(s: Session, q: Any, viewer: Viewer, unit_id: int | None) -> Any:
     if unit_id is not None:
         path = s.execute(select(Unit.path).where(Unit.id == unit_id)).scalar()
         if path is None:
-            raise NotFound(f"unit {unit_id} does not exist")
+            raise NotFound(msg("contact_points.unit_does_not_exist_2", unit_id=unit_id))
         q = q.where(Unit.path.like(f"{path}%"))
     return q
 
@@ -579,8 +579,8 @@ def statistics(s: Session, viewer: Viewer, flow: FlowSpec, year: int,
     if weekly_field not in flow.fields or flow.fields[weekly_field].type != "list":
         lists = [n for n, f in flow.fields.items() if f.type == "list"]
         raise FieldErrors({"weekly_field": [
-            f"{weekly_field!r} is not a list field of {flow.flow}; its list fields are "
-            f"{', '.join(lists) or 'none'}"]})
+            msg("contact_points.not_list_field_list", weekly_field=weekly_field,
+                flow_flow=flow.flow, value=', '.join(lists) or 'none')]})
     unit_ids = sorted(set(unit_ids))
     out = {uid: _empty(quota) for uid in unit_ids}
     if not unit_ids:
@@ -770,10 +770,10 @@ def _read_csv(text: str) -> tuple[list[_Sheet], int, list[tuple[int, str]]]:
     unknown = [h for h in header if h not in CSV_COLUMNS]
     missing = [c for c in CSV_REQUIRED if c not in header]
     if unknown:
-        errors.append((1, f"unknown column(s) {', '.join(unknown)}; the columns are "
-                          f"{', '.join(CSV_COLUMNS)}"))
+        errors.append((1, msg("contact_points.unknown_column_columns_are", unknown=list(unknown),
+                              CSV_COLUMNS=list(CSV_COLUMNS))))
     if missing:
-        errors.append((1, f"missing column(s) {', '.join(missing)}"))
+        errors.append((1, msg("contact_points.missing_column", missing=list(missing))))
     if errors:
         return [], 0, errors
     found: dict[tuple[str, int], _Sheet] = {}
@@ -782,7 +782,8 @@ def _read_csv(text: str) -> tuple[list[_Sheet], int, list[tuple[int, str]]]:
     for raw in reader:
         line = reader.line_num
         if None in raw:
-            errors.append((line, f"{len(raw[None])} more value(s) than there are columns"))
+            errors.append((line, msg("contact_points.more_value_than_there",
+                                     n_value=len(raw[None]))))
             continue
         cells = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
         if not any(cells.values()):
@@ -795,26 +796,25 @@ def _read_csv(text: str) -> tuple[list[_Sheet], int, list[tuple[int, str]]]:
             problems.append(f"year {year_text!r} is not a year" if year_text
                             else "year is empty")
         elif not MIN_YEAR <= year <= MAX_YEAR:
-            problems.append(f"year {year} is not a year between {MIN_YEAR} and {MAX_YEAR}")
+            problems.append(msg("contact_points.year_not_year_between", year=year,
+                                MIN_YEAR=MIN_YEAR, MAX_YEAR=MAX_YEAR))
         raised = None
         if cells.get("raised"):
             raised = _yes_no(cells["raised"])
             if raised is None:
-                problems.append(f"raised {cells['raised']!r} is not yes or no "
-                                "(true/false, 1/0, 是/否)")
+                problems.append(msg("contact_points.raised_not_yes_no", raised=cells['raised']))
         if problems:
             errors.extend((line, p) for p in problems)
             continue
         assert year is not None
         sheet = found.get((code, year))
         if not cells.get("item") and cells.get("max"):
-            errors.append((line, "max is given without an item; a line without item "
-                                 "gives the sheet's total score"))
+            errors.append((line, msg("contact_points.max_given_without_item")))
             broken.add((code, year))  # its other lines would only add confusing errors
             continue
         if not cells.get("item") and sheet is not None and sheet.total_line is not None:
-            errors.append((line, f"{code} {year} already has its total on line "
-                                 f"{sheet.total_line}"))
+            errors.append((line, msg("contact_points.already_has_total_on", code=code, year=year,
+                                     sheet_total_line=sheet.total_line)))
             broken.add((code, year))
             continue
         if sheet is None:
@@ -827,15 +827,16 @@ def _read_csv(text: str) -> tuple[list[_Sheet], int, list[tuple[int, str]]]:
             sheet.total, sheet.total_line = cells.get("score", ""), line
         if raised is not None:
             if sheet.raised is not None and sheet.raised[0] != raised:
-                errors.append((line, f"raised is {'是' if raised else '否'} here but "
-                                     f"{'是' if sheet.raised[0] else '否'} on line "
-                                     f"{sheet.raised[1]} for {code} {year}"))
+                errors.append((line, msg("contact_points.raised_here_but_on",
+                                         value='是' if raised else '否',
+                                         value2='是' if sheet.raised[0] else '否',
+                                         value3=sheet.raised[1], code=code, year=year)))
             elif sheet.raised is None:
                 sheet.raised = (raised, line)
         if cells.get("note"):
             if sheet.note is not None and sheet.note[0] != cells["note"]:
-                errors.append((line, f"note differs from the note on line {sheet.note[1]} "
-                                     f"for {code} {year}; give it once"))
+                errors.append((line, msg("contact_points.note_differs_from_note",
+                                         value=sheet.note[1], code=code, year=year)))
             elif sheet.note is None:
                 sheet.note = (cells["note"], line)
     return [x for k, x in found.items() if k not in broken], n, errors
@@ -871,7 +872,8 @@ def import_csv(db: Database, viewer: Viewer, text: str, now: dt.datetime) -> Imp
             for sheet in found:
                 if sheet.unit_code not in units:
                     errors.append((sheet.first_line,
-                                   f"unit {sheet.unit_code!r} does not exist"))
+                                   msg("contact_points.unit_does_not_exist_3",
+                                       sheet_unit_code=sheet.unit_code)))
                     continue
                 values: dict[str, Any] = {"items": sheet.items or None,
                                           "score": sheet.total,
@@ -890,6 +892,5 @@ def import_csv(db: Database, viewer: Viewer, text: str, now: dt.datetime) -> Imp
             if errors:
                 raise ImportFailed(sorted(errors))
     except IntegrityError:
-        raise ImportFailed([(1, "another change to these score sheets was written at the "
-                                "same time; nothing was imported, try again")]) from None
+        raise ImportFailed([(1, msg("contact_points.another_change_these_score"))]) from None
     return ImportReport(n, len(found), created, replaced)

@@ -34,6 +34,7 @@ from .access import Viewer
 from .db import Database
 from .errors import FieldErrors, NotFound
 from .facts import MAX_NOTE
+from .messages import msg
 from .models import Case, ContactPoint, FlowVersion, HistoryRecord, Person, Timer, Unit
 from .spec import FlowSpec, load_definition
 from .timers import DEADLINE
@@ -62,18 +63,19 @@ def _texts(name: str, value: Any, errors: Errors) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, list):
-        errors[name] = ["must be a list of short texts"]
+        errors[name] = [msg("contact_register.must_list_short_texts")]
         return None
     if len(value) > MAX_LIST:
-        errors[name] = [f"{len(value)} lines are more than {MAX_LIST}"]
+        errors[name] = [msg("contact_register.lines_are_more_than", n_value=len(value),
+                            MAX_LIST=MAX_LIST)]
         return None
     out = []
     for i, line in enumerate(value):
         if not isinstance(line, str) or not line.strip():
-            errors.setdefault(f"{name}[{i}]", []).append("must be a non-blank text")
+            errors.setdefault(f"{name}[{i}]", []).append(msg("contact_register.must_non_blank_text"))
         elif len(line.strip()) > MAX_LINE:
             errors.setdefault(f"{name}[{i}]", []).append(
-                f"is longer than {MAX_LINE} characters")
+                msg("contact_register.longer_than_characters_2", MAX_LINE=MAX_LINE))
         else:
             out.append(line.strip())
     return out or None
@@ -83,11 +85,11 @@ def _text(name: str, value: Any, limit: int, errors: Errors) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        errors[name] = [f"{value!r} is not text"]
+        errors[name] = [msg("contact_register.not_text", value=value)]
         return None
     value = value.strip()
     if len(value) > limit:
-        errors[name] = [f"is longer than {limit} characters"]
+        errors[name] = [msg("contact_register.longer_than_characters", limit=limit)]
     return value or None
 
 
@@ -100,13 +102,14 @@ def _check(s: Session, values: Mapping[str, Any], row: ContactPoint | None
     errors: Errors = {}
     for key in values:
         if key not in allowed:
-            errors[key] = [f"is not a field {'one may change' if row else 'of an entry'}; "
-                           f"the fields are {', '.join(allowed)}"]
+            errors[key] = [msg("contact_register.not_field_fields_are",
+                               value='one may change' if row else 'of an entry',
+                               allowed=list(allowed))]
     out: dict[str, Any] = {}
     if row is None:
         for key in ("unit_code", "year", "liaison_id"):
             if values.get(key) is None:
-                errors.setdefault(key, []).append("is required")
+                errors.setdefault(key, []).append(msg("contact_register.required"))
         if values.get("year") is not None:
             try:
                 out["year"] = check_year(values["year"])
@@ -117,7 +120,8 @@ def _check(s: Session, values: Mapping[str, Any], row: ContactPoint | None
             unit = s.execute(select(Unit).where(Unit.code == code)).scalar() \
                 if isinstance(code, str) else None
             if unit is None:
-                errors.setdefault("unit_code", []).append(f"unit {code!r} does not exist")
+                errors.setdefault("unit_code", []).append(msg("contact_register.unit_does_not_exist",
+                                                              code=code))
             else:
                 out["unit_id"] = unit.id
     unit_id = row.unit_id if row is not None else out.get("unit_id")
@@ -127,14 +131,14 @@ def _check(s: Session, values: Mapping[str, Any], row: ContactPoint | None
         person = s.get(Person, pid) if isinstance(pid, int) and not isinstance(pid, bool) \
             else None
         if person is None:
-            errors.setdefault("liaison_id", []).append(f"person {pid!r} does not exist")
+            errors.setdefault("liaison_id", []).append(msg("contact_register.person_does_not_exist",
+                                                           pid=pid))
         elif not person.active:
             errors.setdefault("liaison_id", []).append(
-                f"person {pid} ({person.name}) is not active")
+                msg("contact_register.person_not_active", pid=pid, person_name=person.name))
         elif unit_id is not None and person.unit_id != unit_id:
             errors.setdefault("liaison_id", []).append(
-                f"person {pid} ({person.name}) is not of the contact-point unit; the "
-                "liaison files the unit's reports and must belong to it")
+                msg("contact_register.person_not_contact_point", pid=pid, person_name=person.name))
         elif year is not None:
             other = s.execute(select(ContactPoint, Unit.code)
                               .join(Unit, Unit.id == ContactPoint.unit_id)
@@ -142,19 +146,19 @@ def _check(s: Session, values: Mapping[str, Any], row: ContactPoint | None
                                      ContactPoint.id != (row.id if row else 0))).first()
             if other is not None:
                 errors.setdefault("liaison_id", []).append(
-                    f"person {pid} ({person.name}) is already the liaison of {other[1]} in "
-                    f"{year}; one contact point per liaison and year")
+                    msg("contact_register.person_already_liaison_one", pid=pid,
+                        person_name=person.name, value=other[1], year=year))
             else:
                 out["liaison_id"] = pid
     elif "liaison_id" in values and row is not None:
-        errors.setdefault("liaison_id", []).append("is required")
+        errors.setdefault("liaison_id", []).append(msg("contact_register.required"))
     if row is None and unit_id is not None and year is not None:
         other = s.execute(select(ContactPoint.id).where(
             ContactPoint.unit_id == unit_id, ContactPoint.year == year)).scalar()
         if other is not None:
             errors.setdefault("unit_code", []).append(
-                f"{values['unit_code']} is already a contact point in {year} (entry {other}); "
-                "change that one instead")
+                msg("contact_register.already_contact_point_entry", unit_code=values['unit_code'],
+                    year=year, other=other))
     if "level" in values:
         out["level"] = _text("level", values["level"], MAX_LEVEL, errors)
     if "note" in values:
@@ -185,7 +189,7 @@ def _entry_out(s: Session, row: ContactPoint, figures: dict[str, Any] | None = N
 def _row(s: Session, entry_id: int) -> ContactPoint:
     row = s.get(ContactPoint, entry_id)
     if row is None:
-        raise NotFound(f"contact-point entry {entry_id} does not exist")
+        raise NotFound(msg("contact_register.contact_point_entry_does", entry_id=entry_id))
     return row
 
 
@@ -224,8 +228,7 @@ def create(db: Database, viewer: Viewer, values: Mapping[str, Any], now: dt.date
             return add_entry(s, values, by=viewer.person_id, now=now)
     except IntegrityError:
         raise FieldErrors({"unit_code": [
-            "the same unit or liaison was registered for this year at the same time; "
-            "reload the register"]}) from None
+            msg("contact_register.same_unit_liaison_was")]}) from None
 
 
 def change(db: Database, viewer: Viewer, entry_id: int, changes: Mapping[str, Any],
@@ -238,8 +241,7 @@ def change(db: Database, viewer: Viewer, entry_id: int, changes: Mapping[str, An
             return change_entry(s, entry_id, changes, by=viewer.person_id, now=now)
     except IntegrityError:
         raise FieldErrors({"liaison_id": [
-            "this liaison was registered for another contact point of the year at the same "
-            "time; reload the register"]}) from None
+            msg("contact_register.liaison_was_registered_another")]}) from None
 
 
 def remove(db: Database, viewer: Viewer, entry_id: int) -> None:
@@ -278,7 +280,7 @@ def entry(s: Session, viewer: Viewer, entry_id: int) -> dict[str, Any]:
     cond = _visible_units(viewer)
     if cond is not None and s.execute(select(Unit.id).where(
             Unit.id == row.unit_id, cond)).first() is None:
-        raise NotFound(f"contact-point entry {entry_id} does not exist")
+        raise NotFound(msg("contact_register.contact_point_entry_does", entry_id=entry_id))
     return _entry_out(s, row, report_figures(s, [row.unit_id], row.year).get(row.unit_id))
 
 

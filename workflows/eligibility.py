@@ -41,6 +41,7 @@ from .domain_rules.promotion import (
 )
 from .errors import FieldErrors, NotFound
 from .ledger import TIER_LABELS, Column
+from .messages import key_of, localize, msg
 from .models import Case, Person, Unit
 from .positions import eligible_params
 from .spec import FlowSpec
@@ -77,7 +78,7 @@ def regular_grades_of(s: Session, people: Select, year: int, p: dict[str, Any]
 
 
 def _reason(r: Reason) -> dict[str, Any]:
-    return {"code": r.code, "message": r.message, **r.details}
+    return {"code": r.code, "message": r.message, "key": key_of(r.message), **r.details}
 
 
 def priority_markers(snap: facts.PersonFacts, on: dt.date, excellent_years: int
@@ -88,19 +89,19 @@ def priority_markers(snap: facts.PersonFacts, on: dt.date, excellent_years: int
         if o.promotion_priority and o.decided_on <= on:
             term = f"{o.term_start or '?'}–{o.term_end or '?'}"
             where = " ".join(x for x in (o.post_type, o.receiving_unit) if x)
+            message = msg("eligibility.priority_frontline", where=where, term=term,
+                          grade=o.grade, note=o.note or msg("eligibility.fact", id=o.id))
             marks.append({
-                "code": "frontline",
-                "message": f"下沉一线 {where} {term} {o.grade}: result recommends priority "
-                           f"for promotion ({o.note or f'fact {o.id}'})".replace("  ", " "),
+                "code": "frontline", "message": message, "key": message.key,
                 "fact_id": o.id, "post_type": o.post_type, "receiving_unit": o.receiving_unit,
                 "term_start": o.term_start.isoformat() if o.term_start else None,
                 "term_end": o.term_end.isoformat() if o.term_end else None,
                 "grade": o.grade, "decided_on": o.decided_on.isoformat()})
     streak = excellent_streak(snap, on)
     if len(streak) >= excellent_years:
-        marks.append({"code": "excellent_years",
-                      "message": f"{len(streak)} consecutive 优秀 years ({streak[0]}–"
-                                 f"{streak[-1]})",
+        message = msg("eligibility.priority_excellent_years", n=len(streak),
+                      first=streak[0], last=streak[-1])
+        marks.append({"code": "excellent_years", "message": message, "key": message.key,
                       "years": list(streak), "needed": excellent_years})
     return marks
 
@@ -113,15 +114,14 @@ def eligibility_list(s: Session, viewer: Viewer, flow: FlowSpec, on: dt.date,
     when not, and the priority markers. Ordered by unit (tree order), then person code."""
     params = eligible_params(flow)
     if params is None:
-        raise FieldErrors({"flow": [f"flow {flow.flow!r} has no promotion_eligible rule, "
-                                    "so it has no ladder to judge by"]})
+        raise FieldErrors({"flow": [msg("eligibility.flow_has_no_promotion", flow_flow=flow.flow)]})
     conds = [Person.active.is_(True), visible_people(viewer)]
     unit = None
     if unit_id is not None:
         unit = s.execute(select(Unit.id, Unit.name, Unit.path)
                          .where(Unit.id == unit_id)).first()
         if unit is None:
-            raise NotFound(f"unit {unit_id} does not exist")
+            raise NotFound(msg("eligibility.unit_does_not_exist", unit_id=unit_id))
         conds.append(Unit.path.like(f"{unit.path}%"))
     base = select(Person.id).join(Unit, Unit.id == Person.unit_id).where(*conds)
     rows = {r.id: r for r in s.execute(
@@ -140,11 +140,12 @@ def eligibility_list(s: Session, viewer: Viewer, flow: FlowSpec, on: dt.date,
         reasons: list[dict[str, Any]] = []
         targets = next_ranks(ladder, snap.rank, params["posts"])
         if snap.rank is None:
-            reasons.append({"code": "rank", "message": "no current rank on record"})
+            reasons.append({"code": "rank", "message": msg("eligibility.no_rank"),
+                            "key": "eligibility.no_rank"})
         elif not targets:
             reasons.append({"code": "ladder", "rank": snap.rank,
-                            "message": f"{snap.rank} is the start of no step of the ladder "
-                                       "(the top rank, or a rank off the ladder)"})
+                            "message": msg("eligibility.no_next_rank", rank=snap.rank),
+                            "key": "eligibility.no_next_rank"})
         judged = []
         for target in targets:
             why = eligibility_reasons(snap, params, target, on, grades.get(pid, []))
@@ -172,9 +173,10 @@ COLUMNS: list[Column] = [
     ("reasons", "不符合的原因"), ("priority", "优先情形")]
 
 
-def export_rows(listing: dict[str, Any]) -> list[dict[str, Any]]:
+def export_rows(listing: dict[str, Any], lang: str = "zh") -> list[dict[str, Any]]:
     """`eligibility_list` flattened: one row per person and next rank (one row for a person
-    with none), reasons and markers joined with "; "."""
+    with none), reasons and markers in `lang` joined with "; "."""
+    listing = localize(listing, lang)
     out = []
     for p in listing["people"]:
         base = {"person_code": p["person"]["code"], "person": p["person"]["name"],

@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .messages import Message, key_of, msg, params_json, reader_lang, render
+
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a definition: where it is and what is wrong."""
+    """One thing wrong with a definition: where it is and what is wrong (`message` is a
+    keyed `Message`, see workflows/messages.py)."""
 
     file: str
     path: str
@@ -24,14 +27,51 @@ class Problem:
         where = f" (line {self.line})" if self.line else ""
         return f"{self.file}: {self.path or '<root>'}: {self.message}{where}"
 
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        return {"file": self.file, "path": self.path, "message": render(self.message, lang),
+                "key": key_of(self.message), "params": params_json(self.message),
+                "line": self.line}
+
 
 class CivflowError(Exception):
-    """Base of every refusal the engine gives on purpose."""
+    """Base of every refusal the engine gives on purpose. The message is a keyed `Message`
+    (`msg(key, **params)`): `str(exc)` is its English text, `to_dict(lang)` renders it in
+    the reader's language and keeps `key` and `params` for programs."""
 
     code = "error"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": str(self)}
+    @property
+    def message(self) -> Any:
+        """The message as given (a `Message` once every raise site has a key)."""
+        return self.args[0] if self.args else ""
+
+    def text(self, lang: str) -> str:
+        """The message in `lang` (`zh`, `en`)."""
+        return render(self.message, lang)
+
+    def __html__(self) -> str:  # Jinja: `{{ error }}` reads in the page's language
+        from markupsafe import escape
+
+        return str(escape(self.text(reader_lang.get())))
+
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        return {"code": self.code, **message_dict(self.message, lang)}
+
+
+def message_dict(message: Any, lang: str) -> dict[str, Any]:
+    """`message` in `lang`, with its key and parameters when it has them."""
+    out: dict[str, Any] = {"message": render(message, lang)}
+    if isinstance(message, Message):
+        out["key"], out["params"] = message.key, params_json(message)
+    return out
+
+
+def field_dict(errors: dict[str, list[Any]], lang: str) -> dict[str, Any]:
+    """Field errors in `lang` (`fields`: path → texts) and as keys (`field_keys`: path →
+    [{key, params}])."""
+    return {"fields": {k: [render(m, lang) for m in v] for k, v in errors.items()},
+            "field_keys": {k: [{"key": key_of(m), "params": params_json(m)} for m in v]
+                           for k, v in errors.items()}}
 
 
 class DefinitionInvalid(CivflowError):
@@ -43,14 +83,15 @@ class DefinitionInvalid(CivflowError):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 
-    def to_dict(self) -> dict[str, Any]:
+    def text(self, lang: str) -> str:
+        return "\n".join(f"{p.file}: {p.path or '<root>'}: {render(p.message, lang)}"
+                         + (f" ({p.line})" if p.line else "") for p in self.problems)
+
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
         return {
             "code": self.code,
-            "message": f"{len(self.problems)} problem(s) in the definition",
-            "problems": [
-                {"file": p.file, "path": p.path, "message": p.message, "line": p.line}
-                for p in self.problems
-            ],
+            **message_dict(msg("definition.problems", n=len(self.problems)), lang),
+            "problems": [p.to_dict(lang) for p in self.problems],
         }
 
 
@@ -80,9 +121,8 @@ class NoActor(ActionNotAllowed):
         self.state, self.roles = state, roles
         super().__init__(message)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": str(self), "state": self.state,
-                "roles": self.roles}
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        return {**super().to_dict(lang), "state": self.state, "roles": self.roles}
 
 
 class Forbidden(CivflowError):
@@ -94,22 +134,27 @@ class Forbidden(CivflowError):
         self.rule = rule
         super().__init__(message)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": str(self), "rule": self.rule}
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        return {**super().to_dict(lang), "rule": self.rule}
 
 
 @dataclass
 class FieldErrors(CivflowError):
-    """Submitted data does not fit the fields the transition requires or accepts."""
+    """Submitted data does not fit the fields the transition requires or accepts; each
+    entry is field path → messages (keyed `Message`s, see workflows/messages.py)."""
 
     errors: dict[str, list[str]] = field(default_factory=dict)
     code = "invalid_data"
 
-    def __str__(self) -> str:
-        return "; ".join(f"{k}: {' '.join(v)}" for k, v in sorted(self.errors.items()))
+    def __str__(self) -> str:  # the log text (see workflows/messages.py)
+        return "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in sorted(self.errors.items()))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": str(self), "fields": self.errors}
+    def text(self, lang: str) -> str:
+        return "; ".join(f"{k}: {' '.join(render(m, lang) for m in v)}"
+                         for k, v in sorted(self.errors.items()))
+
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        return {"code": self.code, "message": self.text(lang), **field_dict(self.errors, lang)}
 
 
 class RuleViolation(CivflowError):
@@ -122,8 +167,8 @@ class RuleViolation(CivflowError):
         self.details = details or {}
         super().__init__(message)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "rule": self.rule, "message": str(self), "details": self.details}
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        return {**super().to_dict(lang), "rule": self.rule, "details": self.details}
 
 
 class Conflict(CivflowError):
@@ -135,18 +180,12 @@ class Conflict(CivflowError):
         self.case_id = case_id
         self.current_version = current_version
         self.expected = expected
-        super().__init__(
-            f"case {case_id} is at version {current_version}, not {expected}: "
-            "reload it and try again"
-        )
+        super().__init__(msg("case.conflict", case_id=case_id, version=current_version,
+                             expected=expected))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "message": str(self),
-            "case_id": self.case_id,
-            "current_version": self.current_version,
-        }
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        return {**super().to_dict(lang), "case_id": self.case_id,
+                "current_version": self.current_version}
 
 
 class DuplicateCase(CivflowError):
@@ -168,4 +207,14 @@ class ImportFailed(CivflowError):
 
     def __init__(self, errors: list[tuple[int, str]]):
         self.errors = errors
-        super().__init__("\n".join(f"line {n}: {m}" for n, m in errors))
+        super().__init__("\n".join(f"line {n}: {m}" for n, m in errors))  # the log text
+
+    def text(self, lang: str) -> str:
+        return "\n".join(self.lines(lang))
+
+    def lines(self, lang: str) -> list[str]:
+        return [render(msg("import.line", line=n, message=m), lang) for n, m in self.errors]
+
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        return {"code": self.code, "message": "\n".join(self.lines(lang)),
+                "errors": [{"line": n, **message_dict(m, lang)} for n, m in self.errors]}

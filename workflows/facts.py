@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from .access import Viewer, can_see
 from .db import Database
 from .errors import FieldErrors, ImportFailed, NotFound
+from .messages import msg
 from .models import (
     FACT_GRADES,
     RESULT_SOURCES,
@@ -171,7 +172,7 @@ def out_of_range(day: dt.date) -> str | None:
     """Why `day` cannot be in a person's record, or None when it can."""
     if FIRST_DAY <= day <= LAST_DAY:
         return None
-    return f"{day.isoformat()} is not a date between {FIRST_DAY} and {LAST_DAY}"
+    return msg("facts.day_out_of_range", day=day.isoformat(), first=FIRST_DAY, last=LAST_DAY)
 
 
 def _coerce_all(k: FactKind, values: Values, partial: bool) -> tuple[Values, Errors]:
@@ -180,7 +181,7 @@ def _coerce_all(k: FactKind, values: Values, partial: bool) -> tuple[Values, Err
     for name, value in values.items():
         if name not in k.fields:
             errors.setdefault(name, []).append(
-                f"is not a field of {k.name}; the fields are {', '.join(k.fields)}")
+                msg("facts.not_field_fields_are", k_name=k.name, k_fields=list(k.fields)))
             continue
         coerced, problem = _coerce(name, value)
         if problem:
@@ -201,7 +202,7 @@ def _year(errors: Errors, values: Values) -> None:
     year = values.get("year")
     if year is not None and not MIN_YEAR <= year <= MAX_YEAR:
         errors.setdefault("year", []).append(
-            f"{year} is not a year between {MIN_YEAR} and {MAX_YEAR}")
+            msg("facts.not_year_between", year=year, MIN_YEAR=MIN_YEAR, MAX_YEAR=MAX_YEAR))
 
 
 def _range(errors: Errors, name: str, value: Any, low: Any, high: Any, what: str) -> None:
@@ -211,7 +212,8 @@ def _range(errors: Errors, name: str, value: Any, low: Any, high: Any, what: str
         errors.setdefault(name, []).append(f"{what} must not be negative (got {value})"
                                            if low == 0 else f"must be at least {low}")
     elif value > high:
-        errors.setdefault(name, []).append(f"{what} must be at most {high} (got {value})")
+        errors.setdefault(name, []).append(msg("facts.must_at_most_got", what=what, high=high,
+                                               value=value))
 
 
 def _places(errors: Errors, name: str, value: Decimal | None, places: int) -> None:
@@ -219,7 +221,8 @@ def _places(errors: Errors, name: str, value: Decimal | None, places: int) -> No
         return
     if value != value.quantize(Decimal(1).scaleb(-places)):
         errors.setdefault(name, []).append(
-            f"{value} has more than {places} decimal place{'s' if places > 1 else ''}")
+            msg("facts.has_more_than_decimal", value=value, places=places,
+                value2='s' if places > 1 else ''))
 
 
 def _one_per_year(s: Session, model: type, what: str, person_id: int, values: Values,
@@ -242,7 +245,7 @@ def _check_rank(s: Session, person_id: int, v: Values, row_id: int | None) -> Er
     errors = _missing(v, "rank", "since")
     if v["since"] and v["until"] and v["until"] <= v["since"]:
         errors.setdefault("until", []).append(
-            f"until {v['until']} must be after since {v['since']}")
+            msg("facts.until_must_after_since", until=v['until'], since=v['since']))
     if errors:
         return errors
     end = v["until"] or dt.date.max
@@ -254,7 +257,8 @@ def _check_rank(s: Session, person_id: int, v: Values, row_id: int | None) -> Er
         if o.since < end and v["since"] < o_end:
             till = o.until.isoformat() if o.until else "now"
             errors.setdefault("since", []).append(
-                f"overlaps {o.rank} held from {o.since} to {till} (id {o.id})")
+                msg("facts.overlaps_held_from_id", o_rank=o.rank, o_since=o.since, till=till,
+                    o_id=o.id))
     return errors
 
 
@@ -263,10 +267,10 @@ def _check_annual(s: Session, person_id: int, v: Values, row_id: int | None) -> 
     _year(errors, v)
     if v["grade"] is not None and v["grade"] not in FACT_GRADES:
         errors.setdefault("grade", []).append(
-            f"{v['grade']!r} is not a grade; the grades are {', '.join(FACT_GRADES)}")
+            msg("facts.not_grade_grades_are", grade=v['grade'], FACT_GRADES=list(FACT_GRADES)))
     if v["source"] is not None and v["source"] not in RESULT_SOURCES:
         errors.setdefault("source", []).append(
-            f"{v['source']!r} is not one of {', '.join(RESULT_SOURCES)}")
+            msg("facts.not_one", source=v['source'], RESULT_SOURCES=list(RESULT_SOURCES)))
     if errors:
         return errors
     return _one_per_year(s, AnnualResult, "the annual result", person_id, v, row_id, "grade")
@@ -280,10 +284,10 @@ def _check_sanction(s: Session, person_id: int, v: Values, row_id: int | None) -
             f"{c}: {', '.join(k for k, x in SANCTION_KINDS.items() if x.category == c)}"
             for c in SANCTION_CATEGORIES)]
     elif kind is not None and kind.months is None and v["effect_months"] is not None:
-        errors["effect_months"] = [f"{v['kind']} ({kind.category}) has no end to its effect "
-                                   "period; leave effect_months empty"]
+        errors["effect_months"] = [msg("facts.has_no_end_effect", kind=v['kind'],
+                                       kind_category=kind.category)]
     elif kind is not None and kind.months is not None and v["effect_months"] is None:
-        errors["effect_months"] = ["is required"]
+        errors["effect_months"] = [msg("facts.required")]
     _range(errors, "effect_months", v["effect_months"], 0, MAX_EFFECT_MONTHS, "effect_months")
     return errors
 
@@ -292,16 +296,16 @@ def _check_investigation(s: Session, person_id: int, v: Values,
                          row_id: int | None) -> Errors:
     errors = _missing(v, "opened_on")
     if v["opened_on"] and v["closed_on"] and v["closed_on"] < v["opened_on"]:
-        errors["closed_on"] = [f"closed_on {v['closed_on']} is before opened_on "
-                               f"{v['opened_on']}"]
+        errors["closed_on"] = [msg("facts.closed_on_before_opened", closed_on=v['closed_on'],
+                                   opened_on=v['opened_on'])]
     if errors or v["closed_on"] is not None:
         return errors
     other = s.execute(select(Investigation).where(
         Investigation.person_id == person_id, Investigation.closed_on.is_(None),
         Investigation.id != (row_id or 0))).scalar()
     if other is not None:
-        errors["closed_on"] = [f"person {person_id} is already under investigation since "
-                               f"{other.opened_on} (id {other.id}); close that one first"]
+        errors["closed_on"] = [msg("facts.person_already_under_investigation", person_id=person_id,
+                                   other_opened_on=other.opened_on, other_id=other.id)]
     return errors
 
 
@@ -326,18 +330,18 @@ def _check_training_record(s: Session, person_id: int, v: Values,
                            row_id: int | None) -> Errors:
     errors = _missing(v, "course", "hours", "taken_on", "kind")
     if v["hours"] is not None and v["hours"] <= 0:
-        errors.setdefault("hours", []).append(f"must be more than 0 (got {v['hours']})")
+        errors.setdefault("hours", []).append(msg("facts.must_more_than_got", hours=v['hours']))
     _range(errors, "hours", v["hours"], 0, MAX_HOURS, "hours")
     _places(errors, "hours", v["hours"], 1)
     if v["taken_on"] is not None and not MIN_YEAR <= v["taken_on"].year <= MAX_YEAR:
         errors.setdefault("taken_on", []).append(
-            f"{v['taken_on']} is not in a year between {MIN_YEAR} and {MAX_YEAR}")
+            msg("facts.not_year_between_2", taken_on=v['taken_on'], MIN_YEAR=MIN_YEAR,
+                MAX_YEAR=MAX_YEAR))
     if v["kind"] is not None:
         code = next((c for c, words in TRAINING_KINDS.items()
                      if v["kind"].lower() in words), None)
         if code is None:
-            errors["kind"] = [f"{v['kind']!r} is not a kind of training; the kinds are "
-                              "online (线上) and offline (线下)"]
+            errors["kind"] = [msg("facts.not_kind_training_kinds", kind=v['kind'])]
         else:
             v["kind"] = code  # stored as the code, whichever word was used
     return errors
@@ -357,11 +361,11 @@ def _check_dispatch(s: Session, person_id: int, v: Values, row_id: int | None) -
     errors = _missing(v, "grade", "decided_on")
     if v["grade"] is not None and v["grade"] not in DISPATCH_GRADES:
         errors.setdefault("grade", []).append(
-            f"{v['grade']!r} is not a grade of a dispatch; the grades are "
-            f"{', '.join(DISPATCH_GRADES)}")
+            msg("facts.not_grade_dispatch_grades", grade=v['grade'],
+                DISPATCH_GRADES=list(DISPATCH_GRADES)))
     if v["term_start"] and v["term_end"] and v["term_end"] < v["term_start"]:
         errors.setdefault("term_end", []).append(
-            f"term_end {v['term_end']} is before term_start {v['term_start']}")
+            msg("facts.term_end_before_term", term_end=v['term_end'], term_start=v['term_start']))
     for flag in ("commendation_proposed", "promotion_priority"):
         if v[flag] is None:
             v[flag] = False  # not proposed unless said
@@ -418,8 +422,7 @@ def fact_kind(name: str) -> FactKind:
     try:
         return KINDS[name]
     except KeyError:
-        raise NotFound(f"{name!r} is not a kind of fact; the kinds are "
-                       f"{', '.join(KINDS)}") from None
+        raise NotFound(msg("facts.not_kind_fact_kinds", name=name, KINDS=list(KINDS))) from None
 
 
 # --------------------------------------------------------------------------- rows out
@@ -467,7 +470,7 @@ def _audit(s: Session, by: int | None, action: str, k: FactKind, row: Any,
 def _person(s: Session, person_id: int) -> Person:
     person = s.get(Person, person_id)
     if person is None:
-        raise NotFound(f"person {person_id} does not exist")
+        raise NotFound(msg("facts.person_does_not_exist", person_id=person_id))
     return person
 
 
@@ -541,7 +544,7 @@ def delete_fact(s: Session, kind: str, fact_id: int, *, by: int | None) -> None:
 def _row(s: Session, k: FactKind, fact_id: int) -> Any:
     row = s.get(k.model, fact_id)
     if row is None:
-        raise NotFound(f"{k.name} {fact_id} does not exist")
+        raise NotFound(msg("facts.does_not_exist", k_name=k.name, fact_id=fact_id))
     return row
 
 
@@ -923,8 +926,7 @@ def _writing(db: Database) -> Iterator[Session]:
         with db.unit_of_work() as s:
             yield s
     except IntegrityError:
-        raise FieldErrors({"year": ["a fact for this person and year was added at the "
-                                    "same time; reload and change that one"]}) from None
+        raise FieldErrors({"year": [msg("facts.fact_person_year_was")]}) from None
 
 
 def _visible_person(s: Session, viewer: Viewer, person_id: int) -> None:
@@ -932,8 +934,7 @@ def _visible_person(s: Session, viewer: Viewer, person_id: int) -> None:
                      .where(Person.id == person_id)).scalar()
     if path is None or not can_see(viewer, person_id, None, path):
         # Not 403: whether a person's file exists is itself not for everyone to know.
-        raise NotFound(f"person {person_id} does not exist or their facts are not "
-                       "visible to you")
+        raise NotFound(msg("facts.person_does_not_exist_2", person_id=person_id))
 
 
 def read(db: Database, viewer: Viewer, person_id: int) -> PersonFacts:
@@ -1005,17 +1006,17 @@ def _read_csv(text: str) -> tuple[list[_CsvRow], list[tuple[int, str]]]:
     unknown = [h for h in header if h not in CSV_COLUMNS]
     missing = [c for c in CSV_REQUIRED if c not in header]
     if unknown:
-        errors.append((1, f"unknown column(s) {', '.join(unknown)}; "
-                          f"the columns are {', '.join(CSV_COLUMNS)}"))
+        errors.append((1, msg("facts.unknown_column_columns_are", unknown=list(unknown),
+                              CSV_COLUMNS=list(CSV_COLUMNS))))
     if missing:
-        errors.append((1, f"missing column(s) {', '.join(missing)}"))
+        errors.append((1, msg("facts.missing_column", missing=list(missing))))
     if errors:
         return [], errors
     rows: list[_CsvRow] = []
     for raw in reader:
         line = reader.line_num
         if None in raw:
-            errors.append((line, f"{len(raw[None])} more value(s) than there are columns"))
+            errors.append((line, msg("facts.more_value_than_there", n_value=len(raw[None]))))
             continue
         cells = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
         if not any(cells.values()):
@@ -1024,12 +1025,12 @@ def _read_csv(text: str) -> tuple[list[_CsvRow], list[tuple[int, str]]]:
         problems = [] if code else ["person_code is empty"]
         k = BY_CSV_NAME.get(name)
         if k is None:
-            problems.append(f"fact {name!r} is not one of {', '.join(BY_CSV_NAME)}")
+            problems.append(msg("facts.fact_not_one", name=name, BY_CSV_NAME=list(BY_CSV_NAME)))
         else:
             for column in CSV_COLUMNS[2:]:
                 if cells.get(column) and column not in k.csv_columns and column != "note":
-                    problems.append(f"column {column} is not used by a {name} row "
-                                    f"(it uses {', '.join(k.csv_columns)}, note)")
+                    problems.append(msg("facts.column_not_used_by", column=column, name=name,
+                                        k_csv_columns=list(k.csv_columns)))
         if problems:
             errors.extend((line, p) for p in problems)
             continue
@@ -1055,7 +1056,8 @@ def import_facts(db: Database, text: str, by: int | None) -> ImportReport:
             for r in rows:
                 person_id = people.get(r.person_code)
                 if person_id is None:
-                    errors.append((r.line, f"person {r.person_code!r} does not exist"))
+                    errors.append((r.line, msg("facts.person_does_not_exist_3",
+                                               r_person_code=r.person_code)))
                     continue
                 try:
                     add_fact(s, r.kind.name, person_id, r.values, by=by, action="import")
@@ -1068,8 +1070,7 @@ def import_facts(db: Database, text: str, by: int | None) -> ImportReport:
             if errors:
                 raise ImportFailed(sorted(errors))
     except IntegrityError:
-        raise ImportFailed([(1, "another change to these people's facts was written at "
-                                "the same time; nothing was imported, try again")]) from None
+        raise ImportFailed([(1, msg("facts.another_change_these_people"))]) from None
     return ImportReport(len(rows), created)
 
 
@@ -1083,8 +1084,7 @@ def xlsx_text(data: bytes) -> str:
     try:
         book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception:  # noqa: BLE001 - zipfile, XML and openpyxl errors all mean "not XLSX"
-        raise ImportFailed([(1, "the file is not an XLSX workbook (save it from Excel or "
-                                "WPS as .xlsx, or send CSV)")]) from None
+        raise ImportFailed([(1, msg("facts.file_not_xlsx_workbook"))]) from None
     try:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

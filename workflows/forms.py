@@ -16,30 +16,25 @@ from marshmallow import fields as mf
 
 from .errors import FieldErrors
 from .facts import FIRST_DAY, LAST_DAY
+from .messages import Message, constant, field_messages, msg
 from .spec import FieldSpec, FlowSpec, TransitionSpec
-
-_MESSAGES = {
-    "Missing data for required field.": "is required",
-    "Unknown field.": "is not a field of this action",
-    "Field may not be null.": "is required",
-}
 
 
 def _not_blank(value: Any) -> None:
     if isinstance(value, str) and not value.strip():
-        raise ValidationError("must not be blank")
+        raise ValidationError(msg("field.blank"))
     if isinstance(value, list) and not value:
-        raise ValidationError("must not be empty")
+        raise ValidationError(msg("field.empty"))
 
 
 def _no_nul(value: Any) -> None:
     if isinstance(value, str):
         if "\x00" in value:
-            raise ValidationError("must not contain NUL characters")
+            raise ValidationError(msg("field.nul"))
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValidationError("must be valid Unicode text") from None
+            raise ValidationError(msg("field.not_unicode")) from None
 
 
 def _field(spec: FieldSpec, required: bool, choices: tuple[str, ...] | None = None) -> mf.Field:
@@ -78,11 +73,11 @@ def _field(spec: FieldSpec, required: bool, choices: tuple[str, ...] | None = No
         return mf.String(validate=checks, **kw)
     if t == "bool":
         if choices is not None:  # e.g. a check that must have been done: values [true]
-            allowed = " or ".join(str(c).lower() for c in choices)
-            checks.append(validate.OneOf(choices, error=f"must be {allowed}"))
+            allowed = [str(c).lower() for c in choices]
+            checks.append(validate.OneOf(choices, error=constant("field.must_be", values=allowed)))
         return mf.Boolean(validate=checks, **kw)
     if t == "person":
-        checks.append(validate.Range(min=1, max=2**31 - 1, error="must be a person id"))
+        checks.append(validate.Range(min=1, max=2**31 - 1, error=constant("field.person_id")))
         return mf.Integer(strict=True, validate=checks, **kw)
     if t == "list":
         if spec.max_items:
@@ -123,7 +118,7 @@ def load(schema: Schema, data: Any) -> dict[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise FieldErrors({"data": ["must be an object of field values"]})
+        raise FieldErrors({"data": [msg("field.data_object")]})
     try:
         loaded = schema.load(data)
     except ValidationError as exc:
@@ -142,26 +137,23 @@ def load_start(spec: FlowSpec, schema: Schema, data: Any) -> dict[str, Any]:
     return load(schema, data)
 
 
-def _not_at_start(spec: FlowSpec, name: str) -> str:
+def _not_at_start(spec: FlowSpec, name: str) -> Message:
     if name not in spec.fields:
-        return f"is not a field of flow {spec.flow}"
+        return msg("field.not_of_flow", flow=spec.flow)
     setters = [t for t in spec.transitions if name in t.requires or name in t.accepts]
     if not setters:
-        return "cannot be given when a case starts, and no step of this flow sets it"
-    steps = "; ".join(f"{t.label.zh} ({t.trigger}) by {' or '.join(t.by)}"
-                      for t in setters[:3]) + ("; …" if len(setters) > 3 else "")
-    return f"cannot be given when a case starts: it is set later by {steps}"
+        return msg("field.never_set")
+    steps = [msg("field.step_by", step=t.label, trigger=t.trigger, roles=list(t.by))
+             for t in setters[:3]]
+    return msg("field.set_later", steps=steps, more="; …" if len(setters) > 3 else "")
 
 
-def _messages(messages: dict[str, Any], prefix: str = "") -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for key, value in messages.items():
-        path = f"{prefix}{key}" if not prefix else f"{prefix}.{key}"
-        if isinstance(value, dict):
-            out.update(_messages(value, path))
-        else:
-            out[path] = [_MESSAGES.get(m, m) for m in value]
-    return out
+def _messages(messages: dict[str, Any]) -> dict[str, list[Any]]:
+    """marshmallow's messages as keyed ones; an unknown field is "not a field of this
+    action" here (the data of one transition)."""
+    return {path: [msg("field.not_of_action") if getattr(m, "key", "") == "field.unknown" else m
+                   for m in ms]
+            for path, ms in field_messages(messages).items()}
 
 
 def describe(fields: dict[str, FieldSpec], t: TransitionSpec, lang: str = "zh") -> list[dict]:

@@ -34,6 +34,7 @@ from .access import COMMITTEE, LEADER, Viewer, visible_cases
 from .calendar import DEFAULT_TZ
 from .cycles import next_period
 from .errors import FieldErrors, NotFound
+from .messages import msg
 from .models import TIERS, Case, Person, Unit, utcnow
 from .periods import check_period_key
 from .queries import subtrees
@@ -53,8 +54,7 @@ Column = tuple[str, str]  # (key in the row, header)
 def require_quota(spec: FlowSpec) -> Quota:
     quota = quota_of(spec)
     if quota is None:
-        raise FieldErrors({"flow": [f"flow {spec.flow!r} has no quota rule, so it has no "
-                                    "graded results to count"]})
+        raise FieldErrors({"flow": [msg("ledger.flow_has_no_quota", spec_flow=spec.flow)]})
     return quota
 
 
@@ -67,7 +67,7 @@ def periods_of(spec: FlowSpec, period: str | None = None, period_from: str | Non
     errors: dict[str, list[str]] = {}
     ranged = period_from is not None or period_to is not None
     if period is not None and ranged:
-        errors["period"] = ["give either period or period_from and period_to, not both"]
+        errors["period"] = [msg("ledger.give_either_period_period")]
     elif ranged and (period_from is None or period_to is None):
         missing = "period_to" if period_to is None else "period_from"
         errors[missing] = ["is required with " + ("period_from" if period_to is None
@@ -86,11 +86,13 @@ def periods_of(spec: FlowSpec, period: str | None = None, period_from: str | Non
         return None
     assert period_from is not None and period_to is not None
     if period_from > period_to:
-        raise FieldErrors({"period_to": [f"{period_to} is before period_from {period_from}"]})
+        raise FieldErrors({"period_to": [msg("ledger.before_period_from", period_to=period_to,
+                                             period_from=period_from)]})
     keys = [period_from]
     while keys[-1] != period_to:
         if len(keys) >= MAX_PERIODS:
-            raise FieldErrors({"period_to": [f"a range holds at most {MAX_PERIODS} periods"]})
+            raise FieldErrors({"period_to": [msg("ledger.range_holds_at_most",
+                                                 MAX_PERIODS=MAX_PERIODS)]})
         keys.append(next_period(spec.period, keys[-1]))
     return keys
 
@@ -104,7 +106,7 @@ def _scope(s: Session, viewer: Viewer, spec: FlowSpec, unit_id: int | None,
     if unit_id is not None:
         path = s.execute(select(Unit.path).where(Unit.id == unit_id)).scalar()
         if path is None:
-            raise NotFound(f"unit {unit_id} does not exist")
+            raise NotFound(msg("ledger.unit_does_not_exist", unit_id=unit_id))
     under = subtrees(s, [*mine, *([path] if path else [])])
     conds = [CASES.c.flow_id == spec.flow,
              visible_cases(viewer, None if viewer.sees_all else under.cond(mine))]
@@ -282,7 +284,7 @@ def good_counts(s: Session, viewer: Viewer, flow: FlowSpec, year: int,
     """
     quota = require_quota(flow)
     if not 1900 <= year <= 9999:
-        raise FieldErrors({"year": ["must be between 1900 and 9999"]})
+        raise FieldErrors({"year": [msg("ledger.must_between")]})
     home = aliased(Unit)
     grade = CASES.c.data[quota.field].as_string()
     q = (select(Person.id, Person.code, Person.name, home.id, home.name, func.count(),
@@ -308,8 +310,8 @@ def _ledger_query(s: Session, viewer: Viewer, flow: FlowSpec, unit_id, periods, 
     conds = _scope(s, viewer, flow, unit_id, periods)
     if state is not None:
         if state not in flow.states:
-            raise FieldErrors({"state": [f"unknown state {state!r}; the states are "
-                                         f"{', '.join(flow.states)}"]})
+            raise FieldErrors({"state": [msg("ledger.unknown_state_states_are", state=state,
+                                             flow_states=list(flow.states))]})
         conds.append(CASES.c.state == state)
     return conds
 

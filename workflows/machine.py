@@ -14,6 +14,7 @@ from transitions import Machine, MachineError
 
 from .errors import ActionNotAllowed
 from .forms import build_schema, transition_schema
+from .messages import msg
 from .spec import FlowSpec, TransitionSpec
 
 
@@ -60,10 +61,11 @@ class CompiledFlow:
             possible = ", ".join(x.trigger for x in self.spec.transitions_from(state)) or "none"
             if not any(x.trigger == trigger for x in self.spec.transitions):
                 raise ActionNotAllowed(
-                    f"flow {self.spec.flow!r} has no action {trigger!r}; "
-                    f"possible in state {state!r}: {possible}")
+                    msg("machine.flow_has_no_action", spec_flow=self.spec.flow, trigger=trigger,
+                        state=state, possible=possible))
             raise ActionNotAllowed(
-                f"action {trigger!r} is not possible in state {state!r}; possible: {possible}")
+                msg("machine.action_not_possible_state", trigger=trigger, state=state,
+                    possible=possible))
         return t
 
     def schema(self, t: TransitionSpec, state: str) -> Schema:
@@ -75,5 +77,6 @@ class CompiledFlow:
         try:
             self.machine.events[trigger].trigger(model)
         except (MachineError, KeyError) as exc:  # transition() checked first; kept for safety
-            raise ActionNotAllowed(f"action {trigger!r} is not possible in state {state!r}") from exc
+            raise ActionNotAllowed(msg("machine.action_not_possible_state_2", trigger=trigger,
+                                       state=state)) from exc
         return model.state

@@ -55,6 +55,7 @@ from .access import HELD_ROLES
 from .claims import claim_batch
 from .db import Database
 from .errors import NotFound
+from .messages import msg
 from .models import Case, Delivery, Notification, Person, RoleAssignment, Unit, unit_path_ids
 from .spec import SYSTEM, FlowSpec
 from .timers import node_name
@@ -653,7 +654,7 @@ def mark_read(db: Database, person_id: int, notification_id: int, now: dt.dateti
                      .values(read_at=now))
         row = conn.execute(select(*NOTIFICATION_COLUMNS).where(*where)).first()
     if row is None:
-        raise NotFound(f"notification {notification_id} does not exist or is not yours")
+        raise NotFound(msg("notify.notification_does_not_exist", notification_id=notification_id))
     return _notification(row)
 
 

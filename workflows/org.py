@@ -23,6 +23,7 @@ from .accounts import revoke_all
 from .db import Database
 from .errors import ActionNotAllowed, FieldErrors, ImportFailed, NotFound
 from .facts import out_of_range
+from .messages import msg
 from .models import ORG_ROLES, TIERS, Person, RoleAssignment, SecurityEvent, Unit, User
 
 # Columns of the people CSV (UTF-8, header row required; BOM tolerated for Excel files).
@@ -106,41 +107,41 @@ def read_rows(text: str) -> tuple[list[_Row], list[tuple[int, str]]]:
     unknown = [h for h in header if h not in COLUMNS]
     missing = [c for c in REQUIRED if c not in header]
     if unknown:
-        errors.append((1, f"unknown column(s) {', '.join(unknown)}; "
-                          f"the columns are {', '.join(COLUMNS)}"))
+        errors.append((1, msg("org.unknown_column_columns_are", unknown=list(unknown),
+                              COLUMNS=list(COLUMNS))))
     if missing:
-        errors.append((1, f"missing column(s) {', '.join(missing)}"))
+        errors.append((1, msg("org.missing_column", missing=list(missing))))
     if errors:
         return [], errors
     rows: list[_Row] = []
     for raw in reader:
         line = reader.line_num
         if None in raw:
-            errors.append((line, f"{len(raw[None])} more value(s) than there are columns"))
+            errors.append((line, msg("org.more_value_than_there", n_value=len(raw[None]))))
             continue
         v = {k.strip(): (val or "").strip() for k, val in raw.items() if k}
         if not any(v.values()):
             continue
         problems = []
         if not v.get("unit_code"):
-            problems.append("unit_code is empty")
+            problems.append(msg("org.unit_code_empty"))
         person_code, name = v.get("person_code", ""), v.get("name", "")
         if person_code and not name:
-            problems.append("a person needs a name")
+            problems.append(msg("org.person_needs_name"))
         if name and not person_code:
-            problems.append("a person needs a person_code")
+            problems.append(msg("org.person_needs_person_code"))
         tier = v.get("tier") or "staff"
         if person_code and tier not in TIERS:
-            problems.append(f"tier {tier!r} is not one of {', '.join(TIERS)}")
+            problems.append(msg("org.tier_not_one", tier=tier, TIERS=list(TIERS)))
         since = None
         if v.get("rank_since"):
             try:
                 since = dt.date.fromisoformat(v["rank_since"])
             except ValueError:
-                problems.append(f"rank_since {v['rank_since']!r} is not a date YYYY-MM-DD")
+                problems.append(msg("org.rank_since_not_date", rank_since=v['rank_since']))
             else:
                 if out_of_range(since):
-                    problems.append(f"rank_since {out_of_range(since)}")
+                    problems.append(msg("org.rank_since", value=out_of_range(since)))
         roles: list[tuple[str, bool]] = []
         for part in filter(None, (p.strip() for p in v.get("roles", "").split(";"))):
             if part.startswith(GROUP_PREFIX) and len(part) > len(GROUP_PREFIX):
@@ -148,10 +149,10 @@ def read_rows(text: str) -> tuple[list[_Row], list[tuple[int, str]]]:
             elif part in ORG_ROLES:
                 roles.append((part, False))
             else:
-                problems.append(f"role {part!r} is not one of {', '.join(ORG_ROLES)} "
-                                f"or {GROUP_PREFIX}<name>")
+                problems.append(msg("org.role_not_one_name", part=part, ORG_ROLES=list(ORG_ROLES),
+                                    GROUP_PREFIX=GROUP_PREFIX))
         if (roles or v.get("username")) and not person_code:
-            problems.append("roles and username need a person on the row")
+            problems.append(msg("org.roles_username_need_person"))
         if problems:
             errors.extend((line, p) for p in problems)
             continue
@@ -171,33 +172,35 @@ def _cross_check(s: Session, rows: list[_Row]) -> list[tuple[int, str]]:
         first = defined.get(r.unit_code)
         if first is None:
             if r.unit_code not in existing_units and not r.unit_name:
-                errors.append((r.line, f"unit {r.unit_code!r} is new and needs a unit_name"))
+                errors.append((r.line, msg("org.unit_new_needs_unit", r_unit_code=r.unit_code)))
             if r.parent_code and r.parent_code not in existing_units \
                     and r.parent_code not in defined:
-                errors.append((r.line, f"parent unit {r.parent_code!r} is not defined on an "
-                                       "earlier line or in the database"))
+                errors.append((r.line, msg("org.parent_unit_not_defined",
+                                           r_parent_code=r.parent_code)))
             if r.parent_code == r.unit_code:
-                errors.append((r.line, "a unit cannot be its own parent"))
+                errors.append((r.line, msg("org.unit_cannot_own_parent")))
             defined[r.unit_code] = (r.line, r.unit_name, r.parent_code)
         else:
             line, name, parent = first
             if r.unit_name and name and r.unit_name != name:
-                errors.append((r.line, f"unit {r.unit_code!r} is named {name!r} on line {line}"))
+                errors.append((r.line, msg("org.unit_named_on_line", r_unit_code=r.unit_code,
+                                           name=name, line=line)))
             if r.parent_code and parent and r.parent_code != parent:
-                errors.append((r.line, f"unit {r.unit_code!r} has parent {parent!r} on line "
-                                       f"{line}"))
+                errors.append((r.line, msg("org.unit_has_parent_on", r_unit_code=r.unit_code,
+                                           parent=parent, line=line)))
     seen_people: dict[str, int] = {}
     seen_users: dict[str, int] = {}
     for r in rows:
         if r.person_code:
             if r.person_code in seen_people:
-                errors.append((r.line, f"person {r.person_code!r} is already on line "
-                                       f"{seen_people[r.person_code]}"))
+                errors.append((r.line, msg("org.person_already_on_line",
+                                           r_person_code=r.person_code,
+                                           value=seen_people[r.person_code])))
             seen_people.setdefault(r.person_code, r.line)
         if r.username:
             if r.username in seen_users:
-                errors.append((r.line, f"username {r.username!r} is already on line "
-                                       f"{seen_users[r.username]}"))
+                errors.append((r.line, msg("org.username_already_on_line", r_username=r.username,
+                                           value=seen_users[r.username])))
             seen_users.setdefault(r.username, r.line)
     if seen_users:
         taken = {u: c for u, c in s.execute(
@@ -209,10 +212,10 @@ def _cross_check(s: Session, rows: list[_Row]) -> list[tuple[int, str]]:
         for username, line in seen_users.items():
             code = next(r.person_code for r in rows if r.line == line)
             if username in taken and taken[username] != code:
-                errors.append((line, f"username {username!r} belongs to another person"))
+                errors.append((line, msg("org.username_belongs_another_person", username=username)))
             elif code in has_user and has_user[code] != username:
-                errors.append((line, f"person {code!r} already has the username "
-                                     f"{has_user[code]!r}"))
+                errors.append((line, msg("org.person_already_has_username", code=code,
+                                         value=has_user[code])))
     return sorted(errors)
 
 
@@ -315,8 +318,8 @@ def roles(db: Database, **filters: Any) -> list[dict[str, Any]]:
 def get_or_404(s: Session, model: type, key: int):
     row = s.get(model, key)
     if row is None:
-        what = {Unit: "unit", Person: "person"}.get(model, "role assignment")
-        raise NotFound(f"{what} {key} does not exist")
+        what = msg({Unit: "org.unit", Person: "org.person"}.get(model, "org.role_assignment"))
+        raise NotFound(msg("org.does_not_exist", what=what, key_=key))
     return row
 
 
@@ -385,7 +388,7 @@ def taken(field: str, message: str) -> FieldErrors:
 
 
 def create_unit(db: Database, code: str, name: str, parent_id: int | None) -> Unit:
-    duplicate = taken("code", f"unit code {code!r} is already taken")
+    duplicate = taken("code", msg("org.unit_code_taken", code=code))
     with writing(db, duplicate) as s:
         parent = get_or_404(s, Unit, parent_id) if parent_id is not None else None
         if s.execute(select(Unit.id).where(Unit.code == code)).first():
@@ -394,7 +397,7 @@ def create_unit(db: Database, code: str, name: str, parent_id: int | None) -> Un
 
 
 def create_person(db: Database, code: str, unit_id: int, **values: Any) -> dict[str, Any]:
-    duplicate = taken("code", f"person code {code!r} is already taken")
+    duplicate = taken("code", msg("org.person_code_taken", code=code))
     with writing(db, duplicate) as s:
         unit = get_or_404(s, Unit, unit_id)
         if s.execute(select(Person.id).where(Person.code == code)).first():
@@ -458,14 +461,13 @@ def _keep_an_admin(s: Session, person_id: int, assignment_id: int | None = None)
     if assignment_id is not None and len(mine) > 1:
         return  # they stay admin through another assignment
     if not others:
-        raise ActionNotAllowed("this is the last admin (the only active person holding "
-                               "admin); make someone else admin before removing or "
-                               "deactivating them")
+        raise ActionNotAllowed(msg("org.last_admin_only_active"))
 
 
 def add_role(db: Database, person_id: int, role: str, unit_id: int | None) -> dict[str, Any]:
-    where = f"unit {unit_id}" if unit_id is not None else "as a group"
-    duplicate = taken("role", f"person {person_id} already holds {role!r} {where}")
+    where = (msg("org.in_unit", unit_id=unit_id) if unit_id is not None
+             else msg("org.as_group"))
+    duplicate = taken("role", msg("org.role_held", person_id=person_id, role=role, where=where))
     with writing(db, duplicate) as s:
         person = get_or_404(s, Person, person_id)
         unit = get_or_404(s, Unit, unit_id) if unit_id is not None else None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from .messages import msg
+
 PATTERNS = {
     "week": re.compile(r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$"),
     "month": re.compile(r"^\d{4}-(0[1-9]|1[0-2])$"),
@@ -33,15 +35,16 @@ def period_key(period: str, day: dt.date) -> str | None:
 def check_period_key(period: str, key: str | None) -> str | None:
     """None when the key fits the flow's period, else the reason it does not."""
     if period == "none":
-        return None if key is None else "this flow has no period; give no period key"
+        return None if key is None else msg("period.none")
     if key is None or not PATTERNS[period].match(key):
-        return f"a {period} period key looks like {EXAMPLES[period]}, not {key!r}"
+        return msg("period.key_format", period=msg(f"period.{period}"), example=EXAMPLES[period],
+                   key=key)
     if not 1900 <= int(key[:4]) <= 9998:
-        return f"the year of a period key must be between 1900 and 9998, not {key[:4]}"
+        return msg("period.key_year", year=key[:4])
     if period == "week":
         year, week = int(key[:4]), int(key[6:])
         try:
             dt.date.fromisocalendar(year, week, 1)
         except ValueError:
-            return f"{year} has no ISO week {week}"
+            return msg("period.no_iso_week", year=year, week=week)
     return None

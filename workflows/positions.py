@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from .access import COMMITTEE, LEADER, Viewer
 from .db import Database
 from .errors import FieldErrors, Forbidden, ImportFailed, NotFound
+from .messages import msg
 from .models import Case, RankPositions, Unit, unit_path_ids, utcnow
 from .rules import uses
 from .spec import FlowSpec
@@ -124,14 +125,15 @@ class Pool:
         return (self.unit_path, self.rank, str(self.round), self.source)
 
     def where(self, with_round: bool = True) -> str:
-        unit = (f"unit {self.unit_id} {self.unit_name} and its sub-units" if self.subtree
-                else f"unit {self.unit_id}")
-        return f"{unit}, {self.rank}" + (f", round {self.round}" if with_round else "")
+        unit = (msg("positions.where_subtree", unit_id=self.unit_id, name=self.unit_name)
+                if self.subtree else msg("positions.where_unit", unit_id=self.unit_id))
+        return msg("positions.where", unit=unit, rank=self.rank,
+                   round=msg("positions.where_round", round=self.round) if with_round else "")
 
     def origin(self) -> str:
         """Where the number comes from, for refusals: "set in rank positions (row 4)"."""
         if self.source == TABLE:
-            return f"set in rank positions (row {self.row_id})"
+            return msg("positions.origin_table", row_id=self.row_id)
         return self.why
 
 
@@ -162,9 +164,9 @@ def pools_for(s: Session, unit_id: int, rank: str, round_value: Any, default: in
     table cannot apply."""
     unit = s.execute(select(Unit.path, Unit.name).where(Unit.id == unit_id)).one()
     if not per_round:
-        why = "the rule has no round field; rank positions are per round"
+        why = msg("positions.why_no_round_field")
     elif blank_text(round_value):
-        why = "the case names no round; rank positions are per round"
+        why = msg("positions.why_no_round")
     else:
         ids = unit_path_ids(unit.path)
         rows = s.execute(
@@ -176,9 +178,9 @@ def pools_for(s: Session, unit_id: int, rank: str, round_value: Any, default: in
             return [Pool(r.unit_id, r.path, r.name, True, rank, round_value, r.positions,
                          TABLE, r.id)
                     for r in sorted(rows, key=lambda r: ids.index(r.unit_id))]
-        why = "no rank positions set for this unit or a unit above it"
-    why = (f"from the definition ({why})" if default is not None
-           else f"({why}, and no default in the definition)")
+        why = msg("positions.why_no_row")
+    why = (msg("positions.origin_definition", why=why) if default is not None
+           else msg("positions.origin_none", why=why))
     return [Pool(unit_id, unit.path, unit.name, False, rank, round_value, default or 0,
                  DEFINITION, None, why)]
 
@@ -208,8 +210,8 @@ def pool_taken(s: Session, rule: PoolRule, pool: Pool) -> dict[Any, int]:
 def require_writer(viewer: Viewer, doing: str) -> None:
     """Setting 职数 is for admins (系统管理员) and process owners (流程管理员)."""
     if not viewer.sees_all:
-        raise Forbidden(f"{doing} needs the role admin (系统管理员) or process_owner "
-                        "(流程管理员)", rule="needs_admin_or_process_owner")
+        raise Forbidden(msg("positions.needs_role_admin_process",
+                            doing=doing), rule="needs_admin_or_process_owner")
 
 
 def _visible(viewer: Viewer) -> ColumnElement[bool]:
@@ -227,8 +229,7 @@ def _visible(viewer: Viewer) -> ColumnElement[bool]:
 
 def require_reader(viewer: Viewer) -> None:
     if not (viewer.sees_all or viewer.paths(LEADER, COMMITTEE)):
-        raise Forbidden("reading rank positions (职数) is for admins, process owners, and "
-                        "leaders and committee members of a unit", rule="rank_positions")
+        raise Forbidden(msg("positions.reading_rank_positions_admins"), rule="rank_positions")
 
 
 # --------------------------------------------------------------------------- reads
@@ -279,7 +280,7 @@ def list_positions(s: Session, viewer: Viewer, spec: FlowSpec | None, *,
     if unit_id is not None:
         path = s.execute(select(Unit.path).where(Unit.id == unit_id)).scalar()
         if path is None:
-            raise NotFound(f"unit {unit_id} does not exist")
+            raise NotFound(msg("positions.unit_does_not_exist_2", unit_id=unit_id))
         q = q.where(Unit.path.like(f"{path}%"))
     if rank is not None:
         q = q.where(RankPositions.rank == rank)
@@ -301,33 +302,34 @@ def _check(s: Session, spec: FlowSpec | None, rank: Any, round: Any,
     rank = rank.strip() if isinstance(rank, str) else rank
     ranks = ladder_ranks(spec)
     if not isinstance(rank, str) or not rank:
-        errors["rank"] = ["is required"]
+        errors["rank"] = [msg("positions.required")]
     elif len(rank) > MAX_RANK:
-        errors["rank"] = [f"is longer than {MAX_RANK} characters"]
+        errors["rank"] = [msg("positions.longer_than_characters", MAX_RANK=MAX_RANK)]
     elif ranks is not None and rank not in ranks:
         errors["rank"] = [f"{rank} is not a rank of the ladder of {spec.flow}; known: "
                           + ", ".join(ranks)]
     clean["rank"] = rank
     round = round.strip() if isinstance(round, str) else round
     if not isinstance(round, str) or not round:
-        errors["round"] = ["is required (a promotion round, e.g. 2026-1)"]
+        errors["round"] = [msg("positions.required_promotion_round_e")]
     elif len(round) > MAX_ROUND:
-        errors["round"] = [f"is longer than {MAX_ROUND} characters"]
+        errors["round"] = [msg("positions.longer_than_characters_2", MAX_ROUND=MAX_ROUND)]
     clean["round"] = round
     if isinstance(positions, str) and re.fullmatch(r"-?[0-9]{1,12}", positions.strip()):
         positions = int(positions.strip())
     if positions is None or (isinstance(positions, str) and not positions.strip()):
-        errors["positions"] = ["is required (a whole number, 0 or more)"]
+        errors["positions"] = [msg("positions.required_whole_number_more")]
     elif isinstance(positions, bool) or not isinstance(positions, int):
-        errors["positions"] = [f"{positions!r} is not a whole number"]
+        errors["positions"] = [msg("positions.not_whole_number", positions=positions)]
     elif positions < 0:
-        errors["positions"] = [f"must not be negative (got {positions})"]
+        errors["positions"] = [msg("positions.must_not_negative_got", positions=positions)]
     elif positions > MAX_POSITIONS:
-        errors["positions"] = [f"must be at most {MAX_POSITIONS} (got {positions})"]
+        errors["positions"] = [msg("positions.must_at_most_got", MAX_POSITIONS=MAX_POSITIONS,
+                                   positions=positions)]
     clean["positions"] = positions
     note = (note.strip() or None) if isinstance(note, str) else note
     if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
-        errors["note"] = [f"must be text of at most {MAX_NOTE} characters"]
+        errors["note"] = [msg("positions.must_text_at_most", MAX_NOTE=MAX_NOTE)]
     clean["note"] = note
     return clean, errors
 
@@ -346,7 +348,7 @@ def _taken_now(s: Session, spec: FlowSpec | None, unit: Unit, rank: str,
 def unit_by_code(s: Session, code: str) -> Unit:
     unit = s.execute(select(Unit).where(Unit.code == code)).scalar_one_or_none()
     if unit is None:
-        raise NotFound(f"unit {code!r} does not exist")
+        raise NotFound(msg("positions.unit_does_not_exist", code=code))
     return unit
 
 
@@ -364,9 +366,9 @@ def set_positions(s: Session, spec: FlowSpec | None, unit: Unit, rank: Any, roun
     taken = _taken_now(s, spec, unit, clean["rank"], clean["round"])
     if taken is not None and clean["positions"] < taken:
         raise FieldErrors({"positions": [
-            f"{taken} of the positions for unit {unit.code} {unit.name}, {clean['rank']}, "
-            f"round {clean['round']} are already taken (approved promotions); "
-            f"{clean['positions']} is fewer"]})
+            msg("positions.positions_unit_round_are", taken=taken, unit_code=unit.code,
+                unit_name=unit.name, rank=clean['rank'], round=clean['round'],
+                positions=clean['positions'])]})
     row = s.execute(select(RankPositions).where(
         RankPositions.unit_id == unit.id, RankPositions.rank == clean["rank"],
         RankPositions.round == clean["round"])).scalar_one_or_none()
@@ -391,13 +393,14 @@ def delete_positions(s: Session, spec: FlowSpec | None, unit_code: str, rank: st
         RankPositions.unit_id == unit.id, RankPositions.rank == rank,
         RankPositions.round == round)).scalar_one_or_none()
     if row is None:
-        raise NotFound(f"no rank positions set for unit {unit_code}, {rank}, round {round}")
+        raise NotFound(msg("positions.no_rank_positions_set", unit_code=unit_code, rank=rank,
+                           round=round))
     taken = _taken_now(s, spec, unit, row.rank, row.round)
     if taken:
         raise FieldErrors({"positions": [
-            f"{taken} of the {row.positions} positions for unit {unit.code} {unit.name}, "
-            f"{row.rank}, round {row.round} are taken by approved promotions; the row "
-            f"stays as the record of the round (it may be lowered to {taken})"]})
+            msg("positions.positions_unit_round_are_2", taken=taken, row_positions=row.positions,
+                unit_code=unit.code, unit_name=unit.name, row_rank=row.rank, row_round=row.round,
+                taken2=taken)]})
     s.delete(row)
     s.flush()
 
@@ -412,8 +415,7 @@ def read(db: Database, viewer: Viewer, spec: FlowSpec | None,
 
 
 def _duplicate() -> FieldErrors:
-    return FieldErrors({"round": ["these positions were set by another request at the "
-                                  "same time; reload and try again"]})
+    return FieldErrors({"round": [msg("positions.these_positions_were_set")]})
 
 
 @contextmanager
@@ -428,8 +430,7 @@ def writing(db: Database, clash: Exception | None = None) -> Iterator[Session]:
 
 
 def import_clash() -> ImportFailed:
-    return ImportFailed([(1, "rank positions were set by another request at the same "
-                             "time; nothing was imported, try again")])
+    return ImportFailed([(1, msg("positions.rank_positions_were_set"))])
 
 
 def put(db: Database, spec: FlowSpec | None, unit_code: str, rank: Any, round: Any,
@@ -470,14 +471,14 @@ def _read_csv(text: str) -> tuple[list[tuple[int, dict[str, str]]], list[tuple[i
         errors.append((1, f"unknown column(s) {', '.join(unknown)}; the columns are "
                           + ", ".join(CSV_COLUMNS)))
     if missing:
-        errors.append((1, f"missing column(s) {', '.join(missing)}"))
+        errors.append((1, msg("positions.missing_column", missing=list(missing))))
     if errors:
         return [], errors
     rows = []
     for raw in reader:
         line = reader.line_num
         if None in raw:
-            errors.append((line, f"{len(raw[None])} more value(s) than there are columns"))
+            errors.append((line, msg("positions.more_value_than_there", n_value=len(raw[None]))))
             continue
         cells = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
         if any(cells.values()):
@@ -508,15 +509,15 @@ def import_rows(s: Session, spec: FlowSpec | None, text: str, *, by: int | None,
     for line, c in rows:
         code = c.get("unit_code", "")
         if not code:
-            errors.append((line, "unit_code is empty"))
+            errors.append((line, msg("positions.unit_code_empty")))
             continue
         if code not in units:
-            errors.append((line, f"unit {code!r} does not exist"))
+            errors.append((line, msg("positions.unit_does_not_exist", code=code)))
             continue
         key = (code, c.get("rank", ""), c.get("round", ""))
         if key in seen:
-            errors.append((line, f"unit {code}, {key[1]}, round {key[2]} is already "
-                                 f"set on line {seen[key]}"))
+            errors.append((line, msg("positions.unit_round_already_set", code=code,
+                                     value=key[1], value2=key[2], value3=seen[key])))
             continue
         seen[key] = line
         try:

@@ -29,6 +29,7 @@ from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 
+from .messages import msg
 from .models import TIERS, Case, Unit, unit_path_ids
 
 CASES = Case.__table__
@@ -259,8 +260,8 @@ def tiers_problems(ratio: Any) -> Iterable[tuple[str, str]]:
         return
     for tier in ratio:
         if tier not in TIERS:
-            yield f".max_ratio.{tier}", (f"unknown tier {tier!r}; the tiers are "
-                                         f"{', '.join(TIERS)}")
+            yield f".max_ratio.{tier}", msg("rules.unknown_tier", tier=tier,
+                                            tiers=list(TIERS))
     for tier in TIERS:
         if tier not in ratio:
-            yield ".max_ratio", f"give a ratio for every tier; {tier!r} has none"
+            yield ".max_ratio", msg("rules.ratio_missing_tier", tier=tier)

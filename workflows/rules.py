@@ -23,6 +23,7 @@ from marshmallow import RAISE, Schema, ValidationError, validate
 from marshmallow import fields as mf
 
 from .errors import RuleViolation
+from .messages import msg
 from .quotas import (  # noqa: F401 - POOL_KEYS, ROUNDINGS, quota_limit: read from here too
     POOL_KEYS,
     ROUNDINGS,
@@ -114,9 +115,9 @@ def check_rule_params(rule: RuleSpec, t: TransitionSpec, spec: FlowSpec,
 
         what = "rule" if registry is REGISTRY else "effect"
         close = difflib.get_close_matches(rule.name, list(registry), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        yield "", (f"unknown {what} {rule.name!r}{hint}; known {what}s: "
-                   f"{', '.join(sorted(registry)) or 'none'}")
+        hint = msg("spec.did_you_mean", name=close[0]) if close else ""
+        yield "", msg(f"spec.unknown_{what}", name=rule.name, hint=hint,
+                      known=sorted(registry) or msg("spec.none"))
         return
     try:
         params = impl.params.load(rule.params)
@@ -178,14 +179,14 @@ class _Params(Schema):
 
 def field_value_problems(spec: FlowSpec, field: str, values: list[Any], path: str):
     if field not in spec.fields:
-        yield ".field", f"unknown field {field!r}; declare it under fields"
+        yield ".field", msg("spec.unknown_field", name=field)
         return
     fspec = spec.fields[field]
     if fspec.type == "enum":
         for v in values:
             if v not in fspec.values:
-                yield (f".{path}", f"{v!r} is not a value of field {field!r}; "
-                                   f"its values are {', '.join(fspec.values)}")
+                yield (f".{path}", msg("spec.not_a_value", value=v, field=field,
+                                       values=list(fspec.values)))
 
 
 # --------------------------------------------------------------------------- required_when
@@ -199,18 +200,18 @@ class RequiredWhenParams(_Params):
 
 def _required_when_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     if p["field"] not in spec.fields:
-        yield ".field", f"unknown field {p['field']!r}; declare it under fields"
+        yield ".field", msg("spec.unknown_field", name=p["field"])
     elif p["field"] not in t.requires + t.accepts:
-        yield ".field", (f"field {p['field']!r} must be listed in accepts of trigger "
-                         f"{t.trigger!r} so that it can be given")
+        yield ".field", msg("rules.required_when_not_accepted", field=p["field"],
+                            trigger=t.trigger)
     if p["if_field"] not in spec.fields:
-        yield ".if_field", f"unknown field {p['if_field']!r}; declare it under fields"
+        yield ".if_field", msg("spec.unknown_field", name=p["if_field"])
     else:
         fspec = spec.fields[p["if_field"]]
         for v in p["in_"]:
             if fspec.type == "enum" and v not in fspec.values:
-                yield ".in", (f"{v!r} is not a value of field {p['if_field']!r}; "
-                              f"its values are {', '.join(fspec.values)}")
+                yield ".in", msg("spec.not_a_value", value=v, field=p["if_field"],
+                                 values=list(fspec.values))
 
 
 def _blank(value: Any) -> bool:
@@ -224,8 +225,9 @@ def _required_when(p: dict[str, Any], batch: Batch) -> None:
             cond = batch.spec.fields[p["if_field"]]
             raise RuleViolation(
                 "required_when",
-                f"case {case.id}: {f.label.zh} ({p['field']}) is required when "
-                f"{cond.label.zh} ({p['if_field']}) is {case.data.get(p['if_field'])}",
+                msg("rule.required_when", case_id=case.id, field=f.label, name=p["field"],
+                    if_label=cond.label, if_field=p["if_field"],
+                    value=case.data.get(p["if_field"])),
                 {"case_id": case.id, "field": p["field"], "if_field": p["if_field"],
                  "value": case.data.get(p["if_field"])},
             )
@@ -259,8 +261,7 @@ class RatioField(mf.Field):
                 raise ValidationError(errors)
             return out
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ValidationError("give a ratio (e.g. 0.4) or one per tier "
-                                  "({chief: 0.3, deputy: 0.35, staff: 0.4})")
+            raise ValidationError(msg("rules.ratio"))
         return one.deserialize(value)
 
 
@@ -287,30 +288,30 @@ def pool_problems(p: dict[str, Any], spec: FlowSpec):
     """Definition-time problems of the pool parameters, shared by the quota rules."""
     yield from tiers_problems(p["max_ratio"])
     if isinstance(p["max_ratio"], dict) and "tier" not in p["pool"]:
-        yield ".max_ratio", "a ratio per tier needs tier in pool"
+        yield ".max_ratio", msg("rules.ratio_per_tier_needs_tier")
     if len(set(p["pool"])) != len(p["pool"]):
-        yield ".pool", "a pool key is listed twice"
+        yield ".pool", msg("rules.pool_key_twice")
     spans = p.get("unit_depth") is not None or p.get("merge_units")
     if spans and "unit" not in p["pool"]:
         yield ".unit_depth" if p.get("unit_depth") is not None else ".merge_units", \
-            "pools of units need unit in pool"
+            msg("rules.pools_need_unit")
     seen: dict[str, int] = {}
     for i, group in enumerate(p.get("merge_units") or ()):
         for j, code in enumerate(group):
             if code in seen:
-                yield f".merge_units[{i}][{j}]", (f"unit {code!r} is already in group "
-                                                  f"{seen[code]}; a unit is in one pool")
+                yield f".merge_units[{i}][{j}]", msg("rules.unit_in_two_groups", unit=code,
+                                                     group=seen[code])
             seen.setdefault(code, i)
     for i, s in enumerate(p.get("counted_states", ())):
         if s not in spec.states:
-            yield f".counted_states[{i}]", f"unknown state {s!r}"
+            yield f".counted_states[{i}]", msg("spec.unknown_state", name=s, hint="")
 
 
 def _quota_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     yield from field_value_problems(spec, p["field"], [p["value"]], "value")
     ftype = spec.fields[p["field"]].type if p["field"] in spec.fields else None
     if ftype not in (None, "enum", "text"):
-        yield ".field", f"a quota counts an enum or text field; {p['field']!r} is {ftype}"
+        yield ".field", msg("rules.quota_field_type", field=p["field"], type=ftype)
     yield from pool_problems(p, spec)
 
 
@@ -333,14 +334,15 @@ def judge_quota(quota: Quota, batch: Batch, name: str) -> None:
         key = pool_key(quota, units.get(c.unit_id, c.unit_id), c.tier, c.period_key)
         by_pool.setdefault(key, []).append(c)
     found = batch.facts.quota_figures(batch.spec.flow, quota, sorted(by_pool, key=str), units)
-    label = batch.spec.fields[quota.field].label.zh
+    label = batch.spec.fields[quota.field].label
     for key, cases in sorted(by_pool.items(), key=lambda kv: str(kv[0])):
         f = found[key]
         if f.used + len(cases) <= f.limit:
             continue
         pool = dict(key)
-        where = ", ".join(f"{k}={v}" for k, v in key) or "whole flow"
-        why = f", raised for {f.raised.describe()}" if f.raised is not None else ""
+        where = [msg(f"quota.pool_{k}", value=msg(f"tier.{v}") if k == "tier" and v else v)
+                 for k, v in key] or msg("quota.pool_all")
+        why = msg("quota.raised_for", raised=f.raised.describe()) if f.raised else ""
         details = {"pool": pool, "size": f.size, "limit": f.limit, "used": f.used,
                    "asked": len(cases), "field": quota.field, "value": quota.value,
                    "case_ids": [c.id for c in cases]}
@@ -351,9 +353,10 @@ def judge_quota(quota: Quota, batch: Batch, name: str) -> None:
             details["max_ratio"] = f.ratio
         raise RuleViolation(
             name,
-            f"quota for {label}={quota.value} in pool {where}: limit {f.limit} "
-            f"({f.ratio:.0%} of {f.size}{why}, {quota.rounding}, at least {quota.min}), "
-            f"already used {f.used}, asked {len(cases)}", details)
+            msg("quota.exceeded", field=label, value=quota.value, pool=where, limit=f.limit,
+                ratio=f"{f.ratio:.0%}", size=f.size, why=why,
+                rounding=msg(f"quota.rounding_{quota.rounding}"), min=quota.min, used=f.used,
+                asked=len(cases)), details)
 
 
 def _quota(p: dict[str, Any], batch: Batch) -> None:

@@ -33,6 +33,7 @@ from marshmallow import (
 from marshmallow import fields as mf
 
 from .errors import DefinitionInvalid, Problem
+from .messages import Message, constant, from_marshmallow, msg
 
 PERIODS = ("none", "week", "month", "quarter", "year")
 FIELD_TYPES = ("text", "int", "decimal", "date", "enum", "bool", "person", "list")
@@ -60,7 +61,7 @@ START_ORG_ROLES = ("process_owner", "admin")
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 FLOW_ID = re.compile(r"^[a-z][a-z0-9-]{1,63}$")
-NAME_MSG = "must start with a letter and hold only letters, digits, '_' or '-' (at most 64)"
+NAME_MSG = constant("spec.name_rule")
 
 
 # --------------------------------------------------------------------------- value types
@@ -232,19 +233,18 @@ def _duration(value: str) -> None:
     """ISO 8601 durations (P5D, PT12H, P1M); isodate parses them, we only reject nonsense."""
     if not isinstance(value, str) or not value.startswith("P") or value in ("P", "PT") \
             or value.endswith("T"):
-        raise ValidationError(f"{value!r} is not an ISO 8601 duration such as P5D or PT12H")
+        raise ValidationError(msg("spec.not_iso_duration_such", value=value))
     try:
         parsed = isodate.parse_duration(value)
     except (isodate.ISO8601Error, ValueError) as exc:
         raise ValidationError(
-            f"{value!r} is not an ISO 8601 duration such as P5D or PT12H"
+            msg("spec.not_iso_duration_such", value=value)
         ) from exc
     try:  # from any day of this century, forward (deadlines) and back (reminders' before)
         dt.datetime(2100, 1, 1) + parsed
         dt.datetime(2000, 1, 1) - parsed
     except (OverflowError, ValueError):
-        raise ValidationError(f"{value!r} is longer than the calendar holds (dates end in "
-                              "the year 9999)") from None
+        raise ValidationError(msg("spec.longer_than_calendar_holds", value=value)) from None
 
 
 def _step(value: str) -> None:
@@ -252,7 +252,7 @@ def _step(value: str) -> None:
     _duration(value)
     start = dt.datetime(2000, 1, 1)
     if start + isodate.parse_duration(value) <= start:
-        raise ValidationError(f"{value!r} repeats without end: every must be longer than zero")
+        raise ValidationError(msg("spec.repeats_without_end_every", value=value))
 
 
 def _one_of(choices) -> validate.OneOf:
@@ -261,7 +261,7 @@ def _one_of(choices) -> validate.OneOf:
 
 def _hhmm(value: str) -> None:
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
-        raise ValidationError(f"{value!r} is not a time of day HH:MM")
+        raise ValidationError(msg("spec.not_time_day_hh", value=value))
 
 
 class _Strict(Schema):
@@ -277,7 +277,7 @@ class StrOrList(mf.Field):
             return (value,)
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             return tuple(value)
-        raise ValidationError("must be a name or a non-empty list of names")
+        raise ValidationError(msg("spec.must_name_non_empty"))
 
 
 class LabelField(mf.Field):
@@ -289,15 +289,15 @@ class LabelField(mf.Field):
         if isinstance(value, dict):
             unknown = set(value) - {"zh", "en"}
             if unknown:
-                raise ValidationError(f"unknown language(s) {sorted(unknown)}; use zh and en")
+                raise ValidationError(msg("spec.unknown_language_use_zh", unknown=sorted(unknown)))
             zh = value.get("zh")
             if not isinstance(zh, str) or not zh.strip():
-                raise ValidationError("needs a Chinese label under zh")
+                raise ValidationError(msg("spec.needs_chinese_label_under"))
             en = value.get("en")
             if en is not None and not isinstance(en, str):
-                raise ValidationError("en must be a string")
+                raise ValidationError(msg("spec.en_must_string"))
             return Label(zh=zh, en=en)
-        raise ValidationError("must be a string or {zh: …, en: …}")
+        raise ValidationError(msg("spec.must_string_zh_en"))
 
 
 class Scalar(mf.Field):
@@ -307,9 +307,9 @@ class Scalar(mf.Field):
         if isinstance(value, dt.date):  # YAML reads an unquoted 2026-01-01 as a date
             return value.isoformat()
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ValidationError("must be a number or an ISO date")
+            raise ValidationError(msg("spec.must_number_iso_date"))
         if isinstance(value, float) and not math.isfinite(value):  # .nan, .inf
-            raise ValidationError("must be a finite number")
+            raise ValidationError(msg("spec.must_finite_number"))
         return value
 
 
@@ -339,15 +339,15 @@ class FieldSchema(_Strict):
         }[data["type"]]
         errors = {}
         for key in sorted(set(data) - {"type", "label"} - allowed):
-            errors[key] = [f"{key} does not apply to a field of type {data['type']}"]
+            errors[key] = [msg("spec.does_not_apply_field", key_=key, type=data['type'])]
         if data["type"] == "enum":
             values = data.get("values") or []
             if not values:
-                errors["values"] = ["an enum field needs a non-empty list of values"]
+                errors["values"] = [msg("spec.enum_field_needs_non")]
             elif len(set(values)) != len(values):
-                errors["values"] = ["values must not repeat"]
+                errors["values"] = [msg("spec.values_must_not_repeat")]
         if data["type"] == "list" and ("item" in data) == ("fields" in data):
-            errors["item"] = ["a list field needs exactly one of item (scalars) or fields (records)"]
+            errors["item"] = [msg("spec.list_field_needs_exactly")]
         if errors:
             raise ValidationError(errors)
 
@@ -361,13 +361,13 @@ class FallbackSchema(_Strict):
     @validates_schema
     def _some(self, data, **kwargs):
         if not data:
-            raise ValidationError("a fallback needs escalate: unit_above or group: <name>")
+            raise ValidationError(msg("spec.fallback_needs_escalate_unit"))
 
 
 class WhileDispatchedSchema(_Strict):
     """While dispatched (下沉一线), the receiving side's assessor evaluates."""
 
-    flow = mf.String(required=True, validate=validate.Regexp(FLOW_ID, error="not a flow id"))
+    flow = mf.String(required=True, validate=validate.Regexp(FLOW_ID, error=constant("spec.not_flow_id")))
     states = mf.List(mf.String(validate=validate.Regexp(NAME, error=NAME_MSG)),
                      required=True, validate=validate.Length(min=1))
     host = mf.String(required=True, validate=validate.Regexp(NAME, error=NAME_MSG))
@@ -388,15 +388,14 @@ class RoleSchema(_Strict):
             extra = [k for k in ("tiers", "fallback", "while_dispatched") if k in data]
             if extra:
                 raise ValidationError({extra[0]: [
-                    f"{extra[0]} is for resolve: evaluator only (the hierarchy of who "
-                    "evaluates whom)"]})
+                    msg("spec.resolve_evaluator_only_hierarchy", value=extra[0])]})
         elif "tiers" in data and sorted(data["tiers"]) != sorted(CYCLE_TIERS):
             raise ValidationError({"tiers": [
-                f"tiers must list each of {', '.join(CYCLE_TIERS)} once, highest first"]})
+                msg("spec.tiers_must_list_each", CYCLE_TIERS=list(CYCLE_TIERS))]})
         if data["resolve"] == "unit_role" and not data.get("role"):
-            raise ValidationError({"role": ["resolve: unit_role needs role (e.g. committee)"]})
+            raise ValidationError({"role": [msg("spec.resolve_unit_role_needs")]})
         if data["resolve"] == "group" and not data.get("group"):
-            raise ValidationError({"group": ["resolve: group needs group (a group name)"]})
+            raise ValidationError({"group": [msg("spec.resolve_group_needs_group")]})
 
 
 class DeadlineSchema(_Strict):
@@ -409,7 +408,7 @@ class DeadlineSchema(_Strict):
     @validates_schema
     def _one_measure(self, data, **kwargs):
         if ("duration" in data) == ("working_days" in data):
-            raise ValidationError("a deadline needs exactly one of duration or working_days")
+            raise ValidationError(msg("spec.deadline_needs_exactly_one"))
 
 
 class TimerSchema(_Strict):
@@ -432,22 +431,23 @@ class TimerSchema(_Strict):
         if kind == "auto":
             n = sum(k in data for k in ("after", "working_days", "at", "at_field"))
             if n != 1:
-                raise ValidationError("an auto timer needs exactly one of after, working_days, "
-                                      "at, at_field")
+                raise ValidationError(msg("spec.auto_timer_needs_exactly"))
             if "fire" not in data:
-                raise ValidationError({"fire": ["an auto timer needs fire: <trigger>"]})
+                raise ValidationError({"fire": [msg("spec.auto_timer_needs_fire")]})
         elif kind == "reminder":
             if "before" not in data:
-                raise ValidationError({"before": ["a reminder needs before: <duration>"]})
+                raise ValidationError({"before": [msg("spec.reminder_needs_before_duration")]})
         elif kind == "repeat" and ("every" in data) == ("weekday" in data):
-            raise ValidationError("a repeat timer needs exactly one of every or weekday")
+            raise ValidationError(msg("spec.repeat_timer_needs_exactly"))
         extra = {
             "auto": {"before", "every", "weekday"},
             "reminder": {"after", "working_days", "at", "at_field", "fire", "every", "weekday"},
             "repeat": {"after", "working_days", "at", "at_field", "fire", "before"},
         }[kind] & set(data)
         if extra:
-            raise ValidationError({k: [f"{k} does not apply to {'an' if kind == 'auto' else 'a'} {kind} timer"] for k in extra})
+            raise ValidationError({k: [msg("spec.does_not_apply_timer", k=k,
+                                           value='an' if kind == 'auto' else 'a',
+                                           kind=kind)] for k in extra})
 
 
 class StateSchema(_Strict):
@@ -464,12 +464,12 @@ class RuleEntry(mf.Field):
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not (isinstance(value, dict) and len(value) == 1):
-            raise ValidationError("a rule is written as {rule_name: {parameters}}")
+            raise ValidationError(msg("spec.rule_written_as_rule"))
         (name, params), = value.items()
         if params is None:
             params = {}
         if not isinstance(params, dict):
-            raise ValidationError(f"parameters of rule {name!r} must be a mapping")
+            raise ValidationError(msg("spec.parameters_rule_must_mapping", name=name))
         return (str(name), params)
 
 
@@ -495,8 +495,7 @@ class TimeOfDay(mf.String):
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, int) and not isinstance(value, bool):
-            raise ValidationError('must be a time of day HH:MM in quotes, e.g. "08:30" (YAML '
-                                  "reads an unquoted 8:30 as a number)")
+            raise ValidationError(msg("spec.must_time_day_hh"))
         value = super()._deserialize(value, attr, data, **kwargs)
         _hhmm(value)
         return value
@@ -509,21 +508,21 @@ class UnitCode(mf.Field):
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str) or not 1 <= len(value.strip()) <= 64:
-            raise ValidationError("must be a unit code (1 to 64 characters)")
+            raise ValidationError(msg("spec.must_unit_code_characters"))
         return value.strip()
 
 
 def _no_repeats(values: list, what: str) -> None:
     if len(set(values)) != len(values):
-        raise ValidationError(f"{what} must not repeat")
+        raise ValidationError(msg("spec.must_not_repeat", what=what))
 
 
 def _unique_list(what: str, inner: mf.Field) -> mf.List:
     def check(values: list) -> None:
         if not values:
-            raise ValidationError(f"needs at least one {what}; leave it out to mean every {what}")
+            raise ValidationError(msg("spec.needs_at_least_one", what=what, what2=what))
         if len(set(values)) != len(values):
-            raise ValidationError(f"{what}s must not repeat")
+            raise ValidationError(msg("spec.must_not_repeat_2", what=what))
 
     return mf.List(inner, validate=check)
 
@@ -531,7 +530,7 @@ def _unique_list(what: str, inner: mf.Field) -> mf.List:
 def _mapping_of(example: str):
     def check(self, data, **kwargs):
         if not isinstance(data, dict):
-            raise ValidationError(f"must be a mapping such as {example}")
+            raise ValidationError(msg("spec.must_mapping_such_as", example=example))
         return data
 
     return pre_load(check)
@@ -550,7 +549,7 @@ class CycleSchema(_Strict):
     time = TimeOfDay()
     offset_days = mf.Integer(strict=True, validate=validate.Range(
         min=-CYCLE_MAX_OFFSET, max=CYCLE_MAX_OFFSET,
-        error=f"must be between -{CYCLE_MAX_OFFSET} and {CYCLE_MAX_OFFSET} days"))
+        error=constant("spec.offset_days", max=CYCLE_MAX_OFFSET)))
     who = mf.Nested(CycleWhoSchema, error_messages={
         "null": "must be a mapping such as {{tiers: [staff], units: [SEC1]}}; "
                 "leave who out for every active person"})
@@ -566,7 +565,7 @@ class StartSchema(_Strict):
 class FlowSchema(_Strict):
     flow = mf.String(
         required=True,
-        validate=validate.Regexp(FLOW_ID, error="must be 2 to 64 lower-case letters, digits and '-', starting with a letter"),
+        validate=validate.Regexp(FLOW_ID, error=constant("spec.flow_id_rule")),
     )
     title = LabelField(required=True)
     description = mf.String()
@@ -586,7 +585,7 @@ class FlowSchema(_Strict):
     @pre_load
     def _mapping(self, data, **kwargs):
         if not isinstance(data, dict):
-            raise ValidationError("a flow definition must be a mapping at the top level")
+            raise ValidationError(msg("spec.flow_definition_must_mapping"))
         return data
 
     @post_load
@@ -646,14 +645,13 @@ def _json_int(text: str) -> int | _TooLong:
 
 def parse_source(text: str, filename: str) -> tuple[Any, yaml.Node | None]:
     """Parse YAML or JSON text. JSON is YAML, but `.json` files get JSON's own parser."""
-    too_deep = DefinitionInvalid([Problem(filename, "", "nested too deeply to be a flow "
-                                                        "definition")])
+    too_deep = DefinitionInvalid([Problem(filename, "", msg("spec.nested_too_deeply_flow"))])
     if filename.endswith(".json"):
         try:
             return json.loads(text, parse_int=_json_int), None
         except json.JSONDecodeError as exc:
             raise DefinitionInvalid(
-                [Problem(filename, "", f"not valid JSON: {exc.msg}", exc.lineno)]
+                [Problem(filename, "", msg("spec.not_valid_json", exc_msg=exc.msg), exc.lineno)]
             ) from exc
         except RecursionError:  # both parsers recurse: 50,000 '[' is bad input, not a crash
             raise too_deep from None
@@ -665,18 +663,18 @@ def parse_source(text: str, filename: str) -> tuple[Any, yaml.Node | None]:
         return yaml.load(text, Loader=_NoAliasLoader), node  # noqa: S506 - a SafeLoader
     except _AliasFound as found:
         raise DefinitionInvalid([Problem(
-            filename, "", "YAML anchors and aliases (&name, *name) are not supported in "
-                          "flow definitions: write the value out", found.line)]) from None
+            filename, "", msg("spec.yaml_anchors_aliases_name"), found.line)]) from None
     except RecursionError:
         raise too_deep from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
-        msg = getattr(exc, "problem", None) or str(exc)
+        said = getattr(exc, "problem", None) or str(exc)
         if isinstance(exc, yaml.reader.ReaderError):  # a control character: no mark
             line = text.count("\n", 0, exc.position) + 1
-            msg = f"character {exc.character!r} is not allowed"
-        raise DefinitionInvalid([Problem(filename, "", f"not valid YAML: {msg}", line)]) from exc
+            said = f"character {exc.character!r} is not allowed"
+        raise DefinitionInvalid([Problem(filename, "", msg("spec.not_valid_yaml",
+                                                           said=said), line)]) from exc
 
 
 def content_hash(document: Any) -> str:
@@ -725,7 +723,7 @@ def compile_document(document: Any, filename: str, node: yaml.Node | None = None
     return _with_hash(spec, document)
 
 
-NUL = "text must not contain NUL characters"
+NUL = msg("spec.text_nul")
 
 
 def _unreadable(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
@@ -735,14 +733,13 @@ def _unreadable(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
         if "\x00" in value:
             yield path, NUL
     elif isinstance(value, _TooLong):
-        yield path, (f"a number of {value.digits} digits is longer than any number in a "
-                     f"flow definition may be")
+        yield path, (msg("spec.number_digits_longer_than", value_digits=value.digits))
     elif isinstance(value, dict):
         for k, v in value.items():
             if isinstance(k, str) and "\x00" in k:
                 yield _join(path, k), NUL
             elif isinstance(k, _TooLong):
-                yield path, f"a key of {k.digits} digits is longer than any key may be"
+                yield path, msg("spec.key_digits_longer_than", k_digits=k.digits)
                 continue
             yield from _unreadable(v, _join(path, k))
     elif isinstance(value, list):
@@ -762,7 +759,7 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
     for name, raw in data["fields"].items():
         path = f"fields.{name}"
         if not NAME.match(name):
-            add(path, f"field name {name!r} {NAME_MSG}")
+            add(path, msg("spec.field_name", name=name, NAME_MSG=NAME_MSG))
             continue
         flow_fields[name] = _field(name, raw, path, add)
 
@@ -770,10 +767,10 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
     roles = {n: RoleSpec(name=n, **r) for n, r in BUILTIN_ROLES.items()}
     for name, raw in data["roles"].items():
         if name == SYSTEM:
-            add(f"roles.{name}", "system is built in and cannot be redefined")
+            add(f"roles.{name}", msg("spec.system_built_cannot_redefined"))
             continue
         if not NAME.match(name):
-            add(f"roles.{name}", f"role name {name!r} {NAME_MSG}")
+            add(f"roles.{name}", msg("spec.role_name", name=name, NAME_MSG=NAME_MSG))
             continue
         raw = dict(raw)
         fallback = raw.pop("fallback", {})
@@ -792,7 +789,7 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             return
         if name not in roles:
             known = sorted(roles) + ([SYSTEM] if allow_system else [])
-            add(path, f"unknown role {name!r}; known roles: {', '.join(known)}")
+            add(path, msg("spec.unknown_role_known_roles", name=name, known=list(known)))
 
     # ---- states
     states: dict[str, StateSpec] = {}
@@ -800,7 +797,7 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
     for i, raw in enumerate(data["states"]):
         name = raw["name"]
         if name == ANY_STATE or name in states:
-            add(f"states[{i}].name", f"state {name!r} is defined twice")
+            add(f"states[{i}].name", msg("spec.state_defined_twice", name=name))
             continue
         for j, actor in enumerate(raw.get("actor", ())):
             check_role(f"states[{i}].actor" + (f"[{j}]" if len(raw["actor"]) > 1 else ""),
@@ -816,13 +813,13 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             timers=tuple(TimerSpec(**t) for t in raw.get("timers", ())),
         )
     if not states:
-        add("states", "a flow needs at least one state")
+        add("states", msg("spec.flow_needs_at_least"))
         states["-"] = StateSpec(name="-", label=Label(zh="-"), final=True)
         position["-"] = 0
 
     initial = data.get("initial") or next(iter(states))
     if initial not in states:
-        add("initial", f"unknown state {initial!r}")
+        add("initial", msg("spec.unknown_initial", initial=initial))
         initial = next(iter(states))
     non_final = [s for s in states.values() if not s.final]
 
@@ -832,8 +829,8 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
     for i, raw in enumerate(data["transitions"]):
         p = f"transitions[{i}]"
         if raw["trigger"] in RESERVED_TRIGGERS:
-            add(f"{p}.trigger", f"{raw['trigger']!r} is reserved: the history records starting "
-                                "a case and queue claims under it")
+            add(f"{p}.trigger", msg("spec.reserved_history_records_starting",
+                                    trigger=raw['trigger']))
         sources: list[str] = []
         raw_sources = raw["source"]
         for j, s in enumerate(raw_sources):
@@ -841,13 +838,14 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             if s == ANY_STATE:
                 sources.extend(st.name for st in non_final if st.name not in sources)
             elif s not in states:
-                add(sp, f"unknown state {s!r}{_suggest(s, states)}")
+                add(sp, msg("spec.unknown_state_3", s=s, value=_suggest(s, states)))
             elif states[s].final:
-                add(sp, f"final state {s!r} cannot have an exit")
+                add(sp, msg("spec.final_state_cannot_have_2", s=s))
             elif s not in sources:
                 sources.append(s)
         if raw["dest"] not in states:
-            add(f"{p}.to", f"unknown state {raw['dest']!r}{_suggest(raw['dest'], states)}")
+            add(f"{p}.to", msg("spec.unknown_state_2", dest=raw['dest'],
+                               value=_suggest(raw['dest'], states)))
         for j, b in enumerate(raw["by"]):
             check_role(f"{p}.by" + (f"[{j}]" if len(raw["by"]) > 1 else ""), b, allow_system=True)
         for key in ("requires", "accepts"):
@@ -855,45 +853,42 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
                 if fname not in flow_fields:
                     what = "required field" if key == "requires" else "field"
                     add(f"{p}.{key}[{j}]",
-                        f"{what} {fname!r} is not declared under fields"
-                        f"{_suggest(fname, flow_fields)}")
+                        msg("spec.not_declared_under_fields", what=what, fname=fname,
+                            value=_suggest(fname, flow_fields)))
         given = set(raw.get("requires", ())) | set(raw.get("accepts", ()))
         for j, fname in enumerate(raw.get("appends", ())):
             if fname not in given:
-                add(f"{p}.appends[{j}]", f"field {fname!r} must be listed in requires or "
-                                         "accepts to be appended")
+                add(f"{p}.appends[{j}]", msg("spec.field_must_listed_requires", fname=fname))
             elif fname in flow_fields and flow_fields[fname].type != "list":
-                add(f"{p}.appends[{j}]", f"only a list field can be appended to; {fname!r} "
-                                         f"is {flow_fields[fname].type}")
+                add(f"{p}.appends[{j}]", msg("spec.only_list_field_can", fname=fname,
+                                             type=flow_fields[fname].type))
         both = set(raw.get("requires", ())) & set(raw.get("accepts", ()))
         for fname in sorted(both):
-            add(f"{p}.accepts", f"field {fname!r} is listed in both requires and accepts")
+            add(f"{p}.accepts", msg("spec.field_listed_both_requires", fname=fname))
         for fname, allowed in (raw.get("values") or {}).items():
             vp = f"{p}.values.{fname}"
             if fname not in given:
-                add(vp, f"field {fname!r} must be listed in requires or accepts to restrict "
-                        "its values")
+                add(vp, msg("spec.field_must_listed_requires_2", fname=fname))
             elif fname in flow_fields and flow_fields[fname].type not in ("enum", "bool"):
-                add(vp, f"only an enum or bool field's values can be restricted; {fname!r} is "
-                        f"{flow_fields[fname].type}")
+                add(vp, msg("spec.only_enum_bool_field", fname=fname, type=flow_fields[fname].type))
             elif fname in flow_fields and flow_fields[fname].type == "bool":
                 if any(not isinstance(v, bool) for v in allowed):
-                    add(vp, f"field {fname!r} is a bool: its values are true and false")
+                    add(vp, msg("spec.field_bool_values_are", fname=fname))
                 elif len(set(allowed)) != len(allowed):
-                    add(vp, "a value is listed twice")
+                    add(vp, msg("spec.value_listed_twice"))
             elif fname in flow_fields:
                 for v in allowed:
                     if v not in flow_fields[fname].values:
-                        add(vp, f"{v!r} is not a value of field {fname!r}; its values are "
-                                f"{', '.join(flow_fields[fname].values)}")
+                        add(vp, msg("spec.not_value_field_values", v=v, fname=fname,
+                                    values=list(flow_fields[fname].values)))
                 if len(set(allowed)) != len(allowed):
-                    add(vp, "a value is listed twice")
+                    add(vp, msg("spec.value_listed_twice"))
         for s in sources:
             key = (raw["trigger"], s)
             if key in seen:
                 add(f"{p}.trigger",
-                    f"trigger {raw['trigger']!r} from state {s!r} is already defined by "
-                    f"transitions[{seen[key]}]")
+                    msg("spec.trigger_from_state_already", trigger=raw['trigger'], s=s,
+                        value=seen[key]))
             else:
                 seen[key] = i
         transitions.append(TransitionSpec(
@@ -916,17 +911,16 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
     # ---- timers and deadlines refer to triggers that a `system` actor may fire
     def check_system_trigger(path: str, trigger: str, state: str) -> None:
         if trigger not in triggers:
-            add(path, f"unknown trigger {trigger!r}{_suggest(trigger, triggers)}")
+            add(path, msg("spec.unknown_trigger", trigger=trigger,
+                          value=_suggest(trigger, triggers)))
             return
         t = next((t for t in transitions if t.trigger == trigger and state in t.sources), None)
         if t is None:
-            add(path, f"trigger {trigger!r} is not defined from state {state!r}")
+            add(path, msg("spec.trigger_not_defined_from", trigger=trigger, state=state))
         elif SYSTEM not in t.by:
-            add(path, f"trigger {trigger!r} from {state!r} must list system in by: "
-                      "the scheduler fires it")
+            add(path, msg("spec.trigger_from_must_list", trigger=trigger, state=state))
         elif t.requires or t.comment == "required":
-            add(path, f"trigger {trigger!r} from {state!r} is fired by the scheduler, which "
-                      "gives no data: it cannot require fields or a comment")
+            add(path, msg("spec.trigger_from_fired_by", trigger=trigger, state=state))
 
     for st in states.values():
         i = position[st.name]
@@ -934,23 +928,23 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
             check_system_trigger(f"states[{i}].deadline.escalate", st.deadline.escalate, st.name)
         if st.deadline and st.deadline.start != "entered" and data["period"] == "none":
             add(f"states[{i}].deadline.from",
-                f"{st.deadline.start} needs a flow period, and this flow has period: none")
+                msg("spec.needs_flow_period_flow", deadline_start=st.deadline.start))
         if st.final and (st.deadline or st.timers):
-            add(f"states[{i}]", f"final state {st.name!r} cannot have a deadline or timers")
+            add(f"states[{i}]", msg("spec.final_state_cannot_have", st_name=st.name))
         for j, tm in enumerate(st.timers):
             tp = f"states[{i}].timers[{j}]"
             if tm.fire:
                 check_system_trigger(f"{tp}.fire", tm.fire, st.name)
             if tm.at_field and tm.at_field not in flow_fields:
-                add(f"{tp}.at_field", f"unknown field {tm.at_field!r}"
-                                      f"{_suggest(tm.at_field, flow_fields)}")
+                add(f"{tp}.at_field", msg("spec.unknown_at_field", tm_at_field=tm.at_field,
+                                          value=_suggest(tm.at_field, flow_fields)))
             elif tm.at_field and flow_fields[tm.at_field].type != "date":
-                add(f"{tp}.at_field", f"at_field must name a date field; {tm.at_field!r} is "
-                                      f"{flow_fields[tm.at_field].type}")
+                add(f"{tp}.at_field", msg("spec.at_field_must_name", tm_at_field=tm.at_field,
+                                          type=flow_fields[tm.at_field].type))
             if tm.kind == "reminder" and not st.deadline:
-                add(tp, f"a reminder needs a deadline on state {st.name!r}")
+                add(tp, msg("spec.reminder_needs_deadline_on", st_name=st.name))
             if tm.at and data["period"] == "none":
-                add(f"{tp}.at", "a period boundary needs a flow period, and this flow has none")
+                add(f"{tp}.at", msg("spec.period_boundary_needs_flow"))
             for k, r in enumerate(tm.notify):
                 check_role(f"{tp}.notify" + (f"[{k}]" if len(tm.notify) > 1 else ""), r,
                            allow_system=False)
@@ -980,15 +974,14 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
     for st in states.values():
         i = position[st.name]
         if st.name not in reached:
-            add(f"states[{i}]", f"state {st.name!r} is unreachable from {initial!r}")
+            add(f"states[{i}]", msg("spec.state_unreachable_from", st_name=st.name,
+                                    initial=initial))
         if not st.final and not (exits[st.name] - {st.name}):
-            add(f"states[{i}]", f"non-final state {st.name!r} has no way out; "
-                                "add a transition from it or mark it final: true")
+            add(f"states[{i}]", msg("spec.non_final_state_has", st_name=st.name))
         elif st.name not in finishing and any(s.final for s in states.values()):
-            add(f"states[{i}]", f"state {st.name!r} can never reach a final state: "
-                                "its transitions only lead in circles")
+            add(f"states[{i}]", msg("spec.state_can_never_reach", st_name=st.name))
     if not any(s.final for s in states.values()):
-        add("states", "a flow needs at least one final state")
+        add("states", msg("spec.flow_needs_at_least_2"))
 
     # ---- cycle: opening cases by period needs a period
     cycle = None
@@ -996,8 +989,7 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
         raw = data["cycle"]
         who = raw.get("who") or {}
         if data["period"] == "none":
-            add("cycle", "a cycle opens one case per person per period, and this flow has "
-                         "period: none; set period: week, month, quarter or year")
+            add("cycle", msg("spec.cycle_opens_one_per"))
         cycle = CycleSpec(open=raw.get("open", "period_start"), time=raw.get("time", "00:00"),
                           offset_days=raw.get("offset_days", 0),
                           tiers=tuple(who.get("tiers", ())), units=tuple(who.get("units", ())),
@@ -1030,20 +1022,18 @@ def _start(raw: dict[str, Any] | None, flow_fields: dict[str, FieldSpec],
     by = tuple(raw.get("by", ()))
     for j, fname in enumerate(accepts):
         if fname not in flow_fields:
-            add(f"start.accepts[{j}]", f"field {fname!r} is not declared under fields"
-                                       f"{_suggest(fname, flow_fields)}")
+            add(f"start.accepts[{j}]", msg("spec.field_not_declared_under", fname=fname,
+                                           value=_suggest(fname, flow_fields)))
     known = sorted(roles) + [SYSTEM, *START_ORG_ROLES]
     for j, name in enumerate(by):
         path = "start.by" + (f"[{j}]" if len(by) > 1 else "")
         if name in START_ORG_ROLES and name in roles:
-            add(path, f"{name!r} names both an organisation role and a role of this flow; "
-                      "rename the flow's role")
+            add(path, msg("spec.names_both_organisation_role", name=name))
         elif name not in known:
-            add(path, f"unknown role {name!r}{_suggest(name, known)}; known here: "
-                      f"{', '.join(known)}")
+            add(path, msg("spec.unknown_role_known_here", name=name, value=_suggest(name, known),
+                          known=list(known)))
     if accepts and not by:
-        add("start", "start.accepts needs start.by: who may give these fields when a case "
-                     "opens (a role of the flow, system, process_owner or admin)")
+        add("start", msg("spec.start_accepts_needs_start"))
     return StartSpec(accepts=accepts, by=by)
 
 
@@ -1053,24 +1043,24 @@ def _field(name: str, raw: dict[str, Any], path: str, add) -> FieldSpec:
         if bound in raw:
             value = raw[bound]
             if ftype == "int" and not isinstance(value, int):
-                add(f"{path}.{bound}", f"{bound} of an int field must be an integer")
+                add(f"{path}.{bound}", msg("spec.int_field_must_integer", bound=bound))
             elif ftype == "decimal" and not isinstance(value, int | float):
-                add(f"{path}.{bound}", f"{bound} of a decimal field must be a number")
+                add(f"{path}.{bound}", msg("spec.decimal_field_must_number", bound=bound))
             elif ftype == "date" and not _is_iso_date(value):
-                add(f"{path}.{bound}", f"{bound} of a date field must be a date YYYY-MM-DD")
+                add(f"{path}.{bound}", msg("spec.date_field_must_date", bound=bound))
     if ("min" in raw and "max" in raw and type(raw["min"]) is type(raw["max"])
             and raw["min"] > raw["max"]):
-        add(path, f"min {raw['min']} is greater than max {raw['max']}")
+        add(path, msg("spec.min_greater_than_max", min=raw['min'], max=raw['max']))
     record: list[FieldSpec] = []
     for sub, sub_raw in (raw.get("fields") or {}).items():
         if sub_raw["type"] == "list":
-            add(f"{path}.fields.{sub}", "a list cannot hold lists")
+            add(f"{path}.fields.{sub}", msg("spec.list_cannot_hold_lists"))
             continue
         record.append(_field(sub, sub_raw, f"{path}.fields.{sub}", add))
     item = None
     if raw.get("item") is not None:
         if raw["item"]["type"] == "list":
-            add(f"{path}.item", "a list cannot hold lists")
+            add(f"{path}.item", msg("spec.list_cannot_hold_lists"))
         else:
             item = _field(name, raw["item"], f"{path}.item", add)
     return FieldSpec(
@@ -1104,19 +1094,19 @@ def _suggest(name: str, known: Iterable[str]) -> str:
     import difflib
 
     close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return msg("spec.did_you_mean", name=close[0]) if close else ""
 
 
-def _friendly(message: str) -> str:
-    return {
-        "Unknown field.": "unknown key",
-        "Missing data for required field.": "is required",
-        "Not a valid string.": "must be a string",
-        "Not a valid integer.": "must be an integer",
-        "Not a valid boolean.": "must be true or false",
-        "Not a valid list.": "must be a list",
-        "Not a valid mapping type.": "must be a mapping",
-    }.get(message, message)
+_DEFINITION_WORDS = {  # marshmallow's words, as a definition's author reads them
+    "field.unknown": "spec.unknown_key", "field.not_string": "spec.not_string",
+    "field.not_integer": "spec.not_integer", "field.not_boolean": "spec.not_boolean",
+    "field.not_list": "spec.not_list", "field.not_mapping": "spec.not_mapping",
+}
+
+
+def _friendly(message: str) -> Message:
+    m = from_marshmallow(message)
+    return msg(_DEFINITION_WORDS[m.key]) if m.key in _DEFINITION_WORDS else m
 
 
 DICT_KEYS = ("fields", "roles")  # schema attributes that are mappings of named entries

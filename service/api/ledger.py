@@ -18,8 +18,10 @@ from marshmallow import Schema, fields, validate
 
 from workflows import eligibility, ledger
 from workflows.errors import FieldErrors
+from workflows.messages import localize
 
 from ..auth import door, engine, viewer
+from ..errors import request_lang
 from .cases import lang
 from .schemas import Id, PageQuery, RecordDate, Ref
 
@@ -388,6 +390,6 @@ class Eligibility(MethodView):
         if args["format"] != "json":
             # the date takes the period's place in the file name
             return _file(args["format"], {**args, "period": on.isoformat()},
-                         eligibility.export_rows(listing), eligibility.COLUMNS,
-                         "任职资格名单", "eligibility")
-        return listing
+                         eligibility.export_rows(listing, request_lang()),
+                         eligibility.COLUMNS, "任职资格名单", "eligibility")
+        return localize(listing, request_lang())

@@ -23,10 +23,11 @@ from flask import Blueprint, Flask, render_template, request
 from workflows.errors import CivflowError
 
 from ..errors import status_of
-from . import csrf
+from . import csrf, i18n
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/web")
+bp.before_request(i18n.set_reader_lang)  # first: a refusal below reads in the page's language
 bp.before_request(csrf.check)
 
 
@@ -43,7 +44,7 @@ def wants_fragment() -> bool:
 
 
 # The views register their routes on `bp` when imported (after `bp` exists).
-from . import cases, i18n, ledger, nav, owner, queue, session, staff  # noqa: E402, F401
+from . import cases, ledger, nav, owner, queue, session, staff  # noqa: E402, F401
 
 
 def init_app(app: Flask) -> None:

@@ -37,14 +37,11 @@ from .. import auth, metrics
 from ..api.schemas import ActionIn
 from ..errors import status_of
 from . import bp, forms
-from .i18n import label, lang
+from .i18n import label, lang, text
 
 TIMER_KINDS = {"deadline": _l("Deadline"), "reminder": _l("Reminder"),
                "auto": _l("Automatic step"), "repeat": _l("Repeating reminder")}
 # The engine's fixed field messages (workflows.forms), shown in the page language.
-FIELD_MESSAGES = {"is required": _l("is required"), "must not be blank": _l("must not be blank"),
-                  "must not be empty": _l("must not be empty"),
-                  "is not a field of this action": _l("is not a field of this action")}
 LIVE_TIMERS = ("pending", "claimed", "failed")  # the ones still to come (or stuck)
 TIMER_STATUSES = {"pending": _l("waiting"), "claimed": _l("running"), "done": _l("done"),
                   "dropped": _l("dropped (the case moved on)"), "failed": _l("failed")}
@@ -227,18 +224,18 @@ def refusal(exc: CivflowError, trigger: str, parsed: forms.Parsed | None = None,
     failed = Failure(trigger, values=values, comment=comment)
     if isinstance(exc, FieldErrors):
         errors = parsed.page_errors(exc.errors) if parsed else dict(exc.errors)
-        failed.errors = {path: [str(FIELD_MESSAGES.get(m, m)) for m in messages]
+        failed.errors = {path: [text(m) for m in messages]
                          for path, messages in errors.items()}
         failed.message = _("The form has errors; nothing was changed.")
     elif isinstance(exc, RuleViolation) and exc.details.get("field") and \
             exc.details.get("case_id") is not None:
-        failed.errors = {exc.details["field"]: [str(exc)]}
+        failed.errors = {exc.details["field"]: [text(exc)]}
         failed.message = _("The form has errors; nothing was changed.")
     elif isinstance(exc, Conflict):
         failed.message = _("Someone changed this case while you were on the page; it is "
                            "shown as it is now. Check it and send the form again.")
     else:
-        failed.message = str(exc)
+        failed.message = text(exc)
     return failed, status_of(exc)
 
 

@@ -22,6 +22,7 @@ from flask import Flask, current_app, session
 from flask_babel import Babel
 
 from workflows import notify
+from workflows.messages import reader_lang, render
 from workflows.spec import Label
 
 LANGS = ("zh", "en")  # the first is the default
@@ -45,6 +46,19 @@ def label(value: Label | str | None, fallback: str = "") -> str:
     return str(value)
 
 
+def text(value: Any) -> str:
+    """An engine message (a keyed `Message`, or a refusal) in the page language; the
+    place to turn one into text that outlives the request (a flash, a stored form)."""
+    if hasattr(value, "text") and callable(value.text) and not isinstance(value, str):
+        return value.text(lang())
+    return render(value, lang())
+
+
+def set_reader_lang() -> None:
+    """Messages placed in a template render themselves in the page language."""
+    reader_lang.set(lang())
+
+
 def local_time(moment: dt.datetime | None, with_time: bool = True) -> str:
     """A moment in the engine's time zone (Asia/Shanghai by default), `YYYY-MM-DD HH:MM`;
     a deadline at the midnight that ends a day reads `2026-12-07 24:00`, as in the
@@ -64,6 +78,7 @@ def init_app(app: Flask) -> None:
           default_translation_directories=str(TRANSLATIONS))
     app.jinja_env.filters["label"] = label
     app.jinja_env.filters["local_time"] = local_time
+    app.jinja_env.filters["text"] = text
 
     @app.context_processor
     def _languages() -> dict[str, Any]:

@@ -28,6 +28,7 @@ from workflows.access import Viewer
 from workflows.diagram import mermaid
 from workflows.engine import PUBLISHED, PublishResult
 from workflows.errors import DefinitionInvalid, FieldErrors, Forbidden
+from workflows.messages import msg
 from workflows.spec import FlowSpec, Label, RuleSpec, load_definition
 
 from .. import auth
@@ -321,7 +322,7 @@ def flow_upload_post():
     require_owner_pages(viewer)
     do = request.form.get("do", "")
     if do not in ACTIONS:
-        raise FieldErrors({"do": [f"must be one of {', '.join(ACTIONS)}"]})
+        raise FieldErrors({"do": [msg("field.choose_one", choices=list(ACTIONS))]})
     if do != "validate":
         require_publisher(viewer)
     up = read_upload(request.form, request.files)

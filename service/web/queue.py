@@ -39,7 +39,7 @@ from ..api.schemas import CaseQuery
 from ..errors import status_of
 from . import bp, forms, wants_fragment
 from .cases import Failure, form_version, refusal, render_case
-from .i18n import label, lang
+from .i18n import label, lang, text
 from .nav import approvers
 
 PER_PAGE = 20
@@ -132,10 +132,10 @@ def _claims(case_id: int, do, done_message: str):
         if wants_fragment():
             row = eng.case_for(viewer, case_id, lang())
             return render_template("_queue_row.html", r=queue_row(row, viewer.person_id),
-                                   error=str(exc) if not isinstance(exc, Conflict) else
+                                   error=text(exc) if not isinstance(exc, Conflict) else
                                    _("Someone changed this case meanwhile; try again.")), \
                 status_of(exc)
-        flash(str(exc), "error")
+        flash(text(exc), "error")
         return redirect(_back(case_id))
     metrics.count_action(result.flow, result.trigger)
     if wants_fragment():
@@ -179,7 +179,7 @@ def delegate(case_id: int):
         failed, status = refusal(exc, "delegate", None, comment)
         failed.values = {"to": given["to"]}
         if isinstance(exc, NotFound | Forbidden) and not failed.errors:
-            failed.errors = {"to": [str(exc)]}
+            failed.errors = {"to": [text(exc)]}
         return render_case(case_id, failed, status)
     metrics.count_action(result.flow, result.trigger)
     names = auth.door().org.person_names(ids=[body["to"]])
@@ -317,7 +317,7 @@ def bulk_post():
     except (FieldErrors, RuleViolation, Forbidden, ActionNotAllowed) as exc:
         failed, status = refusal(exc, trigger, parsed, comment)
         if isinstance(exc, RuleViolation):
-            failed.errors, failed.message = {}, str(exc)
+            failed.errors, failed.message = {}, text(exc)
         return render_bulk(flow, state, trigger, selected, failed, status)
     for (f, trig), n in Counter((r.flow, r.trigger) for r in result.done).items():
         metrics.count_action(f, trig, n=n)
@@ -325,7 +325,7 @@ def bulk_post():
     done = [{"id": r.case_id, "name": names.get(r.case_id, ""),
              "to": label(spec.states[r.to_state].label) if r.to_state in spec.states
              else r.to_state} for r in result.done]
-    refused = [{"id": cid, "name": names.get(cid, ""), "message": str(exc),
+    refused = [{"id": cid, "name": names.get(cid, ""), "message": text(exc),
                 "status": status_of(exc)} for cid, exc in result.refused.items()]
     return render_template("bulk_done.html", done=done, refused=refused, flow=flow,
                            state=state, trigger=trigger, action_label=label(t.label, trigger)

@@ -24,5 +24,5 @@ def test_each_action_offers_only_its_grades(web, engine, org):
     # A value the form never offered is refused beside the field, nothing moves.
     r = web.post(f"/cases/{cid}/actions/propose_excellent",
                  {"version": str(engine.get_case(cid).version), "grade": "称职"})
-    assert r.status_code == 422 and "must be one of: 优秀" in r.get_data(as_text=True)
+    assert r.status_code == 422 and "只能是以下之一：优秀" in r.get_data(as_text=True)
     assert engine.get_case(cid).state == "evaluation"

@@ -75,7 +75,7 @@ def test_owner_journey(live, page, phone, db_url):
     expect(problems).to_be_visible()
     first = page.locator("#problem-1")
     expect(first).to_contain_text(f"第 {line} 行")
-    expect(first).to_contain_text("unknown state 'feedbak' (did you mean 'feedback'?)")
+    expect(first).to_contain_text("未知状态“feedbak”（是否想写“feedback”？）")
     expect(first.locator(".src-line.marked")).to_contain_text("to: feedbak")
     first.get_by_role("link", name=f"第 {line} 行").click()
     picked = page.evaluate("() => { const a = document.getElementById('source');"

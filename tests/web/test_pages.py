@@ -152,7 +152,7 @@ def test_errors_are_shown_beside_their_fields_and_nothing_moves(web, engine, org
     body = _text(r)
     assert r.status_code == 422
     assert 'id="a-submit-individual_indicators-1-indicator-error"' in body
-    assert "Longer than maximum length 200." in body
+    assert "长度不得超过 200" in body
     assert ">本月小结</textarea>" in body  # what was typed is kept
     assert engine.get_case(cid).state == "summary" and _history_count(db, cid) == 1
 
@@ -176,7 +176,7 @@ def test_a_rule_refusal_lands_beside_its_field(web, engine, org):
     assert 'id="a-evaluate-evaluation_comment-error"' in body
     assert '<option value="一般" selected>' in body
     r = web.post(f"/cases/{cid}/actions/evaluate", {"version": "2", "grade": "不存在"})
-    assert r.status_code == 422 and "must be one of: 好, 较好, 一般, 较差" in _text(r)
+    assert r.status_code == 422 and "只能是以下之一：好, 较好, 一般, 较差" in _text(r)
     assert engine.get_case(cid).state == "evaluation"
 
 
@@ -251,7 +251,7 @@ def test_bulk_approval_refused_by_the_quota_on_the_server(web, engine, org):
     r = web.client.post("/queue/bulk", data={**form, "case_ids": [str(i) for i in ids],
                                              "csrf_token": web.csrf()})
     body = _text(r)
-    assert r.status_code == 422 and "limit 2" in body and "asked 3" in body
+    assert r.status_code == 422 and "限额 2 人" in body and "本次申请 3 人" in body
     assert 'class="pool over"' in body  # the meter drawn over, boxes still ticked
     assert all(f'value="{i}" id="c-{i}" checked' in body for i in ids)
     assert [engine.get_case(i).state for i in ids] == ["approval"] * 3

@@ -27,6 +27,7 @@ from marshmallow import fields as mf
 
 from ..errors import RuleViolation
 from ..facts import person_facts
+from ..messages import msg
 from ..models import SANCTION_KINDS
 from ..quotas import from_params
 from ..results import regular_results
@@ -63,7 +64,7 @@ def _year_of(case: CaseFacts) -> int | None:
 def _enum_problems(spec: FlowSpec, field: str, values: list[Any], path: str):
     """Definition-time: the field exists and (for an enum) the values are its values."""
     if field not in spec.fields:
-        yield ".field", f"unknown field {field!r}; declare it under fields"
+        yield ".field", msg("annual.unknown_field_declare_under", field=field)
         return
     yield from field_value_problems(spec, field, values, path)
 
@@ -84,7 +85,7 @@ class BlockParams(_Params):
     @validates_schema
     def _one_of(self, data, **kwargs):
         if ("blocks" in data) == ("only" in data):
-            raise ValidationError("give exactly one of blocks or only")
+            raise ValidationError(msg("annual.give_exactly_one_blocks"))
 
 
 class InvestigationParams(_Params):
@@ -94,7 +95,7 @@ class InvestigationParams(_Params):
     @validates_schema
     def _one_of(self, data, **kwargs):
         if bool(data.get("only")) == bool(data.get("refuse")):
-            raise ValidationError("give exactly one of only or refuse: true")
+            raise ValidationError(msg("annual.give_exactly_one_only"))
 
 
 BELOW_COMPETENT = ["基本称职", "不称职", NO_GRADE]  # 不得确定为称职以上等次
@@ -129,20 +130,19 @@ class SanctionBlockParams(_Params):
 
 def _sanction_block_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     if p["field"] not in spec.fields:
-        yield ".field", f"unknown field {p['field']!r}; declare it under fields"
+        yield ".field", msg("annual.unknown_field_declare_under", field=p['field'])
         return
     for kind, block in p["kinds"].items():
         if kind not in SANCTION_KINDS:  # a misspelt kind would never block anything
-            yield f".kinds.{kind}", (f"{kind!r} is not a kind of sanction; the kinds are "
-                                     f"{', '.join(SANCTION_KINDS)}")
+            yield f".kinds.{kind}", (msg("annual.not_kind_sanction_kinds", kind=kind,
+                                         SANCTION_KINDS=list(SANCTION_KINDS)))
         key = "only" if "only" in block else "blocks"
         yield from field_value_problems(spec, p["field"], block[key], f"kinds.{kind}.{key}")
     inv = p.get("investigation")
     if inv and inv.get("only"):
         yield from field_value_problems(spec, p["field"], inv["only"], "investigation.only")
     if spec.period != "year":
-        yield "", f"sanction_block reads the assessment year from the period key; this flow " \
-                  f"has period: {spec.period}"
+        yield "", msg("annual.sanction_block_reads_assessment", spec_period=spec.period)
 
 
 def _applies(block: dict[str, Any], sanction: Any, year: int) -> bool:
@@ -154,7 +154,7 @@ def _applies(block: dict[str, Any], sanction: Any, year: int) -> bool:
 
 def _sanction_block(p: dict[str, Any], batch: Batch) -> None:
     field = p["field"]
-    label = batch.spec.fields[field].label.zh
+    label = batch.spec.fields[field].label
     for case in batch.cases:
         grade = case.data.get(field)
         year = _year_of(case)
@@ -167,24 +167,25 @@ def _sanction_block(p: dict[str, Any], batch: Batch) -> None:
                 continue
             if "only" in block:
                 refused = grade not in block["only"]
-                what = f"allows only {' / '.join(block['only'])}"
+                what = msg("annual.allows_only", grades=" / ".join(block["only"]))
             else:
                 refused = grade in block["blocks"]
-                what = f"blocks {' / '.join(block['blocks'])}"
+                what = msg("annual.blocks", grades=" / ".join(block["blocks"]))
             if not refused:
                 continue
             if block["basis"] == "effect":
-                when = (f"in effect until {s.effect_ends.isoformat()}" if s.effect_ends
-                        else "in effect without end")
+                when = (msg("annual.in_effect_until", day=s.effect_ends.isoformat())
+                        if s.effect_ends else msg("annual.in_effect_without_end"))
             else:
                 last = s.decided_on.year + block["years"] - 1
                 span = str(last) if last == s.decided_on.year else \
                     f"{s.decided_on.year}–{last}"
-                when = f"applies to {span}"
+                when = msg("annual.applies_to", span=span)
             raise RuleViolation(
                 "sanction_block",
-                f"case {case.id}: {s.kind} decided {s.decided_on.isoformat()} ({when}) "
-                f"{what} for {year}; {label} {grade} is not possible",
+                msg("annual.decided_not_possible", case_id=case.id, s_kind=s.kind,
+                    s_decided_on=s.decided_on.isoformat(), when=when, what=what, year=year,
+                    label=label, grade=grade),
                 {"case_id": case.id, "sanction_id": s.id, "kind": s.kind,
                  "decided_on": s.decided_on.isoformat(),
                  "effect_ends": s.effect_ends.isoformat() if s.effect_ends else None,
@@ -198,16 +199,16 @@ def _sanction_block(p: dict[str, Any], batch: Batch) -> None:
             if inv.get("refuse"):
                 raise RuleViolation(
                     "sanction_block",
-                    f"case {case.id}: under investigation since {i.opened_on.isoformat()}; "
-                    f"the {year} grade is withheld until the investigation is closed",
+                    msg("annual.under_investigation_since_grade", case_id=case.id,
+                        i_opened_on=i.opened_on.isoformat(), year=year),
                     {"case_id": case.id, "investigation_id": i.id, "year": year,
                      "grade": grade, "opened_on": i.opened_on.isoformat()})
             if grade not in inv["only"]:
                 raise RuleViolation(
                     "sanction_block",
-                    f"case {case.id}: under investigation since {i.opened_on.isoformat()}; "
-                    f"the {year} grade is withheld: only {' / '.join(inv['only'])}, "
-                    f"not {grade}",
+                    msg("annual.under_investigation_since_grade_2", case_id=case.id,
+                        i_opened_on=i.opened_on.isoformat(), year=year,
+                        only=' / '.join(inv['only']), grade=grade),
                     {"case_id": case.id, "investigation_id": i.id, "year": year,
                      "grade": grade, "only": inv["only"],
                      "opened_on": i.opened_on.isoformat()})
@@ -256,24 +257,24 @@ def _regular_linkage_definition(p: dict[str, Any], t: TransitionSpec, spec: Flow
     yield from _enum_problems(spec, p["field"], [p["value"]], "value")
     for name in ("good", "none_below"):
         if p.get(name) is not None and p[name] not in p["scale"]:
-            yield f".{name}", (f"{p[name]!r} is not a regular grade; the grades are "
-                               f"{', '.join(p['scale'])}")
+            yield f".{name}", (msg("annual.not_regular_grade_grades", value=p[name],
+                                   scale=list(p['scale'])))
     if not any(p.get(k) is not None for k in ("min_good", "min_good_share", "none_below",
                                                "weighted")) and not p["min_results"]:
-        yield "", "give at least one of min_good, min_good_share, none_below, weighted"
+        yield "", msg("annual.give_at_least_one")
     w = p.get("weighted")
     if w:
         if w["score_field"] not in spec.fields:
-            yield ".weighted.score_field", (f"unknown field {w['score_field']!r}; declare it "
-                                            "under fields")
+            yield ".weighted.score_field", (msg("annual.unknown_field_declare_under_2",
+                                                score_field=w['score_field']))
         elif spec.fields[w["score_field"]].type not in ("int", "decimal"):
-            yield ".weighted.score_field", f"{w['score_field']!r} is not a number field"
+            yield ".weighted.score_field", msg("annual.not_number_field",
+                                               score_field=w['score_field'])
         for g in w["scores"]:
             if g not in p["scale"]:
-                yield ".weighted.scores", f"{g!r} is not a regular grade"
+                yield ".weighted.scores", msg("annual.not_regular_grade", g=g)
     if spec.period != "year":
-        yield "", f"regular_linkage reads the assessment year from the period key; this " \
-                  f"flow has period: {spec.period}"
+        yield "", msg("annual.regular_linkage_reads_assessment", spec_period=spec.period)
 
 
 def _needed_good(p: dict[str, Any], n: int) -> int:
@@ -287,7 +288,8 @@ def _needed_good(p: dict[str, Any], n: int) -> int:
 
 
 def _refuse(case: CaseFacts, message: str, details: dict[str, Any]) -> None:
-    raise RuleViolation("regular_linkage", f"case {case.id}: {message}",
+    raise RuleViolation("regular_linkage", msg("annual.regular_linkage", case_id=case.id,
+                                               message=message),
                         {"case_id": case.id, **details})
 
 
@@ -302,36 +304,41 @@ def _regular_linkage(p: dict[str, Any], batch: Batch) -> None:
                                    p["regular_states"])
         n = len(grades)
         base = {"year": year, "results": n, "grades": grades}
-        what = f"{p['value']} for {year}"
+        what = msg("annual.grade_for_year", grade=p["value"], year=year)
         if n < p["min_results"]:
-            _refuse(case, f"{what} needs at least {p['min_results']} regular results, "
-                          f"has {n}", {**base, "min_results": p["min_results"]})
+            _refuse(case, msg("annual.needs_at_least_regular", what=what,
+                              min_results=p['min_results'],
+                              n=n), {**base, "min_results": p["min_results"]})
         good = sum(1 for g in grades if g == p["good"])
         needed = _needed_good(p, n)
         if good < needed:
-            _refuse(case, f"{what} needs {needed} {p['good']} of {n} regular results, "
-                          f"has {good}", {**base, "needed": needed, "good": good})
+            _refuse(case, msg("annual.needs_regular_results_has", what=what, needed=needed,
+                              good=p['good'], n=n,
+                              good2=good), {**base, "needed": needed, "good": good})
         if p.get("none_below") is not None:
             rank = {g: i for i, g in enumerate(p["scale"])}
             floor_ = rank[p["none_below"]]
             below = [g for g in grades if rank.get(g, len(rank)) > floor_]
             if below:
-                _refuse(case, f"{what} needs no regular result below {p['none_below']}, "
-                              f"has {len(below)} ({', '.join(below)})",
+                _refuse(case, msg("annual.needs_no_regular_result", what=what,
+                                  none_below=p['none_below'], n_below=len(below),
+                                  below=list(below)),
                         {**base, "none_below": p["none_below"], "below": below})
         w = p.get("weighted")
         if w:
             own = case.data.get(w["score_field"])
             if own is None or not grades:
-                _refuse(case, f"{what} needs a weighted score of at least {w['min_score']:g}; "
-                              f"{'no regular results' if not grades else 'no own score'}",
+                _refuse(case, msg("annual.needs_weighted_score_at", what=what,
+                                  min_score=w['min_score'],
+                                  value=msg("annual.no_regular_results") if not grades else msg("annual.no_own_score")),
                         {**base, "min_score": w["min_score"]})
             regular = sum(w["scores"].get(g, 0.0) for g in grades) / n
             score = round(w["weight"] * regular + (1 - w["weight"]) * float(own), 2)
             if score < w["min_score"]:
-                _refuse(case, f"{what} needs a weighted score of at least {w['min_score']:g}, "
-                              f"has {score} ({w['weight']:.0%} regular {regular:.2f} + "
-                              f"{1 - w['weight']:.0%} {w['score_field']} {own})",
+                _refuse(case, msg("annual.needs_weighted_score_at_2", what=what,
+                                  min_score=w['min_score'], score=score, weight=w['weight'],
+                                  regular=regular, value=1 - w['weight'],
+                                  score_field=w['score_field'], own=own),
                         {**base, "score": score, "min_score": w["min_score"],
                          "regular_score": regular})
 
@@ -374,21 +381,18 @@ def _excellent_quota_definition(p: dict[str, Any], t: TransitionSpec, spec: Flow
     for tier, ratio in ratios.items():
         path = f".max_ratio.{tier}" if tier else ".max_ratio"
         if ratio > p["ceiling"]:
-            yield path, (f"{ratio:.0%} is above the ceiling of {p['ceiling']:.0%}; "
-                         "raise the ceiling only with the approval it needs")
+            yield path, (msg("annual.above_ceiling_raise_ceiling_2", ratio=ratio,
+                             ceiling=p['ceiling']))
         if p["raised_ratio"] < ratio:
-            yield ".raised_ratio", (f"raised_ratio {p['raised_ratio']:.0%} is below "
-                                    f"max_ratio {ratio:.0%}")
+            yield ".raised_ratio", (msg("annual.raised_ratio_below_max",
+                                        raised_ratio=p['raised_ratio'], ratio=ratio))
     if p["raised_ratio"] > p["ceiling"]:
-        yield ".raised_ratio", (f"{p['raised_ratio']:.0%} is above the ceiling of "
-                                f"{p['ceiling']:.0%}; raise the ceiling only with the "
-                                "approval it needs")
+        yield ".raised_ratio", (msg("annual.above_ceiling_raise_ceiling",
+                                    raised_ratio=p['raised_ratio'], ceiling=p['ceiling']))
     if (p.get("raise_top") or p["raise_units"]) and "unit" not in p["pool"]:
-        yield ".pool", "a unit's 优秀 ratio is raised per pool of units: put unit in pool"
+        yield ".pool", msg("annual.unit_ratio_raised_per")
     if p.get("raise_top") and (spec.period == "none" or "period" not in p["pool"]):
-        yield ".raise_top", ("raise_top reads the score sheets of the assessment year from "
-                             "the pool's period key; put period in pool (a flow with "
-                             "periods)")
+        yield ".raise_top", (msg("annual.raise_top_reads_score"))
 
 
 def _excellent_quota(p: dict[str, Any], batch: Batch) -> None:

@@ -20,6 +20,7 @@ from marshmallow import validate
 
 from ..errors import RuleViolation
 from ..facts import person_facts
+from ..messages import msg
 from ..rules import Batch, Rule, _Params, field_value_problems, register
 from ..spec import FlowSpec, TransitionSpec
 
@@ -45,8 +46,8 @@ def _appealable(p: dict[str, Any], batch: Batch) -> None:
         label = batch.spec.fields[p["field"]].label.zh
         raise RuleViolation(
             "appealable",
-            f"case {case.id}: {t.label.zh} ({t.trigger}) is open only against "
-            f"{label} {' / '.join(p['in_'])} ({p['basis']}); this case's {label} is {grade}",
+            msg("appeals.open_only_against", case_id=case.id, t_label=t.label, t_trigger=t.trigger,
+                label=label, in_=' / '.join(p['in_']), basis=p['basis'], label2=label, grade=grade),
             {"case_id": case.id, "field": p["field"], "value": grade,
              "appealable": list(p["in_"]), "basis": p["basis"]},
         )
@@ -80,15 +81,15 @@ def _investigation_status(p: dict[str, Any], batch: Batch) -> None:
         if p["require"] == "open" and not open_:
             raise RuleViolation(
                 "investigation_status",
-                f"case {case.id}: {t.label.zh} ({t.trigger}) needs an open investigation "
-                f"(立案审查); person {case.subject_id} has none — decide the grade instead",
+                msg("appeals.needs_open_investigation_person", case_id=case.id, t_label=t.label,
+                    t_trigger=t.trigger, case_subject_id=case.subject_id),
                 {"case_id": case.id, "require": "open"})
         if p["require"] == "closed" and open_:
             i = open_[0]
             raise RuleViolation(
                 "investigation_status",
-                f"case {case.id}: {t.label.zh} ({t.trigger}) waits for the investigation "
-                f"opened {i.opened_on.isoformat()} to be closed",
+                msg("appeals.waits_investigation_opened_closed", case_id=case.id, t_label=t.label,
+                    t_trigger=t.trigger, i_opened_on=i.opened_on.isoformat()),
                 {"case_id": case.id, "require": "closed", "investigation_id": i.id,
                  "opened_on": i.opened_on.isoformat()})
 

@@ -31,6 +31,7 @@ from sqlalchemy import select
 
 from ..errors import RuleViolation
 from ..facts import record_dispatch_outcome
+from ..messages import msg
 from ..models import Case
 from ..rules import Batch, Rule, _Params, register, register_effect
 from ..spec import FlowSpec, TransitionSpec
@@ -54,9 +55,9 @@ def _date(value: Any) -> dt.date | None:
 
 def _date_field(spec: FlowSpec, name: str, path: str):
     if name not in spec.fields:
-        yield path, f"unknown field {name!r}; declare it under fields"
+        yield path, msg("dispatch.unknown_field_declare_under", name=name)
     elif spec.fields[name].type != "date":
-        yield path, f"field {name!r} must be a date field; it is {spec.fields[name].type}"
+        yield path, msg("dispatch.field_must_date_field", name=name, type=spec.fields[name].type)
 
 
 # --------------------------------------------------------------------------- term_length
@@ -75,18 +76,19 @@ def _term_length_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec
     yield from _date_field(spec, p["start"], ".start")
     yield from _date_field(spec, p["end"], ".end")
     if p["min_months"] > p["max_months"]:
-        yield ".min_months", f"min_months {p['min_months']} is greater than max_months {p['max_months']}"
+        yield ".min_months", msg("dispatch.min_months_greater_than", min_months=p['min_months'],
+                                 max_months=p['max_months'])
     if ("if_field" in p) != ("in_" in p):
-        yield ".if_field", "if_field and in go together"
+        yield ".if_field", msg("dispatch.if_field_go_together")
     elif "if_field" in p:
         if p["if_field"] not in spec.fields:
-            yield ".if_field", f"unknown field {p['if_field']!r}; declare it under fields"
+            yield ".if_field", msg("dispatch.unknown_field_declare_under_5", if_field=p['if_field'])
         else:
             f = spec.fields[p["if_field"]]
             for v in p["in_"]:
                 if f.type == "enum" and v not in f.values:
-                    yield ".in", (f"{v!r} is not a value of field {p['if_field']!r}; "
-                                  f"its values are {', '.join(f.values)}")
+                    yield ".in", (msg("dispatch.not_value_field_values_2", v=v,
+                                      if_field=p['if_field'], f_values=list(f.values)))
 
 
 def _term_length(p: dict[str, Any], batch: Batch) -> None:
@@ -100,15 +102,18 @@ def _term_length(p: dict[str, Any], batch: Batch) -> None:
         details = {"case_id": case.id, "start": start.isoformat(), "end": end.isoformat(),
                    "min_months": p["min_months"], "max_months": p["max_months"]}
         if end < start:
-            raise RuleViolation("term_length", f"case {case.id}: {f_end.label.zh} ({end}) is "
-                                f"before {f_start.label.zh} ({start})", details)
+            raise RuleViolation("term_length", msg("dispatch.term_end_before_start",
+                                                   case_id=case.id, f_end_label=f_end.label,
+                                                   end=end, f_start_label=f_start.label,
+                                                   start=start), details)
         after = end + dt.timedelta(days=1)  # the end day is part of the term
-        when = (f" for {case.data.get(p['if_field'])}" if "if_field" in p else "")
+        when = (msg("dispatch.term_when", value=case.data.get(p["if_field"])) if "if_field" in p
+                else "")
         if after < add_months(start, p["min_months"]) or after > add_months(start, p["max_months"]):
             raise RuleViolation(
                 "term_length",
-                f"case {case.id}: the term {start} – {end} must last {p['min_months']} to "
-                f"{p['max_months']} months{when}", details)
+                msg("dispatch.term_must_last_months", case_id=case.id, start=start, end=end,
+                    min_months=p['min_months'], max_months=p['max_months'], when=when), details)
 
 
 register(Rule(
@@ -135,18 +140,19 @@ class CheckInParams(_Params):
 def _check_in_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     f = spec.fields.get(p["field"])
     if f is None:
-        yield ".field", f"unknown field {p['field']!r}; declare it under fields"
+        yield ".field", msg("dispatch.unknown_field_declare_under_2", field=p['field'])
         return
     if f.type != "list" or not f.record:
-        yield ".field", f"field {p['field']!r} must be a list of records"
+        yield ".field", msg("dispatch.field_must_list_records", field=p['field'])
         return
     if p["field"] not in t.appends:
-        yield ".field", f"field {p['field']!r} must be listed in appends of trigger {t.trigger!r}"
+        yield ".field", msg("dispatch.field_must_listed_appends", field=p['field'],
+                            t_trigger=t.trigger)
     subs = {s.name: s for s in f.record}
     if p["month"] not in subs or subs[p["month"]].type != "text":
-        yield ".month", f"{p['field']!r} needs a text sub-field {p['month']!r} (YYYY-MM)"
+        yield ".month", msg("dispatch.needs_text_sub_field", field=p['field'], month=p['month'])
     if p["days"] not in subs or subs[p["days"]].type != "int":
-        yield ".days", f"{p['field']!r} needs an int sub-field {p['days']!r}"
+        yield ".days", msg("dispatch.needs_int_sub_field", field=p['field'], days=p['days'])
     for key in ("term_start", "term_end"):
         yield from _date_field(spec, p[key], f".{key}")
 
@@ -163,24 +169,25 @@ def _check_in(p: dict[str, Any], batch: Batch) -> None:
         for item in case.data.get(p["field"]) or []:
             month, days = item.get(p["month"]), item.get(p["days"])
 
-            def refuse(msg: str, case_id=case.id, month=month, days=days) -> None:
-                raise RuleViolation("check_in", f"case {case_id}: check-in {month}: {msg}",
+            def refuse(why: str, case_id=case.id, month=month, days=days) -> None:
+                raise RuleViolation("check_in", msg("dispatch.check_in", case_id=case_id,
+                                                    month=month, why=why),
                                     {"case_id": case_id, "month": month, "days": days})
 
             m = MONTH.match(str(month or ""))
             if not m:
-                refuse("the month must be given as YYYY-MM")
+                refuse(msg("dispatch.month_format"))
             if days is None:
-                refuse("the days in post must be given")
+                refuse(msg("dispatch.days_missing"))
             year, mon = int(m.group(1)), int(m.group(2))
             if days > calendar.monthrange(year, mon)[1]:
-                refuse(f"{days} days in post, but the month has "
-                       f"{calendar.monthrange(year, mon)[1]}")
+                refuse(msg("dispatch.days_over_month", days=days,
+                           month_days=calendar.monthrange(year, mon)[1]))
             if month in seen:
-                refuse("this month has already been reported")
+                refuse(msg("dispatch.month_reported"))
             first = dt.date(year, mon, 1)
             if (start and first < start.replace(day=1)) or (end and first > end.replace(day=1)):
-                refuse(f"the month is outside the term {start} – {end}")
+                refuse(msg("dispatch.month_outside_term", start=start, end=end))
             seen.add(month)
             # days < min_days is accepted: workflows.dispatch.shortfalls flags it.
 
@@ -206,15 +213,16 @@ class OutcomeFlagsParams(_Params):
 def _outcome_flags_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     g = spec.fields.get(p["grade_field"])
     if g is None:
-        yield ".grade_field", f"unknown field {p['grade_field']!r}; declare it under fields"
+        yield ".grade_field", msg("dispatch.unknown_field_declare_under_3",
+                                  grade_field=p['grade_field'])
     else:
         for v in p["in_"]:
             if g.type == "enum" and v not in g.values:
-                yield ".in", (f"{v!r} is not a value of field {p['grade_field']!r}; "
-                              f"its values are {', '.join(g.values)}")
+                yield ".in", (msg("dispatch.not_value_field_values", v=v,
+                                  grade_field=p['grade_field'], g_values=list(g.values)))
     for i, name in enumerate(p["flags"]):
         if name not in spec.fields or spec.fields[name].type != "bool":
-            yield f".flags[{i}]", f"{name!r} must be a bool field declared under fields"
+            yield f".flags[{i}]", msg("dispatch.must_bool_field_declared", name=name)
 
 
 def _outcome_flags(p: dict[str, Any], batch: Batch) -> None:
@@ -227,8 +235,8 @@ def _outcome_flags(p: dict[str, Any], batch: Batch) -> None:
                 f = batch.spec.fields[name]
                 raise RuleViolation(
                     "outcome_flags",
-                    f"case {case.id}: {f.label.zh} ({name}) is only for "
-                    f"{'/'.join(map(str, p['in_']))}; the grade is {grade}",
+                    msg("dispatch.only_grade", case_id=case.id, f_label=f.label, name=name,
+                        value='/'.join(map(str, p['in_'])), grade=grade),
                     {"case_id": case.id, "flag": name, "grade": grade})
 
 
@@ -266,10 +274,10 @@ def _record_outcome_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowS
     for key in OUTCOME_FIELDS:
         f = spec.fields.get(p[key])
         if f is None:
-            yield f".{key}", f"unknown field {p[key]!r}; declare it under fields"
+            yield f".{key}", msg("dispatch.unknown_field_declare_under_4", value=p[key])
         elif f.type not in types[key]:
-            yield f".{key}", (f"field {p[key]!r} is {f.type}; this effect needs "
-                              f"{' or '.join(types[key])}")
+            yield f".{key}", (msg("dispatch.field_effect_needs", value=p[key], f_type=f.type,
+                                  value2=' or '.join(types[key])))
 
 
 def _record_outcome(p: dict[str, Any], batch: Batch) -> None:

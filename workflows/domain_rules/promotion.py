@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from .. import positions as rank_positions
 from ..errors import RuleViolation
 from ..facts import PersonFacts, add_months, person_facts
+from ..messages import msg
 from ..models import Case
 from ..rules import Batch, CaseFacts, Rule, register
 from ..spec import FlowSpec, TransitionSpec
@@ -146,62 +147,70 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
     posts: dict[str, str] = params.get("posts") or {}
     step = ladder.get(target_rank or "")
     if not target_rank:
-        reasons.append(Reason("target", "no target rank given"))
+        reasons.append(Reason("target", msg("promotion.no_target_rank_given")))
     elif step is None:
-        reasons.append(Reason("target", f"{target_rank} is not a rank of the ladder; "
-                                        f"known: {', '.join(ladder)}",
+        reasons.append(Reason("target", msg("promotion.not_rank_ladder_known",
+                                            target_rank=target_rank, ladder=list(ladder)),
                               {"target_rank": target_rank}))
     elif snap.rank is None or snap.rank_since is None:
-        reasons.append(Reason("rank", "no current rank and rank date on record",
+        reasons.append(Reason("rank", msg("promotion.no_current_rank_rank"),
                               {"target_rank": target_rank}))
     elif not reaches(step, snap.rank, posts):
         reasons.append(Reason(
-            "ladder", f"{target_rank} is reached from {' or '.join(step['from'])}, "
-                      f"not from {snap.rank}",
+            "ladder", msg("promotion.reached_from_not_from", target_rank=target_rank,
+                          from_=' or '.join(step['from']), snap_rank=snap.rank),
             {"target_rank": target_rank, "rank": snap.rank, "from": list(step["from"])}))
     else:
         t = tenure(snap, snap.rank_since, on, params["excellent_bonus_years"])
         needed = Decimal(str(step["years"])) * 12
         if t.counted < needed:
             n = len(t.excellent_years)
-            extra = f"{n} {EXCELLENT} year{'s' if n != 1 else ''} counted"
+            extra = msg("promotion.excellent_counted", n=n, grade=EXCELLENT,
+                        s="s" if n != 1 else "")
             if t.uncounted_years:
-                extra += ("; not counted: "
-                          + ", ".join(f"{y} ({snap.grades[y]})" for y in t.uncounted_years))
+                extra = msg("promotion.not_counted", counted=extra, years=[
+                    msg("promotion.year_grade", year=y, grade=snap.grades[y])
+                    for y in t.uncounted_years])
             reasons.append(Reason(
                 "years",
-                f"needs {Decimal(str(step['years'])):.1f} years in {snap.rank}, "
-                f"has {_years(t.counted)} ({extra})",
+                msg("promotion.needs_years_has", value=Decimal(str(step['years'])),
+                    snap_rank=snap.rank, value2=_years(t.counted), extra=extra),
                 {"rank": snap.rank, "since": snap.rank_since.isoformat(),
                  "needed_years": float(step["years"]), "counted_months": float(t.counted),
                  "elapsed_months": t.elapsed, "uncounted_months": t.uncounted,
                  "uncounted_years": list(t.uncounted_years),
                  "excellent_years": list(t.excellent_years)}))
     for x in snap.sanctions_in_effect(on):
-        until = f"until {x.effect_ends}" if x.effect_ends else "without end"
+        until = (msg("promotion.until", day=x.effect_ends) if x.effect_ends
+                 else msg("promotion.without_end"))
         reasons.append(Reason(
-            "sanction", f"sanction {x.kind} decided {x.decided_on} is in effect {until}",
+            "sanction", msg("promotion.sanction_decided_effect", x_kind=x.kind,
+                            x_decided_on=x.decided_on, until=until),
             {"kind": x.kind, "category": x.category, "decided_on": x.decided_on.isoformat(),
              "effect_ends": x.effect_ends.isoformat() if x.effect_ends else None}))
     if snap.under_investigation_on(on):
         since = max(i.opened_on for i in snap.investigations if i.open_on(on))
-        reasons.append(Reason("investigation", f"under investigation since {since}",
+        reasons.append(Reason("investigation", msg("promotion.under_investigation_since",
+                                                   since=since),
                               {"opened_on": since.isoformat()}))
     graded = {y: g for y, g in snap.grades.items() if y <= on.year}
     if not graded:
-        reasons.append(Reason("last_result", "no annual result on record"))
+        reasons.append(Reason("last_result", msg("promotion.no_annual_result_on")))
     else:
         year = max(graded)
         if graded[year] not in COUNTED_GRADES:
             reasons.append(Reason(
-                "last_result", f"last annual result {graded[year]} ({year}) is below 称职",
+                "last_result", msg("promotion.last_annual_result_below", value=graded[year],
+                                   year=year),
                 {"year": year, "grade": graded[year]}))
     if exam_required(params, target_rank):
         valid = params.get("exam_valid_years")
         after = None if valid is None else add_months(on, -round(valid * 12))
         if not snap.passed(params["exam"], on, after=after):
-            within = "" if after is None else f" after {after} (valid {valid:g} years)"
-            reasons.append(Reason("exam", f"theory exam {params['exam']} not passed{within}",
+            within = "" if after is None else msg("promotion.exam_within", after=after,
+                                                   valid=f"{valid:g}")
+            reasons.append(Reason("exam", msg("promotion.theory_exam_not_passed",
+                                              exam=params['exam'], within=within),
                                   {"exam": params["exam"], "valid_from":
                                    after.isoformat() if after else None}))
     reasons.extend(training_reasons(snap, params, on))
@@ -211,8 +220,8 @@ def eligibility_reasons(snap: PersonFacts, params: dict[str, Any], target_rank: 
         year = good_year(params, on)
         if good < params["min_good"]:
             reasons.append(Reason(
-                "min_good", f"needs at least {params['min_good']} {params['good_value']} in "
-                            f"the regular assessments of {year}, has {good}",
+                "min_good", msg("promotion.needs_at_least_regular", min_good=params['min_good'],
+                                good_value=params['good_value'], year=year, good=good),
                 {"year": year, "needed": params["min_good"], "has": good}))
     return reasons
 
@@ -229,8 +238,8 @@ def training_reasons(snap: PersonFacts, params: dict[str, Any], on: dt.date) -> 
     has = total.hours if total else Decimal(0)
     if has >= Decimal(str(needed)):
         return []
-    return [Reason("training", f"needs {Decimal(str(needed)):.1f} training hours in {year}, "
-                               f"has {has:.1f} ({total.records if total else 0} records)",
+    return [Reason("training", msg("promotion.needs_training_hours_has", value=Decimal(str(needed)),
+                                   year=year, has=has, value2=total.records if total else 0),
                    {"year": year, "needed": float(needed), "has": float(has),
                     "records": total.records if total else 0,
                     "legacy_hours": float(total.legacy_hours) if total else 0.0})]
@@ -256,8 +265,9 @@ def dispatch_reasons(snap: PersonFacts, params: dict[str, Any], on: dt.date) -> 
         if (o.grade in DISPATCH_SCALE and DISPATCH_SCALE.index(o.grade) > bar
                 and o.decided_on <= on < until):
             out.append(Reason(
-                "dispatch", f"dispatch outcome {o.grade} ({o.post_type or '下沉一线'}, decided "
-                            f"{o.decided_on}) is below {least}; defers promotion until {until}",
+                "dispatch", msg("promotion.dispatch_outcome_decided_below", o_grade=o.grade,
+                                value=o.post_type or '下沉一线', o_decided_on=o.decided_on, least=least,
+                                until=until),
                 {"grade": o.grade, "decided_on": o.decided_on.isoformat(),
                  "until": until.isoformat(), "needed": least, "fact_id": o.id}))
     return out
@@ -362,20 +372,21 @@ class EligibleParams(_Params):
 def _eligible_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     for rank, step in p["ladder"].items():
         if rank in step["from"]:
-            yield f".ladder.{rank}.from", f"{rank} cannot be reached from itself"
+            yield f".ladder.{rank}.from", msg("promotion.cannot_reached_from_itself", rank=rank)
     for i, rank in enumerate(p.get("exam_ranks") or ()):
         if rank not in p["ladder"]:
-            yield f".exam_ranks[{i}]", f"{rank!r} is not a target rank of the ladder"
+            yield f".exam_ranks[{i}]", msg("promotion.not_target_rank_ladder", rank=rank)
     if p.get("exam_ranks") and not p.get("exam"):
-        yield ".exam_ranks", "exam_ranks needs an exam"
+        yield ".exam_ranks", msg("promotion.exam_ranks_needs_exam")
     for key in ("target_field", "date_field"):
         name = p.get(key)
         if name is None:
             continue
         if name not in spec.fields:
-            yield f".{key}", f"unknown field {name!r}; declare it under fields"
+            yield f".{key}", msg("promotion.unknown_field_declare_under", name=name)
         elif key == "date_field" and spec.fields[name].type != "date":
-            yield f".{key}", f"{name!r} must be a date field, not {spec.fields[name].type}"
+            yield f".{key}", msg("promotion.must_date_field_not", name=name,
+                                 type=spec.fields[name].type)
 
 
 def _decision_date(p: dict[str, Any], case: CaseFacts, now: dt.datetime | None) -> dt.date:
@@ -400,12 +411,15 @@ def _eligible(p: dict[str, Any], batch: Batch) -> None:
         if reasons:
             refused.append((case, target, on, reasons))
     if refused:
-        parts = [f"case {c.id}: person {c.subject_id} is not eligible for {target} on {on}: "
-                 + "; ".join(r.message for r in reasons) for c, target, on, reasons in refused]
-        raise RuleViolation("promotion_eligible", " | ".join(parts), {"cases": [
+        parts = [msg("promotion.not_eligible", case_id=c.id, person_id=c.subject_id,
+                     target=target, on=on, reasons=tuple(r.message for r in reasons))
+                 for c, target, on, reasons in refused]
+        raise RuleViolation("promotion_eligible", msg("promotion.not_eligible_cases",
+                                                      cases=tuple(parts)), {"cases": [
             {"case_id": c.id, "person_id": c.subject_id, "target_rank": target,
              "decision_date": on.isoformat(),
-             "reasons": [{"code": r.code, "message": r.message, **r.details} for r in reasons]}
+             "reasons": [{"code": r.code, "message": r.message, "key": r.message.key,
+                          **r.details} for r in reasons]}
             for c, target, on, reasons in refused]})
 
 
@@ -424,12 +438,13 @@ class RecheckParams(_Params):
 
 def _recheck_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     if not any(r.name == "promotion_eligible" for x in spec.transitions for r in x.rules):
-        yield "", "promotion_recheck judges by the flow's promotion_eligible rule; add one"
+        yield "", msg("promotion.promotion_recheck_judges_by")
     name = p.get("date_field")
     if name is not None and name not in spec.fields:
-        yield ".date_field", f"unknown field {name!r}; declare it under fields"
+        yield ".date_field", msg("promotion.unknown_field_declare_under", name=name)
     elif name is not None and spec.fields[name].type != "date":
-        yield ".date_field", f"{name!r} must be a date field, not {spec.fields[name].type}"
+        yield ".date_field", msg("promotion.must_date_field_not", name=name,
+                                 type=spec.fields[name].type)
 
 
 def _recheck(p: dict[str, Any], batch: Batch) -> None:
@@ -465,12 +480,13 @@ def _recommendation_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowS
         if name is None:
             continue
         if name not in spec.fields:
-            yield f".{key}", f"unknown field {name!r}; declare it under fields"
+            yield f".{key}", msg("promotion.unknown_field_declare_under", name=name)
         elif spec.fields[name].type != "int":
-            yield f".{key}", f"{name!r} must be an int field, not {spec.fields[name].type}"
+            yield f".{key}", msg("promotion.must_int_field_not", name=name,
+                                 type=spec.fields[name].type)
         elif name not in t.requires + t.accepts:
-            yield f".{key}", (f"field {name!r} must be listed in requires or accepts of "
-                              f"trigger {t.trigger!r}")
+            yield f".{key}", (msg("promotion.field_must_listed_requires", name=name,
+                                  t_trigger=t.trigger))
 
 
 def recommendation_problem(cast: int, votes_for: int, against: int | None, share: float,
@@ -478,14 +494,15 @@ def recommendation_problem(cast: int, votes_for: int, against: int | None, share
     """Why a 民主推荐 result does not recommend (or cannot be right); None when it does."""
     counted = votes_for + (against or 0)
     if counted > cast:
-        return (f"{votes_for} for{f' and {against} against' if against else ''} make "
-                f"{counted}, more than the {cast} who took part", {"counted": counted})
+        return (msg("promotion.votes_more_than_cast", votes_for=votes_for, cast=cast,
+                    counted=counted, against=msg("promotion.votes_against", against=against)
+                    if against else ""), {"counted": counted})
     needed = Decimal(str(share)) * cast
     if votes_for > needed if strict else votes_for >= needed:
         return None
-    word = "more than" if strict else "at least"
-    return (f"{votes_for} of {cast} votes for; needs {word} {share:.0%} of those who took "
-            f"part ({needed.normalize():f})", {"needed": float(needed), "strict": strict})
+    return (msg("promotion.votes_short_strict" if strict else "promotion.votes_short",
+                votes_for=votes_for, cast=cast, share=f"{share:.0%}",
+                needed=f"{needed.normalize():f}"), {"needed": float(needed), "strict": strict})
 
 
 def _recommendation(p: dict[str, Any], batch: Batch) -> None:
@@ -498,7 +515,8 @@ def _recommendation(p: dict[str, Any], batch: Batch) -> None:
         if problem:
             message, details = problem
             raise RuleViolation(
-                "recommendation_threshold", f"case {case.id}: 民主推荐 {message}",
+                "recommendation_threshold", msg("promotion.recommendation", case_id=case.id,
+                                                message=message),
                 {"case_id": case.id, "votes_cast": cast, "votes_for": votes_for,
                  "votes_against": against, "share": p["share"], **details})
 
@@ -537,23 +555,23 @@ def _positions_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     for key in ("field", "round_field", "category_field", "override_field"):
         name = p.get(key)
         if name is not None and name not in spec.fields:
-            yield f".{key}", f"unknown field {name!r}; declare it under fields"
+            yield f".{key}", msg("promotion.unknown_field_declare_under", name=name)
     if p.get("override_field") in spec.fields and p["override_field"] not in (
             t.requires + t.accepts):
-        yield ".override_field", (f"field {p['override_field']!r} must be listed in accepts "
-                                  f"of trigger {t.trigger!r} so that it can be given")
+        yield ".override_field", (msg("promotion.field_must_listed_accepts",
+                                      override_field=p['override_field'], t_trigger=t.trigger))
     if p.get("override_field") and not p.get("category_field"):
-        yield ".override_field", "an override needs a category_field to override"
+        yield ".override_field", msg("promotion.override_needs_category_field")
     if p.get("category_ranks") and not p.get("category_field"):
-        yield ".category_ranks", "category_ranks needs a category_field"
+        yield ".category_ranks", msg("promotion.category_ranks_needs_category")
     rank = spec.fields.get(p["field"])
     for i, r in enumerate(p.get("category_ranks") or ()):
         if rank is not None and rank.type == "enum" and r not in rank.values:
-            yield f".category_ranks[{i}]", (f"{r!r} is not a value of field {p['field']!r}; "
-                                            f"its values are {', '.join(rank.values)}")
+            yield f".category_ranks[{i}]", (msg("promotion.not_value_field_values", r=r,
+                                                field=p['field'], rank_values=list(rank.values)))
     for i, s in enumerate(p.get("counted_states", ())):
         if s not in spec.states:
-            yield f".counted_states[{i}]", f"unknown state {s!r}"
+            yield f".counted_states[{i}]", msg("promotion.unknown_state", s=s)
 
 
 def category_limit(positions: int, parts: int) -> int:
@@ -601,8 +619,8 @@ def _positions(p: dict[str, Any], batch: Batch) -> None:
         if total + len(cases) > limit:
             raise RuleViolation(
                 "positions",
-                f"positions (职数) for {where}: {limit} {pool.origin()}, already taken {total}, "
-                f"asked {len(cases)}",
+                msg("promotion.positions_already_taken_asked", where=where, limit=limit,
+                    value=pool.origin(), total=total, n_cases=len(cases)),
                 {**_pool_details(pool), "used": total, "asked": len(cases), "case_ids": ids})
         if not cf or not categorised(p, pool.rank):
             continue
@@ -616,12 +634,12 @@ def _positions(p: dict[str, Any], batch: Batch) -> None:
                 continue
             plain = [c.id for c in asked if not of or rank_positions.blank_text(c.data.get(of))]
             if plain:
-                hint = f"; give {of} to exceed it" if of else ""
+                hint = msg("promotion.category_hint", field=of) if of else ""
                 raise RuleViolation(
                     "positions",
-                    f"三三制: category {cat} in {where} may hold {cap} of {limit} positions "
-                    f"(1/{p['category_parts']}, rounded up), already {taken}, "
-                    f"asked {len(asked)}{hint}",
+                    msg("promotion.category_may_hold_positions", cat=cat, where=where, cap=cap,
+                        limit=limit, category_parts=p['category_parts'], taken=taken,
+                        n_asked=len(asked), hint=hint),
                     {**_pool_details(pool), "category": cat, "category_limit": cap,
                      "used": taken, "asked": len(asked), "case_ids": plain})
 

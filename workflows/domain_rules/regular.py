@@ -35,6 +35,7 @@ from .. import notify
 from ..actors import Org, dispatch_hosts, role_needs
 from ..errors import RuleViolation
 from ..facts import record_consequence
+from ..messages import msg
 from ..models import Notification, Person, Unit
 from ..rules import (
     Batch,
@@ -63,15 +64,15 @@ class NegativeListParams(_Params):
 def _negative_list_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     f = spec.fields.get(p["field"])
     if f is None:
-        yield ".field", f"unknown field {p['field']!r}; declare it under fields"
+        yield ".field", msg("regular.unknown_field_declare_under", field=p['field'])
     elif f.type != "list" or f.item is None or f.item.type != "enum":
-        yield ".field", f"{p['field']!r} must be a list of enum values (the negative list)"
+        yield ".field", msg("regular.must_list_enum_values", field=p['field'])
     elif p["field"] not in t.requires + t.accepts:
-        yield ".field", (f"field {p['field']!r} must be listed in accepts of trigger "
-                         f"{t.trigger!r} so that it can be given")
+        yield ".field", (msg("regular.field_must_listed_accepts", field=p['field'],
+                             t_trigger=t.trigger))
     g = spec.fields.get(p["grade_field"])
     if g is None or g.type != "enum":
-        yield ".grade_field", f"{p['grade_field']!r} must be an enum field (the grades)"
+        yield ".grade_field", msg("regular.must_enum_field_grades", grade_field=p['grade_field'])
         return
     yield from field_value_problems(spec, p["grade_field"], [p["cap"]], "cap")
 
@@ -84,12 +85,12 @@ def _negative_list(p: dict[str, Any], batch: Batch) -> None:
         grade = case.data.get(p["grade_field"])
         if not hits or grade not in scale or scale.index(grade) >= cap:
             continue
-        label = batch.spec.fields[p["grade_field"]].label.zh
-        what = batch.spec.fields[p["field"]].label.zh
+        label = batch.spec.fields[p["grade_field"]].label
+        what = batch.spec.fields[p["field"]].label
         raise RuleViolation(
             "negative_list",
-            f"case {case.id}: {what} hit ({'、'.join(map(str, hits))}): {label} can be "
-            f"{' / '.join(scale[cap:])} only, not {grade}",
+            msg("regular.hit_can_only_not", case_id=case.id, what=what, value=list(map(str, hits)),
+                label=label, value2=' / '.join(scale[cap:]), grade=grade),
             {"case_id": case.id, "hits": list(hits), "grade": grade, "cap": p["cap"],
              "allowed": scale[cap:]},
         )
@@ -127,9 +128,9 @@ def _consequences_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpe
         flag = c.get("if_field")
         if flag is not None:
             if flag not in spec.fields:
-                yield f".consequences[{i}].if_field", f"unknown field {flag!r}"
+                yield f".consequences[{i}].if_field", msg("regular.unknown_field", flag=flag)
             elif spec.fields[flag].type != "bool":
-                yield f".consequences[{i}].if_field", f"{flag!r} must be a bool field"
+                yield f".consequences[{i}].if_field", msg("regular.must_bool_field", flag=flag)
 
 
 def _local_day(batch: Batch) -> dt.date:
@@ -198,13 +199,12 @@ class InformHomeUnitParams(_Params):
 
 def _inform_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     if p["field"] not in spec.fields:
-        yield ".field", f"unknown field {p['field']!r}; declare it under fields"
+        yield ".field", msg("regular.unknown_field_declare_under", field=p['field'])
     role = spec.roles.get(p["role"])
     if role is None:
-        yield ".role", f"unknown role {p['role']!r}; declare it under roles"
+        yield ".role", msg("regular.unknown_role_declare_under", role=p['role'])
     elif role.resolve != "evaluator" or not role.dispatch_flow:
-        yield ".role", (f"role {p['role']!r} must be a resolve: evaluator role with "
-                        "while_dispatched (the host it informs about)")
+        yield ".role", (msg("regular.role_must_resolve_evaluator", role=p['role']))
 
 
 def _home_evaluators(s: Session, role: Any, case: CaseFacts) -> list[int]:

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from marshmallow import fields as mf
 
 from ..facts import record_annual_result, record_rank
+from ..messages import msg
 from ..models import FACT_GRADES
 from ..rules import Batch, Rule, _Params, register_effect
 from ..spec import FlowSpec, TransitionSpec
@@ -44,9 +45,10 @@ def _field_problems(spec: FlowSpec, t: TransitionSpec, name: str, types: tuple[s
                     key: str):
     f = spec.fields.get(name)
     if f is None:
-        yield f".{key}", f"unknown field {name!r}; declare it under fields"
+        yield f".{key}", msg("writeback.unknown_field_declare_under", name=name)
     elif f.type not in types:
-        yield f".{key}", f"field {name!r} is {f.type}; this effect needs {' or '.join(types)}"
+        yield f".{key}", msg("writeback.field_effect_needs", name=name, f_type=f.type,
+                             types=' or '.join(types))
 
 
 # --------------------------------------------------------------------------- annual result
@@ -58,15 +60,14 @@ class AnnualResultParams(_Params):
 
 def _annual_definition(p: dict[str, Any], t: TransitionSpec, spec: FlowSpec):
     if spec.period != "year":
-        yield "", (f"record_annual_result needs a flow with period: year (the case's period "
-                   f"is the year of the result); this flow's period is {spec.period}")
+        yield "", (msg("writeback.record_annual_result_needs", spec_period=spec.period))
     yield from _field_problems(spec, t, p["field"], ("enum", "text"), "field")
     f = spec.fields.get(p["field"])
     if f is not None and f.type == "enum":
         unknown = [v for v in f.values if v not in FACT_GRADES]
         if unknown:
-            yield ".field", (f"values {', '.join(unknown)} of field {p['field']!r} are not "
-                             f"annual grades; the grades are {', '.join(FACT_GRADES)}")
+            yield ".field", (msg("writeback.values_field_are_not", unknown=list(unknown),
+                                 field=p['field'], FACT_GRADES=list(FACT_GRADES)))
 
 
 def _record_annual(p: dict[str, Any], batch: Batch) -> None:
