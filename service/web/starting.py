@@ -55,6 +55,11 @@ def render_start(flow: str | None, values: dict[str, Any] | None = None,
     spec = dict(flows).get(flow) if flow else None
     ws = forms.widgets(spec, start_transition(spec)) if spec else []
     errors = errors or {}
+    own = {"flow": ("start-flow", _("Flow")), "period": ("start-period", _("Period")),
+           "person": ("start-person", _("Person's code")),
+           "unit_id": ("start-unit", _("Unit"))}
+    summary = [(anchor, what, errors[k]) for k, (anchor, what) in own.items() if k in errors]
+    summary += forms.summary("start", ws, {k: v for k, v in errors.items() if k not in own})
     return render_template(
         "owner/start.html", flows=[(fid, label(s.title, fid), s.period) for fid, s in flows],
         flow=flow if spec else None, spec=spec,
@@ -62,7 +67,7 @@ def render_start(flow: str | None, values: dict[str, Any] | None = None,
         period=spec.period if spec else None,
         example=EXAMPLES.get(spec.period, "") if spec else "", units=_units(auth.viewer()),
         widgets=ws, values=values or {}, errors=errors, message=message,
-        summary=forms.summary("start", ws, errors)), status
+        summary=summary), status
 
 
 @bp.get("/owner/start")

@@ -85,7 +85,8 @@ def test_refusals_are_on_the_form_and_change_nothing(web, engine, org, flows, db
             "请填写人员编号或选择单位，二者选一")
     refused({"flow": "annual-assessment", "period": "2026", "person": "S1",
              "unit_id": str(org.units["SEC1"])}, 422, "请填写人员编号或选择单位，二者选一")
-    refused({"flow": "rank-promotion", "person": "NOBODY"}, 422, "没有编号为 NOBODY 的人员")
+    refused({"flow": "rank-promotion", "person": "NOBODY"}, 422,
+            "人员编号</a>: 没有编号为 NOBODY 的人员")  # named in words in the summary
     refused({"flow": "rank-promotion", "unit_id": str(org.units["SEC1"])}, 422,
             "该流程每次只为一人发起")
     refused({"flow": "no-such-flow", "person": "S1"}, 422, "请选择一个已发布的流程")
