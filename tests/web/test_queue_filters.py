@@ -59,6 +59,8 @@ def test_the_bulk_page_keeps_the_queue_filters_and_its_count(web, engine, org):
     assert "3 件" in page and "单位: 干部一科" in page  # the filters, shown as chips
     assert f'name="f.unit_id" value="{org.units["SEC1"]}"' in page  # and kept on submit
     assert "全选所列 3 件" in page
+    bar = page.split('class="submit-bar"')[1].split("</div>")[0]  # the reason beside it
+    assert 'id="bulk-submit"' in bar and 'id="bulk-reason"' in bar
 
     # Every filter: the tier, the period, the name, the step.
     s1_only = f"/queue?unit_id={org.units['SEC1']}&tier=staff&period={PERIOD}&q=测试s1" \
@@ -130,3 +132,47 @@ def test_the_step_filter_names_each_label_once(web, engine, org):
     assert f'id="q-{cid}"' in listed and "环节: " not in listed
     other = dict((t, v) for v, t in options)["审批"]
     assert f'id="q-{cid}"' not in _text(web.get("/queue", query_string={"state": other}))
+
+
+def test_the_bulk_button_and_why_it_is_disabled_stay_in_view_on_a_phone(live, phone, db_url):
+    """Chromium at 390 × 844 on the demo bureau: the list of a division's 审定 is many
+    screens long; the button and the reason it is disabled sit together at the bottom of
+    the screen wherever the page is scrolled to."""
+    from playwright.sync_api import expect
+
+    from .conftest import login, no_sideways_scroll, shot
+
+    backend = db_url.split(":")[0].split("+")[0]
+    login(phone, live, "committee1")
+    phone.goto(f"{live.url}/queue?unit_id={_unit_id(live, '公务员管理处')}")
+    button = phone.get_by_role("link", name=re.compile("审定通过"))
+    n = int(re.search(r"\((\d+)\)", button.inner_text()).group(1))
+    button.click()
+    phone.wait_for_url(re.compile(r"/queue/bulk\?"))
+    expect(phone.locator('input[name="case_ids"]')).to_have_count(n)
+    expect(phone.locator("#bulk-filters")).to_contain_text("公务员管理处")
+    reason, submit = phone.locator("#bulk-reason"), phone.locator("#bulk-submit")
+    expect(submit).to_be_disabled()
+    expect(reason).to_contain_text("请至少勾选 1 件")
+
+    def in_view(locator) -> bool:
+        box = locator.bounding_box()
+        return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 844
+
+    assert in_view(submit) and in_view(reason)  # at the top of the page already
+    phone.locator('input[name="case_ids"]').nth(n // 2).scroll_into_view_if_needed()
+    assert in_view(submit) and in_view(reason)  # and halfway down the list
+    shot(phone, f"bulk-phone-{backend}")
+    phone.get_by_label(re.compile("全选")).check()
+    expect(submit).to_be_enabled()
+    expect(reason).to_have_text("")
+    assert no_sideways_scroll(phone)
+
+
+def _unit_id(live, name: str) -> int:
+    from sqlalchemy import select
+
+    from workflows.models import Unit
+
+    with live.engine.db.unit_of_work(write=False) as s:
+        return s.execute(select(Unit.id).where(Unit.name == name)).scalar_one()
