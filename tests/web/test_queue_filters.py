@@ -92,7 +92,7 @@ def test_a_bad_filter_is_named_and_the_rest_kept(web, engine, org):
     web.login("c1")
     r = web.get(f"/queue?unit_id={org.units['SEC2']}&tier=boss")
     body = _text(r)
-    assert r.status_code == 200 and "请选择一个层级" in body
+    assert r.status_code == 200 and "层级: 请选择一个层级" in body
     href, n = _bulk_links(body)["approve"]
     assert n == 1 and "tier" not in href
 

@@ -45,7 +45,7 @@ def test_the_flow_version_page_says_who_acts_and_the_deadlines_in_words(web, eng
            "期满后 5 个工作日</span>" in page
     assert 'title="committee: unit_role committee">党组（机关）成员</span>' in page
     assert "5 个工作日内未办理则自动：认可结果" in page  # the feedback step's auto timer
-    assert "截止前 1 天提醒" in page and "每 周五 16:00提醒一次" in page
+    assert "截止前 1 天提醒" in page and "每 周五 16:00 提醒一次" in page
     assert ">subject<" not in page and "working_days: 5, from: period_end</code>" not in page
     web.post("/lang", {"lang": "en", "next": "/home"})
     page = _text(web.get(f"/flows/{FLOW}/versions/1"))
