@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 
 from service.app import create_app
 from service.cli import main
-from workflows import demo
+from workflows import demo, notify
+from workflows.access import load_viewer
 from workflows.db import Database, upgrade
 from workflows.dispatch import shortfalls
 from workflows.engine import Engine
@@ -35,6 +36,7 @@ from workflows.models import (
     User,
 )
 from workflows.org import read_rows
+from workflows.queries import CaseFilter
 
 from .conftest import ROOT, cst
 
@@ -501,3 +503,32 @@ def test_the_demo_contact_point_and_its_monthly_reports(history):
     assert trained.training_totals[2025].records == 2
     assert trained.training_hours[2025] == 80
     db.dispose()
+
+
+def test_every_demo_account_has_messages(history):
+    """消息 is not empty in the demo: the reminders of the steps the cases are in now
+    (`notify.on_timer_event` on the last tick) and, for approvers, a notice per step with
+    cases waiting for them (`notify.recipients` + `notify.queue`)."""
+    url, _result = history
+    db = Database(url)
+    try:
+        with db.unit_of_work(write=False) as s:
+            users = dict(s.execute(select(User.username, User.person_id)).all())
+        for username in demo.usernames():
+            page = notify.list_notifications(db, users[username])
+            assert page.total > 0, username
+        committee = notify.list_notifications(db, users["committee1"]).items
+        waiting = [n for n in committee if n["title"].startswith("待办：平时考核「审定」")]
+        assert len(waiting) == 1 and waiting[0]["kind"] == notify.REMINDER
+        # The count in the notice is the committee member's queue, own case left out.
+        engine = Engine(db)
+        with db.unit_of_work(write=False) as s:
+            viewer = load_viewer(s, users["committee1"])
+        _rows, queued = engine.queue(viewer, CaseFilter(flow="regular-assessment",
+                                                        state="approval",
+                                                        not_subject=users["committee1"]))
+        assert f"「审定」{queued} 件" in waiting[0]["title"]
+        staff = notify.list_notifications(db, users["staff02"]).items
+        assert any(n["title"] == "请记录本周工作纪实" for n in staff)
+    finally:
+        db.dispose()

@@ -43,6 +43,10 @@ class CaseFilter:
     unit_id: int | None = None  # this unit and its sub-units
     subject_id: int | None = None
     period: str | None = None
+    # (flow, state) pairs, any of them: one 环节 label that several flows give their steps
+    steps: tuple[tuple[str, str], ...] | None = None
+    tier: str | None = None  # chief / deputy / staff (正职 副职 一般干部)
+    not_subject: int | None = None  # leave out this person's own cases (an approver's queue)
     overdue: bool | None = None
     text: str | None = None  # in the subject's name or code
     stuck: bool | None = None  # True: open cases whose current step nobody can act on
@@ -97,6 +101,12 @@ def _filters(s: Session, f: CaseFilter, now: dt.datetime) -> list[ColumnElement[
         conds.append(CASES.c.subject_id == f.subject_id)
     if f.period:
         conds.append(CASES.c.period_key == f.period)
+    if f.steps:
+        conds.append(tuple_(CASES.c.flow_id, CASES.c.state).in_(sorted(f.steps)))
+    if f.tier:
+        conds.append(CASES.c.tier == f.tier)
+    if f.not_subject:
+        conds.append(CASES.c.subject_id != f.not_subject)
     if f.unit_id:
         top = select(Unit.path).where(Unit.id == f.unit_id).scalar_subquery()
         ids = s.execute(select(Unit.id).where(Unit.path.like(top + "%"))).scalars().all()

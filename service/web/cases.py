@@ -138,8 +138,22 @@ def _defaults(spec: FlowSpec, names: list[str], data: dict[str, Any],
     return out
 
 
+def arrived_with(spec: FlowSpec, row: CaseRow) -> list[dict[str, str]]:
+    """What the step before set, as the action forms recall it: the fields required by the
+    transitions that lead into the current step (结果反馈 recalls the 考核等次 it acknowledges)."""
+    names: dict[str, None] = {}
+    for t in spec.transitions:
+        if t.dest == row.state and row.state not in t.sources:
+            names.update(dict.fromkeys(t.requires))
+    return [{"name": n, "label": label(spec.fields[n].label, n),
+             "value": _value_text(spec.fields[n], row.data[n])}
+            for n in names if n in spec.fields and spec.fields[n].type != "list"
+            and row.data.get(n) not in (None, "")]
+
+
 def action_forms(spec: FlowSpec, row: CaseRow, failed: Failure | None) -> list[dict[str, Any]]:
     out = []
+    recalled = arrived_with(spec, row)
     for a in row.actions:
         t = spec.transition(a.trigger, row.state)
         if t is None:
@@ -151,7 +165,9 @@ def action_forms(spec: FlowSpec, row: CaseRow, failed: Failure | None) -> list[d
             spec, [*t.requires, *t.accepts], row.data, t.appends)
         comment = forms.comment_widget(t)
         prefix = f"a-{a.trigger}"
+        edited = {*t.requires, *t.accepts}
         out.append({
+            "recalled": [r for r in recalled if r["name"] not in edited],
             "trigger": a.trigger, "label": a.label, "to": label(spec.states[t.dest].label),
             "widgets": ws, "comment": comment, "entered": values, "errors": errors,
             "comment_value": failed.comment if mine else "",
@@ -161,6 +177,19 @@ def action_forms(spec: FlowSpec, row: CaseRow, failed: Failure | None) -> list[d
             "danger": t.comment == "required",
             "stays": t.dest == row.state})
     return out
+
+
+def auto_step(spec: FlowSpec, timers: list[Any]) -> dict[str, Any] | None:
+    """A step with no deadline that moves by itself (结果反馈: accepted after 5 working days
+    of silence): the first waiting auto timer — when, and what it does."""
+    waiting = sorted((t for t in timers if t.kind == "auto" and t.status == "pending"),
+                     key=lambda t: t.due_at)
+    if not waiting:
+        return None
+    t = waiting[0]
+    found = next((x for x in spec.transitions if x.trigger == t.action), None)
+    return {"due_at": t.due_at, "action": label(found.label, t.action) if found
+            else (t.action or "")}
 
 
 def render_case(case_id: int, failed: Failure | None = None, status: int = 200,
@@ -191,6 +220,7 @@ def render_case(case_id: int, failed: Failure | None = None, status: int = 200,
                                            if x.trigger == t.action), None), t.action or "")
                                if t.action else ""),
                     "error": t.last_error} for t in timers if t.status in LIVE_TIMERS],
+        "auto": auto_step(spec, timers) if row.deadline_at is None else None,
         "approving": bool(approving), "claimed_by": row.claimed_by,
         "claimed_name": names.get(row.claimed_by) if row.claimed_by else None,
         "claimed_by_me": row.claimed_by == me, "candidates": candidates,

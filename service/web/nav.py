@@ -52,6 +52,8 @@ ITEMS: list[NavItem] = [
     NavItem("web.notifications", _l("Notifications")),
     NavItem("web.flows", _l("Flows"), owners,      # 流程管理: the process-owner pages
             also=("web.flow_version", "web.flow_upload", "web.flow_upload_post")),
+    NavItem("web.start_case", _l("Start a case"), owners,  # 发起事项
+            also=("web.start_case_post",)),
     NavItem("web.ledger", _l("Ledger"), ledger_readers,  # 台账统计
             also=("web.ledger_cases", "web.eligibility", "web.contact_points")),
 ]

@@ -34,7 +34,7 @@ from workflows.spec import FlowSpec, Label, RuleSpec, load_definition
 from .. import auth
 from ..api.flows import MAX_SOURCE, SourceIn, flows_out
 from ..limits import large_body
-from . import bp
+from . import bp, words
 from .i18n import label, lang
 from .nav import owners
 
@@ -113,8 +113,21 @@ def state_rows(spec: FlowSpec, counts: dict[str, int]) -> list[dict[str, Any]]:
     return [{"name": s.name, "label": _both(s.label, s.name), "text": label(s.label, s.name),
              "actor": ", ".join(s.actor), "final": s.final, "initial": s.name == spec.initial,
              "deadline": _brief(docs.get(s.name, {}).get("deadline")) if s.deadline else "",
-             "timers": len(s.timers), "count": counts.get(s.name, 0)}
+             "timers": len(s.timers), "count": counts.get(s.name, 0),
+             # In words (本人; 期满后 5 个工作日), the key above kept for the tooltip.
+             "actor_words": words.who(spec, s.actor),
+             "deadline_words": words.deadline_words(spec, s.deadline) if s.deadline else "",
+             "timer_words": [{"text": words.timer_words(spec, t),
+                              "key": _brief(timer_docs(docs.get(s.name, {}))[i])
+                              if i < len(timer_docs(docs.get(s.name, {}))) else t.kind}
+                             for i, t in enumerate(s.timers)]}
             for s in spec.states.values()]
+
+
+def timer_docs(doc: dict[str, Any]) -> list[Any]:
+    """A state's timers as written in the definition (for the tooltips)."""
+    found = doc.get("timers")
+    return found if isinstance(found, list) else []
 
 
 def transition_rows(spec: FlowSpec) -> list[dict[str, Any]]:
@@ -125,6 +138,7 @@ def transition_rows(spec: FlowSpec) -> list[dict[str, Any]]:
 
     return [{"trigger": t.trigger, "label": _both(t.label, t.trigger),
              "from": [state(s) for s in t.sources], "to": state(t.dest), "by": ", ".join(t.by),
+             "by_words": words.who(spec, t.by),
              "requires": list(t.requires), "accepts": list(t.accepts),
              "rules": [_named(r, rules.REGISTRY) for r in t.rules],
              "effects": [_named(r, rules.EFFECTS) for r in t.effects], "comment": t.comment}

@@ -12,6 +12,7 @@ exactly what `Engine.fire_bulk` would refuse — and the server still judges.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
@@ -75,15 +76,116 @@ def _units(viewer: Viewer) -> list[Any]:
     return [u for u in units if any(u.path.startswith(p) for p in paths)]
 
 
-def queue_filters(args: MultiDict) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """The query string through `CaseQuery` (blank choices mean "any")."""
-    given = {k: v for k, v in args.items() if v.strip() and k in CaseQuery().fields}
+# The queue's filters (筛选), carried as they are to the bulk page and back.
+FILTER_KEYS = ("flow", "state", "unit_id", "period", "tier", "overdue", "q")
+BULK_PREFIX = "f."  # the filters as hidden fields of the bulk form, apart from its data
+
+
+def queue_filters(args: MultiDict | dict[str, str]
+                  ) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The query string through `CaseQuery` (blank choices mean "any"); the tier against
+    the tiers there are. A filter that does not parse is dropped and named in the errors."""
+    given = {k: v.strip() for k, v in args.items()
+             if k in (*FILTER_KEYS, "page") and isinstance(v, str) and v.strip()}
+    tier = given.pop("tier", None)
+    state = given.pop("state", None)  # a name or `flow:state` pairs: longer than CaseQuery's
+    errors: dict[str, list[str]] = {}
+    if state is not None and len(state) > 1000:
+        errors["state"] = [_("Choose one of the steps.")]
+        state = None
+    if tier is not None and tier not in TIER_LABELS:
+        errors["tier"] = [_("Choose one of the tiers.")]
+        tier = None
     try:
-        return CaseQuery().load(given), {}
+        loaded = CaseQuery().load(given)
     except ValidationError as exc:
-        errors = {k: v for k, v in exc.messages.items()}
-        kept = {k: v for k, v in given.items() if k not in errors}
-        return CaseQuery().load(kept), errors
+        errors.update({k: v for k, v in exc.messages.items()})
+        loaded = CaseQuery().load({k: v for k, v in given.items() if k not in errors})
+    if tier:
+        loaded["tier"] = tier
+    if state:
+        loaded["state"] = state
+    return loaded, errors
+
+
+def case_filter(args: dict[str, Any], viewer: Viewer, **over: Any) -> CaseFilter:
+    """The queue's `CaseFilter`: the viewer's own cases are left out — they are on the home
+    page (我的待办), and nobody approves their own case."""
+    state, steps = steps_of(args["state"]) if args.get("state") else (None, None)
+    fields = dict(flow=args.get("flow"), state=state, steps=steps,
+                  unit_id=args.get("unit_id"), period=args.get("period"),
+                  tier=args.get("tier"), overdue=args.get("overdue"), text=args.get("q"),
+                  not_subject=viewer.person_id, page=args.get("page", 1), per_page=PER_PAGE)
+    return CaseFilter(**{**fields, **over})
+
+
+def carried(args: dict[str, Any]) -> dict[str, str]:
+    """The filters that parsed, as query-string values (for links and hidden fields)."""
+    out = {}
+    for k in FILTER_KEYS:
+        v = args.get(k)
+        if v is None or v == "":
+            continue
+        out[k] = ("true" if v else "false") if isinstance(v, bool) else str(v)
+    return out
+
+
+def state_options(flows: list[tuple[str, FlowSpec]]) -> list[tuple[str, str]]:
+    """The 环节 filter: one entry per label (审定 once, though two flows have it). Its value
+    is the state's name when that label is the whole of the name's use, else the flows'
+    steps it stands for, `flow:state` joined by commas (`steps_of` reads both)."""
+    by_label: dict[str, list[tuple[str, str]]] = {}
+    by_name: dict[str, set[str]] = {}
+    for fid, spec in flows:
+        for st in spec.states.values():
+            if not st.final:
+                by_label.setdefault(label(st.label, st.name), []).append((fid, st.name))
+                by_name.setdefault(st.name, set()).add(label(st.label, st.name))
+    out = []
+    for shown, pairs in by_label.items():
+        names = {n for _f, n in pairs}
+        if len(names) == 1 and by_name[next(iter(names))] == {shown}:
+            out.append((next(iter(names)), shown))
+        else:
+            out.append((",".join(f"{f}:{n}" for f, n in pairs), shown))
+    return out
+
+
+def steps_of(value: str) -> tuple[str | None, tuple[tuple[str, str], ...] | None]:
+    """The 环节 filter's value: a state name, or `flow:state` pairs (`state_options`)."""
+    if ":" not in value:
+        return value, None
+    pairs = tuple(tuple(p.split(":", 1)) for p in value.split(",") if p.count(":") == 1)
+    return None, pairs or (("", ""),)
+
+
+def filter_chips(args: dict[str, Any], flows: list[tuple[str, FlowSpec]],
+                 units: list[Any]) -> list[dict[str, str]]:
+    """The filters in force, in words (the bulk page shows them as chips)."""
+    titles = {fid: label(spec.title, fid) for fid, spec in flows}
+    states = dict(state_options(flows))
+    unit_names = {u.id: u.name for u in units}
+    out = []
+    for key, name in (("flow", _("Flow")), ("state", _("Step")), ("unit_id", _("Unit")),
+                      ("period", _("Period")), ("tier", _("Tier")),
+                      ("overdue", _("Overdue")), ("q", _("Name or code"))):
+        v = args.get(key)
+        if v is None or v == "":
+            continue
+        if key == "flow":
+            text = titles.get(v, v)
+        elif key == "state":
+            text = states.get(v, v)
+        elif key == "unit_id":
+            text = unit_names.get(v, f"#{v}")
+        elif key == "tier":
+            text = tier_label(v)
+        elif key == "overdue":
+            text = _("Overdue only") if v else _("On time only")
+        else:
+            text = str(v)
+        out.append({"key": key, "name": name, "text": text})
+    return out
 
 
 def queue_row(row: CaseRow, me: int) -> dict[str, Any]:
@@ -92,26 +194,37 @@ def queue_row(row: CaseRow, me: int) -> dict[str, Any]:
             "claimed_by_me": row.claimed_by == me, "tier": tier_label(row.tier)}
 
 
+def bulk_candidates(f: CaseFilter) -> list[CaseRow]:
+    """Every queued case the filter keeps (up to the bulk maximum), not one page of them:
+    the queue's bulk buttons count these, and the bulk page lists them."""
+    rows, _total = auth.engine().queue(auth.viewer(), replace(f, page=1, per_page=BULK_MAX),
+                                       lang())
+    return rows
+
+
+def _approving(action: Any) -> bool:
+    return action.as_role not in ("subject", SYSTEM)
+
+
 @bp.get("/queue")
 def queue():
     eng, viewer = auth.engine(), auth.viewer()
     require_approver(viewer)
     args, errors = queue_filters(request.args)
-    f = CaseFilter(flow=args.get("flow"), state=args.get("state"), unit_id=args.get("unit_id"),
-                   overdue=args.get("overdue"), text=args.get("q"), page=args["page"],
-                   per_page=PER_PAGE)
+    f = case_filter(args, viewer)
     rows, total = eng.queue(viewer, f, lang())
     flows = _flows()
-    # Bulk: one link per (flow, state, action) an approver can take on what is listed.
+    # Bulk: one link per (flow, state, action) an approver can take on what is filtered —
+    # every filtered case, not only this page's, so the bulk page lists as many.
     bulk = Counter((r.flow, r.state, r.state_label, a.trigger, a.label)
-                   for r in rows for a in r.actions if a.as_role not in ("subject", SYSTEM))
+                   for r in bulk_candidates(f) for a in r.actions if _approving(a))
     pages = max(1, -(-total // PER_PAGE))
-    query = {k: v for k, v in request.args.items() if k != "page" and v}
+    query = carried(args)
     return render_template(
         "queue.html", rows=[queue_row(r, viewer.person_id) for r in rows], total=total,
-        args=args, errors=errors, flows=[(fid, label(spec.title, fid), [
-            (s.name, label(s.label, s.name)) for s in spec.states.values() if not s.final])
-            for fid, spec in flows],
+        args=args, errors=errors,
+        flows=[(fid, label(spec.title, fid)) for fid, spec in flows],
+        states=state_options(flows), tiers=[(k, str(v)) for k, v in TIER_LABELS.items()],
         units=_units(viewer), bulk=sorted(bulk.items()), page=args["page"], pages=pages,
         query=query)
 
@@ -194,11 +307,12 @@ def delegate(case_id: int):
 # --------------------------------------------------------------------------- bulk
 
 
-def _bulk_rows(flow: str, state: str, trigger: str) -> list[CaseRow]:
-    rows, _total = auth.engine().queue(auth.viewer(), CaseFilter(
-        flow=flow, state=state, per_page=BULK_MAX), lang())
-    return [r for r in rows if any(a.trigger == trigger and a.as_role not in ("subject", SYSTEM)
-                                   for a in r.actions)]
+def _bulk_rows(args: dict[str, Any], flow: str, state: str, trigger: str) -> list[CaseRow]:
+    """The cases of the bulk page: the queue's filters (`args`) narrowed to one step, those
+    on which the viewer can take `trigger` as an approver — what the queue's button counts."""
+    f = case_filter(args, auth.viewer(), flow=flow, state=state)
+    return [r for r in bulk_candidates(f)
+            if any(a.trigger == trigger and _approving(a) for a in r.actions)]
 
 
 def _pool_text(key: tuple, unit_names: dict[int, str]) -> str:
@@ -244,10 +358,10 @@ def quota_meter(spec: FlowSpec, trigger: str, rows: list[CaseRow], selected: set
             "hit": hits, "over": any(p["over"] for p in pools)}
 
 
-def render_bulk(flow: str, state: str, trigger: str, selected: set[int],
+def render_bulk(flow: str, state: str, trigger: str, selected: set[int], args: dict[str, Any],
                 failed: Failure | None = None, status: int = 200):
     eng = auth.engine()
-    rows = _bulk_rows(flow, state, trigger)
+    rows = _bulk_rows(args, flow, state, trigger)
     spec = eng.flow(flow).spec if not rows else eng.spec_of(rows[0].version_id)
     t = spec.transition(trigger, state)
     if t is None:
@@ -269,7 +383,10 @@ def render_bulk(flow: str, state: str, trigger: str, selected: set[int],
         widgets=ws, comment=comment, values=failed.values if failed else {},
         comment_value=failed.comment if failed else "", errors=errors,
         message=failed.message if failed else None,
-        summary=forms.summary("bulk", [*ws, comment], errors), max=BULK_MAX), status
+        summary=forms.summary("bulk", [*ws, comment], errors), max=BULK_MAX,
+        filters=carried(args), prefix=BULK_PREFIX,
+        chips=[c for c in filter_chips(args, _flows(), _units(auth.viewer()))
+               if c["key"] not in ("flow", "state")]), status
 
 
 def _bulk_target(source: MultiDict) -> tuple[str, str, str]:
@@ -284,7 +401,8 @@ def _bulk_target(source: MultiDict) -> tuple[str, str, str]:
 def bulk():
     require_approver(auth.viewer())
     flow, state, trigger = _bulk_target(request.args)
-    return render_bulk(flow, state, trigger, set())
+    args, _errors = queue_filters(request.args)
+    return render_bulk(flow, state, trigger, set(), args)
 
 
 @bp.post("/queue/bulk")
@@ -293,9 +411,12 @@ def bulk_post():
     eng, viewer = auth.engine(), auth.viewer()
     require_approver(viewer)
     flow, state, trigger = _bulk_target(request.form)
+    # The queue's filters came as hidden `f.<name>` fields, apart from the action's data.
+    args, _errors = queue_filters({k[len(BULK_PREFIX):]: v for k, v in request.form.items()
+                                   if k.startswith(BULK_PREFIX)})
     raw_ids = request.form.getlist("case_ids")
     selected = {int(i) for i in raw_ids if i.isdigit() and len(i) < 10}
-    listed = _bulk_rows(flow, state, trigger)  # for names on the results page
+    listed = _bulk_rows(args, flow, state, trigger)  # for names on the results page
     spec = eng.flow(flow).spec
     t = spec.transition(trigger, state)
     parsed = forms.parse(spec, t, request.form)
@@ -318,7 +439,7 @@ def bulk_post():
         failed, status = refusal(exc, trigger, parsed, comment)
         if isinstance(exc, RuleViolation):
             failed.errors, failed.message = {}, text(exc)
-        return render_bulk(flow, state, trigger, selected, failed, status)
+        return render_bulk(flow, state, trigger, selected, args, failed, status)
     for (f, trig), n in Counter((r.flow, r.trigger) for r in result.done).items():
         metrics.count_action(f, trig, n=n)
     names = {r.id: r.subject_name for r in listed}
@@ -329,4 +450,5 @@ def bulk_post():
                 "status": status_of(exc)} for cid, exc in result.refused.items()]
     return render_template("bulk_done.html", done=done, refused=refused, flow=flow,
                            state=state, trigger=trigger, action_label=label(t.label, trigger)
-                           if t else trigger, flow_title=label(spec.title, flow))
+                           if t else trigger, flow_title=label(spec.title, flow),
+                           filters=carried(args))

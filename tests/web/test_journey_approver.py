@@ -48,7 +48,7 @@ def test_approver_journey(live, page, db_url):
     login(page, live, "leader1")
     page.get_by_role("navigation").get_by_role("link", name="审批队列").click()
     page.get_by_label("流程").select_option(FLOW)
-    page.get_by_label("环节", exact=True).select_option("evaluation")
+    page.get_by_label("环节", exact=True).select_option(label="领导评鉴")
     page.get_by_role("button", name="筛选").click()
     row = page.locator(f"#q-{mine['RS0103']}")
     expect(row).to_contain_text("李明轩")
@@ -98,7 +98,7 @@ def test_approver_journey(live, page, db_url):
     expect(pool.locator('[data-f="selected"]')).to_have_text("9")
     submit = page.locator("#bulk-submit")
     expect(submit).to_be_disabled()
-    expect(page.locator("#quota-message")).to_contain_text("超出限额")
+    expect(page.locator("#bulk-reason")).to_contain_text("超出限额")
     shot(page, f"approver-bulk-over-{backend}")
 
     page.locator(f'input[name="case_ids"][value="{mine["RS0103"]}"]').uncheck()

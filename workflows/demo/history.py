@@ -49,7 +49,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, select
 
-from workflows import actors, contact_register, quotas
+from workflows import actors, contact_register, notify, quotas
 from workflows.calendar import DEFAULT_TZ, WorkCalendar, period_days
 from workflows.claims import claim_batch
 from workflows.cycles import opening_moment, previous_period
@@ -243,9 +243,45 @@ class _Replay:
             self.clock.now = event.at
             event.run()
         self.clock.now = self.now
-        # Reminders, deadlines and weekly prompts due by now are spent, as a running
-        # scheduler would have spent them; nobody is notified of the past on first start.
-        TimerWorker(self.engine, node=NODE).tick(self.now)
+        # Reminders, deadlines and weekly prompts due by now are spent as a running
+        # scheduler would have spent them, and notify as it would (消息): the reminders and
+        # overdue notices of the steps the cases are in now, written to the outbox by
+        # `notify.on_timer_event` (in-app only: no mail server or webhook is configured
+        # here). Timers of the steps a case has left notify nobody (dropped).
+        TimerWorker(self.engine, node=NODE, on_event=notify.on_timer_event(
+            notify.NotifyConfig(), clock=self.clock)).tick(self.now)
+        self.notify_waiting()
+
+    def notify_waiting(self) -> None:
+        """One notice (消息) per approver and step with cases waiting for them now — the
+        committee's 审定, the leaders' 评鉴, 干部科's public notice — so that the approvers'
+        message pages are not empty either: `notify.recipients` finds who holds the step's
+        roles, `notify.queue` writes the notice (keyed: a second run writes nothing)."""
+        ids = [m.id for m in self.members]
+        waiting: dict[tuple[int, str, str], list[Any]] = {}
+        with self.db.unit_of_work() as s:
+            cases = s.execute(select(Case).where(Case.closed_at.is_(None),
+                                                 Case.subject_id.in_(ids))
+                              .order_by(Case.id)).scalars().all()
+            specs: dict[tuple[str, str], Any] = {}
+            for case in cases:
+                spec = self.engine.compiled(s, case.version_id).spec
+                state = spec.states[case.state]
+                roles = [r for r in state.actor
+                         if r in spec.roles and spec.roles[r].resolve != "subject"]
+                specs[(spec.flow, case.state)] = (spec, state)
+                for person in notify.recipients(s, case, spec, roles):
+                    if person != case.subject_id:
+                        waiting.setdefault((person, spec.flow, case.state), []).append(case)
+            for (person, flow, name), found in waiting.items():
+                spec, state = specs[(flow, name)]
+                what = f"{spec.title.zh}「{state.label.zh}」"
+                notify.queue(s, person_ids=[person],
+                             case_id=found[0].id if len(found) == 1 else None,
+                             kind=notify.REMINDER, title=f"待办：{what}{len(found)} 件",
+                             body=f"{what}有 {len(found)} 件等待您办理，请到审批队列查看。",
+                             key_prefix=f"demo-waiting:{flow}:{name}", now=self.now,
+                             config=notify.NotifyConfig())
 
     def watch(self, case_ids: list[int]) -> None:
         """Plan a tick at the due moment of each auto timer the cases have armed (the

@@ -55,7 +55,7 @@
   function setupBulk(form) {
     var boxes = Array.prototype.slice.call(form.querySelectorAll('input[name="case_ids"]'));
     var submit = form.querySelector("#bulk-submit");
-    var message = form.querySelector("#quota-message");
+    var message = form.querySelector("#bulk-reason");  // why the button is disabled, beside it
     var count = form.querySelector("#bulk-count");
     var all = form.querySelector("[data-select-all]");
     var pools = Array.prototype.slice.call(form.querySelectorAll(".pool"));
@@ -88,7 +88,7 @@
       if (message) {
         message.textContent = over.length
           ? message.getAttribute("data-over-text").replace("{pools}", over.join(", "))
-          : "";
+          : (n === 0 ? message.getAttribute("data-none-text") : "");
       }
       if (all) all.checked = n > 0 && n === boxes.length;
     }
