@@ -30,6 +30,7 @@ from workflows.accounts import (
     lockouts,
 )
 from workflows.calendar import CALENDAR_FILE
+from workflows.calendar_file import read_calendar
 from workflows.db import Database, database_url, upgrade
 from workflows.engine import SYSTEM_ACTOR, Actor, Engine, utcnow
 from workflows.errors import CivflowError, DefinitionInvalid, ImportFailed, NotFound
@@ -53,13 +54,30 @@ def main() -> None:
 
 
 def _definition_files(paths: tuple[str, ...]) -> Iterator[Path]:
-    """Flow files: a folder gives its *.yaml/*.yml/*.json except the calendar file."""
+    """Flow files and the calendar file: a folder gives its *.yaml/*.yml/*.json."""
     for p in map(Path, paths):
         if p.is_dir():
-            yield from sorted(f for f in p.iterdir() if f.suffix in DEFINITION_SUFFIXES
-                              and f.name != CALENDAR_FILE)
+            yield from sorted(f for f in p.iterdir() if f.suffix in DEFINITION_SUFFIXES)
         else:
             yield p
+
+
+def _is_calendar(f: Path) -> bool:
+    """`calendar.yaml` is the working-day calendar (工作日历), not a flow."""
+    return f.name == CALENDAR_FILE
+
+
+def _check(f: Path, text: str) -> str:
+    """Validate a flow or the calendar file; the line saying it is fine, or raise
+    DefinitionInvalid."""
+    if _is_calendar(f):
+        cal = read_calendar(text, str(f))
+        years = f", years entered in full: {', '.join(map(str, sorted(cal.years)))}" \
+            if cal.years else ""
+        return (f"{f}: ok: working-day calendar ({len(cal.holidays)} extra holidays, "
+                f"{len(cal.workdays)} extra working days{years})")
+    spec = load_definition(text, str(f))
+    return f"{f}: ok: {spec.flow} ({len(spec.states)} states, {len(spec.transitions)} transitions)"
 
 
 def _read_definitions(paths: tuple[str, ...]) -> tuple[list[tuple[Path, str]], int]:
@@ -85,14 +103,13 @@ def validate(paths: tuple[str, ...]) -> None:
     files, code = _read_definitions(paths)
     for f, text in files:
         try:
-            spec = load_definition(text, str(f))
+            ok = _check(f, text)
         except DefinitionInvalid as exc:
             for p in exc.problems:
                 click.echo(str(p))
             code = code or 1
         else:
-            click.echo(f"{f}: ok: {spec.flow} ({len(spec.states)} states, "
-                       f"{len(spec.transitions)} transitions)", err=True)
+            click.echo(ok, err=True)
     sys.exit(code)
 
 
@@ -108,14 +125,17 @@ def init_db(db_url: str | None) -> None:
 @click.argument("paths", nargs=-1, required=True)
 @db_option
 def publish(paths: tuple[str, ...], db_url: str | None) -> None:
-    """Validate and publish definitions as immutable versions; nothing if any is invalid."""
+    """Validate and publish definitions as immutable versions; nothing if any is invalid.
+
+    The calendar file (calendar.yaml) among them is checked, not published: the service
+    reads it from its definitions folder."""
     files, code = _read_definitions(paths)
     if code:
         sys.exit(code)
     invalid = False
     for f, text in files:
         try:
-            load_definition(text, str(f))
+            _check(f, text)
         except DefinitionInvalid as exc:
             invalid = True
             for p in exc.problems:
@@ -125,6 +145,10 @@ def publish(paths: tuple[str, ...], db_url: str | None) -> None:
         sys.exit(1)
     engine = Engine(Database(db_url))
     for f, text in files:
+        if _is_calendar(f):
+            click.echo(f"skipped: {f} (the working-day calendar, valid; not a flow — the "
+                       "service reads it from its definitions folder)")
+            continue
         r = engine.publish(text, str(f))
         state = "published" if r.created else "unchanged"
         click.echo(f"{state}: {r.flow} v{r.version} ({r.content_hash[:12]})")
@@ -405,6 +429,9 @@ def _publish_shipped(engine: Engine, definitions: Path | None) -> list:
     results = []
     for f in _definition_files((str(definitions),)):
         try:
+            if _is_calendar(f):  # read by make_engine (WorkCalendar.load), not published
+                _check(f, f.read_text(encoding="utf-8"))
+                continue
             results.append(engine.publish(f.read_text(encoding="utf-8"), str(f)))
         except DefinitionInvalid as exc:
             for p in exc.problems:
