@@ -86,7 +86,7 @@ def test_the_calendar_file_is_validated_among_the_flows_and_not_published(db_url
                    "years: [2028]\nextra: 1\n", encoding="utf-8")
     res = run("validate", folder)
     assert res.exit_code == 1
-    assert res.output.splitlines() == [
+    assert res.stdout.splitlines() == [
         f"{bad}: extra: unknown key; a calendar file has holidays, workdays, years",
         f"{bad}: holidays[0]: '2027-02-30' is not a date YYYY-MM-DD",
         f"{bad}: workdays: 2027-01-01 is also listed under holidays",
