@@ -39,7 +39,7 @@ from workflows.org import import_people
 from workflows.spec import load_definition
 
 from . import demo as demo_data
-from .runtime import background, make_engine
+from .runtime import background, definitions_folder, load_calendar, make_engine
 
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -441,9 +441,9 @@ def _publish_shipped(engine: Engine, definitions: Path | None) -> list:
     return results
 
 
-def _load_demo(db: Database) -> demo_data.DemoResult:
+def _load_demo(db: Database, definitions: Path) -> demo_data.DemoResult:
     try:
-        return demo_data.load(db)
+        return demo_data.load(db, calendar=load_calendar(definitions))
     except ImportFailed as exc:
         for line, message in exc.errors:
             click.echo(f"{demo_data.PEOPLE_CSV}:{line}: {message}", err=True)
@@ -452,39 +452,48 @@ def _load_demo(db: Database) -> demo_data.DemoResult:
 
 
 def prepare(db_url: str | None, definitions: Path | None, demo: bool) -> Database:
-    """First start of `serve`: upgrade the schema, publish the shipped definitions, and load
-    the demo organisation (with its accounts) into a database that has no units yet."""
+    """First start of `serve`: upgrade the schema, publish the shipped definitions (or those
+    of `definitions`, `definitions_folder`), and load the demo organisation (with its
+    accounts) into a database that has no units yet."""
+    definitions = definitions_folder(definitions)
     upgrade(db_url)
     db = Database(db_url)
     for r in _publish_shipped(Engine(db), definitions):
         if r.created:
             click.echo(f"published {r.flow} v{r.version}", err=True)
     if demo and not demo_data.has_units(db):
-        result = _load_demo(db)
+        result = _load_demo(db, definitions)
         click.echo(f"demo organisation loaded: {result.people_created} people, "
                    f"{result.accounts_created} accounts", err=True)
         click.echo(demo_data.table(demo_data.accounts(db)), err=True)
     return db
 
 
+definitions_option = click.option(
+    "--definitions", envvar="CIVFLOW_DEFINITIONS", default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of flow definitions to publish (identical ones are skipped) and of the "
+         "calendar.yaml to use (default: $CIVFLOW_DEFINITIONS, else the definitions shipped "
+         "with civflow).")
+
+
 @main.command()
-@click.option("--definitions", default="definitions", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of flow definitions to publish (identical ones are skipped).")
+@definitions_option
 @db_option
-def demo(definitions: Path, db_url: str | None) -> None:
+def demo(definitions: Path | None, db_url: str | None) -> None:
     """Set up a database to try civflow: schema, shipped flows, demo organisation.
 
     The organisation is 示范市人力资源和社会保障局 with three divisions and 30 people; the
     accounts admin, owner, leader1-3, committee1 and staff01-24 all have the password
     civflow-demo. Running it again changes nothing.
     """
+    definitions = definitions_folder(definitions)
     upgrade(db_url)
     db = Database(db_url)
     published = _publish_shipped(Engine(db), definitions)
     for r in published:
         click.echo(f"{'published' if r.created else 'unchanged'}: {r.flow} v{r.version}")
-    result = _load_demo(db)
+    result = _load_demo(db, definitions)
     if result.people_created or result.units_created:
         click.echo(f"demo organisation created: {result.units_created} units, "
                    f"{result.people_created} people, {result.accounts_created} accounts")
@@ -510,9 +519,7 @@ def demo(definitions: Path, db_url: str | None) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--definitions", default="definitions", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of flow definitions published at start (identical ones are skipped).")
+@definitions_option
 @click.option("--demo/--no-demo", default=True, show_default=True,
               help="Load the demo organisation and accounts into an empty database.")
 @click.option("--scheduler/--no-scheduler", "with_scheduler", default=True,
@@ -520,7 +527,7 @@ def demo(definitions: Path, db_url: str | None) -> None:
               help="Also run the scheduler (timers ticked every second) in this process; "
                    "--no-scheduler when `civflow worker` processes do it.")
 @db_option
-def serve(host: str, port: int, definitions: Path, demo: bool, with_scheduler: bool,
+def serve(host: str, port: int, definitions: Path | None, demo: bool, with_scheduler: bool,
           db_url: str | None) -> None:
     """Run the service (Flask development server) and, unless --no-scheduler, the
     scheduler that fires timers, on the configured database.
@@ -529,10 +536,12 @@ def serve(host: str, port: int, definitions: Path, demo: bool, with_scheduler: b
     """
     from .app import create_app
 
+    definitions = definitions_folder(definitions)
     db = prepare(db_url, definitions, demo)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://{shown_host}:{port}"
-    click.echo(f"civflow on {base}/ — database {_shown(db_url)}", err=True)
+    click.echo(f"civflow on {base}/ — database {_shown(db_url)}, definitions {definitions}",
+               err=True)
     click.echo(f"log in: {base}/login (then {base}/docs); scripts: POST "
                f"{base}/api/v1/auth/token", err=True)
     if demo_data.is_loaded(db):
@@ -541,7 +550,7 @@ def serve(host: str, port: int, definitions: Path, demo: bool, with_scheduler: b
     elif demo:
         click.echo("this database has its own organisation and no demo accounts; "
                    "`civflow demo` adds them, `civflow create-user` makes an account", err=True)
-    app = create_app(db_url)
+    app = create_app(db_url, engine=make_engine(db_url, definitions))
     scheduler = None
     if with_scheduler:
         from .scheduler import start_scheduler, stop_scheduler

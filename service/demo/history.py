@@ -41,7 +41,6 @@ import datetime as dt
 import heapq
 import itertools
 import logging
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 
 from workflows import actors, contact_register, quotas
-from workflows.calendar import DEFAULT_TZ, WorkCalendar, period_days
+from workflows.calendar import WorkCalendar, period_days
 from workflows.claims import claim_batch
 from workflows.cycles import opening_moment, previous_period
 from workflows.db import Database
@@ -169,10 +168,10 @@ class _Event:
 
 
 def default_calendar() -> WorkCalendar:
-    """The calendar the service uses (`service.runtime.make_engine` reads the same
-    variables): `calendar.yaml` of $CIVFLOW_DEFINITIONS, the zone of $CIVFLOW_TIMEZONE."""
-    return WorkCalendar.load(os.environ.get("CIVFLOW_DEFINITIONS", "definitions"),
-                             os.environ.get("CIVFLOW_TIMEZONE") or DEFAULT_TZ)
+    """The calendar the service uses (`service.runtime.load_calendar`)."""
+    from ..runtime import load_calendar
+
+    return load_calendar()
 
 
 class _RememberingCalendar(WorkCalendar):
