@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from . import actors, forms, provenance, queries, quotas, rules
 from .access import HELD_ROLES, Viewer, can_see, check_can_start
 from .calendar import WorkCalendar
+from .calendar_file import deadline_uncertain
 from .db import Database
 from .errors import (
     ActionNotAllowed,
@@ -635,6 +636,8 @@ class Engine:
     def _label(self, s: Session, row: queries.CaseRow, lang: str) -> CompiledFlow:
         cf = self.compiled(s, row.version_id)
         row.state_label = cf.spec.states[row.state].label.text(lang)
+        row.deadline_uncertain = not row.closed and deadline_uncertain(self.calendar,
+                                                                       row.deadline_at)
         return cf
 
     def history_for(self, viewer: Viewer, case_id: int) -> list[dict[str, Any]]:

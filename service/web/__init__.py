@@ -43,7 +43,17 @@ def wants_fragment() -> bool:
 
 
 # The views register their routes on `bp` when imported (after `bp` exists).
-from . import cases, i18n, ledger, nav, owner, queue, session, staff  # noqa: E402, F401
+from . import (  # noqa: E402, F401
+    calendar_gap,
+    cases,
+    i18n,
+    ledger,
+    nav,
+    owner,
+    queue,
+    session,
+    staff,
+)
 
 
 def init_app(app: Flask) -> None:
@@ -51,4 +61,5 @@ def init_app(app: Flask) -> None:
     i18n.init_app(app)
     csrf.init_app(app)
     nav.init_app(app)
+    calendar_gap.init_app(app)
     app.register_blueprint(bp)
