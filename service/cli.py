@@ -22,12 +22,13 @@ import click
 from workflows import demo as demo_data
 from workflows.accounts import BEARER, MIN_PASSWORD
 from workflows.calendar import CALENDAR_FILE
+from workflows.calendar_file import read_calendar
 from workflows.engine import SYSTEM_ACTOR, Actor, Engine, utcnow
 from workflows.errors import CivflowError, DefinitionInvalid, ImportFailed, NotFound
 from workflows.frontdoor import open_engine, shown_url, upgrade_schema
 from workflows.spec import load_definition
 
-from .runtime import background, make_engine
+from .runtime import background, definitions_folder, load_calendar, make_engine
 
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -42,13 +43,30 @@ def main() -> None:
 
 
 def _definition_files(paths: tuple[str, ...]) -> Iterator[Path]:
-    """Flow files: a folder gives its *.yaml/*.yml/*.json except the calendar file."""
+    """Flow files and the calendar file: a folder gives its *.yaml/*.yml/*.json."""
     for p in map(Path, paths):
         if p.is_dir():
-            yield from sorted(f for f in p.iterdir() if f.suffix in DEFINITION_SUFFIXES
-                              and f.name != CALENDAR_FILE)
+            yield from sorted(f for f in p.iterdir() if f.suffix in DEFINITION_SUFFIXES)
         else:
             yield p
+
+
+def _is_calendar(f: Path) -> bool:
+    """`calendar.yaml` is the working-day calendar (工作日历), not a flow."""
+    return f.name == CALENDAR_FILE
+
+
+def _check(f: Path, text: str) -> str:
+    """Validate a flow or the calendar file; the line saying it is fine, or raise
+    DefinitionInvalid."""
+    if _is_calendar(f):
+        cal = read_calendar(text, str(f))
+        years = f", years entered in full: {', '.join(map(str, sorted(cal.years)))}" \
+            if cal.years else ""
+        return (f"{f}: ok: working-day calendar ({len(cal.holidays)} extra holidays, "
+                f"{len(cal.workdays)} extra working days{years})")
+    spec = load_definition(text, str(f))
+    return f"{f}: ok: {spec.flow} ({len(spec.states)} states, {len(spec.transitions)} transitions)"
 
 
 def _read_definitions(paths: tuple[str, ...]) -> tuple[list[tuple[Path, str]], int]:
@@ -74,14 +92,13 @@ def validate(paths: tuple[str, ...]) -> None:
     files, code = _read_definitions(paths)
     for f, text in files:
         try:
-            spec = load_definition(text, str(f))
+            ok = _check(f, text)
         except DefinitionInvalid as exc:
             for p in exc.problems:
                 click.echo(str(p))
             code = code or 1
         else:
-            click.echo(f"{f}: ok: {spec.flow} ({len(spec.states)} states, "
-                       f"{len(spec.transitions)} transitions)", err=True)
+            click.echo(ok, err=True)
     sys.exit(code)
 
 
@@ -97,14 +114,17 @@ def init_db(db_url: str | None) -> None:
 @click.argument("paths", nargs=-1, required=True)
 @db_option
 def publish(paths: tuple[str, ...], db_url: str | None) -> None:
-    """Validate and publish definitions as immutable versions; nothing if any is invalid."""
+    """Validate and publish definitions as immutable versions; nothing if any is invalid.
+
+    The calendar file (calendar.yaml) among them is checked, not published: the service
+    reads it from its definitions folder."""
     files, code = _read_definitions(paths)
     if code:
         sys.exit(code)
     invalid = False
     for f, text in files:
         try:
-            load_definition(text, str(f))
+            _check(f, text)
         except DefinitionInvalid as exc:
             invalid = True
             for p in exc.problems:
@@ -114,6 +134,10 @@ def publish(paths: tuple[str, ...], db_url: str | None) -> None:
         sys.exit(1)
     engine = open_engine(db_url)
     for f, text in files:
+        if _is_calendar(f):
+            click.echo(f"skipped: {f} (the working-day calendar, valid; not a flow — the "
+                       "service reads it from its definitions folder)")
+            continue
         r = engine.publish(text, str(f))
         state = "published" if r.created else "unchanged"
         click.echo(f"{state}: {r.flow} v{r.version} ({r.content_hash[:12]})")
@@ -386,6 +410,9 @@ def _publish_shipped(engine: Engine, definitions: Path | None) -> list:
     results = []
     for f in _definition_files((str(definitions),)):
         try:
+            if _is_calendar(f):  # read by make_engine (WorkCalendar.load), not published
+                _check(f, f.read_text(encoding="utf-8"))
+                continue
             results.append(engine.publish(f.read_text(encoding="utf-8"), str(f)))
         except DefinitionInvalid as exc:
             for p in exc.problems:
@@ -395,9 +422,9 @@ def _publish_shipped(engine: Engine, definitions: Path | None) -> list:
     return results
 
 
-def _load_demo(engine: Engine) -> demo_data.DemoResult:
+def _load_demo(engine: Engine, definitions: Path) -> demo_data.DemoResult:
     try:
-        return engine.door.demo.load()
+        return engine.door.demo.load(calendar=load_calendar(definitions))
     except ImportFailed as exc:
         for line, message in exc.errors:
             click.echo(f"{demo_data.PEOPLE_CSV}:{line}: {message}", err=True)
@@ -406,39 +433,48 @@ def _load_demo(engine: Engine) -> demo_data.DemoResult:
 
 
 def prepare(db_url: str | None, definitions: Path | None, demo: bool) -> Engine:
-    """First start of `serve`: upgrade the schema, publish the shipped definitions, and load
-    the demo organisation (with its accounts) into a database that has no units yet."""
+    """First start of `serve`: upgrade the schema, publish the shipped definitions (or those
+    of `definitions`, `definitions_folder`), and load the demo organisation (with its
+    accounts) into a database that has no units yet."""
+    definitions = definitions_folder(definitions)
     upgrade_schema(db_url)
-    engine = open_engine(db_url)
+    engine = open_engine(db_url, calendar=load_calendar(definitions))
     for r in _publish_shipped(engine, definitions):
         if r.created:
             click.echo(f"published {r.flow} v{r.version}", err=True)
     if demo and not engine.door.demo.has_units():
-        result = _load_demo(engine)
+        result = _load_demo(engine, definitions)
         click.echo(f"demo organisation loaded: {result.people_created} people, "
                    f"{result.accounts_created} accounts", err=True)
         click.echo(demo_data.table(engine.door.demo.accounts()), err=True)
     return engine
 
 
+definitions_option = click.option(
+    "--definitions", envvar="CIVFLOW_DEFINITIONS", default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of flow definitions to publish (identical ones are skipped) and of the "
+         "calendar.yaml to use (default: $CIVFLOW_DEFINITIONS, else the definitions shipped "
+         "with civflow).")
+
+
 @main.command()
-@click.option("--definitions", default="definitions", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of flow definitions to publish (identical ones are skipped).")
+@definitions_option
 @db_option
-def demo(definitions: Path, db_url: str | None) -> None:
+def demo(definitions: Path | None, db_url: str | None) -> None:
     """Set up a database to try civflow: schema, shipped flows, demo organisation.
 
     The organisation is 示范市人力资源和社会保障局 with three divisions and 30 people; the
     accounts admin, owner, leader1-3, committee1 and staff01-24 all have the password
     civflow-demo. Running it again changes nothing.
     """
+    definitions = definitions_folder(definitions)
     upgrade_schema(db_url)
-    engine = open_engine(db_url)
+    engine = open_engine(db_url, calendar=load_calendar(definitions))
     published = _publish_shipped(engine, definitions)
     for r in published:
         click.echo(f"{'published' if r.created else 'unchanged'}: {r.flow} v{r.version}")
-    result = _load_demo(engine)
+    result = _load_demo(engine, definitions)
     if result.people_created or result.units_created:
         click.echo(f"demo organisation created: {result.units_created} units, "
                    f"{result.people_created} people, {result.accounts_created} accounts")
@@ -464,9 +500,7 @@ def demo(definitions: Path, db_url: str | None) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--definitions", default="definitions", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of flow definitions published at start (identical ones are skipped).")
+@definitions_option
 @click.option("--demo/--no-demo", default=True, show_default=True,
               help="Load the demo organisation and accounts into an empty database.")
 @click.option("--scheduler/--no-scheduler", "with_scheduler", default=True,
@@ -474,7 +508,7 @@ def demo(definitions: Path, db_url: str | None) -> None:
               help="Also run the scheduler (timers ticked every second) in this process; "
                    "--no-scheduler when `civflow worker` processes do it.")
 @db_option
-def serve(host: str, port: int, definitions: Path, demo: bool, with_scheduler: bool,
+def serve(host: str, port: int, definitions: Path | None, demo: bool, with_scheduler: bool,
           db_url: str | None) -> None:
     """Run the service (Flask development server) and, unless --no-scheduler, the
     scheduler that fires timers, on the configured database.
@@ -483,10 +517,12 @@ def serve(host: str, port: int, definitions: Path, demo: bool, with_scheduler: b
     """
     from .app import create_app
 
+    definitions = definitions_folder(definitions)
     engine = prepare(db_url, definitions, demo)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://{shown_host}:{port}"
-    click.echo(f"civflow on {base}/ — database {_shown(db_url)}", err=True)
+    click.echo(f"civflow on {base}/ — database {_shown(db_url)}, definitions {definitions}",
+               err=True)
     click.echo(f"log in: {base}/login (then {base}/docs); scripts: POST "
                f"{base}/api/v1/auth/token", err=True)
     if engine.door.demo.is_loaded():
@@ -495,7 +531,7 @@ def serve(host: str, port: int, definitions: Path, demo: bool, with_scheduler: b
     elif demo:
         click.echo("this database has its own organisation and no demo accounts; "
                    "`civflow demo` adds them, `civflow create-user` makes an account", err=True)
-    app = create_app(db_url)
+    app = create_app(db_url, engine=make_engine(db_url, definitions))
     scheduler = None
     if with_scheduler:
         from .scheduler import start_scheduler, stop_scheduler

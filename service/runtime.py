@@ -5,14 +5,16 @@ the working-day calendar and what runs in the background:
 
 - `CIVFLOW_DATABASE_URL` — the database (SQLite `civflow.db` by default);
 - `CIVFLOW_TIMEZONE` — periods, deadlines and working days (Asia/Shanghai by default);
-- `CIVFLOW_DEFINITIONS` — the folder whose `calendar.yaml` overrides the official
-  holidays (`definitions` in the working directory by default);
+- `CIVFLOW_DEFINITIONS` — the folder of flow definitions that `serve` and `demo` publish,
+  whose `calendar.yaml` adds to the official holidays (default: the folder shipped with
+  civflow, `shipped_definitions`; `--definitions` of `serve`/`demo` overrides both);
 - the notification variables of `workflows.notify.NotifyConfig` (SMTP, webhooks).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from workflows.calendar import DEFAULT_TZ, WorkCalendar
@@ -23,10 +25,31 @@ from workflows.notify import NotifyConfig, on_timer_event
 from workflows.timers import node_name
 
 
-def make_engine(db_url: str | None = None) -> Engine:
-    calendar = WorkCalendar.load(os.environ.get("CIVFLOW_DEFINITIONS", "definitions"),
-                                 os.environ.get("CIVFLOW_TIMEZONE") or DEFAULT_TZ)
-    return open_engine(db_url, calendar=calendar)
+def shipped_definitions() -> Path:
+    """The definitions shipped with civflow: the copy a wheel carries in
+    `service/definitions` (setup.py copies the repository's `definitions/` there), else
+    the repository's `definitions/` beside this package (a checkout, an editable install)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "definitions"
+    return packaged if packaged.is_dir() else here.parent / "definitions"
+
+
+def definitions_folder(given: str | Path | None = None) -> Path:
+    """The definitions folder in use: `given` (`--definitions`), else
+    $CIVFLOW_DEFINITIONS, else the shipped one — whatever the working directory."""
+    chosen = given or os.environ.get("CIVFLOW_DEFINITIONS")
+    return Path(chosen) if chosen else shipped_definitions()
+
+
+def load_calendar(definitions: str | Path | None = None) -> WorkCalendar:
+    """The working-day calendar: `calendar.yaml` of the definitions folder, the zone of
+    $CIVFLOW_TIMEZONE."""
+    return WorkCalendar.load(definitions_folder(definitions),
+                             os.environ.get("CIVFLOW_TIMEZONE") or DEFAULT_TZ)
+
+
+def make_engine(db_url: str | None = None, definitions: str | Path | None = None) -> Engine:
+    return open_engine(db_url, calendar=load_calendar(definitions))
 
 
 def background(engine: Engine) -> dict[str, Any]:

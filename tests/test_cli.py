@@ -62,6 +62,45 @@ def test_publish_init_start_fire_show(db_url, org, tmp_path):
     assert '"state": "evaluation"' in res.output and '"trigger": "submit"' in res.output
 
 
+
+def test_the_calendar_file_is_validated_among_the_flows_and_not_published(db_url, tmp_path):
+    """Issue 14.8: `civflow validate definitions/*.yaml` and `publish definitions/*.yaml`
+    (the natural commands) check calendar.yaml as a calendar and publish only the flows."""
+    files = sorted((ROOT / "definitions").glob("*.yaml"))
+    assert any(f.name == "calendar.yaml" for f in files)
+    res = run("validate", *files)
+    assert res.exit_code == 0, res.output
+    assert "calendar.yaml: ok: working-day calendar" in res.output
+    res = run("publish", *files, "--db", db_url)
+    assert res.exit_code == 0, res.output
+    assert "skipped: " in res.output and "calendar.yaml (the working-day calendar" in res.output
+    assert res.output.count("published: ") == len(files) - 1
+    # A bad calendar: every problem, by path, and nothing is published.
+    folder = tmp_path / "defs"
+    folder.mkdir()
+    (folder / "xx.yaml").write_text(
+        REGULAR.read_text(encoding="utf-8").replace("flow: regular-assessment", "flow: xx"),
+        encoding="utf-8")
+    bad = folder / "calendar.yaml"
+    bad.write_text("holidays: [2027-02-30, 2027-01-01]\nworkdays: [2027-01-01]\n"
+                   "years: [2028]\nextra: 1\n", encoding="utf-8")
+    res = run("validate", folder)
+    assert res.exit_code == 1
+    assert res.stdout.splitlines() == [
+        f"{bad}: extra: unknown key; a calendar file has holidays, workdays, years",
+        f"{bad}: holidays[0]: '2027-02-30' is not a date YYYY-MM-DD",
+        f"{bad}: workdays: 2027-01-01 is also listed under holidays",
+        f"{bad}: years[0]: 2028 is listed as entered in full but no holiday of 2028 is listed"]
+    res = run("publish", folder, "--db", db_url)
+    assert res.exit_code == 1 and "nothing published" in res.output
+    db = Database(db_url)
+    with db.unit_of_work(write=False) as s:
+        assert s.execute(select(FlowVersion.id).where(FlowVersion.flow_id == "xx")).first() is None
+    db.dispose()
+    bad.write_text("holidays: [2027-01-01\n", encoding="utf-8")
+    res = run("validate", bad)
+    assert res.exit_code == 1 and f"{bad}: <root>: not valid YAML" in res.output
+
 def test_first_run_prepares_everything(tmp_path):
     url = f"sqlite:///{tmp_path / 'first.db'}"
     db = prepare(url, ROOT / "definitions", demo=True).db

@@ -37,8 +37,9 @@ from workflows.models import (
 )
 from workflows.org import read_rows
 from workflows.queries import CaseFilter
+from workflows.timers import TimerWorker
 
-from .conftest import ROOT, cst
+from .conftest import CST, ROOT, cst
 
 DIVISIONS = ("RSJ-GWY", "RSJ-KHJC", "RSJ-GZFL")
 ACCOUNTS = (["admin", "owner", "committee1", "leader1", "leader2", "leader3"]
@@ -60,14 +61,14 @@ def run_demo(url: str):
     return res
 
 
-def seeded(url: str) -> demo.DemoResult:
-    """A migrated database with the shipped flows, the demo and its history up to NOW."""
+def seeded(url: str, now=NOW) -> demo.DemoResult:
+    """A migrated database with the shipped flows, the demo and its history up to `now`."""
     db = Database(url)
     try:
         engine = Engine(db)
         for f in FLOWS:
             engine.publish(f.read_text(encoding="utf-8"), str(f))
-        return demo.load(db, now=NOW)
+        return demo.load(db, now=now)
     finally:
         db.dispose()
 
@@ -393,6 +394,40 @@ def test_a_dispatch_under_way(history):
                                                                        17, 20)
     db.dispose()
 
+
+
+def test_the_monthly_check_in_reminder_comes_at_nine_on_its_day(db_url):
+    """Issue 14.5, on both databases: the demo loaded on 4 November at 21:20. 胡志鹏 took up
+    his post on 18 August (approved at 15:00): the reminders come on the 18th at 09:00 —
+    September's, fired late when the demo loaded, does not push November's to 4 December
+    21:20 (the load time plus a month)."""
+    upgrade(db_url)
+    seeded(db_url, now=cst(2026, 11, 4, 21, 20))
+    db = Database(db_url)
+    try:
+        engine = Engine(db)
+        with db.unit_of_work(write=False) as s:
+            cid = s.execute(select(Case.id).where(Case.flow_id == "frontline-dispatch")
+                            ).scalar_one()
+
+        def repeats():
+            with db.unit_of_work(write=False) as s:
+                return s.execute(select(Timer.status, Timer.due_at).where(
+                    Timer.case_id == cid, Timer.kind == "repeat").order_by(Timer.id)).all()
+
+        assert [(st, due.astimezone(CST)) for st, due in repeats()] == [
+            ("done", cst(2026, 9, 18, 9)), ("pending", cst(2026, 11, 18, 9))]
+        fired = []
+        worker = TimerWorker(engine, on_event=lambda s, t, c, cf: fired.append(
+            (t.kind, t.due_at.astimezone(CST), t.payload["notify"])) if c.id == cid else None)
+        worker.tick(cst(2026, 11, 18, 8, 59))
+        assert fired == []
+        worker.tick(cst(2026, 11, 18, 9))
+        assert fired == [("repeat", cst(2026, 11, 18, 9), ["subject"])]
+        assert [(st, due.astimezone(CST)) for st, due in repeats()][1:] == [
+            ("done", cst(2026, 11, 18, 9)), ("pending", cst(2026, 12, 18, 9))]
+    finally:
+        db.dispose()
 
 def test_a_promotion_candidate_in_public_notice(history):
     url, _result = history

@@ -18,7 +18,13 @@ from workflows.calendar import WorkCalendar
 from workflows.engine import SYSTEM_ACTOR, Actor, Engine
 from workflows.models import Case, HistoryRecord, Timer
 from workflows.spec import load_definition
-from workflows.timers import MAX_ATTEMPTS, TimerWorker, plan_state
+from workflows.timers import (
+    MAX_ATTEMPTS,
+    TimerWorker,
+    following_repeat,
+    next_repeat,
+    plan_state,
+)
 
 from .conftest import CST, REGULAR, Clock, cst
 
@@ -145,6 +151,44 @@ def test_the_regular_approval_is_due_after_the_quarter_ends():
                                     WorkCalendar())
     assert deadline.astimezone(CST).date() > dt.date(2026, 12, 31)  # Q4: after year end
 
+
+DISPATCH_FILE = REGULAR.parent / "frontline-dispatch.yaml"
+
+
+def test_a_monthly_repeat_lands_at_its_time_on_its_day():
+    """Issue 14.5: the check-in reminder (`every: P1M, time: "09:00"`) comes at 09:00, a
+    month after the day the person took up the post — not at the minute they did — and a
+    late firing does not push the next one a month past the moment it fired."""
+    spec = load_definition(DISPATCH_FILE.read_text(encoding="utf-8"), str(DISPATCH_FILE))
+    entered = cst(2026, 8, 18, 15)  # approved at 15:00
+    _deadline, planned = plan_state(spec, "dispatched", entered, None, WorkCalendar(),
+                                    {"term_end": "2028-08-31"})
+    (repeat,) = [p for p in planned if p.kind == "repeat"]
+    assert repeat.due_at == cst(2026, 9, 18, 9)
+    # September's fires late, on 4 November at 21:20 (nobody ran the scheduler): October's
+    # is skipped, November's stays on 18 November at 09:00.
+    assert following_repeat(repeat.payload, repeat.due_at, cst(2026, 11, 4, 21, 20),
+                            WorkCalendar()) == cst(2026, 11, 18, 9)
+    # On time: the next month, same day and time.
+    assert following_repeat(repeat.payload, cst(2026, 11, 18, 9), cst(2026, 11, 18, 9, 0, 1),
+                            WorkCalendar()) == cst(2026, 12, 18, 9)
+
+
+def test_monthly_repeats_count_from_the_anchor_and_short_steps_ignore_the_time():
+    cal = WorkCalendar()
+    payload = {"every": "P1M", "time": "09:00", "anchor": cst(2026, 1, 31, 10).isoformat()}
+    feb = next_repeat("P1M", None, "09:00", cst(2026, 1, 31, 10), cal)
+    assert feb == cst(2026, 2, 28, 9)
+    assert following_repeat(payload, feb, feb, cal) == cst(2026, 3, 31, 9)  # not 28 March
+    # A timer planned before the anchor was stored counts from its own due moment.
+    assert following_repeat({"every": "P1M", "time": "09:00"}, cst(2026, 3, 5, 9),
+                            cst(2026, 3, 5, 9), cal) == cst(2026, 4, 5, 9)
+    # Every 20 minutes has no time of day; missed steps are skipped in one go.
+    start = cst(2026, 10, 1, 8)
+    assert next_repeat("PT20M", None, "09:00", start, cal) == start + dt.timedelta(minutes=20)
+    late = {"every": "PT20M", "anchor": start.isoformat()}
+    assert following_repeat(late, start + dt.timedelta(minutes=20), cst(2026, 10, 3, 8, 5),
+                            cal) == cst(2026, 10, 3, 8, 20)
 
 # --------------------------------------------------------------------------- engine + worker
 

@@ -20,11 +20,12 @@ from zoneinfo import ZoneInfo
 
 import chinese_calendar
 import isodate
-import yaml
 
 log = logging.getLogger("civflow.calendar")
 DEFAULT_TZ = "Asia/Shanghai"
 CALENDAR_FILE = "calendar.yaml"
+# The years the installed chinesecalendar knows (2004–2026 in 1.11.0).
+LIBRARY_YEARS = (min(chinese_calendar.holidays).year, max(chinese_calendar.holidays).year)
 
 
 @dataclass
@@ -32,6 +33,8 @@ class WorkCalendar:
     tz: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_TZ))
     holidays: set[dt.date] = field(default_factory=set)  # extra days off
     workdays: set[dt.date] = field(default_factory=set)  # extra working days
+    years: set[int] = field(default_factory=set)  # years the file gives in full (`covers`)
+    source: Path | None = None  # the calendar file applied, if any
     _warned: set[int] = field(default_factory=set, repr=False)
 
     @classmethod
@@ -43,13 +46,20 @@ class WorkCalendar:
         workdays: [2027-02-07]      # make-up working days (调休上班)
         ```
         """
+        from .calendar_file import read_calendar  # raises DefinitionInvalid when bad
+
         cal = cls(tz=ZoneInfo(tz or DEFAULT_TZ))
         path = Path(definitions) / CALENDAR_FILE if definitions else None
         if path and path.is_file():
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            cal.holidays = {_date(d) for d in data.get("holidays") or []}
-            cal.workdays = {_date(d) for d in data.get("workdays") or []}
+            data = read_calendar(path.read_text(encoding="utf-8"), str(path))
+            cal.holidays, cal.workdays = set(data.holidays), set(data.workdays)
+            cal.years, cal.source = set(data.years), path
         return cal
+
+    def covers(self, year: int) -> bool:
+        """Whether the official holidays of `year` are known (the library's years and the
+        file's `years`); elsewhere only weekends are days off (workflows/calendar_file.py)."""
+        return year in self.years or LIBRARY_YEARS[0] <= year <= LIBRARY_YEARS[1]
 
     def is_workday(self, day: dt.date) -> bool:
         if day in self.workdays:
@@ -155,7 +165,3 @@ def quarter_end(day: dt.date) -> dt.date:
     """The last day of the quarter holding `day`: 季审定 — the months of a quarter are
     approved together after it ends."""
     return period_days("quarter", f"{day.year}-Q{(day.month - 1) // 3 + 1}")[1]
-
-
-def _date(value) -> dt.date:
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))

@@ -80,6 +80,9 @@ class CaseRow:
     state_label: str = ""
     data: dict[str, Any] = field(default_factory=dict)
     actions: list[Any] = field(default_factory=list)
+    # The deadline falls in a year whose official holidays the calendar does not know
+    # (calendar_file.deadline_uncertain): it may be early. Set by the engine.
+    deadline_uncertain: bool = False
 
 
 def _base():

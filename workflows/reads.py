@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from . import provenance, queries
 from .access import Viewer
+from .calendar_file import deadline_uncertain
 from .core import Action, Actor, CaseView
 from .db import Database
 from .errors import Forbidden, NotFound
@@ -100,6 +101,8 @@ class Reads:
     def _label(self, s: Session, row: queries.CaseRow, lang: str) -> CompiledFlow:
         cf = self.versions.compiled(s, row.version_id)
         row.state_label = cf.spec.states[row.state].label.text(lang)
+        row.deadline_uncertain = not row.closed and deadline_uncertain(self.kernel.calendar,
+                                                                       row.deadline_at)
         return cf
 
     def history_for(self, viewer: Viewer, case_id: int) -> list[dict[str, Any]]:

@@ -107,17 +107,53 @@ def plan_state(spec: FlowSpec, state: str, entered: dt.datetime, period_key: str
             planned.append(Planned(AUTO, due, tm.fire, f"t{i}"))
         elif tm.kind == REPEAT:
             due = next_repeat(tm.every, tm.weekday, tm.time, entered, cal)
+            # `anchor`: the repeats of `every` count from the visit's start, so a late
+            # firing does not shift the ones after it (following_repeat).
             planned.append(Planned(REPEAT, due, None, f"t{i}",
                                    {**notify, "every": tm.every, "weekday": tm.weekday,
-                                    "time": tm.time, "n": 1}))
+                                    "time": tm.time, "n": 1, "anchor": entered.isoformat()}))
     return deadline, planned
 
 
 def next_repeat(every: str | None, weekday: str | None, hhmm: str | None,
-                after: dt.datetime, cal: WorkCalendar) -> dt.datetime:
-    if every:
-        return cal.add_duration(after, every)
-    return cal.next_weekday(after, WEEKDAYS.index(weekday or "mon"), hhmm)
+                after: dt.datetime, cal: WorkCalendar, anchor: dt.datetime | None = None
+                ) -> dt.datetime:
+    """The first repeat strictly after `after`.
+
+    `weekday`: that weekday at `hhmm` local. `every`: the k-th step from `anchor` (default
+    `after`), k = 1, 2, …; with `hhmm` the step's local day at that time (a monthly check-in
+    at 09:00 lands at 09:00 on the same day each month, not at the minute the state was
+    entered). A step shorter than a day ignores `hhmm` (every 20 minutes has no time of day).
+    """
+    if not every:
+        return cal.next_weekday(after, WEEKDAYS.index(weekday or "mon"), hhmm)
+    import isodate
+
+    step = isodate.parse_duration(every)
+    base = cal.local(anchor or after)
+    daily = hhmm is not None and not (isinstance(step, dt.timedelta)
+                                      and step < dt.timedelta(days=1))
+    k = 1
+    if isinstance(step, dt.timedelta) and after > base:  # jump over the missed ones at once
+        k = max(1, (after - base) // step)
+    while True:
+        moment = base + step * k  # from the anchor each time: 31 Jan, 28 Feb, 31 Mar
+        due = cal.at_time(moment.date(), hhmm) if daily else moment.astimezone(dt.UTC)
+        if due > after:
+            return due
+        k += 1
+
+
+def following_repeat(payload: dict[str, Any], due_at: dt.datetime, now: dt.datetime,
+                     cal: WorkCalendar) -> dt.datetime:
+    """The repeat after the one due at `due_at`, fired at `now`: the next of its schedule
+    still to come. Repeats missed while no worker ran are skipped, not fired in a burst,
+    and a late firing does not move the schedule (November's reminder still comes at 09:00
+    on its day, not a month after the moment a late October one fired)."""
+    anchor = payload.get("anchor")
+    return next_repeat(payload.get("every"), payload.get("weekday"), payload.get("time"),
+                       max(due_at, now), cal,
+                       dt.datetime.fromisoformat(anchor) if anchor else due_at)
 
 
 def _boundary(spec: FlowSpec, period_key: str | None, at: str | None, hhmm: str | None,
@@ -229,8 +265,7 @@ class TimerWorker:
             self.on_event(s, timer, case, cf)
         if timer.kind == REPEAT:
             p = timer.payload
-            due = next_repeat(p.get("every"), p.get("weekday"), p.get("time"),
-                              max(timer.due_at, now), self.engine.calendar)
+            due = following_repeat(p, timer.due_at, now, self.engine.calendar)
             n = int(p.get("n", 1)) + 1
             conn.execute(TIMERS.insert(), [{
                 "case_id": timer.case_id, "state_visit": timer.state_visit, "kind": REPEAT,

@@ -33,8 +33,8 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 def case_out(row: CaseRow) -> dict[str, Any]:
     out = {k: getattr(row, k) for k in (
         "id", "flow", "flow_title", "flow_version", "tier", "period_key", "state",
-        "state_label", "version", "deadline_at", "overdue", "claimed_by", "created_at",
-        "updated_at", "closed", "data")}
+        "state_label", "version", "deadline_at", "overdue", "deadline_uncertain", "claimed_by",
+        "created_at", "updated_at", "closed", "data")}
     out["subject"] = {"id": row.subject_id, "name": row.subject_name}
     out["unit"] = {"id": row.unit_id, "name": row.unit_name}
     out["actions"] = [a.__dict__ for a in row.actions]

@@ -95,6 +95,11 @@ class CaseOut(Schema):
     version = fields.Integer(required=True)
     deadline_at = fields.DateTime(allow_none=True)
     overdue = fields.Boolean(required=True)
+    deadline_uncertain = fields.Boolean(required=True, metadata={
+        "description": "The deadline falls in a year whose official holidays the calendar "
+                       "does not know yet (e.g. 2027 before its State Council notice is "
+                       "added to calendar.yaml): only weekends were counted as days off, so "
+                       "it may be early. See docs/calendar.md."})
     claimed_by = fields.Integer(allow_none=True)
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)

@@ -44,7 +44,18 @@ def wants_fragment() -> bool:
 
 
 # The views register their routes on `bp` when imported (after `bp` exists).
-from . import cases, i18n, ledger, nav, owner, queue, session, staff, starting  # noqa: E402, F401, I001
+from . import (  # noqa: E402, F401
+    calendar_gap,
+    cases,
+    i18n,
+    ledger,
+    nav,
+    owner,
+    queue,
+    session,
+    staff,
+    starting,
+)
 
 
 def init_app(app: Flask) -> None:
@@ -52,4 +63,5 @@ def init_app(app: Flask) -> None:
     i18n.init_app(app)
     csrf.init_app(app)
     nav.init_app(app)
+    calendar_gap.init_app(app)
     app.register_blueprint(bp)

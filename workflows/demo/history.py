@@ -169,8 +169,9 @@ class _Event:
 
 
 def default_calendar() -> WorkCalendar:
-    """The calendar the service uses (`service.runtime.make_engine` reads the same
-    variables): `calendar.yaml` of $CIVFLOW_DEFINITIONS, the zone of $CIVFLOW_TIMEZONE."""
+    """The calendar the service uses when none is given (`service.runtime.load_calendar`
+    passes the definitions folder's): `calendar.yaml` of $CIVFLOW_DEFINITIONS, the zone of
+    $CIVFLOW_TIMEZONE."""
     return WorkCalendar.load(os.environ.get("CIVFLOW_DEFINITIONS", "definitions"),
                              os.environ.get("CIVFLOW_TIMEZONE") or DEFAULT_TZ)
 
