@@ -44,7 +44,8 @@ BUILTIN_ROLES = {
     "leader": {"resolve": "leader"},  # 主管领导: a leader of the case's unit or above it
 }
 SYSTEM = "system"  # the scheduler; never a person
-RESERVED_TRIGGERS = ("start", "claim", "release", "delegate")  # history records of their own
+# History records of their own: a case's start, queue claims, a migration to a new version.
+RESERVED_TRIGGERS = ("start", "claim", "release", "delegate", "migrate")
 ANY_STATE = "*"
 TIMER_KINDS = ("reminder", "auto", "repeat")
 DEADLINE_FROM = ("entered", "period_start", "period_end", "quarter_end")
@@ -833,7 +834,7 @@ def _build(data: dict[str, Any], add) -> FlowSpec:  # noqa: C901 - one pass, man
         p = f"transitions[{i}]"
         if raw["trigger"] in RESERVED_TRIGGERS:
             add(f"{p}.trigger", f"{raw['trigger']!r} is reserved: the history records starting "
-                                "a case and queue claims under it")
+                                "a case, queue claims and migrations under it")
         sources: list[str] = []
         raw_sources = raw["source"]
         for j, s in enumerate(raw_sources):
