@@ -104,12 +104,12 @@ def _migrated(rec: Record, data: dict[str, Any],
     """A `migrate` record: earlier records were written under another version; only what
     the record carries (trusted under that version when the case moved) stays trusted."""
     carried = rec.data or {}
-    for name, (seq, why) in list(source.items()):
-        if name not in carried:
-            source[name] = (seq, why or "written before the case moved to its current "
-                            f"version (record seq {rec.seq}) and not carried by the move: "
-                            "not trusted under the version it was written in, or not a "
-                            "field of the current version")
+    for name, (seq, _why) in list(source.items()):
+        if name not in carried:  # (`_why` judged it against the wrong version)
+            source[name] = (seq, "written before the case moved to its current version "
+                            f"(record seq {rec.seq}) and not carried by the move: not "
+                            "trusted under the version it was written in, or not a field "
+                            "of the current version")
     for name, value in carried.items():
         data[name] = value
         source[name] = (rec.seq, None)
