@@ -365,3 +365,65 @@ def test_migrate_is_a_reserved_trigger():
 
     with pytest.raises(DefinitionInvalid, match="reserved"):
         load_definition(V1.replace("trigger: note", "trigger: migrate"), "bad.yaml")
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from service.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_cli_dry_run_prints_the_preview_and_changes_nothing(flows, db_url):
+    engine, org, _v1 = flows
+    a = engine.start_case(FLOW, org.s1).id
+    b = _in_review(engine, org, "s2", old_note="旧")
+    _v2(engine)
+    res = _cli("migrate", FLOW, "--from", 1, "--to", 2, "--dry-run", "--db", db_url)
+    assert res.exit_code == 0, res.output
+    assert "mig-flow v1 → v2: 2 open case(s), 1 would move, 1 cannot" in res.output
+    assert "removed and not mapped: review" in res.output
+    assert f"case {a} 测试s1: draft → draft; timers -reminder" in res.output
+    assert "+deadline" in res.output
+    assert f"case {b} 测试s2: review — cannot move: state 'review' is not in version 2" \
+        in res.output
+    res = _cli("migrate", FLOW, "--from", 1, "--to", 2, "--map", "review=check",
+               "--dry-run", "--db", db_url)
+    assert f"case {b} 测试s2: review → check; timers -deadline" in res.output
+    assert "kept, not in v2: old_note" in res.output
+    assert engine.get_case(a).flow_version == engine.get_case(b).flow_version == 1
+
+
+def test_cli_migrates_in_batches_as_a_person(flows, db_url):
+    engine, org, _v1 = flows
+    ids = [engine.start_case(FLOW, getattr(org, f"s{i}")).id for i in range(1, 4)]
+    _v2(engine)
+    res = _cli("migrate", FLOW, "--from", 1, "--to", 2, "--batch", 2, "--as", "S1",
+               "--db", db_url)
+    assert res.exit_code == 1  # s1 is neither process owner nor admin
+    assert "needs_process_owner" in res.output
+    _owner(engine, org)
+    res = _cli("migrate", FLOW, "--from", 1, "--to", 2, "--batch", 2, "--as", "C2",
+               "--db", db_url)
+    assert res.exit_code == 0, res.output
+    assert "… 2 moved, 0 refused, 0 skipped" in res.output
+    assert "3 moved, 0 refused, 0 already moved; done" in res.output
+    for i in ids:
+        rec = _records(engine, i)[-1]
+        assert (rec.trigger, rec.actor_id, rec.actor_role) == ("migrate", org.c2,
+                                                               "process_owner")
+
+
+def test_cli_bad_input(flows, db_url):
+    engine, org, _v1 = flows
+    _v2(engine)
+    res = _cli("migrate", FLOW, "--from", 1, "--to", 2, "--map", "review", "--db", db_url)
+    assert res.exit_code == 1 and "'review' is not old=new" in res.output
+    res = _cli("migrate", FLOW, "--from", 2, "--to", 1, "--db", db_url)
+    assert res.exit_code == 1 and "not newer" in res.output
+    res = _cli("migrate", FLOW, "--from", 1, "--to", 9, "--db", db_url)
+    assert res.exit_code == 1 and "no version 9" in res.output
