@@ -43,7 +43,7 @@ def wants_fragment() -> bool:
 
 
 # The views register their routes on `bp` when imported (after `bp` exists).
-from . import cases, i18n, ledger, nav, owner, queue, session, staff  # noqa: E402, F401
+from . import cases, i18n, ledger, migrations, nav, owner, queue, session, staff  # noqa: E402, F401
 
 
 def init_app(app: Flask) -> None:
