@@ -35,7 +35,8 @@ from sqlalchemy.orm import Session
 
 from . import actors, provenance
 from .access import Viewer
-from .errors import CivflowError, FieldErrors, Forbidden, NotFound, NotPublished
+from .engine import INSERT_HISTORY, VERSIONED_UPDATE
+from .errors import CivflowError, Conflict, FieldErrors, Forbidden, NotFound, NotPublished
 from .history import BOOKKEEPING, record_hash
 from .models import Case, FlowVersion, HistoryRecord, MigrationRun, Person, Timer, Unit
 from .spec import SYSTEM, FlowSpec
@@ -209,7 +210,10 @@ def run(engine: Engine, flow: str, from_version: int, to_version: int,
             result.status = DONE
             break
         for case_id in ids:
-            outcome = _move(engine, v, case_id, viewer, result.run_id)
+            try:
+                outcome = _move(engine, v, case_id, viewer, result.run_id)
+            except Conflict as exc:  # changed under us (the row lock should prevent it)
+                outcome = f"{exc}; run the migration again"
             if outcome is None:
                 result.moved += 1
             elif outcome == "":
@@ -435,9 +439,6 @@ def _write(s: Session, engine: Engine, v: _Versions, row, p: CasePlan,
            viewer: Viewer | None, run_id: int, now: dt.datetime) -> None:
     """The versioned case UPDATE, the chained `migrate` history record and the timers of
     the new state visit, in the caller's transaction (one case)."""
-    from .engine import INSERT_HISTORY, VERSIONED_UPDATE
-    from .errors import Conflict
-
     seq = row.history_seq + 1
     actor_id = viewer.person_id if viewer is not None else None
     role = SYSTEM if viewer is None else "process_owner" if viewer.is_owner else "admin"
