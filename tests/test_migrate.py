@@ -427,3 +427,18 @@ def test_cli_bad_input(flows, db_url):
     assert res.exit_code == 1 and "not newer" in res.output
     res = _cli("migrate", FLOW, "--from", 1, "--to", 9, "--db", db_url)
     assert res.exit_code == 1 and "no version 9" in res.output
+
+
+def test_an_interrupted_run_run_again_with_another_mapping_is_superseded(flows):
+    engine, org, _v1 = flows
+    for i in range(1, 4):
+        engine.start_case(FLOW, getattr(org, f"s{i}"))
+    _in_review(engine, org, "s4")
+    _v2(engine)
+    first = migrate.run(engine, FLOW, 1, 2, batch=1, max_batches=1)
+    second = migrate.run(engine, FLOW, 1, 2, {"review": "check"})
+    assert not second.resumed and second.run_id != first.run_id
+    assert (second.moved, second.refused, second.status) == (3, 0, "done")
+    with engine.db.unit_of_work(write=False) as s:
+        statuses = dict(s.execute(select(MigrationRun.id, MigrationRun.status)).all())
+    assert statuses == {first.run_id: "superseded", second.run_id: "done"}

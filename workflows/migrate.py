@@ -50,7 +50,7 @@ CASES = Case.__table__
 HISTORY = HistoryRecord.__table__
 TIMERS = Timer.__table__
 BATCH = 100  # cases per batch; each case is still its own transaction
-RUNNING, DONE = "running", "done"
+RUNNING, DONE, SUPERSEDED = "running", "done", "superseded"
 HISTORY_OF = (select(HISTORY.c.case_id, HISTORY.c.seq, HISTORY.c.trigger,
                      HISTORY.c.from_state, HISTORY.c.actor_role, HISTORY.c.data)
               .where(HISTORY.c.case_id.in_(bindparam("ids", expanding=True)))
@@ -189,6 +189,8 @@ def run(engine: Engine, flow: str, from_version: int, to_version: int,
             row, resumed = existing, True
             row.refused = 0  # the refused cases are tried, and counted, again
         else:
+            if existing is not None:  # another mapping: that run will not be resumed
+                existing.status, existing.finished_at = SUPERSEDED, engine.clock()
             row = MigrationRun(flow_id=flow, from_version=from_version, to_version=to_version,
                                mapping=wanted, by=by, status=RUNNING,
                                started_at=engine.clock(), moved=0, refused=0, skipped=0)

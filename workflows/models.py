@@ -365,7 +365,8 @@ class MigrationRun(Base):
     to_version: Mapped[int] = mapped_column(Integer)
     mapping: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     by: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running | done
+    # running | done | superseded (interrupted, then run again with another mapping)
+    status: Mapped[str] = mapped_column(String(16), default="running")
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     moved: Mapped[int] = mapped_column(Integer, default=0)

@@ -101,7 +101,8 @@ class RunOut(Schema):
     mapping = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
     by = fields.Integer(allow_none=True)
     status = fields.String(required=True, metadata={
-        "description": "running (interrupted runs stay so: run again to resume) | done"})
+        "description": "running (interrupted runs stay so: run again to resume) | done | "
+                       "superseded (interrupted, then run again with another mapping)"})
     started_at = fields.DateTime(required=True)
     finished_at = fields.DateTime(allow_none=True)
     moved = fields.Integer(required=True)
