@@ -416,6 +416,10 @@ def test_cli_migrates_in_batches_as_a_person(flows, db_url):
         rec = _records(engine, i)[-1]
         assert (rec.trigger, rec.actor_id, rec.actor_role) == ("migrate", org.c2,
                                                                "process_owner")
+    res = _cli("verify-history", "--db", db_url)
+    assert res.exit_code == 0 and "history intact: 3 cases, 6 records" in res.output
+    res = _cli("migrate", FLOW, "--from", 1, "--to", 2, "--db", db_url)  # again: nothing
+    assert "0 open case(s)" in res.output and "0 moved" in res.output
 
 
 def test_cli_bad_input(flows, db_url):

@@ -50,6 +50,9 @@ def test_preview_then_migrate_from_the_version_page(web, engine):
     assert engine.get_case(b).state == "check"
     v2 = _text(web.get(f"/flows/{FLOW}/versions/2"))
     assert "2 个案件已迁移到版本 2" in v2
+    # The case page's timeline says what happened, with the versions in the comment.
+    case = _text(web.get(f"/cases/{b}"))
+    assert "迁移到流程的新版本" in case and "v1 → v2" in case
     runs = _text(web.get(f"{PAGE}?to=2"))
     assert "本流程的迁移记录" in runs and "v1 → v2" in runs
 
