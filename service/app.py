@@ -269,6 +269,7 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
         facts,
         flows,
         ledger,
+        migrations,
         notifications,
         org,
         positions,
@@ -276,6 +277,6 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
     )
 
     for module in (flows, cases, queue, org, notifications, facts, ledger, contact_points,
-                   contact_register, positions):
+                   contact_register, positions, migrations):
         api.register_blueprint(module.blp)
     return app

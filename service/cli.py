@@ -20,8 +20,9 @@ from pathlib import Path
 import click
 
 from workflows import demo as demo_data
+from workflows import migrate
 from workflows.accounts import BEARER, MIN_PASSWORD
-from workflows.calendar import CALENDAR_FILE
+from workflows.calendar import CALENDAR_FILE, WorkCalendar
 from workflows.calendar_file import read_calendar
 from workflows.engine import SYSTEM_ACTOR, Actor, Engine, utcnow
 from workflows.errors import CivflowError, DefinitionInvalid, ImportFailed, NotFound
@@ -288,6 +289,72 @@ def show(case_id: int, db_url: str | None) -> None:
         _fail(exc)
     click.echo(json.dumps({"case": case.__dict__, "history": history}, ensure_ascii=False,
                           indent=2, default=str))
+
+
+@main.command("migrate")
+@click.argument("flow")
+@click.option("--from", "from_version", type=click.IntRange(min=1), required=True,
+              help="The version the cases are on.")
+@click.option("--to", "to_version", type=click.IntRange(min=1), required=True,
+              help="A newer, published version.")
+@click.option("--map", "pairs", multiple=True, metavar="OLD=NEW",
+              help="Map a state the new version removed (repeatable); the other states keep "
+                   "their names.")
+@click.option("--dry-run", is_flag=True, help="Print the preview only; change nothing.")
+@click.option("--batch", type=click.IntRange(1, 10_000), default=migrate.BATCH,
+              show_default=True, help="Cases per batch (each case is its own transaction).")
+@click.option("--as", "as_code", default=None,
+              help="Person code of the process owner or admin recorded as migrating; omit "
+                   "for the operator (recorded as system).")
+@db_option
+def migrate_cmd(flow: str, from_version: int, to_version: int, pairs: tuple[str, ...],
+                dry_run: bool, batch: int, as_code: str | None, db_url: str | None) -> None:
+    """Move the open cases of FLOW from one version to a newer one (迁移): print the
+    preview (per case: old → new state, timers disarmed and armed, fields the new version
+    does not declare — kept —, or why it cannot move), then migrate in batches. Running it
+    again resumes an interrupted migration."""
+    engine = make_engine(db_url)
+    try:
+        viewer = None
+        if as_code:
+            viewer = engine.door.org.viewer(code=as_code)
+        mapping = migrate.parse_mapping(pairs)
+        preview = migrate.plan(engine, flow, from_version, to_version, mapping, viewer)
+        _print_preview(preview, engine.calendar)
+        if dry_run:
+            return
+
+        def progress(r: migrate.RunResult) -> None:
+            click.echo(f"… {r.moved} moved, {r.refused} refused, {r.skipped} skipped")
+
+        result = migrate.run(engine, flow, from_version, to_version, mapping, viewer,
+                             batch=batch, progress=progress)
+    except CivflowError as exc:
+        _fail(exc)
+    click.echo(f"migration run {result.run_id}" + (" (resumed)" if result.resumed else "")
+               + f": {result.moved} moved, {result.refused} refused, {result.skipped} "
+               f"already moved; {result.status}")
+
+
+def _print_preview(p: migrate.Preview, cal: WorkCalendar) -> None:
+    def when(t: migrate.TimerPlan) -> str:
+        return f"{t.kind} {cal.local(t.due_at):%Y-%m-%d %H:%M}"
+
+    removed = [k for k, v in p.mapping.items() if not v]
+    click.echo(f"{p.flow} v{p.from_version} → v{p.to_version}: {len(p.cases)} open case(s), "
+               f"{p.moving} would move, {p.refused} cannot"
+               + (f"; removed and not mapped: {', '.join(removed)}" if removed else ""))
+    for c in p.cases:
+        head = f"case {c.case_id} {c.subject_name} {c.period_key or ''}".rstrip()
+        if c.refusal:
+            click.echo(f"{head}: {c.from_state} — cannot move: {c.refusal}")
+            continue
+        timers = ", ".join([f"-{when(t)}" for t in c.disarm]
+                           + [f"+{when(t)}" for t in c.arm])
+        kept = (f"; kept, not in v{p.to_version}: {', '.join(c.fields_not_declared)}"
+                if c.fields_not_declared else "")
+        click.echo(f"{head}: {c.from_state} → {c.to_state}"
+                   + (f"; timers {timers}" if timers else "") + kept)
 
 
 def _json(text: str | None):

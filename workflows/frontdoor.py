@@ -275,6 +275,14 @@ class Organisation(_Capability):
     def person(self, *, person_id: int) -> dict[str, Any]:
         return org.get_person(self._db, person_id)
 
+    def viewer(self, *, code: str) -> Viewer:
+        """What the person with `code` may see and do (the CLI acts as someone by code)."""
+        with self._db.unit_of_work(write=False) as s:
+            pid = s.execute(select(Person.id).where(Person.code == code)).scalar()
+            if pid is None:
+                raise NotFound(f"no person with code {code!r}")
+            return load_viewer(s, pid)
+
     def person_id(self, *, code: str) -> int:
         """The id of the person with `code` (the CLI names people by code); NotFound."""
         with self._db.unit_of_work(write=False) as s:

@@ -351,6 +351,29 @@ class CycleRun(Base):
     cases_opened: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class MigrationRun(Base):
+    """A migration (迁移) of a flow's running cases from one version to a newer one: who ran
+    it, the state mapping (old state → new state), when, and how many cases moved, were
+    refused or were already moved. `status` is running until the last batch is done; a run
+    interrupted half-way stays running and is resumed by running it again
+    (`workflows.migrate.run`)."""
+
+    __tablename__ = "migration_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(64), index=True)
+    from_version: Mapped[int] = mapped_column(Integer)
+    to_version: Mapped[int] = mapped_column(Integer)
+    mapping: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    by: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    # running | done | superseded (interrupted, then run again with another mapping)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    moved: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+
+
 # --------------------------------------------------------------------------- person facts
 # What the rules read about a person (rank history, annual results, sanctions, …). Written
 # only through `workflows.facts`, which records every change in `fact_audit`.

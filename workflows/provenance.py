@@ -6,6 +6,12 @@ that wrote it was entitled to: the start record for a field the definition accep
 a role its `by` names. Rules and effects see only such values (`trusted`), and
 `civflow audit-case-data` lists the others (`audit`): start data from before start data was
 restricted, values written behind the engine's back.
+
+A case moved to a newer version (迁移, `workflows.migrate`) has a `migrate` record: the
+records before it were judged, when it was written, against the version they were written
+under, and it carries the values that were trusted then and that the new version still
+declares. Replayed against the case's (new) version, the records before it are summed up
+by it: what it carries is trusted, every other earlier value is not.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from .history import BOOKKEEPING
 from .spec import FlowSpec
 
 START = "start"  # the trigger name recorded for a case's first history record
+MIGRATE = "migrate"  # the trigger of the record that moves a case to another version
 
 
 class Record(Protocol):
@@ -75,6 +82,9 @@ def replay(spec: FlowSpec, records: Iterable[Record]
     for rec in records:
         if rec.trigger in BOOKKEEPING:
             continue
+        if rec.trigger == MIGRATE:
+            _migrated(rec, data, source)
+            continue
         t = spec.transition(rec.trigger, rec.from_state or "") if rec.trigger != START else None
         appends = t.appends if t else ()
         for name, value in (rec.data or {}).items():
@@ -87,6 +97,22 @@ def replay(spec: FlowSpec, records: Iterable[Record]
                 data[name] = value
             source[name] = (rec.seq, why)
     return data, source
+
+
+def _migrated(rec: Record, data: dict[str, Any],
+              source: dict[str, tuple[int, str | None]]) -> None:
+    """A `migrate` record: earlier records were written under another version; only what
+    the record carries (trusted under that version when the case moved) stays trusted."""
+    carried = rec.data or {}
+    for name, (seq, _why) in list(source.items()):
+        if name not in carried:  # (`_why` judged it against the wrong version)
+            source[name] = (seq, "written before the case moved to its current version "
+                            f"(record seq {rec.seq}) and not carried by the move: not "
+                            "trusted under the version it was written in, or not a field "
+                            "of the current version")
+    for name, value in carried.items():
+        data[name] = value
+        source[name] = (rec.seq, None)
 
 
 def trusted(spec: FlowSpec, current: dict[str, Any], records: Iterable[Record]

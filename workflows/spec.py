@@ -45,7 +45,8 @@ BUILTIN_ROLES = {
     "leader": {"resolve": "leader"},  # 主管领导: a leader of the case's unit or above it
 }
 SYSTEM = "system"  # the scheduler; never a person
-RESERVED_TRIGGERS = ("start", "claim", "release", "delegate")  # history records of their own
+# History records of their own: a case's start, queue claims, a migration to a new version.
+RESERVED_TRIGGERS = ("start", "claim", "release", "delegate", "migrate")
 ANY_STATE = "*"
 TIMER_KINDS = ("reminder", "auto", "repeat")
 DEADLINE_FROM = ("entered", "period_start", "period_end", "quarter_end")

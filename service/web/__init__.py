@@ -49,6 +49,7 @@ from . import (  # noqa: E402, F401
     cases,
     i18n,
     ledger,
+    migrations,
     nav,
     owner,
     queue,

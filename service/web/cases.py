@@ -30,6 +30,7 @@ from workflows.errors import (
     NotFound,
     RuleViolation,
 )
+from workflows.provenance import MIGRATE
 from workflows.queries import CaseRow
 from workflows.spec import SYSTEM, FieldSpec, FlowSpec
 
@@ -105,11 +106,13 @@ def timeline(spec: FlowSpec, history: list[dict[str, Any]], names: dict[int, str
         elif trigger == DELEGATE:
             what = _("Delegated the step to %(name)s",
                      name=names.get(h["data"].get("to"), f"#{h['data'].get('to')}"))
+        elif trigger == MIGRATE:  # the versions are in the comment; the data is carried over
+            what = _("Moved to a newer version of the flow")
         else:
             t = spec.transition(trigger, h["from"]) if h["from"] else None
             what = label(t.label, trigger) if t else trigger
         moved = h["from"] is not None and h["from"] != h["to"]
-        data = [] if trigger == DELEGATE else [
+        data = [] if trigger in (DELEGATE, MIGRATE) else [
             {"label": label(spec.fields[k].label, k) if k in spec.fields else k,
              "value": (_("%(n)s row(s)", n=len(v)) if isinstance(v, list)
                        else _value_text(spec.fields.get(k), v))}

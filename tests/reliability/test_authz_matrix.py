@@ -149,6 +149,9 @@ MATRIX: dict[str, str] = {
     "PUT /api/v1/rank-positions/{unit_code}/{rank}/{round}": _OWNER_ADMIN,
     "DELETE /api/v1/rank-positions/{unit_code}/{rank}/{round}": _OWNER_ADMIN,
     "POST /api/v1/rank-positions/import": _OWNER_ADMIN,
+    "POST /api/v1/flows/{flow}/migrations/preview": _OWNER_ADMIN,
+    "GET /api/v1/flows/{flow}/migrations": _OWNER_ADMIN,
+    "POST /api/v1/flows/{flow}/migrations": _OWNER_ADMIN,
 }
 
 
@@ -179,6 +182,10 @@ class Req:
 def _seed(api, engine, org) -> World:
     w = World(api)
     engine.publish(PROMOTION.read_text(encoding="utf-8"), str(PROMOTION))
+    # A second version of the regular assessment (a new title): what migrations move to.
+    engine.publish(REGULAR.read_text(encoding="utf-8").replace(
+        "title: {zh: 平时考核, en: Regular assessment}",
+        "title: {zh: 平时考核（修订）, en: Regular assessment (revised)}"), "regular-v2.yaml")
     P = Actor.person
     a = engine.start_case("regular-assessment", org.s1, period_key="2026-11")
     b = engine.start_case("regular-assessment", org.s3, period_key="2026-11")
@@ -319,6 +326,12 @@ def _requests(w: World, org, who: str | None) -> dict[str, Req]:
             Req("/api/v1/rank-positions/ORG/一级主任科员/2026-1"),
         "POST /api/v1/rank-positions/import": Req("/api/v1/rank-positions/import", {
             "csv": "unit_code,rank,round,positions\nSEC2,一级主任科员,2026-1,1\n"}),
+        "POST /api/v1/flows/{flow}/migrations/preview": Req(
+            "/api/v1/flows/regular-assessment/migrations/preview", {"from": 1, "to": 2}),
+        "GET /api/v1/flows/{flow}/migrations": Req(
+            "/api/v1/flows/regular-assessment/migrations"),
+        "POST /api/v1/flows/{flow}/migrations": Req(
+            "/api/v1/flows/regular-assessment/migrations", {"from": 1, "to": 2}),
     }
     for kind, body in FACT_KINDS.items():
         base = f"/api/v1/facts/{kind}"
