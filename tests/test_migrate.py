@@ -182,7 +182,7 @@ def test_provenance_after_migration_uses_each_records_own_version(flows):
     engine.fire(b, "approve", P(org.l1), data={"verdict": "同意"})
     with engine.db.unit_of_work(write=False) as s:
         row = s.execute(select(Case.__table__).where(Case.id == b)).first()
-        trusted = engine._trusted(s, [row])[b]
+        trusted = engine.kernel._trusted(s.connection(), [row])[b]
     # `extra` was written by submit, which took it in version 1 (not in version 2): trusted.
     # `verdict` was written after the move, by a transition of version 2: trusted.
     # `old_note` is not a field of version 2: kept, but no rule reads it.
@@ -237,7 +237,7 @@ def test_value_untrusted_under_the_old_version_stays_untrusted(flows):
     assert engine.verify_history()[2] == []
     with engine.db.unit_of_work(write=False) as s:
         row = s.execute(select(Case.__table__).where(Case.id == a)).first()
-        assert engine._trusted(s, [row])[a] == {}
+        assert engine.kernel._trusted(s.connection(), [row])[a] == {}
     _checked, found = engine.audit_case_data(FLOW)
     assert [(f.case_id, f.field) for f in found] == [(a, "extra")]
 
@@ -254,7 +254,7 @@ def test_appended_list_is_carried_and_verifies(flows):
     assert engine.verify_history()[2] == []
     with engine.db.unit_of_work(write=False) as s:
         row = s.execute(select(Case.__table__).where(Case.id == a)).first()
-        assert engine._trusted(s, [row])[a] == {"notes": ["一", "二", "三"]}
+        assert engine.kernel._trusted(s.connection(), [row])[a] == {"notes": ["一", "二", "三"]}
 
 
 def test_claimed_case_is_refused_with_reason(flows):

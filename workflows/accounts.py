@@ -394,7 +394,7 @@ def active_user_id(s: Session, username: str) -> int:
                     .outerjoin(Person, Person.id == User.person_id)
                     .where(User.username == username)).first()
     if row is None:
-        raise NotFound(f"no user {username!r}: create it with civflow create-user")
+        raise NotFound(msg("account.user_unknown", username=username))
     user_id, active, person_active = row
     if not active or person_active is False:
         raise AuthFailed(f"the account {username!r} is disabled"

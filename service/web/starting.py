@@ -132,7 +132,8 @@ def start_case_post():
             except ValidationError as exc:
                 msgs = {("period" if k == "period_key" else k): v
                         for k, v in exc.messages.items()}
-                raise FieldErrors({k: v if isinstance(v, list) else [str(v)]
+                raise FieldErrors({k: [from_marshmallow(m) for m in v] if isinstance(v, list)
+                                   else [from_marshmallow(str(v))]
                                    for k, v in msgs.items()}) from None
         if len(bodies) == 1:
             p, body = bodies[0]
@@ -145,7 +146,7 @@ def start_case_post():
     except (FieldErrors, Forbidden, NotFound, DuplicateCase, CivflowError) as exc:
         if isinstance(exc, FieldErrors):
             errors = {("period" if k == "period_key" else k):
-                      [text(from_marshmallow(m)) for m in v] for k, v in exc.errors.items()}
+                      [text(m) for m in v] for k, v in exc.errors.items()}
             return render_start(flow, page_values, errors, status=status_of(exc))
         return render_start(flow, page_values, message=_message(exc), status=status_of(exc))
     # A unit: each person on their own, as the API would take them one by one.
