@@ -139,15 +139,15 @@ def test_a_deactivated_leader_is_out_at_once(api, engine, org):
 def test_a_token_issued_during_the_deactivation_is_refused(api, org, monkeypatch):
     """The password is checked while l1 is active; the admin deactivates l1 before the
     token is written. The token exists, but it does not sign anyone in."""
-    import service.auth
+    import workflows.accounts
 
-    real = service.auth.issue_token
+    real = workflows.accounts.issue_token  # what the front door's login calls
 
     def deactivate_first(*args, **kwargs):
         update_person(api.db, org.l1, {"active": False})
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service.auth, "issue_token", deactivate_first)
+    monkeypatch.setattr(workflows.accounts, "issue_token", deactivate_first)
     r = _try(api.client, "l1", PASSWORD)
     assert r.status_code == 201
     me = api.client.get("/api/v1/auth/me",
