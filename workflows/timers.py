@@ -108,10 +108,12 @@ def plan_state(spec: FlowSpec, state: str, entered: dt.datetime, period_key: str
         elif tm.kind == REPEAT:
             due = next_repeat(tm.every, tm.weekday, tm.time, entered, cal)
             # `anchor`: the repeats of `every` count from the visit's start, so a late
-            # firing does not shift the ones after it (following_repeat).
+            # firing does not shift the ones after it (following_repeat); a weekday
+            # repeat needs none.
             planned.append(Planned(REPEAT, due, None, f"t{i}",
                                    {**notify, "every": tm.every, "weekday": tm.weekday,
-                                    "time": tm.time, "n": 1, "anchor": entered.isoformat()}))
+                                    "time": tm.time, "n": 1,
+                                    **({"anchor": entered.isoformat()} if tm.every else {})}))
     return deadline, planned
 
 
