@@ -403,7 +403,9 @@ def test_bulk_reports_per_item_refusals_and_moves_the_rest(api, engine):
     assert [item["case_id"] for item in r.json["refused"]] == [t1, s3, 99999, own]
     # Invisible and missing cases are refused alike: whether a case exists is not told.
     assert refused[t1] == {"case_id": t1, "status": 404, "code": "not_found",
-                           "message": f"case {t1} does not exist or is not visible to you"}
+                           "message": f"case {t1} does not exist or is not visible to you",
+                           "key": "engine.case_not_found_or_hidden",
+                           "params": {"case_id": t1}}
     assert refused[99999]["status"] == 404 and refused[99999]["code"] == "not_found"
     assert refused[s3]["status"] == 409 and refused[s3]["code"] == "action_not_allowed"
     assert "summary" in refused[s3]["message"]

@@ -50,6 +50,7 @@ from .db import Database, Work
 from .errors import Conflict, NotFound
 from .kernel import PERSON_EXISTS, Kernel
 from .machine import CompiledFlow
+from .messages import msg
 from .reads import Reads
 from .spec import FlowSpec
 from .versions import Versions
@@ -135,7 +136,7 @@ class Engine:
         """`start_case` by a signed-in person, who must be allowed to start it."""
         def start(w: Work) -> CaseView:
             if w.conn.execute(PERSON_EXISTS, {"id": subject_id}).first() is None:
-                raise NotFound(f"person {subject_id} does not exist")
+                raise NotFound(msg("engine.person_does_not_exist", subject_id=subject_id))
             check_can_start(w.conn, viewer, subject_id)
             return self.kernel.start_case(w, flow, subject_id,
                                           actor=Actor.person(viewer.person_id), **kwargs)

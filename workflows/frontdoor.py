@@ -46,6 +46,7 @@ from .access import ADMIN, Viewer, load_viewer, require
 from .calendar import WorkCalendar
 from .db import Database, database_url, upgrade
 from .errors import FieldErrors, NotFound
+from .messages import msg
 from .models import FlowVersion, Person, Unit
 from .quotas import PoolFigures, PoolKey, Quota
 from .spec import FlowSpec, TransitionSpec
@@ -280,7 +281,7 @@ class Organisation(_Capability):
         with self._db.unit_of_work(write=False) as s:
             pid = s.execute(select(Person.id).where(Person.code == code)).scalar()
             if pid is None:
-                raise NotFound(f"no person with code {code!r}")
+                raise NotFound(msg("account.person_unknown", code=code))
             return load_viewer(s, pid)
 
     def person_id(self, *, code: str) -> int:
@@ -288,7 +289,7 @@ class Organisation(_Capability):
         with self._db.unit_of_work(write=False) as s:
             pid = s.execute(select(Person.id).where(Person.code == code)).scalar()
         if pid is None:
-            raise NotFound(f"no person with code {code!r}")
+            raise NotFound(msg("account.person_unknown", code=code))
         return pid
 
     def create_person(self, *, viewer: Viewer, code: str, unit_id: int,
@@ -367,8 +368,7 @@ class Facts(_Capability):
         try:
             data = base64.b64decode(base64_data, validate=True)
         except ValueError:  # binascii.Error, or text that is not ASCII at all
-            raise FieldErrors({"xlsx": ["is not base64 (the workbook's bytes, "
-                                        "base64-encoded)"]}) from None
+            raise FieldErrors({"xlsx": [msg("frontdoor.xlsx_not_base64")]}) from None
         return facts_.import_facts_xlsx(self._db, data, viewer.person_id)
 
 
@@ -441,8 +441,7 @@ class Ledger(_Capability):
             total = book.ledger_total(s, viewer, spec, **scope)
             if page is None and max_rows is not None and total > max_rows:
                 raise FieldErrors({"period": [
-                    f"{total} rows are more than one download holds ({max_rows}); "
-                    "narrow the unit or the periods"]})
+                    msg("frontdoor.too_many_rows", total=total, max_rows=max_rows)]})
             paging = {} if page is None else {"limit": per_page,
                                               "offset": (page - 1) * per_page}
             rows = book.ledger_rows(s, viewer, spec, **scope, now=self._now(), lang=lang,
@@ -603,7 +602,7 @@ class Reads(_Capability):
                 select(FlowVersion.created_by, FlowVersion.published_by)
                 .where(FlowVersion.id == version_id)).first()
             if found is None:
-                raise NotFound(f"flow version {version_id} does not exist")
+                raise NotFound(msg("engine.flow_version_does_not", version_id=version_id))
             wanted = [i for i in found if i is not None]
             names = dict(s.execute(select(Person.id, Person.name)
                                    .where(Person.id.in_(wanted))).all()) if wanted else {}

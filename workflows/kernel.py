@@ -60,6 +60,7 @@ from .errors import (
 )
 from .history import Entry
 from .machine import CompiledFlow
+from .messages import msg
 from .models import (
     Case,
     HistoryRecord,
@@ -198,11 +199,11 @@ class Kernel:
         spec = cf.spec
         subject = conn.execute(PERSON, {"id": subject_id}).first()
         if subject is None:
-            raise NotFound(f"person {subject_id} does not exist")
+            raise NotFound(msg("engine.person_does_not_exist", subject_id=subject_id))
         unit_id = unit_id or subject.unit_id
         path = conn.execute(UNIT_PATH, {"id": unit_id}).scalar()
         if path is None:
-            raise NotFound(f"unit {unit_id} does not exist")
+            raise NotFound(msg("engine.unit_does_not_exist", unit_id=unit_id))
         now = self.clock()
         if period_key is None and spec.period != "none":
             period_key = period_key_of(spec.period, self.calendar.local(now).date())
@@ -234,9 +235,10 @@ class Kernel:
         try:  # a duplicate fails the whole unit of work: no savepoint needed
             conn.execute(CASES.insert(), [case])
         except IntegrityError:
-            raise DuplicateCase(
-                f"person {subject_id} already has a {spec.flow} case"
-                + (f" for {period_key}" if period_key else "")) from None
+            raise DuplicateCase(msg(
+                "engine.duplicate_case", subject_id=subject_id, flow=spec.flow,
+                period=msg("engine.duplicate_period", period_key=period_key)
+                if period_key else "")) from None
         history.write(conn, [entry])
         if planned:
             conn.execute(history.TIMERS.insert(), timer_rows(case_id, 1, planned, now))
@@ -266,8 +268,8 @@ class Kernel:
                 elif name != SYSTEM and held.holds(name):
                     return name
         who = ", ".join(names) or "nobody: this flow takes no data at start"
-        raise Forbidden(f"start data of {spec.flow} may be given only by {who}; {actor} "
-                        f"holds none of these for person {subject_id}", rule="start_data")
+        raise Forbidden(msg("engine.start_data_may_given", spec_flow=spec.flow, who=who,
+                            actor=actor, subject_id=subject_id), rule="start_data")
 
     # ------------------------------------------------------------------ fire
 
@@ -384,10 +386,10 @@ class Kernel:
         row, cf, held = self._for_claim(w, case_id, actor, expected_version, viewer)
         role = self._acting_role(held, cf, row, actor)
         if row.claimed_by == actor.person_id:
-            raise ActionNotAllowed(f"case {case_id} is already claimed by you")
+            raise ActionNotAllowed(msg("engine.already_claimed_by_you", case_id=case_id))
         if row.claimed_by is not None:
-            raise Forbidden(f"case {case_id} is claimed by person {row.claimed_by}",
-                            rule="claimed")
+            raise Forbidden(msg("engine.claimed_by_person", case_id=case_id,
+                                row_claimed_by=row.claimed_by), rule="claimed")
         return self.record(w.conn, row, actor, role, CLAIM, {}, None,
                            {"claimed_by": actor.person_id, "claimed_at": self.clock()},
                            commit=w.owned)
@@ -397,7 +399,7 @@ class Kernel:
         """Give a claimed step back to every holder of the role."""
         row, cf, held = self._for_claim(w, case_id, actor, expected_version, viewer)
         if row.claimed_by != actor.person_id:
-            raise Forbidden(f"case {case_id} is not claimed by you", rule="claimed")
+            raise Forbidden(msg("engine.not_claimed_by_you", case_id=case_id), rule="claimed")
         role = self._acting_role(held, cf, row, actor)
         return self.record(w.conn, row, actor, role, RELEASE, {}, None,
                            {"claimed_by": None, "claimed_at": None}, commit=w.owned)
@@ -426,15 +428,15 @@ class Kernel:
         row, cf, held = self._for_claim(w, case_id, actor, expected_version, viewer)
         role = self._acting_role(held, cf, row, actor)
         if row.claimed_by not in (None, actor.person_id):
-            raise Forbidden(f"case {case_id} is claimed by person {row.claimed_by}",
-                            rule="claimed")
+            raise Forbidden(msg("engine.claimed_by_person", case_id=case_id,
+                                row_claimed_by=row.claimed_by), rule="claimed")
         if w.conn.execute(PERSON_EXISTS, {"id": to_person}).first() is None:
-            raise NotFound(f"person {to_person} does not exist")
+            raise NotFound(msg("engine.person_does_not_exist_3", to_person=to_person))
         target = Roles(w.conn, Actor.person(to_person), row, row.path, cf.spec)
         target_role = self._acting_role(target, cf, row, Actor.person(to_person),
                                         who=f"person {to_person}")
         if to_person == actor.person_id:
-            raise ActionNotAllowed("delegate to someone else, or release the case")
+            raise ActionNotAllowed(msg("engine.delegate_someone_else_release"))
         return self.record(w.conn, row, actor, role, DELEGATE,
                            {"to": to_person, "as": target_role}, comment,
                            {"claimed_by": to_person, "claimed_at": self.clock()},
@@ -448,7 +450,7 @@ class Kernel:
             raise Conflict(case_id, row.version, expected)
         cf = self.compiled(w.conn, row.version_id)
         if cf.spec.states[row.state].final:
-            raise ActionNotAllowed(f"case {case_id} is closed ({row.state})")
+            raise ActionNotAllowed(msg("engine.closed", case_id=case_id, row_state=row.state))
         return row, cf, Roles(w.conn, actor, row, loaded.path, cf.spec, loaded.held)
 
     @staticmethod
@@ -459,8 +461,8 @@ class Kernel:
             role = held.first_allowed(t)
             if role not in (None, "subject", SYSTEM) and not held.self_refusal(t, role):
                 return role
-        raise Forbidden(f"{who} cannot act on the current step ({row.state}) of case {row.id}",
-                        rule="role")
+        raise Forbidden(msg("engine.cannot_act_on_current", who=who, row_state=row.state,
+                            row_id=row.id), rule="role")
 
     # ------------------------------------------------------------------ reading a case
 
@@ -564,26 +566,24 @@ class Kernel:
             return None
         if rec.actor_id != actor.person_id:
             raise IdempotencyMismatch(
-                f"idempotency key {key!r} was used on case {case_id} by someone else; "
-                "use a new key for your own action")
+                msg("engine.idempotency_key_was_used", key_=key, case_id=case_id))
         if rec.trigger != trigger:
             raise IdempotencyMismatch(
-                f"idempotency key {key!r} was used for {rec.trigger!r} on case {case_id}, "
-                f"not {trigger!r}; use a new key for a new action")
+                msg("engine.idempotency_key_was_used_2", key_=key, rec_trigger=rec.trigger,
+                    case_id=case_id, trigger=trigger))
         # (A record from before keys were bound to the request has no hash to compare.)
         if rec.request_hash is not None and rec.request_hash != digest:
             raise IdempotencyMismatch(
-                f"idempotency key {key!r} was used on case {case_id} for {rec.trigger!r} with "
-                "other data or another comment; nothing was done — send the first request "
-                "unchanged to get its result, or use a new key for a new action")
+                msg("engine.idempotency_key_was_used_3", key_=key, case_id=case_id,
+                    rec_trigger=rec.trigger))
         # Last, before answering: the actor must still be entitled to the action.
         cf = self.compiled(w.conn, row.version_id)
         t = cf.spec.transition(rec.trigger, rec.from_state or "")
         held = Roles(w.conn, actor, row, loaded.path, cf.spec, loaded.held)
         role = held.first_allowed(t) if t is not None else None
         if role is None or held.self_refusal(t, role):
-            raise Forbidden(f"idempotency key {key!r} on case {case_id} belongs to an action "
-                            f"{actor} may not take; use a new key", rule="role")
+            raise Forbidden(msg("engine.idempotency_key_on_belongs", key_=key, case_id=case_id,
+                                actor=actor), rule="role")
         # The case version after an action is its history seq (both start at 1, both +1).
         return FireResult(case_id, rec.trigger, rec.from_state, rec.to_state, rec.seq, rec.seq,
                           replayed=True, flow=row.flow_id)
@@ -607,22 +607,23 @@ class Kernel:
         role = held.first_allowed(t)
         if role is None:
             raise Forbidden(
-                f"{t.label.zh} ({trigger}) on case {row.id} is for "
-                f"{held.describe(t.by)}; {actor} holds none of these on this case",
+                msg("engine.on_holds_none_these", t_label=t.label, trigger=trigger,
+                    row_id=row.id, value=held.describe(t.by), actor=actor),
                 rule="role")
         refusal = held.self_refusal(t, role)
         if refusal:
             raise Forbidden(refusal, rule="no_self_approval")
         if row.claimed_by not in (None, actor.person_id) and role not in ("subject", SYSTEM):
-            raise Forbidden(f"case {row.id} is claimed by person {row.claimed_by}; they can "
-                            "act on it, release it or delegate it", rule="claimed")
+            raise Forbidden(msg("engine.claimed_by_person_they", row_id=row.id,
+                                row_claimed_by=row.claimed_by), rule="claimed")
         values = forms.load(cf.schema(t, row.state), data)
         if t.comment == "required" and not (comment and comment.strip()):
-            raise FieldErrors({"comment": [f"{t.label.zh} ({trigger}) needs a reason"]})
+            raise FieldErrors({"comment": [msg("engine.needs_reason", t_label=t.label,
+                                               trigger=trigger)]})
         for name, value in values.items():
             if cf.spec.fields[name].type == "person" and value is not None \
                     and w.conn.execute(PERSON_EXISTS, {"id": value}).first() is None:
-                raise FieldErrors({name: [f"person {value} does not exist"]})
+                raise FieldErrors({name: [msg("engine.person_does_not_exist_2", value=value)]})
         return t, values, role
 
     @staticmethod
@@ -691,7 +692,8 @@ def new_case_ids(conn: Connection, n: int) -> list[int]:
 
 def _not_found(case_id: int, viewer: Viewer | None) -> str:
     # Not 403: whether a case exists is itself not for everyone to know.
-    return f"case {case_id} does not exist" + (" or is not visible to you" if viewer else "")
+    return msg("engine.case_not_found_or_hidden" if viewer else "engine.case_not_found",
+               case_id=case_id)
 
 
 def _facts(row: Any, values: dict[str, Any], known: dict[int, dict[str, Any]]
@@ -766,26 +768,34 @@ class Roles:
     def self_refusal(self, t: TransitionSpec, role: str) -> str | None:
         if (self.actor.person_id == self.row.subject_id and role != "subject"
                 and not t.allow_self):
-            return (f"{t.label.zh} ({t.trigger}): nobody acts as {role} on their own case "
-                    f"(case {self.row.id}); another holder of the role must do it")
+            return msg("engine.self_refusal", t_label=t.label, trigger=t.trigger, role=role,
+                       row_id=self.row.id)
         return None
 
     def describe(self, names: Iterable[str]) -> str:
-        out = []
+        out: list[str] = []
         for n in names:
             if n == SYSTEM:
-                out.append("system (the scheduler)")
+                out.append(msg("engine.role_system"))
                 continue
             r = self.spec.roles[n]
-            how = {"subject": "the person assessed",
-                   "leader": "a leader of the case's unit or a unit above it",
-                   "unit_role": f"a holder of {r.role} in the case's unit"
-                                + (" or above" if r.inherit else ""),
-                   "group": f"a member of group {r.group}",
-                   "evaluator": "the person's evaluator (评鉴人: a higher tier of the unit, "
-                                "else its 分管领导"
-                                + (", else the unit above" if r.escalate else "")
-                                + (f", else group {r.fallback_group}" if r.fallback_group
-                                   else "") + ")"}[r.resolve]
-            out.append(f"{n} ({how})")
-        return " or ".join(out)
+            if r.resolve == "unit_role":
+                how = msg("engine.role_unit_role", role=r.role,
+                          above=msg("engine.role_unit_role_above") if r.inherit else "")
+            elif r.resolve == "group":
+                how = msg("engine.role_group", group=r.group)
+            elif r.resolve == "evaluator":
+                how = msg("engine.role_evaluator",
+                          escalate=msg("engine.role_evaluator_escalate") if r.escalate else "",
+                          fallback=msg("engine.role_evaluator_fallback", group=r.fallback_group)
+                          if r.fallback_group else "")
+            elif r.resolve == "subject":
+                how = msg("engine.role_subject")
+            else:
+                how = msg("engine.role_leader")
+            out.append(msg("engine.role_named", name=n, how=how))
+        # "a or b or c": each `or` a key, so the Chinese reads 或
+        described = out[-1] if out else ""
+        for first in reversed(out[:-1]):
+            described = msg("engine.roles_or", first=first, rest=described)
+        return described

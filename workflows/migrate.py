@@ -37,6 +37,7 @@ from . import actors, history, provenance
 from .access import Viewer
 from .errors import CivflowError, Conflict, FieldErrors, Forbidden, NotFound, NotPublished
 from .history import BOOKKEEPING
+from .messages import msg
 from .models import Case, FlowVersion, HistoryRecord, MigrationRun, Person, Timer, Unit
 from .spec import SYSTEM, FlowSpec
 from .timers import REMINDER, REPEAT, Planned, next_repeat, plan_state, timer_rows
@@ -262,8 +263,7 @@ def parse_mapping(pairs: Iterable[str]) -> dict[str, str]:
 def _check_viewer(viewer: Viewer | None) -> None:
     """Process owners (流程管理员) and admins; None is the operator at the CLI."""
     if viewer is not None and not (viewer.is_owner or viewer.is_admin):
-        raise Forbidden("migrating cases to another version needs the role process_owner "
-                        "(流程管理员) or admin (系统管理员)", rule="needs_process_owner")
+        raise Forbidden(msg("migrate.needs_process_owner"), rule="needs_process_owner")
 
 
 def _versions(engine: Engine, s: Session, flow: str, from_version: int, to_version: int,
@@ -273,29 +273,27 @@ def _versions(engine: Engine, s: Session, flow: str, from_version: int, to_versi
         .scalars()}
     for n in (from_version, to_version):
         if n not in rows:
-            raise NotFound(f"flow {flow!r} has no version {n}")
+            raise NotFound(msg("engine.flow_has_no_version", flow=flow, version=n))
     if to_version <= from_version:
-        raise MigrationInvalid({"to": [f"version {to_version} is not newer than version "
-                                       f"{from_version}: cases move only forward"]})
+        raise MigrationInvalid({"to": [msg("migrate.not_newer", to_version=to_version,
+                                           from_version=from_version)]})
     new = rows[to_version]
     if new.status != "published":
-        raise NotPublished(f"version {to_version} of flow {flow!r} is a draft; publish it "
-                           "before moving cases to it")
+        raise NotPublished(msg("migrate.draft", to_version=to_version, flow=flow))
     old_spec = engine.compiled(s, rows[from_version].id).spec
     new_spec = engine.compiled(s, new.id).spec
     given = dict(mapping or {})
     errors = []
     for old, target in sorted(given.items()):
         if old not in old_spec.states:
-            errors.append(f"{old!r} is not a state of version {from_version} "
-                          f"({', '.join(old_spec.states)})")
+            errors.append(msg("migrate.not_a_state_old", old=old, from_version=from_version,
+                              states=list(old_spec.states)))
         elif target not in new_spec.states:
-            errors.append(f"{old}={target}: {target!r} is not a state of version {to_version} "
-                          f"({', '.join(new_spec.states)})")
+            errors.append(msg("migrate.not_a_state_new", old=old, target=target,
+                              to_version=to_version, states=list(new_spec.states)))
         elif new_spec.states[target].final and not old_spec.states[old].final:
-            errors.append(f"{old}={target}: {target!r} is a final state of version "
-                          f"{to_version}; an open case is closed by its own transitions, "
-                          "not by a migration")
+            errors.append(msg("migrate.final_state", old=old, target=target,
+                              to_version=to_version))
     if errors:
         raise MigrationInvalid({"mapping": errors})
     full = {name: given.get(name, name if name in new_spec.states else "")

@@ -19,6 +19,7 @@ from .errors import Forbidden, NotFound
 from .history import verify as verify_chains
 from .kernel import Kernel, _not_found
 from .machine import CompiledFlow
+from .messages import msg
 from .models import Case, HistoryRecord, Timer
 from .versions import Versions
 
@@ -59,8 +60,7 @@ class Reads:
     def list_cases(self, viewer: Viewer, f: queries.CaseFilter, lang: str = "zh"
                    ) -> tuple[list[queries.CaseRow], int]:
         if f.stuck is not None and not viewer.sees_all:
-            raise Forbidden("listing cases by stuck (nobody can act on them) is for admins "
-                            "and process owners", rule="needs_admin")
+            raise Forbidden(msg("engine.listing_cases_by_stuck"), rule="needs_admin")
         with self.db.unit_of_work(write=False) as s:
             rows, total = queries.list_cases(s, viewer, f, self.clock(),
                                              self.versions.all_flows(s))

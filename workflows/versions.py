@@ -17,6 +17,7 @@ from .core import DRAFT, PUBLISHED, PublishResult
 from .db import Database
 from .errors import CivflowError, NotFound, NotPublished
 from .machine import CompiledFlow
+from .messages import msg
 from .models import FlowVersion
 from .spec import FLOW_ID, FlowSpec, load_definition
 
@@ -50,7 +51,7 @@ class Versions:
                     return self._upload(s, spec, source, filename, by)
             except IntegrityError:
                 continue  # another node stored the same flow at the same moment: look again
-        raise CivflowError("could not store the version: too many concurrent uploads")
+        raise CivflowError(msg("engine.could_not_store_version"))
 
     def publish_version(self, flow: str, version: int, by: int | None = None) -> PublishResult:
         """Make a draft version the one new cases start on (发布). Publishing twice is a no-op."""
@@ -59,7 +60,7 @@ class Versions:
                                                       FlowVersion.version == version)
                             .with_for_update()).scalar_one_or_none()
             if row is None:
-                raise NotFound(f"flow {flow!r} has no version {version}")
+                raise NotFound(msg("engine.flow_has_no_version", flow=flow, version=version))
             created = row.status != PUBLISHED
             if created:
                 row.status, row.published_at, row.published_by = PUBLISHED, self.clock(), by
@@ -111,7 +112,7 @@ class Versions:
         """One version row, draft or published; NotFound when there is none."""
         rows = self.versions(flow, version, with_source) if FLOW_ID.match(flow) else []
         if not rows:
-            raise NotFound(f"flow {flow!r} has no version {version}")
+            raise NotFound(msg("engine.flow_has_no_version", flow=flow, version=version))
         return rows[0]
 
     def compiled(self, s: Session | Connection, version_id: int) -> CompiledFlow:
@@ -120,7 +121,7 @@ class Versions:
         if flow is None:
             row = s.execute(SOURCE_OF.where(VERSIONS.c.id == version_id)).first()
             if row is None:
-                raise NotFound(f"flow version {version_id} does not exist")
+                raise NotFound(msg("engine.flow_version_does_not", version_id=version_id))
             flow = CompiledFlow(load_definition(row.source, row.filename), row.id, row.version)
             with self._lock:
                 self._flows[version_id] = flow
@@ -138,11 +139,12 @@ class Versions:
             q = q.where(FlowVersion.version == version)
         found = s.execute(q).first()
         if found is None:
-            what = f"version {version} of flow {flow!r}" if version else f"flow {flow!r}"
-            raise NotFound(f"{what} is not published")
+            what = msg("engine.what_version", version=version, flow=flow) if version \
+                else msg("engine.what_flow", flow=flow)
+            raise NotFound(msg("engine.not_published", what=what))
         if found.status != PUBLISHED:
-            raise NotPublished(f"version {version} of flow {flow!r} is a draft; publish it "
-                               "before starting cases on it")
+            raise NotPublished(msg("engine.version_flow_draft_publish", version=version,
+                                   flow=flow))
         return found.id
 
     def all_flows(self, s: Session | Connection) -> dict[int, CompiledFlow]:

@@ -56,7 +56,7 @@ def _page(flow: str, version: int, to: int | None, mapping: dict[str, str],
             errors = [m for ms in exc.errors.values() for m in ms]
             status = 422
         except (NotFound, NotPublished) as exc:
-            errors = [str(exc)]
+            errors = [exc.message]  # a Message: the page shows it in the session's language
             status = 404 if isinstance(exc, NotFound) else 409
     return render_template(
         "owner/migrate.html", row=row, title=label(spec.title, row.title), targets=targets,

@@ -61,9 +61,10 @@ def test_bad_input_is_shown_and_changes_nothing(web, engine):
     _a, b = _cases(web, engine)
     web.login("admin")
     r = web.get(f"{PAGE}?to=2&map.review=nowhere")
-    assert r.status_code == 422 and "&#39;nowhere&#39; is not a state of version 2" in _text(r)
+    # The refusals are keyed: the page says them in the session's language (中文 by default).
+    assert r.status_code == 422 and "“nowhere”不是第 2 版的状态" in _text(r)
     r = web.get(f"{PAGE}?to=7")
-    assert r.status_code == 404 and "no version 7" in _text(r)
+    assert r.status_code == 404 and "流程 mig-flow 没有第 7 版" in _text(r)
     r = web.post(PAGE, {"to": "2", "map.review": "nowhere"})
     assert r.status_code == 422
     assert engine.get_case(b).flow_version == 1
