@@ -63,7 +63,7 @@ def test_the_wheel_carries_the_definitions_and_the_calendar(wheel):
         for name in shipped:  # the same bytes as the repository's files
             assert z.read(f"service/definitions/{name}") == (ROOT / "definitions" / name
                                                              ).read_bytes()
-    assert "service/demo/people.csv" in names
+    assert "workflows/demo/people.csv" in names
 
 
 def test_an_installed_wheel_runs_the_demo_from_any_directory(wheel, tmp_path):
@@ -75,7 +75,10 @@ def test_an_installed_wheel_runs_the_demo_from_any_directory(wheel, tmp_path):
     # The dependencies of this test environment, after the new environment's own packages.
     (Path(purelib) / "civflow-test-deps.pth").write_text(
         sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
-    _run(python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel, cwd=tmp_path)
+    # --ignore-installed: the civflow of the test environment (seen through the .pth) must
+    # not stand in for the wheel, nor be uninstalled.
+    _run(python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
+         wheel, cwd=tmp_path)
     where = tmp_path / "elsewhere"
     where.mkdir()
     env = {k: v for k, v in os.environ.items()
