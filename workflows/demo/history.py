@@ -176,17 +176,6 @@ def default_calendar() -> WorkCalendar:
                              os.environ.get("CIVFLOW_TIMEZONE") or DEFAULT_TZ)
 
 
-class _RememberingCalendar(WorkCalendar):
-    """The same calendar, remembering each day's answer: a year of deadlines asks about
-    the same days thousands of times, and `chinese_calendar.is_workday` costs ~50 µs."""
-
-    def is_workday(self, day: dt.date) -> bool:
-        known = self.__dict__.setdefault("_days", {})
-        if day not in known:
-            known[day] = super().is_workday(day)
-        return known[day]
-
-
 def has_history(db: Database, codes: list[str]) -> bool:
     with db.unit_of_work(write=False) as s:
         return s.execute(select(Case.id).join(Person, Person.id == Case.subject_id)
@@ -202,8 +191,9 @@ def seed(db: Database, codes: list[str], now: dt.datetime | None = None,
         return HistoryResult()
     now = now or utcnow()
     base = calendar or default_calendar()
-    replay = _Replay(db, now, _RememberingCalendar(base.tz, set(base.holidays),
-                                                   set(base.workdays)), codes)
+    # The calendar itself: working days are memoised in `workflows.calendar`, and a copy
+    # would lose the years the calendar file covers.
+    replay = _Replay(db, now, base, codes)
     with db.unit_of_work(write=False) as s:
         before = s.execute(select(func.max(Case.id))).scalar() or 0
     replay.plan()
