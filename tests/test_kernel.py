@@ -226,3 +226,34 @@ def test_a_clock_set_on_the_engine_is_every_capabilitys(engine, org, regular):
     engine.fire(case.id, "submit", P(org.s1), data={"summary": "小结"})
     assert {h["at"] for h in engine.history(case.id)} == {cst(2026, 11, 2, 9)}
     assert engine.kernel.clock is engine.reads.clock is engine.flows.clock is engine.clock
+
+
+# --------------------------------------------------------------------------- effects
+
+
+def test_an_actions_effects_commit_with_its_move_or_not_at_all(engine, org, regular, db,
+                                                              monkeypatch):
+    """Effects run before the case's write, so that the write can end the transaction in its
+    own round trip: a write that fails takes the effects' rows with it."""
+    from workflows import kernel as kernel_module
+    from workflows.facts import list_facts
+
+    case = engine.start_case("regular-assessment", org.s1, period_key="2026-03")
+    engine.fire(case.id, "submit", P(org.s1), data={"summary": "小结"})
+    engine.fire(case.id, "evaluate", P(org.l1), data={"grade": "好"})
+    engine.fire(case.id, "accept", P(org.s1))
+
+    def failing(*_args, **_kwargs):
+        raise RuntimeError("the write failed")
+
+    with monkeypatch.context() as m:
+        m.setattr(kernel_module.history, "advance", failing)
+        with pytest.raises(RuntimeError):
+            engine.fire(case.id, "approve", P(org.c2))
+    with db.unit_of_work(write=False) as s:
+        assert list_facts(s, "consequences", org.s1) == []  # 通报表扬 not kept alone
+    assert engine.get_case(case.id).state == "approval"
+    result = engine.fire(case.id, "approve", P(org.c2))
+    assert (result.to_state, result.version) == ("approved", 5)
+    with db.unit_of_work(write=False) as s:
+        assert [r["kind"] for r in list_facts(s, "consequences", org.s1)] == ["通报表扬"]

@@ -168,9 +168,11 @@ def advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any], 
 
     `head` is the case row as read (id, version, state, history_seq, history_hash and, on
     PostgreSQL, the columns of `HEAD`). With `commit` (the unit's last statement, in a unit
-    of work that is `Database.run`'s own and wrote nothing before) the transaction commits
-    with it, in the same round trip on PostgreSQL: when the version moved, nothing was
-    written and Conflict is raised all the same."""
+    of work that is `Database.run`'s own) the transaction commits with it, in the same
+    round trip on PostgreSQL. The COMMIT goes out whether or not the row moved, so the
+    caller must hold the case locked (`FOR UPDATE`; SQLite's write lock): then the version
+    cannot have moved, and the unit's earlier writes (an action's effects) never commit
+    without their case's move. Conflict is still raised if it did."""
     version = head.version + 1
     changes = {**changes, "version": version, "history_seq": entry.seq,
                "history_hash": entry.hash, "updated_at": entry.at}

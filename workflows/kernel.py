@@ -304,11 +304,14 @@ class Kernel:
             batch = rules.Batch(t, cf.spec, [_facts(row, values, known)], SqlFacts(w),
                                 self.clock(), actor.person_id)
             rules.evaluate(batch)
-        result = self._apply(w.conn, cf, row, t, actor, role, values, comment,
-                             idempotency_key, digest, commit=w.owned and not t.effects)
-        if batch is not None and t.effects:
-            rules.run_effects(batch)
-        return result
+            if t.effects:
+                # Before the write, so that the transaction can commit with it in one round
+                # trip: no effect reads the case's new head, and the case is locked, so the
+                # versioned write cannot miss and leave the effects' rows committed alone.
+                rules.run_effects(batch)
+                w.finish()
+        return self._apply(w.conn, cf, row, t, actor, role, values, comment,
+                           idempotency_key, digest, commit=w.owned)
 
     def replayed(self, w: Work, case_id: int, trigger: str, actor: Actor, key: str,
                  data: dict[str, Any] | None, comment: str | None,
@@ -366,16 +369,19 @@ class Kernel:
                          if r.flow_id == spec.flow]
             rules.evaluate(rules.Batch(t, spec, [_facts(r, v, known) for r, v in own],
                                        facts, self.clock()), whole=flow_wide)
-        # In case-id order: two overlapping bulk requests then lock rows in the same
-        # order and wait for each other instead of deadlocking.
-        done = [self._apply(conn, self.compiled(conn, row.version_id), row, t, actor, role,
-                            values, comment, None)
-                for row, t, values, role in sorted(ready, key=lambda x: x[0].id)]
+        # Effects first, as in `fire`: the last write then commits in its own round trip.
         for row, t, values, _role in ready:
             if t.effects:
                 rules.run_effects(rules.Batch(
                     t, self.compiled(conn, row.version_id).spec,
                     [_facts(row, values, known)], facts, self.clock(), actor.person_id))
+        w.finish()
+        # In case-id order: two overlapping bulk requests then lock rows in the same
+        # order and wait for each other instead of deadlocking.
+        ordered = sorted(ready, key=lambda x: x[0].id)
+        done = [self._apply(conn, self.compiled(conn, row.version_id), row, t, actor, role,
+                            values, comment, None, commit=w.owned and i == len(ordered) - 1)
+                for i, (row, t, values, role) in enumerate(ordered)]
         return BulkResult(done=done, refused=refused)
 
     # ------------------------------------------------------------------ claims (认领)
