@@ -19,7 +19,7 @@ import hmac
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from urllib.parse import urlparse
 
@@ -49,7 +49,7 @@ from workflows.accounts import (
     LoginThrottled,
     ThrottlePolicy,
 )
-from workflows.engine import Actor, Engine, utcnow
+from workflows.engine import Actor, Engine, FireResult, SignedFire, utcnow
 from workflows.errors import Forbidden
 from workflows.frontdoor import FrontDoor, IssuedToken
 
@@ -64,6 +64,9 @@ PUBLIC = {("healthz", "GET"), ("healthz", "HEAD"), ("auth.Token", "POST"),
           ("auth.Login", "POST"), ("login_page", "GET"), ("login_page", "POST"),
           ("web.static", "GET"), ("web.static", "HEAD"), ("web.set_language", "POST")}
 SAFE = {"GET", "HEAD", "OPTIONS"}
+# (endpoint, method) pairs that sign in inside their own transaction (`signed_action`):
+# firing an action reads the token, the roles and the case and writes in one transaction.
+DEFERRED = {("cases.CaseAction", "POST")}
 
 
 def engine() -> Engine:
@@ -276,6 +279,27 @@ def _sign_in(token: str) -> None:
     g.viewer, g.principal = signed.viewer, signed.principal
 
 
+def _check_csrf() -> None:
+    sent = request.headers.get("X-CSRF-Token", "")
+    if not hmac.compare_digest(sent, session.get("csrf", "")):
+        raise Forbidden("a browser session must send its X-CSRF-Token (from "
+                        "/api/v1/auth/me) with every change", rule="csrf")
+
+
+def signed_action(call: Callable[[str, dt.datetime], SignedFire]) -> FireResult:
+    """For an endpoint in DEFERRED: `call(token, now)` signs the request in inside the
+    action's own transaction (`Engine.fire_signed`). A browser session whose token is
+    refused is ended, as `_authenticate` ends it."""
+    try:
+        done = call(g.token, utcnow())
+    except AuthFailed:
+        if g.token_of_session:
+            session.clear()
+        raise
+    g.viewer, g.principal = done.signed.viewer, done.signed.principal
+    return done.result
+
+
 def _safe_next(target: str | None) -> str:
     # Only local paths: an open redirect after login would help phishing.
     if target and target.startswith("/") and not target.startswith("//") \
@@ -347,13 +371,21 @@ def _authenticate():
     if (request.endpoint, method) in PUBLIC or request.endpoint is None:
         return None
     _ensure_secret()
+    deferred = (request.endpoint, method) in DEFERRED
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthFailed("use Authorization: Bearer <token>")
-        _sign_in(token.strip())
+        if deferred:
+            g.token, g.token_of_session = token.strip(), False
+        else:
+            _sign_in(token.strip())
     elif session.get("t"):
+        if deferred:
+            _check_csrf()
+            g.token, g.token_of_session = session["t"], True
+            return None
         try:
             _sign_in(session["t"])
         except AuthFailed:
@@ -362,10 +394,7 @@ def _authenticate():
                 return _to_login(expired=True)  # an expired or revoked browser session
             raise
         if request.method not in SAFE and request.path.startswith("/api/"):
-            sent = request.headers.get("X-CSRF-Token", "")
-            if not hmac.compare_digest(sent, session.get("csrf", "")):
-                raise Forbidden("a browser session must send its X-CSRF-Token (from "
-                                "/api/v1/auth/me) with every change", rule="csrf")
+            _check_csrf()
     elif request.path.startswith(("/api/", "/metrics")):
         raise AuthFailed("log in first: POST /api/v1/auth/token, then send "
                          "Authorization: Bearer <token>")

@@ -64,17 +64,20 @@ def test_the_service_goes_through_the_front_door():
 
 @pytest.fixture
 def units_of_work(monkeypatch) -> Iterator[list[bool]]:
-    """Every unit of work opened (its `write` flag), in order."""
+    """Every unit of work opened (its `write` flag), in order: a session (`unit_of_work`) or
+    a connection's `Work` (`work`, which `Database.run` opens)."""
     opened: list[bool] = []
-    original = Database.unit_of_work
 
-    @contextmanager
-    def counted(self, write: bool = True):
-        opened.append(write)
-        with original(self, write) as s:
-            yield s
+    def counting(original):
+        @contextmanager
+        def counted(self, write: bool = True):
+            opened.append(write)
+            with original(self, write) as unit:
+                yield unit
+        return counted
 
-    monkeypatch.setattr(Database, "unit_of_work", counted)
+    monkeypatch.setattr(Database, "unit_of_work", counting(Database.unit_of_work))
+    monkeypatch.setattr(Database, "work", counting(Database.work))
     yield opened
 
 

@@ -24,15 +24,16 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .access import ROLES, Viewer
 from .db import Database
 from .errors import CivflowError, FieldErrors, NotFound
 from .messages import msg
-from .models import ApiToken, LoginThrottle, Person, SecurityEvent, Setting, User
+from .models import ApiToken, LoginThrottle, Person, SecurityEvent, Setting, Unit, User
 
 MIN_PASSWORD = 8
 BEARER, SESSION = "bearer", "session"
@@ -402,30 +403,50 @@ def active_user_id(s: Session, username: str) -> int:
     return user_id
 
 
-def resolve_token(db: Database, token: str, now: dt.datetime) -> Principal:
-    with db.unit_of_work(write=False) as s:
-        return principal_of(s, token, now)
+@dataclass(frozen=True)
+class SignedIn:
+    """Who a request is from and the roles they hold (`sign_in`)."""
+
+    principal: Principal
+    viewer: Viewer
 
 
-def principal_of(s: Session, token: str, now: dt.datetime) -> Principal:
-    """Who holds `token`, inside a caller's unit of work; AuthFailed says why not."""
-    row = s.execute(
-        select(ApiToken.id, ApiToken.expires_at, ApiToken.revoked_at, User.id,
-               User.username, User.person_id, User.active, Person.active)
-        .join(User, User.id == ApiToken.user_id)
-        .outerjoin(Person, Person.id == User.person_id)
-        .where(ApiToken.token_hash == _digest(token))).first()
-    if row is None:
+TOKENS, USERS, PEOPLE, UNITS = (ApiToken.__table__, User.__table__, Person.__table__,
+                                Unit.__table__)
+# The token, its account, the person and their role assignments (with each unit's path):
+# one statement, one row per assignment. An inactive person holds no role (`HELD_ROLES`).
+SIGN_IN = (
+    select(TOKENS.c.id, TOKENS.c.expires_at, TOKENS.c.revoked_at, USERS.c.id.label("user_id"),
+           USERS.c.username, USERS.c.person_id, USERS.c.active,
+           PEOPLE.c.active.label("person_active"), ROLES.c.role, ROLES.c.unit_id,
+           UNITS.c.path)
+    .select_from(TOKENS.join(USERS, USERS.c.id == TOKENS.c.user_id)
+                 .outerjoin(PEOPLE, PEOPLE.c.id == USERS.c.person_id)
+                 .outerjoin(ROLES, and_(ROLES.c.person_id == PEOPLE.c.id,
+                                        PEOPLE.c.active.is_(True)))
+                 .outerjoin(UNITS, UNITS.c.id == ROLES.c.unit_id))
+    .where(TOKENS.c.token_hash == bindparam("digest"))
+    .order_by(ROLES.c.role, ROLES.c.unit_id))
+
+
+def sign_in(conn: Connection, token: str, now: dt.datetime) -> SignedIn:
+    """Who holds `token` and the roles they hold, inside the caller's transaction (one
+    read): the service signs a request in with it, and an action's request signs in inside
+    the action's own transaction (`Engine.fire_signed`). AuthFailed says why not."""
+    rows = conn.execute(SIGN_IN, {"digest": _digest(token)}).all()
+    if not rows:
         raise AuthFailed(msg("account.token_unknown"))
-    token_id, expires, revoked, user_id, username, person_id, active, person_active = row
-    if revoked is not None:
+    row = rows[0]
+    if row.revoked_at is not None:
         raise AuthFailed(msg("account.token_revoked"))
-    if expires <= now:
+    if row.expires_at <= now:
         raise AuthFailed(msg("account.token_expired"))
     # The person check also catches a token issued while the person was being deactivated.
-    if not active or person_active is False:
+    if not row.active or row.person_active is False:
         raise AuthFailed(msg("account.disabled"))
-    return Principal(user_id, username, person_id, token_id)
+    held = tuple((r.role, r.unit_id, r.path) for r in rows if r.role is not None)
+    return SignedIn(Principal(row.user_id, row.username, row.person_id, row.id),
+                    Viewer(row.person_id or 0, held if row.person_id else ()))
 
 
 def revoke_token(db: Database, token_id: int, now: dt.datetime) -> None:

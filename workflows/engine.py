@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from . import provenance, queries
 from .access import Viewer, check_can_start
+from .accounts import SignedIn, sign_in
 from .calendar import WorkCalendar
 from .core import (  # noqa: F401 - the names callers import from here
     CLAIM,
@@ -54,6 +56,14 @@ from .messages import msg
 from .reads import Reads
 from .spec import FlowSpec
 from .versions import Versions
+
+
+@dataclass(frozen=True)
+class SignedFire:
+    """An action done for a token's holder (`Engine.fire_signed`), with who they are."""
+
+    signed: SignedIn
+    result: FireResult
 
 
 class Engine:
@@ -147,16 +157,43 @@ class Engine:
              expected_version: int | None = None, idempotency_key: str | None = None,
              viewer: Viewer | None = None) -> FireResult:
         """Move one case by `trigger` (`Kernel.fire`)."""
+        return self._fire(lambda _w: (actor, viewer), case_id, trigger, data, comment,
+                          expected_version, idempotency_key)
+
+    def fire_signed(self, token: str, now: dt.datetime, case_id: int, trigger: str, *,
+                    data: dict[str, Any] | None = None, comment: str | None = None,
+                    expected_version: int | None = None, idempotency_key: str | None = None
+                    ) -> SignedFire:
+        """`fire` by whoever holds `token` (an API request): the token, their roles and the
+        case are read, and the action done, in one transaction (`accounts.sign_in`).
+        AuthFailed as the sign-in gives it; the action's errors as `fire` gives them."""
+        signed: list[SignedIn] = []
+
+        def who(w: Work) -> tuple[Actor, Viewer]:
+            signed.append(sign_in(w.conn, token, now))
+            return Actor.person(signed[-1].viewer.person_id), signed[-1].viewer
+        result = self._fire(who, case_id, trigger, data, comment, expected_version,
+                            idempotency_key)
+        return SignedFire(signed[-1], result)
+
+    def _fire(self, who: Callable[[Work], tuple[Actor, Viewer | None]], case_id: int,
+              trigger: str, data: dict[str, Any] | None, comment: str | None,
+              expected_version: int | None, idempotency_key: str | None) -> FireResult:
+        def act(w: Work) -> FireResult:
+            actor, viewer = who(w)
+            return self.kernel.fire(w, case_id, trigger, actor, data=data, comment=comment,
+                                    expected_version=expected_version,
+                                    idempotency_key=idempotency_key, viewer=viewer)
+
+        def replayed(w: Work) -> FireResult | None:
+            actor, viewer = who(w)
+            return self.kernel.replayed(w, case_id, trigger, actor, idempotency_key or "",
+                                        data, comment, viewer)
         try:
-            return self.db.run(lambda w: self.kernel.fire(
-                w, case_id, trigger, actor, data=data, comment=comment,
-                expected_version=expected_version, idempotency_key=idempotency_key,
-                viewer=viewer))
+            return self.db.run(act)
         except (Conflict, IntegrityError):
             if idempotency_key:  # the same request may have won in another session
-                replay = self.db.run(lambda w: self.kernel.replayed(
-                    w, case_id, trigger, actor, idempotency_key, data, comment, viewer),
-                    write=False)
+                replay = self.db.run(replayed, write=False)
                 if replay:
                     return replay
             raise

@@ -142,14 +142,6 @@ class IssuedToken:
 
 
 @dataclass(frozen=True)
-class SignedIn:
-    """Who a request is from and the roles they hold, read in one unit of work."""
-
-    principal: acc.Principal
-    viewer: Viewer
-
-
-@dataclass(frozen=True)
 class SecurityEventOut:
     id: int
     at: dt.datetime
@@ -191,12 +183,11 @@ class Accounts(_Capability):
             token, expires = acc.add_token(s, user_id, kind, ttl, now)
         return IssuedToken(token, expires, user_id)
 
-    def sign_in(self, *, token: str, now: dt.datetime) -> SignedIn:
-        """Resolve a token and load its person's roles (AuthFailed says why not)."""
-        with self._db.unit_of_work(write=False) as s:
-            p = acc.principal_of(s, token, now)
-            viewer = load_viewer(s, p.person_id) if p.person_id else Viewer(person_id=0)
-        return SignedIn(p, viewer)
+    def sign_in(self, *, token: str, now: dt.datetime) -> acc.SignedIn:
+        """Resolve a token and load its person's roles, in one read (AuthFailed says why
+        not). An action's request signs in inside its own transaction instead
+        (`Engine.fire_signed`)."""
+        return self._db.run(lambda w: acc.sign_in(w.conn, token, now), write=False)
 
     def revoke(self, *, token_id: int, now: dt.datetime) -> None:
         acc.revoke_token(self._db, token_id, now)

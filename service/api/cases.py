@@ -12,7 +12,7 @@ from flask_smorest import Blueprint, abort
 from workflows.queries import CaseFilter, CaseRow
 
 from .. import metrics
-from ..auth import actor, engine, viewer
+from ..auth import engine, signed_action, viewer
 from .schemas import (
     ActionIn,
     CaseList,
@@ -137,9 +137,10 @@ class CaseAction(MethodView):
                         "422 idempotency_mismatch and nothing is done."}])
     def post(self, body, case_id: int, trigger: str):
         """Fire an action. 409 with the current version when If-Match is stale."""
-        result = engine().fire(case_id, trigger, actor(), data=body["data"],
-                               comment=body.get("comment"), expected_version=if_match(),
-                               idempotency_key=idempotency_key(), viewer=viewer())
+        expected, key = if_match(), idempotency_key()
+        result = signed_action(lambda token, now: engine().fire_signed(
+            token, now, case_id, trigger, data=body["data"], comment=body.get("comment"),
+            expected_version=expected, idempotency_key=key))
         if not result.replayed:
             metrics.count_action(result.flow, trigger)
         return result.__dict__, 200, {"ETag": f'"{result.version}"'}
