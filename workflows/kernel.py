@@ -236,7 +236,7 @@ class Kernel:
             conn.execute(CASES.insert(), [case])
         except IntegrityError:
             raise DuplicateCase(msg(
-                "engine.duplicate_case", subject_id=subject_id, flow=spec.flow,
+                "engine.duplicate_case", subject_id=subject_id, flow=spec.flow, title=spec.title,
                 period=msg("engine.duplicate_period", period_key=period_key)
                 if period_key else "")) from None
         history.write(conn, [entry])
