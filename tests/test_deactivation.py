@@ -179,7 +179,9 @@ def test_a_deactivated_persons_claims_are_released_in_the_history(api, engine, d
     last = engine.history(case_id)[-1]
     assert (last["trigger"], last["actor_id"], last["actor_role"]) == (
         "release", org.admin, "admin")
-    assert "deactivated" in last["comment"]
+    # Chinese first, the English beside it; no English phrase inside the Chinese.
+    assert last["comment"] == (f"人员 {org.l1} 已停用，其认领已释放"
+                               f"（person {org.l1} deactivated: the claim is released）")
     assert engine.verify_history()[2] == []
     # The evaluator above (the fallback, now that l1 is gone) can act at once.
     engine.fire(case_id, "evaluate", Actor.person(org.chief), data={"grade": "较好"})

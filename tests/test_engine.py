@@ -323,7 +323,13 @@ def test_start_case_checks(engine, org, regular, db):
     engine.start_case(FLOW, org.s1, period_key="2026-11")
     with pytest.raises(DuplicateCase) as exc:
         engine.start_case(FLOW, org.s1, period_key="2026-11")
-    assert "already has a regular-assessment case for 2026-11" in str(exc.value)
+    # As a 组织人事 clerk writes it: the period, the flow's title, and what cannot be done.
+    assert exc.value.to_dict("zh")["message"] == (
+        f"人员 {org.s1} 已有 2026-11 期的「平时考核」事项，不能重复发起。")
+    assert exc.value.to_dict("en")["message"] == (
+        f"person {org.s1} already has a Regular assessment case for 2026-11; "
+        "it cannot be started again")
+    assert exc.value.to_dict("en")["params"]["flow"] == FLOW  # the id, for programs
     with pytest.raises(FieldErrors) as exc:
         engine.start_case(FLOW, org.s1, period_key="2026-13")
     assert "looks like 2026-11" in exc.value.errors["period_key"][0]

@@ -236,7 +236,7 @@ class Kernel:
             conn.execute(CASES.insert(), [case])
         except IntegrityError:
             raise DuplicateCase(msg(
-                "engine.duplicate_case", subject_id=subject_id, flow=spec.flow,
+                "engine.duplicate_case", subject_id=subject_id, flow=spec.flow, title=spec.title,
                 period=msg("engine.duplicate_period", period_key=period_key)
                 if period_key else "")) from None
         history.write(conn, [entry])
@@ -421,9 +421,10 @@ class Kernel:
             .order_by(CASES.c.id).with_for_update(of=CASES)).all()
         actor = Actor.person(by) if by is not None else SYSTEM_ACTOR
         role = "admin" if by is not None else SYSTEM
-        for row in rows:
+        released = msg("engine.claim_released_deactivated", person_id=person_id)
+        for row in rows:  # the history keeps text, not keys: Chinese first, English beside
             self.record(w.conn, row, actor, role, RELEASE, {},
-                        f"person {person_id} deactivated (停用): the claim is released",
+                        f"{released.render('zh')}（{released.render('en')}）",
                         {"claimed_by": None, "claimed_at": None})
         return len(rows)
 
@@ -440,7 +441,7 @@ class Kernel:
             raise NotFound(msg("engine.person_does_not_exist_3", to_person=to_person))
         target = Roles(w.conn, Actor.person(to_person), row, row.path, cf.spec)
         target_role = self._acting_role(target, cf, row, Actor.person(to_person),
-                                        who=f"person {to_person}")
+                                        who=msg("engine.person", person_id=to_person))
         if to_person == actor.person_id:
             raise ActionNotAllowed(msg("engine.delegate_someone_else_release"))
         return self.record(w.conn, row, actor, role, DELEGATE,

@@ -83,6 +83,10 @@ class CaseRow:
     # The deadline falls in a year whose official holidays the calendar does not know
     # (calendar_file.deadline_uncertain): it may be early. Set by the engine.
     deadline_uncertain: bool = False
+    # A step with no deadline that moves by itself (结果反馈: accepted after 5 working days
+    # of silence): when, and the action's label. Set by the engine on lists and the queue.
+    auto_at: dt.datetime | None = None
+    auto_action: str = ""
 
 
 def _base():

@@ -21,6 +21,7 @@ from .kernel import Kernel, _not_found
 from .machine import CompiledFlow
 from .messages import msg
 from .models import Case, HistoryRecord, Timer
+from .timers import AUTO
 from .versions import Versions
 
 CASES = Case.__table__
@@ -66,6 +67,7 @@ class Reads:
                                              self.versions.all_flows(s))
             for row in rows:
                 self._label(s, row, lang)
+            self._auto_steps(s, rows, lang)
             return rows, total
 
     def count_stuck(self) -> int:
@@ -84,6 +86,7 @@ class Reads:
                 self._label(s, row, lang)
                 row.actions = self.kernel.actions(s, flows[row.version_id], row, row.unit_path,
                                                   actor, lang, viewer.role_units())
+            self._auto_steps(s, rows, lang)
             return rows, total
 
     def case_for(self, viewer: Viewer, case_id: int, lang: str = "zh") -> queries.CaseRow:
@@ -104,6 +107,22 @@ class Reads:
         row.deadline_uncertain = not row.closed and deadline_uncertain(self.kernel.calendar,
                                                                        row.deadline_at)
         return cf
+
+    def _auto_steps(self, s: Session, rows: list[queries.CaseRow], lang: str) -> None:
+        """`auto_at` / `auto_action` of the open rows without a deadline: their first
+        pending auto timer, in one query for the page."""
+        open_ = {r.id: r for r in rows if not r.closed and r.deadline_at is None}
+        if not open_:
+            return
+        timers = s.execute(select(Timer.case_id, Timer.action, Timer.due_at)
+                           .where(Timer.case_id.in_(open_), Timer.kind == AUTO,
+                                  Timer.status == "pending")
+                           .order_by(Timer.due_at.desc())).all()
+        for case_id, action, due_at in timers:  # the earliest is written last
+            row = open_[case_id]
+            t = self.versions.compiled(s, row.version_id).spec.transition(action or "",
+                                                                         row.state)
+            row.auto_at, row.auto_action = due_at, t.label.text(lang) if t else (action or "")
 
     def history_for(self, viewer: Viewer, case_id: int) -> list[dict[str, Any]]:
         self.case_for(viewer, case_id)

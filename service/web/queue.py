@@ -194,12 +194,11 @@ def queue_row(row: CaseRow, me: int) -> dict[str, Any]:
             "claimed_by_me": row.claimed_by == me, "tier": tier_label(row.tier)}
 
 
-def bulk_candidates(f: CaseFilter) -> list[CaseRow]:
-    """Every queued case the filter keeps (up to the bulk maximum), not one page of them:
-    the queue's bulk buttons count these, and the bulk page lists them."""
-    rows, _total = auth.engine().queue(auth.viewer(), replace(f, page=1, per_page=BULK_MAX),
-                                       lang())
-    return rows
+def bulk_candidates(f: CaseFilter) -> tuple[list[CaseRow], int]:
+    """Every queued case the filter keeps (up to the bulk maximum), not one page of them,
+    and how many it keeps in all: the queue's bulk buttons count these, and the bulk page
+    lists them (and says so when the maximum cut the list)."""
+    return auth.engine().queue(auth.viewer(), replace(f, page=1, per_page=BULK_MAX), lang())
 
 
 def _approving(action: Any) -> bool:
@@ -217,7 +216,7 @@ def queue():
     # Bulk: one link per (flow, state, action) an approver can take on what is filtered —
     # every filtered case, not only this page's, so the bulk page lists as many.
     bulk = Counter((r.flow, r.state, r.state_label, a.trigger, a.label)
-                   for r in bulk_candidates(f) for a in r.actions if _approving(a))
+                   for r in bulk_candidates(f)[0] for a in r.actions if _approving(a))
     pages = max(1, -(-total // PER_PAGE))
     query = carried(args)
     return render_template(
@@ -307,12 +306,15 @@ def delegate(case_id: int):
 # --------------------------------------------------------------------------- bulk
 
 
-def _bulk_rows(args: dict[str, Any], flow: str, state: str, trigger: str) -> list[CaseRow]:
+def _bulk_rows(args: dict[str, Any], flow: str, state: str, trigger: str
+               ) -> tuple[list[CaseRow], int]:
     """The cases of the bulk page: the queue's filters (`args`) narrowed to one step, those
-    on which the viewer can take `trigger` as an approver — what the queue's button counts."""
+    on which the viewer can take `trigger` as an approver — what the queue's button counts;
+    and how many queued cases the filters keep, beyond the bulk maximum too."""
     f = case_filter(args, auth.viewer(), flow=flow, state=state)
-    return [r for r in bulk_candidates(f)
-            if any(a.trigger == trigger and _approving(a) for a in r.actions)]
+    rows, total = bulk_candidates(f)
+    return [r for r in rows if any(a.trigger == trigger and _approving(a)
+                                   for a in r.actions)], total
 
 
 def _pool_text(key: tuple, unit_names: dict[int, str]) -> str:
@@ -361,7 +363,7 @@ def quota_meter(spec: FlowSpec, trigger: str, rows: list[CaseRow], selected: set
 def render_bulk(flow: str, state: str, trigger: str, selected: set[int], args: dict[str, Any],
                 failed: Failure | None = None, status: int = 200):
     eng = auth.engine()
-    rows = _bulk_rows(args, flow, state, trigger)
+    rows, matched = _bulk_rows(args, flow, state, trigger)
     spec = eng.flow(flow).spec if not rows else eng.spec_of(rows[0].version_id)
     t = spec.transition(trigger, state)
     if t is None:
@@ -384,6 +386,7 @@ def render_bulk(flow: str, state: str, trigger: str, selected: set[int], args: d
         comment_value=failed.comment if failed else "", errors=errors,
         message=failed.message if failed else None,
         summary=forms.summary("bulk", [*ws, comment], errors), max=BULK_MAX,
+        capped=matched if matched > BULK_MAX else None,
         filters=carried(args), prefix=BULK_PREFIX,
         chips=[c for c in filter_chips(args, _flows(), _units(auth.viewer()))
                if c["key"] not in ("flow", "state")]), status
@@ -416,7 +419,7 @@ def bulk_post():
                                    if k.startswith(BULK_PREFIX)})
     raw_ids = request.form.getlist("case_ids")
     selected = {int(i) for i in raw_ids if i.isdigit() and len(i) < 10}
-    listed = _bulk_rows(args, flow, state, trigger)  # for names on the results page
+    listed, _matched = _bulk_rows(args, flow, state, trigger)  # names on the results page
     spec = eng.flow(flow).spec
     t = spec.transition(trigger, state)
     parsed = forms.parse(spec, t, request.form)

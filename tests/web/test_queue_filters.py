@@ -86,6 +86,25 @@ def test_the_bulk_page_keeps_the_queue_filters_and_its_count(web, engine, org):
     assert _listed(left) == sec1 - set(chosen)
 
 
+def test_the_bulk_page_says_when_it_lists_only_the_first_cases(web, engine, org,
+                                                              monkeypatch):
+    """More cases match than the bulk page lists (BULK_MAX, 500; 2 here): the page says so
+    and by how many, not only the capped count."""
+    monkeypatch.setattr("service.web.queue.BULK_MAX", 2)
+    for who in ("s1", "s2", "s3"):
+        _to_approval(engine, org, who)
+    web.login("c1")
+    url = f"/queue/bulk?flow={FLOW}&state=approval&trigger=approve"
+    page = _text(web.get(url))
+    assert len(_listed(page)) == 2
+    assert 'id="bulk-capped"' in page and "仅显示前 2 件，共 3 件；请缩小筛选范围" in page
+    web.post("/lang", {"lang": "en", "next": "/home"})
+    page = _text(web.get(url))
+    assert "Only the first 2 of 3 cases are listed; narrow the filters" in page
+    monkeypatch.setattr("service.web.queue.BULK_MAX", 3)  # all listed: no such line
+    assert 'id="bulk-capped"' not in _text(web.get(url))
+
+
 def test_a_bad_filter_is_named_and_the_rest_kept(web, engine, org):
     _to_approval(engine, org, "s1")
     _to_approval(engine, org, "t1")

@@ -62,3 +62,33 @@ def test_durations_in_words(web):
         assert duration_words("P1M") == "1 个月"
         assert duration_words("PT12H") == "12 小时"
         assert duration_words("not-a-duration") == "not-a-duration"
+
+
+def test_the_home_to_do_shows_when_the_feedback_step_accepts_by_itself(web, engine, org):
+    """结果反馈 has no deadline of its own: its to-do card and the "My cases" row show the
+    day the auto timer accepts, as the case page does, not a bare dash."""
+    cid = engine.start_case(FLOW, org.s1, period_key="2026-11").id
+    engine.fire(cid, "submit", P(org.s1), data={"summary": "本月小结"})
+    engine.fire(cid, "evaluate", P(org.l1), data={"grade": "较好",
+                                                    "evaluation_comment": "意见"})
+    with engine.db.unit_of_work(write=False) as s:
+        due = s.execute(select(Timer.due_at).where(Timer.case_id == cid, Timer.kind == "auto",
+                                                   Timer.status == "pending")).scalar_one()
+    web.login("s1")
+    home = _text(web.get("/home"))
+    card = home.split('class="card todo')[1].split("</li>")[0]
+    assert f'datetime="{due.isoformat()}"' in card and "到期未办理将自动：认可结果" in card
+    mine = home.split('id="mine-h"')[1].split("</table>")[0]
+    assert f'datetime="{due.isoformat()}"' in mine
+    assert '<span class="muted">—</span>' not in home
+
+
+def test_a_step_without_any_deadline_says_so(web):
+    from flask import render_template_string, session
+
+    due = '{% from "macros.html" import due %}{{ due(None, False) }}'
+    with web.client.application.test_request_context():
+        assert "无期限" in render_template_string(due)
+    with web.client.application.test_request_context():
+        session["lang"] = "en"
+        assert "no deadline" in render_template_string(due)
