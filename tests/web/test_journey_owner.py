@@ -77,6 +77,9 @@ def test_owner_journey(live, page, phone, db_url):
     expect(first).to_contain_text(f"第 {line} 行")
     expect(first).to_contain_text("未知状态“feedbak”（是否想写“feedback”？）")
     expect(first.locator(".src-line.marked")).to_contain_text("to: feedbak")
+    # The line links are wired when owner.js has run (before that they only jump): on a
+    # loaded machine the click could come first.
+    page.wait_for_load_state("load")
     first.get_by_role("link", name=f"第 {line} 行").click()
     picked = page.evaluate("() => { const a = document.getElementById('source');"
                            " return a.value.slice(a.selectionStart, a.selectionEnd); }")
