@@ -40,12 +40,12 @@ What is measured
     database transactions per action (pg_stat_database, read once the backends are gone).
 
 Why the engine rate is the right ceiling
-    Every HTTP action ends in exactly that one ``Engine.fire`` call, one transaction with the
-    same statements on the same database. Everything else the service does per request is
-    added on top: the TCP connection and HTTP parsing (gunicorn), Flask routing, the bearer
-    token lookup (one more transaction: only the token's SHA-256 is looked up, no password
-    is hashed) and the viewer's role assignments (another transaction), the marshmallow
-    schemas, the JSON answer, the metrics. So one worker cannot fire faster than one engine
+    Every HTTP action ends in one ``Engine.fire_signed`` call: the ``Engine.fire``
+    transaction with one statement more at its start, the bearer token lookup with the
+    viewer's role assignments (only the token's SHA-256 is looked up, no password is hashed;
+    ``accounts.sign_in``). Everything else the service does per request is added on top:
+    the TCP connection and HTTP parsing (gunicorn), Flask routing, that sign-in statement,
+    the marshmallow schemas, the JSON answer, the metrics. So one worker cannot fire faster than one engine
     thread, nor W workers faster than W engine threads; HTTP/engine is the share of the
     engine's rate the service keeps. The W-thread rate is measured in one process, so it is
     only an approximation of W engine processes: its threads share one GIL where gunicorn's
@@ -701,7 +701,7 @@ def report(args: argparse.Namespace, machine: list[str], load: tuple, http: Http
           f"({args.connections} connections, {args.workers} workers). Engine latency: per "
           "Engine.fire call.\n  CPU ms/action: the gunicorn workers (HTTP) or this process "
           "(engine), then the PostgreSQL backends serving them.\n  DB xacts/action: "
-          "pg_stat_database commits + rollbacks per action (the pool's pre-ping counts as one).")
+          "pg_stat_database commits + rollbacks per action (no pre-ping: the pool recycles).")
 
     print(f"\nHTTP answers: {wrk['ok']:,} × 200 of {wrk['answered']:,}; non-200: {non200}"
           + (" (" + ", ".join(f"{s}: {c}" for s, c in sorted(wrk.statuses.items())) + ")"
