@@ -143,19 +143,26 @@ NOMINATION = {"post_type": "第一书记", "receiving_unit": "青山镇石桥村
               "nomination_reason": "基层工作经验丰富"}
 
 
-def test_while_dispatched_the_receiving_side_evaluates(engine, bureau, db):
-    """下沉一线: the dispatch case's host (接收方考核负责人) evaluates the regular assessment
-    while the person is in post; the home unit's evaluators again once the term ends."""
+def dispatch_st(engine: Engine, bureau: dict[str, int], db) -> tuple[int, int]:
+    """Both flows published, and st dispatched (下沉一线) to a village whose 村党支部书记 (vh)
+    hosts them: (the dispatch case, vh)."""
     publish(engine)
     engine.publish(DISPATCH.read_text(encoding="utf-8"), "frontline-dispatch.yaml")
     with db.unit_of_work() as s:
         village = add_unit(s, "V", "青山镇石桥村")
-        ids = {"vh": add_person(s, "VH", "村党支部书记", village, "chief").id}
-    people = {**bureau, **ids}
+        vh = add_person(s, "VH", "村党支部书记", village, "chief").id
     dispatch = engine.start_case("frontline-dispatch", bureau["st"])
     engine.fire(dispatch.id, "nominate", P(bureau["c1"]), data=NOMINATION)
     engine.fire(dispatch.id, "approve_dispatch", P(bureau["hr"]),
-                data={"dispatch_order": "组干〔2026〕12号", "host": ids["vh"]})
+                data={"dispatch_order": "组干〔2026〕12号", "host": vh})
+    return dispatch.id, vh
+
+
+def test_while_dispatched_the_receiving_side_evaluates(engine, bureau, db):
+    """下沉一线: the dispatch case's host (接收方考核负责人) evaluates the regular assessment
+    while the person is in post; the home unit's evaluators again once the term ends."""
+    dispatch, vh = dispatch_st(engine, bureau, db)
+    people = {**bureau, "vh": vh}
     cid = to_evaluation(engine, bureau["st"])
     assert evaluators_of(engine, cid, people) == {"vh"}
     assert queues_holding(engine, cid, people) == {"vh"}  # not c1's or dp's any more
@@ -164,7 +171,7 @@ def test_while_dispatched_the_receiving_side_evaluates(engine, bureau, db):
     other = to_evaluation(engine, bureau["bs"])  # nobody else's evaluator changes
     assert evaluators_of(engine, other, people) == {"head", "vice"}
     # The term ends early: the home unit evaluates again.
-    engine.fire(dispatch.id, "end_early", P(bureau["hr"]), comment="工作需要")
+    engine.fire(dispatch, "end_early", P(bureau["hr"]), comment="工作需要")
     assert evaluators_of(engine, cid, people) == {"c1", "dp"}
     assert queues_holding(engine, cid, people) == {"c1", "dp"}
 
@@ -181,15 +188,7 @@ def test_the_home_unit_is_told_the_grade_the_host_gave(engine, bureau, db):
     """派出单位知情: the host's evaluation of a dispatched person's regular assessment
     tells the evaluators of the home unit's hierarchy (c1 and dp for st in D1), in-app,
     with the grade; the home unit's own evaluation of others tells nobody."""
-    publish(engine)
-    engine.publish(DISPATCH.read_text(encoding="utf-8"), "frontline-dispatch.yaml")
-    with db.unit_of_work() as s:
-        village = add_unit(s, "V", "青山镇石桥村")
-        vh = add_person(s, "VH", "村党支部书记", village, "chief").id
-    dispatch = engine.start_case("frontline-dispatch", bureau["st"])
-    engine.fire(dispatch.id, "nominate", P(bureau["c1"]), data=NOMINATION)
-    engine.fire(dispatch.id, "approve_dispatch", P(bureau["hr"]),
-                data={"dispatch_order": "组干〔2026〕12号", "host": vh})
+    _dispatch, vh = dispatch_st(engine, bureau, db)
     other = to_evaluation(engine, bureau["s2"])
     engine.fire(other, "evaluate", P(bureau["c2"]), data={"grade": "好"})
     assert _notices(db) == []  # the home unit evaluated: nobody to tell
@@ -368,3 +367,46 @@ def test_the_shipped_role_loads():
         "evaluator", ("chief", "deputy", "staff"), True, None)
     assert {t.trigger for t in spec.transitions if "evaluator" in t.by} == {
         "evaluate", "return_summary"}
+
+
+# --------------------------------------------------------------------------- read with the case
+
+
+def test_the_organisation_read_with_the_case_answers_as_its_own_read(engine, bureau, db):
+    """An action reads the organisation it asks about with the case (`actors.OrgNeeds`, on
+    PostgreSQL in the same statement): for every trigger of the flows and every kind of
+    subject — a dispatched one too — its answers are those of `Org.read_for`."""
+    from workflows.actors import Org, action_needs
+    from workflows.core import SYSTEM_ACTOR
+
+    dispatch_st(engine, bureau, db)  # st is hosted: the along read names vh
+    compared = 0
+    for code in ("st", "dp", "c1", "c2", "s2", "vice", "bs"):
+        cid = to_evaluation(engine, bureau[code])
+        spec = engine.flow(FLOW).spec
+        for trigger in sorted({t.trigger for t in spec.transitions}):
+            needs = action_needs(spec, trigger)
+            assert needs <= engine.kernel.versions.org_needs[trigger]  # of every flow
+
+            def both(w, needs=needs, cid=cid, spec=spec):
+                loaded = engine.kernel.load_for_action(w, cid, SYSTEM_ACTOR, None,
+                                                       lock=False, needs=needs)
+                row = loaded.row
+                own = Org.read_for(w.conn, {row.unit_id: row.path},
+                                   list(spec.roles.values()), [row.subject_id])
+                return loaded, own
+
+            loaded, own = db.run(both, write=False)
+            row, along = loaded.row, loaded.org
+            if db.dialect == "sqlite" or not needs:
+                assert along is None  # read when asked, as before
+                continue
+            for role in spec.roles.values():
+                if role.resolve == "subject" or not along.covers(row.unit_id, [role]):
+                    continue
+                along.with_hosts([role], row.subject_id)
+                assert along.holders(role, row.unit_id, row.tier, row.subject_id) == \
+                    own.holders(role, row.unit_id, row.tier, row.subject_id), (code, trigger)
+                compared += 1
+    if db.dialect == "postgresql":
+        assert compared >= 7 * 2  # every subject, the evaluator and the next step's roles

@@ -257,3 +257,36 @@ def test_an_actions_effects_commit_with_its_move_or_not_at_all(engine, org, regu
     assert (result.to_state, result.version) == ("approved", 5)
     with db.unit_of_work(write=False) as s:
         assert [r["kind"] for r in list_facts(s, "consequences", org.s1)] == ["通报表扬"]
+
+
+def test_on_postgresql_an_action_is_two_statements(pg_only_url):
+    """The case with the actor's roles and the organisation the action asks about (the role
+    check, the next-actor check, the dispatch host evaluate's effect 派出单位知情 asks for),
+    then the write with its COMMIT: submit, evaluate and accept read nothing else."""
+    from workflows.db import upgrade
+
+    upgrade(pg_only_url)
+    db = Database(pg_only_url)
+    try:
+        engine = Engine(db)
+        engine.publish(REGULAR.read_text(encoding="utf-8"), str(REGULAR))
+        chief, staff = _small_org(db)
+        with db.unit_of_work() as s:  # someone to approve (审定) after the accept
+            from workflows.models import Person, Unit
+
+            root = s.execute(select(Unit)).scalar_one()
+            assign_role(s, s.get(Person, chief), "committee", root)
+        case = engine.start_case("regular-assessment", staff, period_key="2026-11")
+        sent: list[str] = []
+        event.listen(db.engine, "before_cursor_execute",
+                     lambda _c, _cur, statement, *_a: sent.append(statement))
+        steps = [("submit", staff, {"summary": "小结"}), ("evaluate", chief, {"grade": "较好"}),
+                 ("accept", staff, None)]
+        for v, (trigger, who, data) in enumerate(steps, start=1):
+            sent.clear()
+            engine.fire(case.id, trigger, P(who), data=data, expected_version=v)
+            assert len(sent) == 2, (trigger, sent)
+            assert "FOR UPDATE" in sent[0] and "role_assignments" in sent[0]
+            assert "INSERT INTO case_history" in sent[1]
+    finally:
+        db.dispose()

@@ -136,6 +136,58 @@ def _hosts_statement(pg: bool, host_field: str, by_subject: bool) -> Any:
     return _STATEMENTS[key]
 
 
+HostSource = tuple[str, tuple[str, ...], str]  # a hosted role's dispatch flow, states, field
+
+
+def _source(role: RoleSpec) -> HostSource | None:
+    if not role.dispatch_flow or not role.dispatch_host:
+        return None
+    return role.dispatch_flow, tuple(role.dispatch_states), role.dispatch_host
+
+
+@dataclass(frozen=True)
+class OrgNeeds:
+    """What an `Org` must hold to resolve some roles on one case: the unit roles (on the
+    case unit and its ancestors), the groups, and where the subject's dispatch host comes
+    from for hosted evaluator roles. The kernel reads this much of the organisation along
+    with the case (`Kernel.load_for_action`), so the role check and the next-actor check
+    of an action cost no read of their own."""
+
+    roles: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    hosted: frozenset[HostSource] = frozenset()
+
+    @classmethod
+    def of(cls, specs: Iterable[RoleSpec]) -> OrgNeeds:
+        specs = list(specs)
+        unit_roles, groups = role_needs(specs)
+        return cls(frozenset(unit_roles), frozenset(groups),
+                   frozenset(src for r in specs if (src := _source(r)) is not None))
+
+    def __or__(self, other: OrgNeeds) -> OrgNeeds:
+        return OrgNeeds(self.roles | other.roles, self.groups | other.groups,
+                        self.hosted | other.hosted)
+
+    def __le__(self, other: OrgNeeds) -> bool:
+        return (self.roles <= other.roles and self.groups <= other.groups
+                and self.hosted <= other.hosted)
+
+    def __bool__(self) -> bool:
+        return bool(self.roles or self.groups or self.hosted)
+
+
+def action_needs(spec: FlowSpec, trigger: str) -> OrgNeeds:
+    """The organisation an action by `trigger` asks about, from whichever state: the roles
+    it may be done by (the role check) and those who act at the state it leads to (the
+    next-actor check)."""
+    needs = OrgNeeds()
+    for t in spec.transitions:
+        if t.trigger == trigger:
+            names = [n for n in t.by if n != SYSTEM] + list(step_roles(spec, t.dest) or {})
+            needs = needs | OrgNeeds.of(spec.roles[n] for n in names)
+    return needs
+
+
 @dataclass(frozen=True)
 class Holder:
     """One role assignment of an active person, with the person's home unit and tier."""
@@ -153,9 +205,14 @@ class Org:
     `paths` maps unit id → list of unit ids root … unit (the unit's ancestors and itself).
     """
 
-    def __init__(self, holders: Iterable[Holder], paths: dict[int, list[int]]):
+    def __init__(self, holders: Iterable[Holder], paths: dict[int, list[int]],
+                 needs: OrgNeeds | None = None,
+                 sources: dict[HostSource, dict[int, int | None]] | None = None):
         self.paths = paths
         self.hosts: dict[tuple[str, int], int] = {}  # (role, subject) → host (下沉一线)
+        # Read along with a case: what was read (`covers`), and per host source the case
+        # subject's host or None (`with_hosts` names them per role, `known_host` answers).
+        self.needs, self.sources = needs, sources or {}
         self.by_unit: dict[tuple[str, int], list[Holder]] = defaultdict(list)
         self.groups: dict[str, list[int]] = defaultdict(list)
         for h in holders:
@@ -214,6 +271,27 @@ class Org:
         org = cls(holders, paths)
         org.hosts.update({(name, subject): host for name, subject, host in hosts})
         return org
+
+    def covers(self, unit_id: int, specs: Iterable[RoleSpec]) -> bool:
+        """Whether this organisation, read along with a case of `unit_id`, can resolve
+        `specs` there without another read."""
+        return (self.needs is not None and unit_id in self.paths
+                and OrgNeeds.of(specs) <= self.needs)
+
+    def with_hosts(self, specs: Iterable[RoleSpec], subject_id: int) -> Org:
+        """Name the subject's host (read along) for each hosted role of `specs`."""
+        for r in specs:
+            src = _source(r)
+            host = self.sources.get(src, {}).get(subject_id) if src else None
+            if host is not None:
+                self.hosts[(r.name, subject_id)] = host
+        return self
+
+    def known_host(self, role: RoleSpec, subject_id: int) -> tuple[bool, int | None]:
+        """(read along, the host): whether the subject's host for a hosted role was read
+        with the case and, if so, who it is (None: not dispatched)."""
+        read = self.sources.get(_source(role), {})  # type: ignore[arg-type]
+        return (subject_id in read, read.get(subject_id))
 
     def load_hosts(self, s: Session, roles: Iterable[RoleSpec],
                    subjects: Iterable[int] | None) -> Org:
@@ -315,10 +393,11 @@ def step_roles(spec: FlowSpec, state: str) -> dict[str, bool] | None:
 
 
 def actors_at(s: Session, spec: FlowSpec, state: str, unit_id: int, unit_path: str,
-              tier: str | None, subject_id: int, cache: dict | None = None
-              ) -> list[int] | None:
+              tier: str | None, subject_id: int, cache: dict | None = None,
+              along: Org | None = None) -> list[int] | None:
     """The people who could act at `state` of a case (None: no person is needed).
-    `cache` keeps the organisation read per unit and roles (a bulk action's cases)."""
+    `cache` keeps the organisation read per unit and roles (a bulk action's cases);
+    `along` is the organisation read with the case, used when it covers the roles."""
     roles = step_roles(spec, state)
     if roles is None:
         return None
@@ -326,7 +405,9 @@ def actors_at(s: Session, spec: FlowSpec, state: str, unit_id: int, unit_path: s
     unit_roles, groups = role_needs(specs)
     key = (unit_id, tuple(sorted(unit_roles)), tuple(sorted(groups)))
     org = cache.get(key) if cache is not None else None
-    if org is None and cache is None:  # one case: the organisation and its hosts at once
+    if along is not None and along.covers(unit_id, specs):
+        org = along.with_hosts(specs, subject_id)
+    elif org is None and cache is None:  # one case: the organisation and its hosts at once
         org = Org.read_for(s, {unit_id: unit_path}, specs, [subject_id])
     else:
         if org is None:
@@ -341,12 +422,14 @@ def actors_at(s: Session, spec: FlowSpec, state: str, unit_id: int, unit_path: s
 
 def check_next_actor(s: Session, spec: FlowSpec, state: str, case_id: int | None,
                      unit_id: int, unit_path: str, tier: str | None, subject_id: int,
-                     doing: str, cache: dict | None = None) -> None:
+                     doing: str, cache: dict | None = None, along: Org | None = None
+                     ) -> None:
     """Refuse (`NoActor`) a move that would leave a live case with nobody to act on it.
 
-    One indexed query on role_assignments when the state needs a role holder; none when the
-    subject or the scheduler can move it, or it is final."""
-    found = actors_at(s, spec, state, unit_id, unit_path, tier, subject_id, cache)
+    One indexed query on role_assignments when the state needs a role holder (none when
+    the organisation read along with the case covers it); none when the subject or the
+    scheduler can move it, or it is final."""
+    found = actors_at(s, spec, state, unit_id, unit_path, tier, subject_id, cache, along)
     if found is not None and not found:
         roles = step_roles(spec, state) or {}
         raise NoActor(

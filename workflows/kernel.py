@@ -20,6 +20,7 @@ effects — all in the one transaction.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import struct
@@ -107,7 +108,7 @@ CASE_COLUMNS = ("id", "flow_id", "version_id", "subject_id", "unit_id", "tier", 
                 "created_at", "updated_at", "state_entered_at", "deadline_at", "closed_at",
                 "claimed_by", "claimed_at")
 PG_LOAD_FOR_ACTION = f"""
-SELECT {", ".join("c." + c for c in CASE_COLUMNS)}, u.path,
+SELECT {", ".join("c." + c for c in CASE_COLUMNS)}, u.path, {{org}},
   (SELECT coalesce(json_agg(json_build_array(r.role, r.unit_id)), '[]'::json)
      FROM role_assignments r JOIN people p ON p.id = r.person_id AND p.active
     WHERE r.person_id = %(person_id)s) AS held,
@@ -136,6 +137,32 @@ SELECT {", ".join("c." + c for c in CASE_COLUMNS)}, u.path,
        FROM case_history h WHERE h.case_id = c.id) END AS records
 FROM cases c JOIN units u ON u.id = c.unit_id
 WHERE c.id = :case_id"""
+# The organisation an action asks about (`actors.OrgNeeds`, per trigger): the holders of its
+# unit roles on the case unit and its ancestors and of its groups, then per hosted role the
+# subject's dispatch host (the latest case of the dispatch flow naming one).
+PG_ORG_ALONG = """CASE WHEN %(org)s THEN json_build_array(
+    (SELECT coalesce(json_agg(json_build_array(r.person_id, r.role, r.unit_id, p.unit_id,
+                                               p.tier)), '[]'::json)
+       FROM role_assignments r JOIN people p ON p.id = r.person_id AND p.active
+      WHERE (r.role = ANY(%(org_roles)s::text[])
+             AND r.unit_id = ANY(string_to_array(btrim(u.path, '/'), '/')::int[]))
+         OR (r.role = ANY(%(org_groups)s::text[]) AND r.unit_id IS NULL)){hosts}) END"""
+PG_HOST_ALONG = """,
+    (SELECT hp.id FROM cases d JOIN people hp
+         ON hp.id = (d.data ->> %(host_field{i})s)::int AND hp.active
+      WHERE d.flow_id = %(host_flow{i})s AND d.state = ANY(%(host_states{i})s::text[])
+        AND d.subject_id = c.subject_id AND hp.id <> d.subject_id
+      ORDER BY d.id DESC LIMIT 1)"""
+
+
+@functools.cache
+def pg_load_for_action(hosted: int, lock: bool = True) -> str:
+    """`PG_LOAD_FOR_ACTION` with the organisation read along for `hosted` host sources."""
+    org = PG_ORG_ALONG.format(hosts="".join(PG_HOST_ALONG.format(i=i) for i in range(hosted)))
+    sql = PG_LOAD_FOR_ACTION.replace("{org}", org)
+    return sql if lock else sql[:-len("FOR UPDATE OF c")]
+
+
 CaseRow = namedtuple("CaseRow", (*CASE_COLUMNS, "path"))
 FirstUse = namedtuple("FirstUse", "trigger from_state to_state seq actor_id request_hash")
 Record = namedtuple("Record", "case_id seq trigger from_state actor_role data")
@@ -150,16 +177,25 @@ class Loaded:
     held: list[tuple[str, int | None]] | None = None  # None: not read yet
     first_use: Any = None  # the Idempotency-Key's first record, when asked and found
     records: list[Any] | None = None  # the case's history, when read along
+    org: actors.Org | None = None  # the organisation the action asks about, when read along
 
 
 class SqlFacts:
-    """`rules.Facts` answered inside the action's own unit of work."""
+    """`rules.Facts` answered inside the action's own unit of work (and from what the action
+    read with its case, `along`, where that covers the question)."""
 
-    def __init__(self, w: Work):
-        self.w = w
+    def __init__(self, w: Work, along: actors.Org | None = None):
+        self.w, self.along = w, along
 
     def query(self, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(self.w.session, *args)
+
+    def dispatch_host(self, role: RoleSpec, subject_id: int) -> int | None:
+        if self.along is not None:
+            read, host = self.along.known_host(role, subject_id)
+            if read:
+                return host
+        return actors.dispatch_hosts(self.w.conn, role, [subject_id]).get(subject_id)
 
     def quota_figures(self, flow: str, quota: quotas.Quota, keys: list[quotas.PoolKey],
                       units: dict[int, int] | None = None
@@ -282,7 +318,8 @@ class Kernel:
         all come here; a request sent again with its Idempotency-Key gets its first
         result."""
         loaded = self.load_for_action(w, case_id, actor, viewer, key=idempotency_key,
-                                      records=trigger in self.versions.judged)
+                                      records=trigger in self.versions.judged,
+                                      needs=self.versions.org_needs.get(trigger))
         row, path = loaded.row, loaded.path
         digest = request_hash(actor, trigger, data, comment) if idempotency_key else None
         if idempotency_key:
@@ -292,17 +329,17 @@ class Kernel:
         if expected_version is not None and row.version != expected_version:
             raise Conflict(case_id, row.version, expected_version)
         cf = self.compiled(w.conn, row.version_id)
-        held = Roles(w.conn, actor, row, path, cf.spec, loaded.held)
+        held = Roles(w.conn, actor, row, path, cf.spec, loaded.held, loaded.org)
         t, values, role = self._check(w, cf, row, trigger, actor, data, comment, held)
-        self._check_next_actor(w.conn, cf, row, path, t)
+        self._check_next_actor(w.conn, cf, row, path, t, along=loaded.org)
         batch = None
         if t.rules or t.effects:
             if loaded.records is None:
                 known = self._trusted(w.conn, [row])
             else:
                 known = {row.id: provenance.trusted(cf.spec, dict(row.data), loaded.records)}
-            batch = rules.Batch(t, cf.spec, [_facts(row, values, known)], SqlFacts(w),
-                                self.clock(), actor.person_id)
+            batch = rules.Batch(t, cf.spec, [_facts(row, values, known)],
+                                SqlFacts(w, loaded.org), self.clock(), actor.person_id)
             rules.evaluate(batch)
             if t.effects:
                 # Before the write, so that the transaction can commit with it in one round
@@ -369,7 +406,9 @@ class Kernel:
                          if r.flow_id == spec.flow]
             rules.evaluate(rules.Batch(t, spec, [_facts(r, v, known) for r, v in own],
                                        facts, self.clock()), whole=flow_wide)
-        # Effects first, as in `fire`: the last write then commits in its own round trip.
+        # Effects first, as in `fire`. The COMMIT stays a statement of its own here: one
+        # round trip over many writes, and SQLAlchemy's commit event (which
+        # tests/reliability/test_kill_bulk.py holds the transaction at) still sees it.
         for row, t, values, _role in ready:
             if t.effects:
                 rules.run_effects(rules.Batch(
@@ -380,8 +419,7 @@ class Kernel:
         # order and wait for each other instead of deadlocking.
         ordered = sorted(ready, key=lambda x: x[0].id)
         done = [self._apply(conn, self.compiled(conn, row.version_id), row, t, actor, role,
-                            values, comment, None, commit=w.owned and i == len(ordered) - 1)
-                for i, (row, t, values, role) in enumerate(ordered)]
+                            values, comment, None) for row, t, values, role in ordered]
         return BulkResult(done=done, refused=refused)
 
     # ------------------------------------------------------------------ claims (认领)
@@ -474,25 +512,40 @@ class Kernel:
     # ------------------------------------------------------------------ reading a case
 
     def load_for_action(self, w: Work, case_id: int, actor: Actor, viewer: Viewer | None,
-                        key: str | None = None, records: bool = False, lock: bool = True
-                        ) -> Loaded:
+                        key: str | None = None, records: bool = False, lock: bool = True,
+                        needs: actors.OrgNeeds | None = None) -> Loaded:
         """The case (locked for the action), its unit's path, the actor's role assignments,
-        the first use of `key` and, with `records`, the case's history: one round trip on
-        PostgreSQL. NotFound also when `viewer` may not see the case."""
+        the first use of `key`, with `records` the case's history and with `needs` that
+        much of the organisation: one round trip on PostgreSQL. NotFound also when
+        `viewer` may not see the case."""
         conn = w.conn
         if w.dialect == "postgresql":
-            sql = PG_LOAD_FOR_ACTION if lock else PG_LOAD_FOR_ACTION[:-len("FOR UPDATE OF c")]
-            rows = driver_rows(conn, sql, {"case_id": case_id, "person_id": actor.person_id,
-                                           "key": key, "records": records})
+            hosted = sorted(needs.hosted) if needs else []
+            params = {"case_id": case_id, "person_id": actor.person_id, "key": key,
+                      "records": records, "org": bool(needs),
+                      "org_roles": sorted(needs.roles) if needs else [],
+                      "org_groups": sorted(needs.groups) if needs else []}
+            for i, (flow, states, field_name) in enumerate(hosted):
+                params.update({f"host_flow{i}": flow, f"host_states{i}": list(states),
+                               f"host_field{i}": field_name})
+            rows = driver_rows(conn, pg_load_for_action(len(hosted), lock), params)
             if not rows:
                 raise NotFound(_not_found(case_id, viewer))
             n = len(CASE_COLUMNS) + 1
             found = rows[0]
             row = CaseRow(*found[:n])
+            org = None
+            if found[n] is not None:
+                holders, *hosts = found[n]
+                org = actors.Org([actors.Holder(*h) for h in holders],
+                                 {row.unit_id: unit_path_ids(row.path)}, needs,
+                                 {src: {row.subject_id: host}
+                                  for src, host in zip(hosted, hosts, strict=True)})
+            n += 1
             loaded = Loaded(row, row.path, [tuple(h) for h in found[n]],
                             FirstUse(*found[n + 1]) if found[n + 1] else None,
                             [Record(case_id, *r) for r in found[n + 2]]
-                            if found[n + 2] is not None else None)
+                            if found[n + 2] is not None else None, org)
         else:  # SQLite: BEGIN IMMEDIATE holds the database's write lock already
             rows = driver_rows(conn, SQLITE_LOAD_FOR_ACTION, {
                 "case_id": case_id, "person_id": actor.person_id, "key": key,
@@ -635,11 +688,13 @@ class Kernel:
 
     @staticmethod
     def _check_next_actor(conn: Any, cf: CompiledFlow, row: Any, path: str,
-                          t: TransitionSpec, cache: dict | None = None) -> None:
+                          t: TransitionSpec, cache: dict | None = None,
+                          along: actors.Org | None = None) -> None:
         """Refuse a move into a state nobody could act at (`actors.check_next_actor`)."""
         if t.dest != row.state:
             actors.check_next_actor(conn, cf.spec, t.dest, row.id, row.unit_id, path, row.tier,
-                                    row.subject_id, f"{t.label.zh} ({t.trigger})", cache)
+                                    row.subject_id, f"{t.label.zh} ({t.trigger})", cache,
+                                    along)
 
     def _apply(self, conn: Connection, cf: CompiledFlow, row: Any, t: TransitionSpec,
                actor: Actor, role: str, values: dict[str, Any], comment: str | None,
@@ -724,8 +779,10 @@ class Roles:
     """Which of a flow's roles an actor holds on one case (read lazily, at most once)."""
 
     def __init__(self, conn: Any, actor: Actor, row: Any, unit_path: str, spec: FlowSpec,
-                 held: list[tuple[str, int | None]] | None = None):
+                 held: list[tuple[str, int | None]] | None = None,
+                 along: actors.Org | None = None):
         self.conn, self.actor, self.row, self.spec = conn, actor, row, spec
+        self.along = along  # the organisation read with the case, when it was
         self.ancestors = unit_path_ids(unit_path)  # root … case unit
         self.unit_path = unit_path
         self._held = held  # (role, unit_id) pairs; read on first use when not given
@@ -759,8 +816,11 @@ class Roles:
     def evaluators(self, r: RoleSpec) -> list[int]:
         """Who evaluates this case's subject (评鉴人, `actors.Org.evaluators`): one read."""
         if r.name not in self._evaluators:
-            org = actors.Org.read_for(self.conn, {self.row.unit_id: self.unit_path}, [r],
-                                      [self.row.subject_id])
+            if self.along is not None and self.along.covers(self.row.unit_id, [r]):
+                org = self.along.with_hosts([r], self.row.subject_id)
+            else:
+                org = actors.Org.read_for(self.conn, {self.row.unit_id: self.unit_path}, [r],
+                                          [self.row.subject_id])
             self._evaluators[r.name] = org.holders(r, self.row.unit_id, self.row.tier,
                                                    self.row.subject_id)
         return self._evaluators[r.name]

@@ -36,7 +36,7 @@ from .quotas import (  # noqa: F401 - POOL_KEYS, ROUNDINGS, quota_limit: read fr
     quota_limit,
     tiers_problems,
 )
-from .spec import FlowSpec, RuleSpec, TransitionSpec
+from .spec import FlowSpec, RoleSpec, RuleSpec, TransitionSpec
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ class Facts(Protocol):
     def query(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(session, *args)` in the action's transaction — for domain rules that read
         person facts or other cases (e.g. `workflows.facts.person_facts`)."""
+
+    def dispatch_host(self, role: RoleSpec, subject_id: int) -> int | None:
+        """Who hosts `subject_id` now for an evaluator role with `while_dispatched` (下沉一线),
+        or None (`actors.dispatch_hosts`); the action may have read it with its case."""
 
     def quota_figures(self, flow: str, quota: Quota, keys: list[PoolKey],
                       units: dict[int, int] | None = None) -> dict[PoolKey, PoolFigures]:

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .actors import OrgNeeds, action_needs
 from .core import DRAFT, PUBLISHED, PublishResult
 from .db import Database
 from .errors import CivflowError, NotFound, NotPublished
@@ -37,6 +38,9 @@ class Versions:
         # Triggers that have rules or effects in some compiled version: an action by one of
         # them reads the case's history with the case, in the same round trip.
         self.judged: set[str] = set()
+        # Per trigger, the organisation an action by it asks about in any compiled version
+        # (`actors.action_needs`): read along with the case, in the same round trip.
+        self.org_needs: dict[str, OrgNeeds] = {}
 
     def upload(self, source: str, filename: str, by: int | None = None) -> PublishResult:
         """Validate a definition and store it as a draft version, unless its content exists.
@@ -127,6 +131,9 @@ class Versions:
                 self._flows[version_id] = flow
                 self.judged.update(t.trigger for t in flow.spec.transitions
                                    if t.rules or t.effects)
+                for trigger in {t.trigger for t in flow.spec.transitions}:
+                    self.org_needs[trigger] = (self.org_needs.get(trigger, OrgNeeds())
+                                               | action_needs(flow.spec, trigger))
         return flow
 
     def version_id(self, s: Session | Connection, flow: str, version: int | None) -> int:

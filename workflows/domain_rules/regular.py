@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import notify
-from ..actors import Org, dispatch_hosts, role_needs
+from ..actors import Org, role_needs
 from ..errors import RuleViolation
 from ..facts import record_consequence
 from ..messages import msg
@@ -216,10 +216,7 @@ def _home_evaluators(s: Session, role: Any, case: CaseFacts) -> list[int]:
 
 
 def _inform(s: Session, role: Any, field: str, case: CaseFacts, spec: FlowSpec,
-            actor_id: int | None, now: dt.datetime) -> None:
-    if actor_id is None or dispatch_hosts(s, role, [case.subject_id]).get(
-            case.subject_id) != actor_id:
-        return  # not evaluated by the host: the home unit evaluated itself
+            actor_id: int, now: dt.datetime) -> None:
     people = [p for p in _home_evaluators(s, role, case) if p != actor_id]
     if not people:
         return
@@ -246,6 +243,9 @@ def _inform_home_unit(p: dict[str, Any], batch: Batch) -> None:
     role = batch.spec.roles[p["role"]]
     now = batch.now or dt.datetime.now(dt.UTC)
     for case in batch.cases:
+        if batch.actor_id is None or \
+                batch.facts.dispatch_host(role, case.subject_id) != batch.actor_id:
+            continue  # not evaluated by the host: the home unit evaluated itself
         batch.facts.query(_inform, role, p["field"], case, batch.spec, batch.actor_id, now)
 
 
