@@ -4,17 +4,18 @@ Each entrance runs inside one unit of work (`db.Work`, opened by the `Engine` fa
 the caller that owns the transaction: the timer worker, the organisation import) and takes
 it as its first argument. An action costs, on PostgreSQL, one round trip to read the case
 `FOR UPDATE` together with the actor's role assignments (and, when the request carries an
-Idempotency-Key, its first use; when the action has rules, the case's history), the reads
-its rules and the next-actor check need, and one round trip that writes the case's new
-head, its history record and the timers of the state visit it leaves and enters
-(`history.advance`). SQLite holds its write lock from BEGIN IMMEDIATE; the same reads and
-writes are a few statements there, all in-process.
+Idempotency-Key, its first use; when the action has rules, the case's history; and the
+organisation its role check and next-actor check ask about), the reads its rules need, and
+one round trip that writes the case's new head, its history record and the timers of the
+state visit it leaves and enters (`history.advance`) and commits. SQLite holds its write
+lock from BEGIN IMMEDIATE; the same reads and writes are a few statements there, all
+in-process.
 
 The checks, in order: the case exists and the viewer may see it; the Idempotency-Key
 (`replay`); the expected version; the transition from the current state; the actor's role
 (and that nobody approves their own case); the claim; the fields; the next step has
-someone to act; the rules (a quota under its advisory lock); then the write, then the
-effects — all in the one transaction.
+someone to act; the rules (a quota under its advisory lock); then the effects, then the
+write — all in the one transaction.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ FOR UPDATE OF c"""
 # SQLite: the same in one statement, sent straight to sqlite3 (values as stored: JSON and
 # timestamps as text; `history.sqlite_value` writes them back the same way).
 SQLITE_LOAD_FOR_ACTION = f"""
-SELECT {", ".join("c." + c for c in CASE_COLUMNS)}, u.path,
+SELECT {", ".join("c." + c for c in CASE_COLUMNS)}, u.path, {{org}},
   (SELECT json_group_array(json_array(r.role, r.unit_id))
      FROM role_assignments r JOIN people p ON p.id = r.person_id AND p.active
     WHERE r.person_id = :person_id) AS held,
@@ -155,12 +156,62 @@ PG_HOST_ALONG = """,
       ORDER BY d.id DESC LIMIT 1)"""
 
 
+# SQLite: the same; a unit is an ancestor when its id is a segment of the case unit's path.
+SQLITE_ORG_ALONG = """CASE WHEN :org THEN json_array(
+    json((SELECT json_group_array(json_array(r.person_id, r.role, r.unit_id, p.unit_id,
+                                             p.tier))
+       FROM role_assignments r JOIN people p ON p.id = r.person_id AND p.active
+      WHERE (r.role IN (SELECT value FROM json_each(:org_roles))
+             AND instr(u.path, '/' || r.unit_id || '/') > 0)
+         OR (r.role IN (SELECT value FROM json_each(:org_groups)) AND r.unit_id IS NULL))){hosts})
+  END"""
+SQLITE_HOST_ALONG = """,
+    (SELECT hp.id FROM cases d JOIN people hp
+         ON hp.id = CAST(json_extract(d.data, '$.' || :host_field{i}) AS INTEGER) AND hp.active
+      WHERE d.flow_id = :host_flow{i}
+        AND d.state IN (SELECT value FROM json_each(:host_states{i}))
+        AND d.subject_id = c.subject_id AND hp.id <> d.subject_id
+      ORDER BY d.id DESC LIMIT 1)"""
+
+
 @functools.cache
-def pg_load_for_action(hosted: int, lock: bool = True) -> str:
-    """`PG_LOAD_FOR_ACTION` with the organisation read along for `hosted` host sources."""
-    org = PG_ORG_ALONG.format(hosts="".join(PG_HOST_ALONG.format(i=i) for i in range(hosted)))
-    sql = PG_LOAD_FOR_ACTION.replace("{org}", org)
-    return sql if lock else sql[:-len("FOR UPDATE OF c")]
+def load_for_action_sql(dialect: str, hosted: int, lock: bool = True) -> str:
+    """The load statement with the organisation read along for `hosted` host sources."""
+    if dialect == "postgresql":
+        org = PG_ORG_ALONG.format(hosts="".join(PG_HOST_ALONG.format(i=i)
+                                                for i in range(hosted)))
+        sql = PG_LOAD_FOR_ACTION.replace("{org}", org)
+        return sql if lock else sql[:-len("FOR UPDATE OF c")]
+    org = SQLITE_ORG_ALONG.format(hosts="".join(SQLITE_HOST_ALONG.format(i=i)
+                                                for i in range(hosted)))
+    return SQLITE_LOAD_FOR_ACTION.replace("{org}", org)
+
+
+def _along_params(needs: actors.OrgNeeds | None, sqlite: bool
+                  ) -> tuple[list[actors.HostSource], dict[str, Any]]:
+    """The host sources in parameter order, and the parameters of `*_ORG_ALONG`."""
+    def many(values: Iterable[str]) -> Any:  # an array on PostgreSQL, JSON on SQLite
+        return json.dumps(sorted(values)) if sqlite else sorted(values)
+
+    hosted = sorted(needs.hosted) if needs else []
+    params = {"org": bool(needs), "org_roles": many(needs.roles if needs else ()),
+              "org_groups": many(needs.groups if needs else ())}
+    for i, (flow, states, field_name) in enumerate(hosted):
+        params.update({f"host_flow{i}": flow, f"host_states{i}": many(states),
+                       f"host_field{i}": field_name})
+    return hosted, params
+
+
+def _along(row: Any, needs: actors.OrgNeeds | None, hosted: list[actors.HostSource],
+           value: Any) -> actors.Org | None:
+    """The `Org` read along with a case (None when it was not asked for)."""
+    if value is None or needs is None:
+        return None
+    holders, *hosts = value
+    return actors.Org([actors.Holder(*h) for h in holders],
+                      {row.unit_id: unit_path_ids(row.path)}, needs,
+                      {src: {row.subject_id: host}
+                       for src, host in zip(hosted, hosts, strict=True)})
 
 
 CaseRow = namedtuple("CaseRow", (*CASE_COLUMNS, "path"))
@@ -519,49 +570,25 @@ class Kernel:
         much of the organisation: one round trip on PostgreSQL. NotFound also when
         `viewer` may not see the case."""
         conn = w.conn
-        if w.dialect == "postgresql":
-            hosted = sorted(needs.hosted) if needs else []
-            params = {"case_id": case_id, "person_id": actor.person_id, "key": key,
-                      "records": records, "org": bool(needs),
-                      "org_roles": sorted(needs.roles) if needs else [],
-                      "org_groups": sorted(needs.groups) if needs else []}
-            for i, (flow, states, field_name) in enumerate(hosted):
-                params.update({f"host_flow{i}": flow, f"host_states{i}": list(states),
-                               f"host_field{i}": field_name})
-            rows = driver_rows(conn, pg_load_for_action(len(hosted), lock), params)
-            if not rows:
-                raise NotFound(_not_found(case_id, viewer))
-            n = len(CASE_COLUMNS) + 1
-            found = rows[0]
-            row = CaseRow(*found[:n])
-            org = None
-            if found[n] is not None:
-                holders, *hosts = found[n]
-                org = actors.Org([actors.Holder(*h) for h in holders],
-                                 {row.unit_id: unit_path_ids(row.path)}, needs,
-                                 {src: {row.subject_id: host}
-                                  for src, host in zip(hosted, hosts, strict=True)})
-            n += 1
-            loaded = Loaded(row, row.path, [tuple(h) for h in found[n]],
-                            FirstUse(*found[n + 1]) if found[n + 1] else None,
-                            [Record(case_id, *r) for r in found[n + 2]]
-                            if found[n + 2] is not None else None, org)
-        else:  # SQLite: BEGIN IMMEDIATE holds the database's write lock already
-            rows = driver_rows(conn, SQLITE_LOAD_FOR_ACTION, {
-                "case_id": case_id, "person_id": actor.person_id, "key": key,
-                "records": records})
-            found = rows[0] if rows else None
-            if found is None:
-                raise NotFound(_not_found(case_id, viewer))
-            n = len(CASE_COLUMNS) + 1
-            row = CaseRow(*found[:n])
-            row = row._replace(data=json.loads(row.data) if row.data is not None else {})
-            first_use = json.loads(found[n + 1]) if found[n + 1] is not None else None
-            recs = json.loads(found[n + 2]) if found[n + 2] is not None else None
-            loaded = Loaded(row, row.path, [tuple(h) for h in json.loads(found[n])],
-                            FirstUse(*first_use) if first_use else None,
-                            sorted((Record(case_id, *r) for r in recs), key=lambda r: r.seq)
-                            if recs is not None else None)
+        sqlite = w.dialect == "sqlite"
+        hosted, params = _along_params(needs, sqlite)
+        params.update(case_id=case_id, person_id=actor.person_id, key=key, records=records)
+        # SQLite: BEGIN IMMEDIATE holds the database's write lock already (no FOR UPDATE).
+        rows = driver_rows(conn, load_for_action_sql(w.dialect, len(hosted), lock), params)
+        if not rows:
+            raise NotFound(_not_found(case_id, viewer))
+        found = list(rows[0])
+        n = len(CASE_COLUMNS) + 1
+        if sqlite:  # values as stored: JSON as text
+            found[n:] = [json.loads(v) if v is not None else None for v in found[n:]]
+            found[CASE_COLUMNS.index("data")] = json.loads(found[CASE_COLUMNS.index("data")]
+                                                           or "{}")
+        row = CaseRow(*found[:n])
+        org, held, first_use, recs = found[n:]
+        loaded = Loaded(row, row.path, [tuple(h) for h in held],
+                        FirstUse(*first_use) if first_use else None,
+                        sorted((Record(case_id, *r) for r in recs), key=lambda r: r.seq)
+                        if recs is not None else None, _along(row, needs, hosted, org))
         if not self.may_see(conn, viewer, loaded.row, loaded.path, loaded.held):
             raise NotFound(_not_found(case_id, viewer))
         return loaded
