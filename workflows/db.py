@@ -232,6 +232,33 @@ def driver_rows(conn: Connection, sql: str, params: dict[str, Any], commit: bool
     return rows
 
 
+def driver_pipeline(conn: Connection, statements: list[tuple[str, dict[str, Any]]]
+                    ) -> list[list[tuple]]:
+    """Several statements in the driver's own SQL, their rows in order: on PostgreSQL in one
+    round trip (psycopg's pipeline mode; the first goes out with the transaction's BEGIN).
+    Several small statements plan and prepare better than one that holds them all as
+    subqueries: PostgreSQL planned such a statement anew each time (about 0.25 ms).
+    Errors as `driver_rows` gives them."""
+    raw = conn.connection.dbapi_connection
+    dbapi = conn.dialect.loaded_dbapi
+    cursors = [raw.cursor() for _ in statements]
+    try:
+        with raw.pipeline():
+            for cur, (sql, params) in zip(cursors, statements, strict=True):
+                driver_execute(conn, cur, sql, params)
+            return [cur.fetchall() for cur in cursors]
+    except dbapi.Error as exc:
+        lost = conn.dialect.is_disconnect(exc, raw, cursors[0])
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(statements[0][0], statements[0][1], exc, dbapi.Error,
+                                  connection_invalidated=lost) from exc
+    finally:
+        for cur in cursors:
+            with contextlib.suppress(dbapi.Error):
+                cur.close()
+
+
 def driver_execute(conn: Connection, cur: Any, sql: str, params: Any, many: bool = False
                    ) -> Any:
     """`cur.execute` (or `executemany`) on the driver's cursor, announced to SQLAlchemy's

@@ -49,7 +49,7 @@ from .core import (
     FireResult,
     request_hash,
 )
-from .db import Work, driver_rows
+from .db import Work, driver_pipeline, driver_rows
 from .errors import (
     ActionNotAllowed,
     CivflowError,
@@ -101,28 +101,38 @@ PERSON = select(PEOPLE.c.id, PEOPLE.c.unit_id, PEOPLE.c.tier).where(
 UNIT_PATH = select(UNITS.c.path).where(UNITS.c.id == bindparam("id"))
 NEXT_CASE_ID = text("SELECT nextval(pg_get_serial_sequence('cases', 'id'))")
 
-# PostgreSQL: the case locked for the action, its unit's path, the actor's role assignments,
-# the first use of the request's Idempotency-Key and (for an action with rules) the case's
-# history — one round trip.
 CASE_COLUMNS = ("id", "flow_id", "version_id", "subject_id", "unit_id", "tier", "period_key",
                 "state", "data", "version", "history_seq", "state_visit", "history_hash",
                 "created_at", "updated_at", "state_entered_at", "deadline_at", "closed_at",
                 "claimed_by", "claimed_at")
-PG_LOAD_FOR_ACTION = f"""
-SELECT {", ".join("c." + c for c in CASE_COLUMNS)}, u.path, {{org}},
-  (SELECT coalesce(json_agg(json_build_array(r.role, r.unit_id)), '[]'::json)
-     FROM role_assignments r JOIN people p ON p.id = r.person_id AND p.active
-    WHERE r.person_id = %(person_id)s) AS held,
-  (SELECT json_build_array(h.trigger, h.from_state, h.to_state, h.seq, h.actor_id,
-                           h.request_hash)
-     FROM case_history h WHERE h.case_id = c.id AND h.idempotency_key = %(key)s) AS first_use,
-  CASE WHEN %(records)s THEN
-    (SELECT coalesce(json_agg(json_build_array(h.seq, h.trigger, h.from_state, h.actor_role,
-                                               h.data) ORDER BY h.seq), '[]'::json)
-       FROM case_history h WHERE h.case_id = c.id) END AS records
-FROM cases c JOIN units u ON u.id = c.unit_id
-WHERE c.id = %(case_id)s
-FOR UPDATE OF c"""
+# PostgreSQL: the case locked for the action with its unit's path, the actor's role
+# assignments, the first use of the request's Idempotency-Key, (for an action with rules)
+# the case's history and the organisation the action asks about — small statements sent in
+# one round trip (`db.driver_pipeline`), each planned once and prepared.
+PG_CASE = f"""SELECT {", ".join("c." + c for c in CASE_COLUMNS)}, u.path
+FROM cases c JOIN units u ON u.id = c.unit_id WHERE c.id = %(case_id)s"""
+PG_HELD = """SELECT r.role, r.unit_id
+FROM role_assignments r JOIN people p ON p.id = r.person_id AND p.active
+WHERE r.person_id = %(person_id)s"""
+PG_FIRST_USE = """SELECT trigger, from_state, to_state, seq, actor_id, request_hash
+FROM case_history WHERE case_id = %(case_id)s AND idempotency_key = %(key)s"""
+PG_RECORDS = """SELECT seq, trigger, from_state, actor_role, data
+FROM case_history WHERE case_id = %(case_id)s ORDER BY seq"""
+# The organisation an action asks about (`actors.OrgNeeds`, per trigger): the holders of its
+# unit roles on the case unit and its ancestors and of its groups, then per hosted role the
+# subject's dispatch host (the latest case of the dispatch flow naming one).
+PG_ORG = """SELECT r.person_id, r.role, r.unit_id, p.unit_id, p.tier
+FROM role_assignments r JOIN people p ON p.id = r.person_id AND p.active
+WHERE (r.role = ANY(%(org_roles)s::text[]) AND r.unit_id IN (
+         SELECT unnest(string_to_array(btrim(u.path, '/'), '/')::int[])
+         FROM cases c JOIN units u ON u.id = c.unit_id WHERE c.id = %(case_id)s))
+   OR (r.role = ANY(%(org_groups)s::text[]) AND r.unit_id IS NULL)"""
+PG_HOST = """SELECT hp.id FROM cases d JOIN people hp
+    ON hp.id = (d.data ->> %(host_field{i})s)::int AND hp.active
+WHERE d.flow_id = %(host_flow{i})s AND d.state = ANY(%(host_states{i})s::text[])
+  AND d.subject_id = (SELECT subject_id FROM cases WHERE id = %(case_id)s)
+  AND hp.id <> d.subject_id
+ORDER BY d.id DESC LIMIT 1"""
 # SQLite: the same in one statement, sent straight to sqlite3 (values as stored: JSON and
 # timestamps as text; `history.sqlite_value` writes them back the same way).
 SQLITE_LOAD_FOR_ACTION = f"""
@@ -138,24 +148,6 @@ SELECT {", ".join("c." + c for c in CASE_COLUMNS)}, u.path, {{org}},
        FROM case_history h WHERE h.case_id = c.id) END AS records
 FROM cases c JOIN units u ON u.id = c.unit_id
 WHERE c.id = :case_id"""
-# The organisation an action asks about (`actors.OrgNeeds`, per trigger): the holders of its
-# unit roles on the case unit and its ancestors and of its groups, then per hosted role the
-# subject's dispatch host (the latest case of the dispatch flow naming one).
-PG_ORG_ALONG = """CASE WHEN %(org)s THEN json_build_array(
-    (SELECT coalesce(json_agg(json_build_array(r.person_id, r.role, r.unit_id, p.unit_id,
-                                               p.tier)), '[]'::json)
-       FROM role_assignments r JOIN people p ON p.id = r.person_id AND p.active
-      WHERE (r.role = ANY(%(org_roles)s::text[])
-             AND r.unit_id = ANY(string_to_array(btrim(u.path, '/'), '/')::int[]))
-         OR (r.role = ANY(%(org_groups)s::text[]) AND r.unit_id IS NULL)){hosts}) END"""
-PG_HOST_ALONG = """,
-    (SELECT hp.id FROM cases d JOIN people hp
-         ON hp.id = (d.data ->> %(host_field{i})s)::int AND hp.active
-      WHERE d.flow_id = %(host_flow{i})s AND d.state = ANY(%(host_states{i})s::text[])
-        AND d.subject_id = c.subject_id AND hp.id <> d.subject_id
-      ORDER BY d.id DESC LIMIT 1)"""
-
-
 # SQLite: the same; a unit is an ancestor when its id is a segment of the case unit's path.
 SQLITE_ORG_ALONG = """CASE WHEN :org THEN json_array(
     json((SELECT json_group_array(json_array(r.person_id, r.role, r.unit_id, p.unit_id,
@@ -175,13 +167,8 @@ SQLITE_HOST_ALONG = """,
 
 
 @functools.cache
-def load_for_action_sql(dialect: str, hosted: int, lock: bool = True) -> str:
-    """The load statement with the organisation read along for `hosted` host sources."""
-    if dialect == "postgresql":
-        org = PG_ORG_ALONG.format(hosts="".join(PG_HOST_ALONG.format(i=i)
-                                                for i in range(hosted)))
-        sql = PG_LOAD_FOR_ACTION.replace("{org}", org)
-        return sql if lock else sql[:-len("FOR UPDATE OF c")]
+def sqlite_load_for_action(hosted: int) -> str:
+    """The SQLite load statement with the organisation read along for `hosted` sources."""
     org = SQLITE_ORG_ALONG.format(hosts="".join(SQLITE_HOST_ALONG.format(i=i)
                                                 for i in range(hosted)))
     return SQLITE_LOAD_FOR_ACTION.replace("{org}", org)
@@ -573,18 +560,38 @@ class Kernel:
         sqlite = w.dialect == "sqlite"
         hosted, params = _along_params(needs, sqlite)
         params.update(case_id=case_id, person_id=actor.person_id, key=key, records=records)
-        # SQLite: BEGIN IMMEDIATE holds the database's write lock already (no FOR UPDATE).
-        rows = driver_rows(conn, load_for_action_sql(w.dialect, len(hosted), lock), params)
-        if not rows:
-            raise NotFound(_not_found(case_id, viewer))
-        found = list(rows[0])
-        n = len(CASE_COLUMNS) + 1
-        if sqlite:  # values as stored: JSON as text
+        if sqlite:  # one statement; BEGIN IMMEDIATE holds the write lock already
+            rows = driver_rows(conn, sqlite_load_for_action(len(hosted)), params)
+            if not rows:
+                raise NotFound(_not_found(case_id, viewer))
+            found = list(rows[0])
+            n = len(CASE_COLUMNS) + 1
             found[n:] = [json.loads(v) if v is not None else None for v in found[n:]]
             found[CASE_COLUMNS.index("data")] = json.loads(found[CASE_COLUMNS.index("data")]
                                                            or "{}")
-        row = CaseRow(*found[:n])
-        org, held, first_use, recs = found[n:]
+            row = CaseRow(*found[:n])
+            org, held, first_use, recs = found[n:]
+        else:
+            statements = [(PG_CASE + (" FOR UPDATE OF c" if lock else ""), params),
+                          (PG_HELD, params)]
+            if key is not None:
+                statements.append((PG_FIRST_USE, params))
+            if records:
+                statements.append((PG_RECORDS, params))
+            if needs:
+                statements.append((PG_ORG, params))
+                statements += [(PG_HOST.format(i=i), params) for i in range(len(hosted))]
+            results = iter(driver_pipeline(conn, statements))
+            case_rows = next(results)
+            if not case_rows:
+                raise NotFound(_not_found(case_id, viewer))
+            row = CaseRow(*case_rows[0])
+            held = next(results)
+            first_use = next(iter(next(results)), None) if key is not None else None
+            recs = next(results) if records else None
+            org = None
+            if needs:
+                org = [next(results)] + [next(iter(next(results)), (None,))[0] for _ in hosted]
         loaded = Loaded(row, row.path, [tuple(h) for h in held],
                         FirstUse(*first_use) if first_use else None,
                         sorted((Record(case_id, *r) for r in recs), key=lambda r: r.seq)
