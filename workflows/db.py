@@ -10,6 +10,7 @@ failing half-way through an action when another writer got there first.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -257,6 +258,19 @@ def driver_pipeline(conn: Connection, statements: list[tuple[str, dict[str, Any]
         for cur in cursors:
             with contextlib.suppress(dbapi.Error):
                 cur.close()
+
+
+@functools.lru_cache(maxsize=128)
+def _compiled(stmt: Any, dialect: Any) -> Any:
+    return stmt.compile(dialect=dialect)
+
+
+def driver_statement(conn: Connection, stmt: Any, params: dict[str, Any]
+                     ) -> tuple[str, dict[str, Any]]:
+    """A SQLAlchemy statement built once (cached by the caller) as the driver's own SQL and
+    parameters (expanding IN lists written out), to send with `driver_pipeline`."""
+    state = _compiled(stmt, conn.dialect).construct_expanded_state(params)
+    return state.statement, dict(state.parameters)
 
 
 def driver_execute(conn: Connection, cur: Any, sql: str, params: Any, many: bool = False

@@ -49,7 +49,7 @@ from .core import (
     FireResult,
     request_hash,
 )
-from .db import Work, driver_pipeline, driver_rows
+from .db import Work, driver_pipeline, driver_rows, driver_statement
 from .errors import (
     ActionNotAllowed,
     CivflowError,
@@ -89,7 +89,7 @@ LOAD_CASE = (select(CASES, UNITS.c.path).join(UNITS, UNITS.c.id == CASES.c.unit_
              .where(CASES.c.id == bindparam("case_id")))
 ASSIGNMENTS = select(ROLES.c.role, ROLES.c.unit_id).select_from(HELD_ROLES).where(
     ROLES.c.person_id == bindparam("person_id"))  # an inactive person holds no role
-ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+PG_ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(%(k)s)"
 # What rules may read of a case comes from its history (`provenance.trusted`).
 HISTORY_OF = (select(HISTORY.c.case_id, HISTORY.c.seq, HISTORY.c.trigger,
                      HISTORY.c.from_state, HISTORY.c.actor_role, HISTORY.c.data)
@@ -238,15 +238,23 @@ class SqlFacts:
     def quota_figures(self, flow: str, quota: quotas.Quota, keys: list[quotas.PoolKey],
                       units: dict[int, int] | None = None
                       ) -> dict[quotas.PoolKey, quotas.PoolFigures]:
-        if self.w.dialect == "postgresql":
-            # Serialise approvals of one pool: two can't both take its last place. The key
-            # is the pool (its unit the one standing for the pool), so approvers of
-            # different units of one pool wait for each other; taken in key order.
-            for pool in sorted(keys, key=str):
-                key = f"quota|{flow}|{sorted(pool)}|{quota.field}|{quota.value}"
-                lock_id = struct.unpack(">q", hashlib.sha256(key.encode()).digest()[:8])[0]
-                self.w.conn.execute(ADVISORY_LOCK, {"k": lock_id})
-        return quotas.figures(self.w.session, flow, quota, keys, units)
+        if self.w.dialect != "postgresql":  # SQLite: the write lock is held already
+            return quotas.figures(self.w.session, flow, quota, keys, units)
+        # Serialise approvals of one pool: two can't both take its last place. The key is
+        # the pool (its unit the one standing for the pool), so approvers of different
+        # units of one pool wait for each other; taken in key order. The locks and the
+        # count go out in one round trip: the count, a statement of its own, sees what
+        # committed before the last lock was granted.
+        locks = []
+        for pool in sorted(keys, key=str):
+            key = f"quota|{flow}|{sorted(pool)}|{quota.field}|{quota.value}"
+            lock_id = struct.unpack(">q", hashlib.sha256(key.encode()).digest()[:8])[0]
+            locks.append((PG_ADVISORY_LOCK, {"k": lock_id}))
+
+        def locked_count(stmt: Any, params: dict[str, Any]) -> list[Any]:
+            return driver_pipeline(self.w.conn, [
+                *locks, driver_statement(self.w.conn, stmt, params)])[-1]
+        return quotas.figures(self.w.session, flow, quota, keys, units, locked_count)
 
 
 class Kernel:

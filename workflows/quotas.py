@@ -176,8 +176,14 @@ def _count_statement(field: str, by_unit: bool, by_tier: bool, by_period: bool):
             .where(*conds).group_by(*group))
 
 
+# Runs the count statement with its parameters and returns its rows; by default on the
+# session. The action path passes one that sends it together with the pool's lock.
+Runner = Callable[[Any, dict[str, Any]], Iterable[Any]]
+
+
 def usage(s: Session, flow: str, quota: Quota, keys: Iterable[PoolKey],
-          units: dict[int, int] | None = None) -> dict[PoolKey, tuple[int, int]]:
+          units: dict[int, int] | None = None, run: Runner | None = None
+          ) -> dict[PoolKey, tuple[int, int]]:
     """(cases in the pool, cases in the counted states carrying the value) of each pool
     asked for, over every version of the flow and every approver — one grouped query.
 
@@ -201,7 +207,8 @@ def usage(s: Session, flow: str, quota: Quota, keys: Iterable[PoolKey],
             params[param] = sorted(values)
     stmt = _count_statement(quota.field, by.get("unit", False), by["tier"], by["period"])
     found: dict[PoolKey, list[int]] = {}
-    for unit_id, tier, period, n, used in s.execute(stmt, params).all():
+    rows = run(stmt, params) if run is not None else s.execute(stmt, params).all()
+    for unit_id, tier, period, n, used in rows:
         key = pool_key(quota, units.get(unit_id, unit_id), tier, period)
         acc = found.setdefault(key, [0, 0])
         acc[0] += int(n)
@@ -232,11 +239,12 @@ def _year(period: Any) -> int | None:
 
 
 def figures(s: Session, flow: str, quota: Quota, keys: Iterable[PoolKey],
-            units: dict[int, int] | None = None) -> dict[PoolKey, PoolFigures]:
+            units: dict[int, int] | None = None, run: Runner | None = None
+            ) -> dict[PoolKey, PoolFigures]:
     """Size, used, ratio and limit of each pool asked for: the one count the rules, the
     meter and the ledger share. For `excellent_quota` the pool's unit (or a unit above it)
     raised by the contact-point evaluation of the pool's year gets the raised ratio."""
-    counts = usage(s, flow, quota, keys, units)
+    counts = usage(s, flow, quota, keys, units, run)
     raised: dict[tuple[int, int | None], Any] = {}
     if quota.raised_ratio is not None and "unit" in quota.pool and counts:
         from . import contact_points  # contact_points reads the rules, which read us
