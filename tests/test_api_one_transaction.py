@@ -105,3 +105,47 @@ def test_the_access_log_names_who_acted(api, caplog):
         assert act(api, "s1", cid, "submit", 1, {"summary": "x"}).status_code == 200
     lines = [r.getMessage() for r in caplog.records if "/actions/submit" in r.getMessage()]
     assert lines and lines[-1].endswith("user=s1")
+
+
+def test_after_the_database_restarted_the_next_requests_are_answered(pg_only_url):
+    """Every request signs in through `Database.run` first: a pooled connection the server
+    dropped (a restart) is found dead before any statement ran, replaced, and the pool's
+    other connections are renewed with it — a read and an action after the restart answer
+    200, not 503."""
+    from service.app import create_app
+    from workflows.accounts import BEARER, issue_token
+    from workflows.db import Database, upgrade
+    from workflows.engine import Engine, utcnow
+    from workflows.models import User
+
+    from .conftest import REGULAR
+    from .test_kernel import _kill_other_backends, _small_org
+
+    upgrade(pg_only_url)
+    db = Database(pg_only_url)
+    try:
+        engine = Engine(db)
+        engine.publish(REGULAR.read_text(encoding="utf-8"), str(REGULAR))
+        _chief, staff = _small_org(db)
+        with db.unit_of_work() as s:
+            user = User(username="staff", person_id=staff, password_hash="x")
+            s.add(user)
+            s.flush()
+            user_id = user.id
+        token, _ = issue_token(db, user_id, BEARER, dt.timedelta(hours=1), utcnow())
+        case = engine.start_case("regular-assessment", staff, period_key="2026-11")
+        client = create_app(pg_only_url, config={"TESTING": True, "SECRET_KEY": "t"},
+                            engine=engine).test_client()
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert client.get(f"/api/v1/cases/{case.id}", headers=bearer).status_code == 200
+        assert _kill_other_backends(pg_only_url) >= 1
+        r = client.get(f"/api/v1/cases/{case.id}", headers=bearer)
+        assert r.status_code == 200, r.json
+        assert _kill_other_backends(pg_only_url) >= 1
+        r = client.post(f"/api/v1/cases/{case.id}/actions/submit",
+                        json={"data": {"summary": "小结"}},
+                        headers={**bearer, "If-Match": '"1"'})
+        assert r.status_code == 200 and r.json["version"] == 2, r.json
+        assert engine.get_case(case.id).state == "evaluation"
+    finally:
+        db.dispose()
