@@ -174,6 +174,21 @@ def _kill_other_backends(url: str) -> int:
                              ).fetchall())
 
 
+@pytest.fixture
+def pg_small(pg_only_url):
+    """PostgreSQL itself, migrated, with the regular flow and `_small_org`:
+    (db, engine, chief, staff)."""
+    from workflows.db import upgrade
+
+    upgrade(pg_only_url)
+    db = Database(pg_only_url)
+    engine = Engine(db)
+    engine.publish(REGULAR.read_text(encoding="utf-8"), str(REGULAR))
+    chief, staff = _small_org(db)
+    yield db, engine, chief, staff
+    db.dispose()
+
+
 def test_no_pre_ping_a_dead_pooled_connection_is_replaced_and_the_action_runs_once(
         pg_only_url):
     db = Database(pg_only_url)
@@ -259,54 +274,78 @@ def test_an_actions_effects_commit_with_its_move_or_not_at_all(engine, org, regu
         assert [r["kind"] for r in list_facts(s, "consequences", org.s1)] == ["通报表扬"]
 
 
-def test_on_postgresql_an_action_is_two_round_trips(pg_only_url, monkeypatch):
+def test_on_postgresql_an_action_is_two_round_trips(pg_small, monkeypatch):
     """The reads (the case locked, the actor's roles and the organisation the action asks
     about: the role check, the next-actor check, the dispatch host evaluate's effect
     派出单位知情 asks for) go out together in one pipeline, then the write with its COMMIT:
     submit, evaluate and accept send nothing else."""
     from workflows import history as history_module
     from workflows import kernel as kernel_module
-    from workflows.db import upgrade
+    from workflows.models import Person, Unit
 
-    upgrade(pg_only_url)
-    db = Database(pg_only_url)
-    try:
-        engine = Engine(db)
-        engine.publish(REGULAR.read_text(encoding="utf-8"), str(REGULAR))
-        chief, staff = _small_org(db)
-        with db.unit_of_work() as s:  # someone to approve (审定) after the accept
-            from workflows.models import Person, Unit
+    db, engine, chief, staff = pg_small
+    with db.unit_of_work() as s:  # someone to approve (审定) after the accept
+        root = s.execute(select(Unit)).scalar_one()
+        assign_role(s, s.get(Person, chief), "committee", root)
+    case = engine.start_case("regular-assessment", staff, period_key="2026-11")
+    sent: list[str] = []
+    trips: list[str] = []
+    sizes: list[int] = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_a: sent.append(statement))
 
-            root = s.execute(select(Unit)).scalar_one()
-            assign_role(s, s.get(Person, chief), "committee", root)
-        case = engine.start_case("regular-assessment", staff, period_key="2026-11")
-        sent: list[str] = []
-        trips: list[str] = []
-        event.listen(db.engine, "before_cursor_execute",
-                     lambda _c, _cur, statement, *_a: sent.append(statement))
+    def counted(name, original):
+        def call(conn, statements, *args, **kwargs):
+            trips.append(name)
+            sizes.append(len(statements) if name == "reads" else 1)
+            return original(conn, statements, *args, **kwargs)
+        return call
+    monkeypatch.setattr(kernel_module, "driver_pipeline",
+                        counted("reads", kernel_module.driver_pipeline))
+    monkeypatch.setattr(history_module, "driver_rows",
+                        counted("write", history_module.driver_rows))
+    steps = [("submit", staff, {"summary": "小结"}), ("evaluate", chief, {"grade": "较好"}),
+             ("accept", staff, None)]
+    for v, (trigger, who, data) in enumerate(steps, start=1):
+        sent.clear()
+        trips.clear()
+        sizes.clear()
+        engine.fire(case.id, trigger, P(who), data=data, expected_version=v)
+        assert trips == ["reads", "write"], (trigger, sent)
+        assert len(sent) == sum(sizes), (trigger, sent)  # nothing sent besides them
+        assert "FOR UPDATE" in sent[0] and "INSERT INTO case_history" in sent[-1]
+        assert any("role_assignments" in q for q in sent[1:-1])
 
-        sizes: list[int] = []
 
-        def counted(name, original):
-            def call(conn, statements, *args, **kwargs):
-                trips.append(name)
-                sizes.append(len(statements) if name == "reads" else 1)
-                return original(conn, statements, *args, **kwargs)
-            return call
-        monkeypatch.setattr(kernel_module, "driver_pipeline",
-                            counted("reads", kernel_module.driver_pipeline))
-        monkeypatch.setattr(history_module, "driver_rows",
-                            counted("write", history_module.driver_rows))
-        steps = [("submit", staff, {"summary": "小结"}), ("evaluate", chief, {"grade": "较好"}),
-                 ("accept", staff, None)]
-        for v, (trigger, who, data) in enumerate(steps, start=1):
-            sent.clear()
-            trips.clear()
-            sizes.clear()
-            engine.fire(case.id, trigger, P(who), data=data, expected_version=v)
-            assert trips == ["reads", "write"], (trigger, sent)
-            assert len(sent) == sum(sizes), (trigger, sent)  # nothing sent besides them
-            assert "FOR UPDATE" in sent[0] and "INSERT INTO case_history" in sent[-1]
-            assert any("role_assignments" in q for q in sent[1:-1])
-    finally:
-        db.dispose()
+def test_after_the_database_restarted_the_next_requests_are_answered(pg_small):
+    """Every request signs in through `Database.run` first: a pooled connection the server
+    dropped (a restart) is found dead before any statement ran and replaced, and the pool's
+    other connections are renewed with it — a read and an action after the restart answer
+    200, not 503."""
+    import datetime as dt
+
+    from service.app import create_app
+    from workflows.accounts import BEARER, issue_token
+    from workflows.engine import utcnow
+    from workflows.models import User
+
+    db, engine, _chief, staff = pg_small
+    with db.unit_of_work() as s:
+        user = User(username="staff", person_id=staff, password_hash="x")
+        s.add(user)
+        s.flush()
+        user_id = user.id
+    token, _ = issue_token(db, user_id, BEARER, dt.timedelta(hours=1), utcnow())
+    case = engine.start_case("regular-assessment", staff, period_key="2026-11")
+    client = create_app(db.url, config={"TESTING": True, "SECRET_KEY": "t"},
+                        engine=engine).test_client()
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert client.get(f"/api/v1/cases/{case.id}", headers=bearer).status_code == 200
+    assert _kill_other_backends(db.url) >= 1
+    r = client.get(f"/api/v1/cases/{case.id}", headers=bearer)
+    assert r.status_code == 200, r.json
+    assert _kill_other_backends(db.url) >= 1
+    r = client.post(f"/api/v1/cases/{case.id}/actions/submit",
+                    json={"data": {"summary": "小结"}}, headers={**bearer, "If-Match": '"1"'})
+    assert r.status_code == 200 and r.json["version"] == 2, r.json
+    assert engine.get_case(case.id).state == "evaluation"
