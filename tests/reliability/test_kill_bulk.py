@@ -135,6 +135,7 @@ def test_kill_9_during_bulk_approval_is_all_or_nothing(pg_only_url, capsys):
     assert (checked, breaks) == (N_CASES, [])
     timers_before = _approval_timers(db)
     assert timers_before == {"pending": 2 * N_CASES}  # a deadline and a reminder each
+    victim: Victim | None = None
     try:
         for name, at, pause in KILL_POINTS:
             victim = Victim(pg_only_url, seeded.committee, pause)
@@ -183,4 +184,9 @@ def test_kill_9_during_bulk_approval_is_all_or_nothing(pg_only_url, capsys):
         assert tuple(approvals) == (N_CASES, N_CASES, 5, 5)
         assert_history_intact(pg_only_url, cases=N_CASES)
     finally:
+        # A failed assertion must not leave a victim holding its transaction open (it
+        # waits 10 minutes at `commit`) for the tests that follow.
+        if victim is not None and victim.proc.poll() is None:
+            victim.proc.kill()
+            victim.proc.wait(30)
         db.dispose()
