@@ -63,9 +63,14 @@ class CompiledFlow:
                 raise ActionNotAllowed(
                     msg("machine.flow_has_no_action", spec_flow=self.spec.flow, trigger=trigger,
                         state=state, possible=possible))
+            # Named as the people who use it see them: the step's and the actions' labels.
+            named = next(x for x in self.spec.transitions if x.trigger == trigger)
+            here = [x.label for x in self.spec.transitions_from(state)]
             raise ActionNotAllowed(
                 msg("machine.action_not_possible_state", trigger=trigger, state=state,
-                    possible=possible))
+                    possible=possible, t_label=named.label,
+                    state_label=self.spec.states[state].label,
+                    labels=here or msg("machine.no_action_here")))
         return t
 
     def schema(self, t: TransitionSpec, state: str) -> Schema:
