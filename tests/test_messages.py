@@ -364,6 +364,23 @@ def test_the_api_answers_in_chinese_unless_english_is_asked_for(api, engine, org
 
 
 
+def test_a_refusal_names_the_person_and_the_step_in_chinese(api, engine, org):
+    """No English inside a Chinese refusal: the actor is 人员 N, the step and the actions
+    are their labels (the ids stay in the parameters)."""
+    api.client.environ_base.pop("HTTP_ACCEPT_LANGUAGE")  # the fixture asks for English
+    cid = engine.start_case(FLOW, org.ids["s1"], period_key=PERIOD).id
+    url = f"/api/v1/cases/{cid}/actions"
+    r = api.post("l1", f"{url}/submit", json={"data": {"summary": "x"}},
+                 headers={"If-Match": '"1"'})
+    assert r.status_code == 403 and r.json["rule"] == "role"
+    assert f"人员 {org.ids['l1']} 在本案中不具备" in r.json["message"]
+    assert "person" not in r.json["message"]
+    r = api.post("s1", f"{url}/approve", json={"data": {}}, headers={"If-Match": '"1"'})
+    assert r.status_code == 409 and r.json["params"]["state"] == "summary"
+    assert r.json["message"] == ("当前环节“个人小结”不能执行“审定通过”；"
+                                 "此环节可执行：记录周记实、提交小结")
+
+
 if __name__ == "__main__":  # rewrite the table of docs/messages.md from the catalogues
     _text = DOC.read_text(encoding="utf-8")
     DOC.write_text(_text[:_text.index(DOC_MARK) + len(DOC_MARK)] + codes_table(),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import CivflowError
+from .messages import Message, msg
 from .spec import SYSTEM
 
 START = "start"  # the trigger name recorded for a case's first history record
@@ -38,6 +39,12 @@ class Actor:
 
     def __str__(self) -> str:
         return SYSTEM if self.is_system else f"person {self.person_id}"
+
+    def named(self) -> Message:
+        """How a message names the actor, in the reader's language (人员 6 / person 6)."""
+        if self.is_system:
+            return msg("engine.role_system")
+        return msg("engine.person", person_id=self.person_id)
 
 
 SYSTEM_ACTOR = Actor(person_id=None, is_system=True)

@@ -225,7 +225,7 @@ def _places(errors: Errors, name: str, value: Decimal | None, places: int) -> No
                 value2='s' if places > 1 else ''))
 
 
-def _one_per_year(s: Session, model: type, what: str, person_id: int, values: Values,
+def _one_per_year(s: Session, model: type, what: Any, person_id: int, values: Values,
                   row_id: int | None, shown: str) -> Errors:
     if values.get("year") is None:
         return {}
@@ -234,8 +234,8 @@ def _one_per_year(s: Session, model: type, what: str, person_id: int, values: Va
         model.id != (row_id or 0))).scalar()
     if other is None:
         return {}
-    return {"year": [f"person {person_id} already has {what} for {values['year']} "
-                     f"({getattr(other, shown)}, id {other.id}); change that one instead"]}
+    return {"year": [msg("facts.one_per_year", person_id=person_id, what=what,
+                         year=values["year"], value=getattr(other, shown), id=other.id)]}
 
 
 # --------------------------------------------------------------------------- checks
@@ -273,7 +273,8 @@ def _check_annual(s: Session, person_id: int, v: Values, row_id: int | None) -> 
             msg("facts.not_one", source=v['source'], RESULT_SOURCES=list(RESULT_SOURCES)))
     if errors:
         return errors
-    return _one_per_year(s, AnnualResult, "the annual result", person_id, v, row_id, "grade")
+    return _one_per_year(s, AnnualResult, msg("facts.what_annual_result"), person_id, v, row_id,
+                         "grade")
 
 
 def _check_sanction(s: Session, person_id: int, v: Values, row_id: int | None) -> Errors:
@@ -323,7 +324,8 @@ def _check_training(s: Session, person_id: int, v: Values, row_id: int | None) -
     _places(errors, "hours", v["hours"], 1)
     if errors:
         return errors
-    return _one_per_year(s, TrainingHours, "training hours", person_id, v, row_id, "hours")
+    return _one_per_year(s, TrainingHours, msg("facts.what_training_hours"), person_id, v,
+                         row_id, "hours")
 
 
 def _check_training_record(s: Session, person_id: int, v: Values,

@@ -351,7 +351,7 @@ class Kernel:
                     return name
         who = ", ".join(names) or "nobody: this flow takes no data at start"
         raise Forbidden(msg("engine.start_data_may_given", spec_flow=spec.flow, who=who,
-                            actor=actor, subject_id=subject_id), rule="start_data")
+                            actor=actor.named(), subject_id=subject_id), rule="start_data")
 
     # ------------------------------------------------------------------ fire
 
@@ -685,7 +685,7 @@ class Kernel:
         role = held.first_allowed(t) if t is not None else None
         if role is None or held.self_refusal(t, role):
             raise Forbidden(msg("engine.idempotency_key_on_belongs", key_=key, case_id=case_id,
-                                actor=actor), rule="role")
+                                actor=actor.named()), rule="role")
         # The case version after an action is its history seq (both start at 1, both +1).
         return FireResult(case_id, rec.trigger, rec.from_state, rec.to_state, rec.seq, rec.seq,
                           replayed=True, flow=row.flow_id)
@@ -710,7 +710,7 @@ class Kernel:
         if role is None:
             raise Forbidden(
                 msg("engine.on_holds_none_these", t_label=t.label, trigger=trigger,
-                    row_id=row.id, value=held.describe(t.by), actor=actor),
+                    row_id=row.id, value=held.describe(t.by), actor=actor.named()),
                 rule="role")
         refusal = held.self_refusal(t, role)
         if refusal:
