@@ -52,6 +52,7 @@ from workflows.accounts import (
 from workflows.engine import Actor, Engine, FireResult, SignedFire, utcnow
 from workflows.errors import Forbidden
 from workflows.frontdoor import FrontDoor, IssuedToken
+from workflows.messages import msg
 
 from .errors import body_of
 
@@ -282,8 +283,7 @@ def _sign_in(token: str) -> None:
 def _check_csrf() -> None:
     sent = request.headers.get("X-CSRF-Token", "")
     if not hmac.compare_digest(sent, session.get("csrf", "")):
-        raise Forbidden("a browser session must send its X-CSRF-Token (from "
-                        "/api/v1/auth/me) with every change", rule="csrf")
+        raise Forbidden(msg("auth.csrf_required"), rule="csrf")
 
 
 def signed_action(call: Callable[[str, dt.datetime], SignedFire]) -> FireResult:
@@ -376,7 +376,7 @@ def _authenticate():
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise AuthFailed("use Authorization: Bearer <token>")
+            raise AuthFailed(msg("auth.use_bearer"))
         if deferred:
             g.token, g.token_of_session = token.strip(), False
         else:
@@ -396,8 +396,7 @@ def _authenticate():
         if request.method not in SAFE and request.path.startswith("/api/"):
             _check_csrf()
     elif request.path.startswith(("/api/", "/metrics")):
-        raise AuthFailed("log in first: POST /api/v1/auth/token, then send "
-                         "Authorization: Bearer <token>")
+        raise AuthFailed(msg("auth.log_in_first"))
     else:
         return _to_login()
     return None

@@ -93,8 +93,9 @@ def http_body(exc: HTTPException, lang: str | None = None) -> dict[str, Any]:
     with keyed messages, like the engine's field errors."""
     code = (exc.name or "error").lower().replace(" ", "_")
     data = getattr(exc, "data", None) or {}
-    body: dict[str, Any] = {"status": exc.code or 500, "code": code,
-                            "message": data.get("message") or exc.description or exc.name}
+    # A view's `abort(…, message=msg(key, …))` reads in the request's language, with its key.
+    body: dict[str, Any] = {"status": exc.code or 500, "code": code, **e.message_dict(
+        data.get("message") or exc.description or exc.name, lang or request_lang())}
     messages = data.get("messages")
     if messages:
         refused = e.FieldErrors(field_messages(messages)).to_dict(lang or request_lang())

@@ -379,6 +379,13 @@ def test_a_refusal_names_the_person_and_the_step_in_chinese(api, engine, org):
     assert r.status_code == 409 and r.json["params"]["state"] == "summary"
     assert r.json["message"] == ("当前环节“个人小结”不能执行“审定通过”；"
                                  "此环节可执行：记录周记实、提交小结")
+    # The service's own refusals too: a missing If-Match, a request without a login.
+    r = api.post("s1", f"{url}/submit", json={"data": {"summary": "x"}})
+    assert (r.status_code, r.json["key"]) == (428, "request.if_match_required")
+    assert r.json["message"].startswith("请在 If-Match 中附带")
+    r = api.client.post(f"{url}/submit", json={"data": {"summary": "x"}})
+    assert (r.status_code, r.json["key"]) == (401, "auth.log_in_first")
+    assert r.json["message"].startswith("请先登录")
 
 
 if __name__ == "__main__":  # rewrite the table of docs/messages.md from the catalogues

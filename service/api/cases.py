@@ -9,6 +9,7 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
+from workflows.messages import msg
 from workflows.queries import CaseFilter, CaseRow
 
 from .. import metrics
@@ -58,17 +59,17 @@ def if_match() -> int:
     """The version the client last read: If-Match is required on every change (428)."""
     raw = request.headers.get("If-Match")
     if raw is None:
-        abort(428, message="send If-Match with the case version (its ETag) you last read")
+        abort(428, message=msg("request.if_match_required"))
     found = ETAG.match(raw.strip())
     if not found:
-        abort(400, message=f"If-Match must be a case version such as \"3\", not {raw!r}")
+        abort(400, message=msg("request.if_match_invalid", raw=raw))
     return int(found.group(1))
 
 
 def idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not IDEMPOTENCY_KEY.match(key):
-        abort(400, message="Idempotency-Key must be 1–200 visible ASCII characters")
+        abort(400, message=msg("request.idempotency_key_invalid"))
     return key
 
 
