@@ -117,7 +117,7 @@ class LiftIn(Schema):
     @validates_schema
     def _one_of(self, data, **kwargs):
         if ("username" in data) == ("address" in data):
-            raise ValidationError("give a username or an address (one of them)", "username")
+            raise ValidationError(msg("auth.username_or_address"), "username")
 
 
 class LiftOut(Schema):

@@ -204,7 +204,9 @@ def test_admins_list_lockouts_and_the_log_and_lift_a_lockout(api, client):
     assert (event["username"], event["by"]) == ("s1", api.org.admin)
     for bad in ({}, {"username": "s1", "address": "1.2.3.4"}):
         r = client.post("/api/v1/auth/lockouts/lift", json=bad, headers=admin)
-        assert r.status_code == 422 and "username" in r.json["fields"]["json.username"][0]
+        assert r.status_code == 422
+        assert r.json["field_keys"]["json.username"][0]["key"] == "auth.username_or_address"
+        assert r.json["fields"]["json.username"] == ["请填写用户名或地址（二者之一）"]
     r = client.get("/api/v1/auth/security-events?kind=nonsense", headers=admin)
     assert r.status_code == 422
 

@@ -19,6 +19,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from workflows import facts
+from workflows.messages import msg
 from workflows.vocab import FACT_GRADES, RESULT_SOURCES, SANCTION_CATEGORIES, SANCTION_KINDS
 
 from ..auth import door, viewer
@@ -219,7 +220,7 @@ class FactImportIn(Schema):
     @validates_schema
     def _one_file(self, data, **kwargs):
         if ("csv" in data) == ("xlsx" in data):
-            raise ValidationError("give either csv or xlsx", "_schema")
+            raise ValidationError(msg("request.csv_or_xlsx"), "_schema")
 
 
 class FactImportOut(Schema):
