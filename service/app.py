@@ -34,6 +34,7 @@ from werkzeug.routing import IntegerConverter
 from workflows.engine import Engine
 from workflows.errors import CivflowError, FieldErrors
 from workflows.frontdoor import DatabaseBusy, DatabaseError
+from workflows.messages import msg
 
 from . import auth, limits, metrics, web
 from .errors import ProblemSchema, body_of, http_body, status_of
@@ -224,7 +225,7 @@ def create_app(db_url: str | None = None, config: dict[str, Any] | None = None,
         where = _nul_in_request()
         if where:
             # PostgreSQL text cannot hold NUL: refuse it here, once, for every endpoint.
-            raise FieldErrors({where: ["must not contain NUL characters or lone surrogates"]})
+            raise FieldErrors({where: [msg("request.nul_characters")]})
 
     @app.after_request
     def _finish(response):

@@ -23,6 +23,8 @@ from flask import Flask, current_app, request
 from flask_smorest import abort
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from workflows.messages import Message, msg
+
 MAX_BODY = 2 * 1024 * 1024
 MAX_IMPORT_BODY = 32 * 1024 * 1024
 MAX_JSON_DEPTH = 64  # the deepest civflow body (a bulk request's items) is 4 levels
@@ -61,9 +63,9 @@ def check_size() -> None:
     if large:
         request.max_form_memory_size = limit
     if request.content_length is not None and request.content_length > limit:
-        raise RequestEntityTooLarge(
-            f"the request body is {request.content_length} bytes; this endpoint accepts at "
-            f"most {limit} (CIVFLOW_{'MAX_IMPORT_BODY' if large else 'MAX_BODY'})")
+        raise RequestEntityTooLarge(msg(
+            "request.body_over_limit", size=request.content_length, limit=limit,
+            setting=f"CIVFLOW_{'MAX_IMPORT_BODY' if large else 'MAX_BODY'}"))
 
 
 def json_body() -> Any:
@@ -76,26 +78,26 @@ def json_body() -> Any:
     limit = request.max_content_length
     if request.content_length is None and limit is not None and len(data) >= limit:
         # A chunked body: werkzeug stops reading at the limit and returns what it read.
-        raise RequestEntityTooLarge(f"the request body is larger than the {limit} bytes "
-                                    f"this endpoint accepts")
+        raise RequestEntityTooLarge(msg("request.body_too_large", limit=limit))
     if not data:
         return None
     try:
         value = json.loads(data)
     except RecursionError:
-        _invalid(f"nested more than {MAX_JSON_DEPTH} levels deep")
+        _invalid(msg("request.json_too_deep", depth=MAX_JSON_DEPTH))
     except json.JSONDecodeError as exc:
-        _invalid(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
+        _invalid(msg("request.json_invalid", problem=exc.msg, line=exc.lineno,
+                     column=exc.colno))
     except UnicodeDecodeError:
-        _invalid("not valid JSON: the body is not UTF-8 text")
+        _invalid(msg("request.json_not_utf8"))
     except ValueError as exc:  # int(): "Exceeds the limit (4300 digits) ..."
-        _invalid(f"not valid JSON here: {str(exc).split(';')[0]}")
+        _invalid(msg("request.json_number", problem=str(exc).split(";")[0]))
     if _depth(value) > MAX_JSON_DEPTH:
-        _invalid(f"nested more than {MAX_JSON_DEPTH} levels deep")
+        _invalid(msg("request.json_too_deep", depth=MAX_JSON_DEPTH))
     return value
 
 
-def _invalid(message: str) -> None:
+def _invalid(message: Message) -> None:
     abort(400, messages={"json": [message]})
 
 

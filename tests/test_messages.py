@@ -169,6 +169,39 @@ def test_every_message_of_the_engine_is_made_from_a_key():
     assert not missing, f"messages made from bare strings (use msg(key, …)): {missing}"
 
 
+SERVICE = ROOT / "service"
+# The service's own ways of refusing a request, beside the engine's errors: the text they
+# are given (first argument, or `message=`) must be a keyed message too.
+SERVICE_REFUSALS = {"abort", "RequestEntityTooLarge", "_invalid"}
+
+
+def service_unkeyed(tree: ast.AST) -> list[int]:
+    lines = unkeyed(tree)
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call):
+            f = n.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) \
+                else None
+            if name in SERVICE_REFUSALS:
+                given = [k.value for k in n.keywords if k.arg in ("message", "description")]
+                if name != "abort" and n.args:
+                    given.append(n.args[0])
+                lines += [x.lineno for x in given if _bare(x)]
+    return sorted(set(lines))
+
+
+def test_every_refusal_of_the_service_is_made_from_a_key():
+    """The API answers in the reader's language (Chinese by default): the service's own
+    refusals — a missing If-Match, a bad token, a body that is not JSON — are keyed too."""
+    missing = {_rel(p): lines for p in sorted(SERVICE.rglob("*.py"))
+               if (lines := service_unkeyed(ast.parse(p.read_text(encoding="utf-8"))))}
+    assert not missing, f"refusals made from bare strings (use msg(key, …)): {missing}"
+    found = service_unkeyed(ast.parse(
+        'abort(428, message="send If-Match")\nraise RequestEntityTooLarge(f"{n} bytes")\n'
+        '_invalid("not JSON")\nraise ValidationError("give a name", "name")\n'))
+    assert found == [1, 2, 3, 4]  # the check itself finds each kind
+
+
 def test_the_walk_finds_bare_messages():
     """The check itself: each kind of bare message is found (and PENDING is not stale)."""
     src = '''

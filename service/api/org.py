@@ -14,6 +14,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from workflows.engine import utcnow
+from workflows.messages import msg
 from workflows.spec import NAME, NAME_MSG
 from workflows.vocab import ORG_ROLES, TIERS
 
@@ -125,13 +126,12 @@ class RoleIn(Schema):
     def _role_fits_unit(self, data, **kwargs):
         role = data["role"]
         if data["unit_id"] is not None and role not in ORG_ROLES:
-            raise ValidationError(f"{role!r} is not a role held in a unit; those are "
-                                  f"{', '.join(ORG_ROLES)} (for a group, send unit_id null)",
+            raise ValidationError(msg("org.role_not_in_unit", role=role, roles=list(ORG_ROLES)),
                                   "role")
         if data["unit_id"] is None and role in ORG_ROLES:
-            raise ValidationError(f"{role} is held in a unit: send its unit_id", "unit_id")
+            raise ValidationError(msg("org.role_needs_unit", role=role), "unit_id")
         if data["unit_id"] is None and not NAME.match(role):
-            raise ValidationError(f"a group name {NAME_MSG}", "role")
+            raise ValidationError(msg("org.group_name", rule=NAME_MSG), "role")
 
 
 class RoleOut(Schema):

@@ -18,6 +18,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 
+from workflows.messages import msg
+
 from .. import metrics
 from ..auth import actor, engine, viewer
 from ..errors import ProblemSchema, body_of
@@ -35,8 +37,7 @@ IF_MATCH_DOC = [{"in": "header", "name": "If-Match", "required": True,
 def _unique(ids: list[int]) -> None:
     repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
     if repeated:
-        raise ValidationError(f"case ids must be unique; repeated: "
-                              f"{', '.join(map(str, repeated))}")
+        raise ValidationError(msg("request.case_ids_repeated", ids=repeated))
 
 
 class DelegateIn(Schema):

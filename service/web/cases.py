@@ -30,6 +30,7 @@ from workflows.errors import (
     NotFound,
     RuleViolation,
 )
+from workflows.messages import msg
 from workflows.provenance import MIGRATE
 from workflows.queries import CaseRow
 from workflows.spec import SYSTEM, FieldSpec, FlowSpec
@@ -245,7 +246,7 @@ def form_version(form: MultiDict) -> int:
     """The case version the page was drawn from: the page's If-Match."""
     raw = form.get("version", "")
     if not raw.isdigit() or len(raw) > 9:
-        raise FieldErrors({"version": ["the page did not send the case version; reload it"]})
+        raise FieldErrors({"version": [msg("request.page_version_missing")]})
     return int(raw)
 
 

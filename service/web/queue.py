@@ -31,6 +31,7 @@ from workflows.errors import (
     NotFound,
     RuleViolation,
 )
+from workflows.messages import msg
 from workflows.queries import CaseFilter, CaseRow
 from workflows.spec import SYSTEM, FlowSpec
 
@@ -395,7 +396,7 @@ def render_bulk(flow: str, state: str, trigger: str, selected: set[int], args: d
 def _bulk_target(source: MultiDict) -> tuple[str, str, str]:
     flow, state, trigger = (source.get(k, "").strip() for k in ("flow", "state", "trigger"))
     if not (flow and state and trigger):
-        raise FieldErrors({k: ["is required"] for k, v in
+        raise FieldErrors({k: [msg("field.required")] for k, v in
                            (("flow", flow), ("state", state), ("trigger", trigger)) if not v})
     return flow, state, trigger
 

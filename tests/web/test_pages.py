@@ -193,7 +193,7 @@ def test_a_stale_page_is_a_conflict_and_a_double_click_acts_once(web, engine, or
     assert r.status_code == 409 and "已被他人更改" in _text(r)
     assert ">本月小结</textarea>" in _text(r)
     r = web.post(f"/cases/{cid}/actions/submit", {**form, "version": "abc"})
-    assert r.status_code == 422 and "case version" in _text(r)
+    assert r.status_code == 422 and "页面未提交案件版本" in _text(r)  # in the page's language
 
 
 def test_send_back_needs_a_reason(web, engine, org):
