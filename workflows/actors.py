@@ -281,8 +281,7 @@ class Org:
     def with_hosts(self, specs: Iterable[RoleSpec], subject_id: int) -> Org:
         """Name the subject's host (read along) for each hosted role of `specs`."""
         for r in specs:
-            src = _source(r)
-            host = self.sources.get(src, {}).get(subject_id) if src else None
+            _read, host = self.known_host(r, subject_id)
             if host is not None:
                 self.hosts[(r.name, subject_id)] = host
         return self

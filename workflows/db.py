@@ -222,15 +222,22 @@ def driver_rows(conn: Connection, sql: str, params: dict[str, Any], commit: bool
             if commit:
                 raw.commit()
     except dbapi.Error as exc:
-        lost = conn.dialect.is_disconnect(exc, raw, cur)
-        if lost:
-            conn.invalidate(exc)
-        raise DBAPIError.instance(sql, params, exc, dbapi.Error,
-                                  connection_invalidated=lost) from exc
+        raise _translated(conn, raw, cur, sql, params, exc) from exc
     finally:
         with contextlib.suppress(dbapi.Error):
             cur.close()
     return rows
+
+
+def _translated(conn: Connection, raw: Any, cur: Any, sql: str, params: Any,
+                exc: Exception) -> DBAPIError:
+    """A driver error as SQLAlchemy's, the connection invalidated when it was lost (as
+    `Database.run` and the service expect)."""
+    dbapi = conn.dialect.loaded_dbapi
+    lost = conn.dialect.is_disconnect(exc, raw, cur)
+    if lost:
+        conn.invalidate(exc)
+    return DBAPIError.instance(sql, params, exc, dbapi.Error, connection_invalidated=lost)
 
 
 def driver_pipeline(conn: Connection, statements: list[tuple[str, dict[str, Any]]]
@@ -249,11 +256,7 @@ def driver_pipeline(conn: Connection, statements: list[tuple[str, dict[str, Any]
                 driver_execute(conn, cur, sql, params)
             return [cur.fetchall() for cur in cursors]
     except dbapi.Error as exc:
-        lost = conn.dialect.is_disconnect(exc, raw, cursors[0])
-        if lost:
-            conn.invalidate(exc)
-        raise DBAPIError.instance(statements[0][0], statements[0][1], exc, dbapi.Error,
-                                  connection_invalidated=lost) from exc
+        raise _translated(conn, raw, cursors[0], *statements[0], exc) from exc
     finally:
         for cur in cursors:
             with contextlib.suppress(dbapi.Error):

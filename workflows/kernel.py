@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, text
+from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.exc import IntegrityError
 
 from . import actors, forms, history, provenance, quotas, rules
@@ -111,9 +112,7 @@ CASE_COLUMNS = ("id", "flow_id", "version_id", "subject_id", "unit_id", "tier", 
 # one round trip (`db.driver_pipeline`), each planned once and prepared.
 PG_CASE = f"""SELECT {", ".join("c." + c for c in CASE_COLUMNS)}, u.path
 FROM cases c JOIN units u ON u.id = c.unit_id WHERE c.id = %(case_id)s"""
-PG_HELD = """SELECT r.role, r.unit_id
-FROM role_assignments r JOIN people p ON p.id = r.person_id AND p.active
-WHERE r.person_id = %(person_id)s"""
+PG_HELD = str(ASSIGNMENTS.compile(dialect=psycopg.dialect()))  # the one definition, as SQL
 PG_FIRST_USE = """SELECT trigger, from_state, to_state, seq, actor_id, request_hash
 FROM case_history WHERE case_id = %(case_id)s AND idempotency_key = %(key)s"""
 PG_RECORDS = """SELECT seq, trigger, from_state, actor_role, data
@@ -452,20 +451,17 @@ class Kernel:
                          if r.flow_id == spec.flow]
             rules.evaluate(rules.Batch(t, spec, [_facts(r, v, known) for r, v in own],
                                        facts, self.clock()), whole=flow_wide)
-        # Effects first, as in `fire`. The COMMIT stays a statement of its own here: one
-        # round trip over many writes, and SQLAlchemy's commit event (which
-        # tests/reliability/test_kill_bulk.py holds the transaction at) still sees it.
+        # In case-id order: two overlapping bulk requests then lock rows in the same
+        # order and wait for each other instead of deadlocking. The COMMIT stays a statement
+        # of its own here (one round trip over many writes), so the effects may follow.
+        done = [self._apply(conn, self.compiled(conn, row.version_id), row, t, actor, role,
+                            values, comment, None)
+                for row, t, values, role in sorted(ready, key=lambda x: x[0].id)]
         for row, t, values, _role in ready:
             if t.effects:
                 rules.run_effects(rules.Batch(
                     t, self.compiled(conn, row.version_id).spec,
                     [_facts(row, values, known)], facts, self.clock(), actor.person_id))
-        w.finish()
-        # In case-id order: two overlapping bulk requests then lock rows in the same
-        # order and wait for each other instead of deadlocking.
-        ordered = sorted(ready, key=lambda x: x[0].id)
-        done = [self._apply(conn, self.compiled(conn, row.version_id), row, t, actor, role,
-                            values, comment, None) for row, t, values, role in ordered]
         return BulkResult(done=done, refused=refused)
 
     # ------------------------------------------------------------------ claims (认领)
