@@ -133,3 +133,60 @@ def test_overlapping_bulk_requests_do_not_deadlock(pg_only_url):
     done = sorted(r.case_id for result in results for r in result.done)
     assert done == sorted(ids)  # each case evaluated once, by one request or the other
     db.dispose()
+
+
+def test_a_key_sent_again_while_its_first_run_holds_the_case_is_replayed(pg_only_url):
+    """The second run of a request waits on the case's row lock while the first writes. Its
+    read then sees the moved case; the key's first use and the case's history must be read
+    as of then too (not from the snapshot taken before the wait), or the weekly record,
+    a step that stays in its state, would be recorded twice."""
+    import time
+
+    from sqlalchemy import event, text
+
+    db = Database(pg_only_url)
+    eng = Engine(db)
+    org = _build_org(db)
+    eng.publish(REGULAR.read_text(encoding="utf-8"), str(REGULAR))
+    case = eng.start_case("regular-assessment", org["s1"], period_key="2026-11")
+    go = threading.Event()
+
+    def held_clock():  # the first run holds the case locked until the second waits on it
+        go.wait(timeout=30)
+        return utcnow()
+
+    first, second = Engine(Database(pg_only_url), clock=held_clock), Engine(Database(pg_only_url))
+    writes: list[str] = []  # what the second run sends to write (nothing: it replays)
+    event.listen(second.db.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_a: writes.append(sql) if "INSERT" in sql else None)
+    week = {"weekly_records": [{"week": "W1", "content": "整理档案"}]}
+
+    def fire(engine):
+        return engine.fire(case.id, "record_week", P(org["s1"]), data=week,
+                           idempotency_key="week-1")
+
+    with ThreadPoolExecutor(2) as pool:
+        a = pool.submit(fire, first)
+        with db.engine.connect() as conn:  # wait until the first run holds the lock
+            while not conn.execute(text(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                    "WHERE c.relname = 'cases' AND l.mode = 'RowShareLock' AND l.database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())")
+                    ).scalar():
+                time.sleep(0.01)
+        b = pool.submit(fire, second)
+        with db.engine.connect() as conn:  # wait until the second run waits for it
+            while not conn.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()")).scalar():
+                conn.rollback()  # pg_stat_activity is read once per transaction
+                time.sleep(0.01)
+        go.set()
+        results = [a.result(timeout=60), b.result(timeout=60)]
+    assert [r.replayed for r in results] == [False, True]
+    assert writes == []  # it read the key's first use, not the snapshot from before the wait
+    assert results[0].version == results[1].version == 2
+    history = eng.history(case.id)
+    assert [h["trigger"] for h in history] == ["start", "record_week"]
+    assert eng.get_case(case.id).data["weekly_records"] == week["weekly_records"]
+    db.dispose()

@@ -200,27 +200,24 @@ class Database:
 
 def driver_rows(conn: Connection, sql: str, params: dict[str, Any], commit: bool = False
                 ) -> list[tuple]:
-    """Run one statement in the driver's own SQL on the unit's connection, return its rows.
+    """Run one statement in the driver's own SQL on the unit's connection, return its rows;
+    with `commit` (the unit's last statement, in a unit that is `Database.run`'s own) the
+    transaction commits right after it.
 
-    On PostgreSQL in psycopg's pipeline mode, so that the statement that opens the
-    transaction goes out together with its BEGIN and, with `commit`, the one that ends it
-    together with its COMMIT: one round trip each instead of two. Errors come out as
-    SQLAlchemy's (a lost connection invalidated, as `Database.run` and the service expect).
+    Plain round trips, not psycopg's pipeline mode: measured on loopback, the pipeline's
+    client time is more than the round trips it saves (BEGIN + UPDATE + COMMIT: 290 µs
+    pipelined, 270 µs as three round trips; see docs/BENCHMARKS.md). psycopg prepares a
+    statement the sixth time it runs, so each text here is planned once per connection.
+    Errors come out as SQLAlchemy's (a lost connection invalidated, as `Database.run` and
+    the service expect).
     """
     raw = conn.connection.dbapi_connection
     dbapi = conn.dialect.loaded_dbapi
     cur = raw.cursor()
     try:
-        if conn.dialect.name == "postgresql":
-            with raw.pipeline():
-                driver_execute(conn, cur, sql, params)
-                if commit:
-                    raw.commit()
-                rows = cur.fetchall()
-        else:
-            rows = driver_execute(conn, cur, sql, params).fetchall()
-            if commit:
-                raw.commit()
+        rows = driver_execute(conn, cur, sql, params).fetchall()
+        if commit:
+            raw.commit()
     except dbapi.Error as exc:
         raise _translated(conn, raw, cur, sql, params, exc) from exc
     finally:
@@ -240,29 +237,6 @@ def _translated(conn: Connection, raw: Any, cur: Any, sql: str, params: Any,
     return DBAPIError.instance(sql, params, exc, dbapi.Error, connection_invalidated=lost)
 
 
-def driver_pipeline(conn: Connection, statements: list[tuple[str, dict[str, Any]]]
-                    ) -> list[list[tuple]]:
-    """Several statements in the driver's own SQL, their rows in order: on PostgreSQL in one
-    round trip (psycopg's pipeline mode; the first goes out with the transaction's BEGIN).
-    Several small statements plan and prepare better than one that holds them all as
-    subqueries: PostgreSQL planned such a statement anew each time (about 0.25 ms).
-    Errors as `driver_rows` gives them."""
-    raw = conn.connection.dbapi_connection
-    dbapi = conn.dialect.loaded_dbapi
-    cursors = [raw.cursor() for _ in statements]
-    try:
-        with raw.pipeline():
-            for cur, (sql, params) in zip(cursors, statements, strict=True):
-                driver_execute(conn, cur, sql, params)
-            return [cur.fetchall() for cur in cursors]
-    except dbapi.Error as exc:
-        raise _translated(conn, raw, cursors[0], *statements[0], exc) from exc
-    finally:
-        for cur in cursors:
-            with contextlib.suppress(dbapi.Error):
-                cur.close()
-
-
 @functools.lru_cache(maxsize=128)
 def _compiled(stmt: Any, dialect: Any) -> Any:
     return stmt.compile(dialect=dialect)
@@ -271,7 +245,7 @@ def _compiled(stmt: Any, dialect: Any) -> Any:
 def driver_statement(conn: Connection, stmt: Any, params: dict[str, Any]
                      ) -> tuple[str, dict[str, Any]]:
     """A SQLAlchemy statement built once (cached by the caller) as the driver's own SQL and
-    parameters (expanding IN lists written out), to send with `driver_pipeline`."""
+    parameters (expanding IN lists written out), to send with `driver_rows`."""
     state = _compiled(stmt, conn.dialect).construct_expanded_state(params)
     return state.statement, dict(state.parameters)
 
