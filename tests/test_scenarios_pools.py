@@ -322,3 +322,56 @@ def test_the_bulk_meter_shows_the_annual_excellent_quota(bureau):  # noqa: F811
     assert pool["quota"] == {"size": 9, "limit": 2, "used": 0, "remaining": 2, "ratio": 0.25,
                              "raised_for": "RSJ"}
     assert b.http.get(f"/ledger?flow={ANNUAL}").status_code == 200
+
+
+def test_pools_below_the_root_are_matched_on_unit_paths(db, engine, regular):
+    """unit_depth: 2 — a 局 (depth 2) pools itself with its 处 below it; the root (depth 1)
+    sits above the depth and is a pool of its own. The count matches units on their paths
+    (no read of the whole units table): each pool holds exactly its own cases, and the
+    figures equal those of mapping every unit first (`merge_units`' way, kept for merges)."""
+    from sqlalchemy import text
+
+    from workflows import quotas
+    from workflows.actors import Org, OrgNeeds
+    from workflows.kernel import SqlFacts
+    from workflows.models import Unit, unit_path_ids
+
+    with db.unit_of_work() as s:
+        root = add_unit(s, "ROOT", "部")
+        b1 = add_unit(s, "B1", "一局", root)
+        b2 = add_unit(s, "B2", "二局", root)
+        d11 = add_unit(s, "D11", "一局一处", b1)
+        d21 = add_unit(s, "D21", "二局一处", b2)
+        where = {"root": root, "b1": b1, "b2": b2, "d11": d11, "d21": d21}
+        people = {f"{k}{i}": (add_person(s, f"{k.upper()}{i}", f"{k}{i}", u, "staff").id, u.id)
+                  for k, u in where.items() for i in range(3)}
+        ids = {k: u.id for k, u in where.items()}
+        for k, u in where.items():  # each unit's 正职 evaluates its staff (评鉴人)
+            assign_role(s, add_person(s, f"{k.upper()}C", f"{k} 正职", u, "chief"), "leader", u)
+    good = {"root0", "b10", "d110", "d111", "d210"}
+    for code, (pid, _unit) in people.items():
+        c = engine.start_case("regular-assessment", pid, period_key="2026-11")
+        if code in good:
+            with db.unit_of_work() as s:  # a 好 approved, as the count sees it
+                s.execute(text("UPDATE cases SET state = 'approved', data = :d WHERE id = :id"),
+                          {"d": '{"grade": "好"}', "id": c.id})
+    quota = quotas.from_params("quota", "approve", "approved", {
+        "field": "grade", "value": "好", "max_ratio": 0.4, "rounding": "floor", "min": 1,
+        "pool": ["unit", "tier", "period"], "unit_depth": 2})
+    keys = [quotas.pool_key(quota, ids[u], "staff", "2026-11") for u in ("root", "b1", "b2")]
+    with db.unit_of_work(write=False) as s:
+        heads = quotas.pool_units(s, quota, ids.values())
+        got = quotas.usage(s, "regular-assessment", quota, keys)
+        # The same pools with every unit mapped first and sent as a list (a merge of none).
+        merged = quotas.Quota(**{**quota.__dict__, "merge_units": (("NOSUCH",),)})
+        listed = quotas.usage(s, "regular-assessment", merged, keys,
+                              quotas.pool_units(s, merged))
+    assert heads == {ids["root"]: ids["root"], ids["b1"]: ids["b1"], ids["d11"]: ids["b1"],
+                     ids["b2"]: ids["b2"], ids["d21"]: ids["b2"]}
+    # An approval knows its case unit's ancestors (read with the case) and maps it alone.
+    with db.work(write=False) as w, db.unit_of_work(write=False) as s:
+        for unit in ids.values():
+            path = s.get(Unit, unit).path
+            along = Org([], {unit: unit_path_ids(path)}, OrgNeeds())
+            assert SqlFacts(w, along).pool_units(quota, {unit}) == {unit: heads[unit]}
+    assert got == listed == {keys[0]: (3, 1), keys[1]: (6, 3), keys[2]: (6, 1)}

@@ -259,6 +259,12 @@ class SqlFacts:
                 return host
         return actors.dispatch_hosts(self.w.conn, role, [subject_id]).get(subject_id)
 
+    def pool_units(self, quota: quotas.Quota, unit_ids: set[int]) -> dict[int, int]:
+        paths = self.along.paths if self.along is not None else {}
+        if not quota.merge_units and unit_ids <= paths.keys():  # the case unit's ancestors
+            return {u: quotas.depth_pool(quota, u, paths[u]) for u in unit_ids}
+        return quotas.pool_units(self.w.session, quota, unit_ids)
+
     def quota_figures(self, flow: str, quota: quotas.Quota, keys: list[quotas.PoolKey],
                       units: dict[int, int] | None = None
                       ) -> dict[quotas.PoolKey, quotas.PoolFigures]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 
@@ -33,6 +33,7 @@ from .messages import msg
 from .models import TIERS, Case, Unit, unit_path_ids
 
 CASES = Case.__table__
+UNITS = Unit.__table__
 POOL_KEYS = ("unit", "tier", "period")  # case attributes a quota pool may be keyed on
 QUOTA_RULES = ("quota", "excellent_quota")  # the rules whose pools are counted here
 
@@ -125,31 +126,44 @@ def quota_of(spec: Any) -> Quota | None:
 
 
 def pool_units(s: Session, quota: Quota, unit_ids: Iterable[int] = ()) -> dict[int, int]:
-    """Unit id → the unit that stands for its pool.
+    """Unit id → the unit that stands for its pool, for the units given.
 
-    Without `unit_depth` and `merge_units` every unit is its own pool (no query; only the
-    ids given are mapped). Otherwise every unit is mapped, from one read of the units table:
-    the nearest unit listed in a `merge_units` group gives the group's first unit; else the
-    ancestor at `unit_depth`; a unit above that depth is its own pool. Unknown codes in
+    Without `unit_depth` and `merge_units` every unit is its own pool (no query). With
+    `unit_depth` alone, a unit's pool is its ancestor at that depth, read from the paths of
+    the units given; a unit above that depth is its own pool. With `merge_units` every unit
+    is mapped, from one read of the units table: the nearest unit listed in a group gives
+    the group's first unit, else the ancestor at `unit_depth`. Unknown codes in
     `merge_units` are passed over (the other units of the group still merge)."""
+    ids = set(unit_ids)
     if not quota.spans_units:
-        return {u: u for u in unit_ids}
+        return {u: u for u in ids}
+    if not quota.merge_units:
+        if not ids:
+            return {}
+        return {uid: depth_pool(quota, uid, unit_path_ids(path)) for uid, path in s.execute(
+            select(Unit.id, Unit.path).where(Unit.id.in_(ids)))}
     rows = s.execute(select(Unit.id, Unit.code, Unit.path)).all()
     by_code = {code: uid for uid, code, _path in rows}
     head: dict[int, int] = {}
     for group in quota.merge_units:
-        ids = [by_code[c] for c in group if c in by_code]
-        for uid in ids:
-            head[uid] = ids[0]
+        found = [by_code[c] for c in group if c in by_code]
+        for uid in found:
+            head[uid] = found[0]
     out: dict[int, int] = {}
     for uid, _code, path in rows:
         chain = unit_path_ids(path) or [uid]
         target = next((head[a] for a in reversed(chain) if a in head), None)
-        if target is None:
-            depth = quota.unit_depth
-            target = chain[depth - 1] if depth is not None and len(chain) >= depth else uid
-        out[uid] = target
+        out[uid] = depth_pool(quota, uid, chain) if target is None else target
     return out
+
+
+def depth_pool(quota: Quota, unit_id: int, chain: list[int]) -> int:
+    """The unit standing for `unit_id`'s pool by `unit_depth` alone, from its ancestors
+    (root … unit): the one at that depth, or itself when it sits above it (or no depth is
+    set)."""
+    chain = chain or [unit_id]
+    depth = quota.unit_depth
+    return chain[depth - 1] if depth is not None and len(chain) >= depth else unit_id
 
 
 def pool_key(quota: Quota, unit_pool: int, tier: str | None, period: str | None) -> PoolKey:
@@ -159,11 +173,28 @@ def pool_key(quota: Quota, unit_pool: int, tier: str | None, period: str | None)
 
 
 @functools.lru_cache(maxsize=256)
-def _count_statement(field: str, by_unit: bool, by_tier: bool, by_period: bool):
-    """(unit, tier, period, cases, counted with field = value) grouped on the plain columns,
-    narrowed to the units, tiers and periods asked for; built once per shape."""
+def _count_statement(field: str, by_unit: bool, by_tier: bool, by_period: bool,
+                     subtree: bool = False):
+    """(unit, tier, period, cases, counted with field = value[, the unit's path]) grouped
+    on the plain columns, narrowed to the units, tiers and periods asked for; built once
+    per shape. With `subtree` (pools by `unit_depth` alone) the units are those of the
+    pools' heads: a head at the depth, with every unit under it, or a head above it alone
+    — matched on the units' paths, so the units table is not read whole nor every unit of
+    a 机关 sent as a parameter."""
     conds = [CASES.c.flow_id == bindparam("flow")]
-    if by_unit:
+    source: Any = CASES
+    group = [CASES.c.unit_id, CASES.c.tier, CASES.c.period_key]
+    if subtree:
+        units, heads = UNITS.alias("u"), UNITS.alias("h")
+        source = CASES.join(units, units.c.id == CASES.c.unit_id)
+        depth = func.length(heads.c.path) - func.length(func.replace(heads.c.path, "/", "")) - 1
+        conds.append(select(heads.c.id).where(
+            heads.c.id.in_(bindparam("heads", expanding=True)),
+            or_(units.c.id == heads.c.id,
+                and_(depth == bindparam("depth"), units.c.path.startswith(heads.c.path))),
+        ).exists())
+        group.append(units.c.path)
+    elif by_unit:
         conds.append(CASES.c.unit_id.in_(bindparam("units", expanding=True)))
     if by_tier:
         conds.append(CASES.c.tier.in_(bindparam("tiers", expanding=True)))
@@ -171,9 +202,9 @@ def _count_statement(field: str, by_unit: bool, by_tier: bool, by_period: bool):
         conds.append(CASES.c.period_key.in_(bindparam("periods", expanding=True)))
     hit = and_(CASES.c.state.in_(bindparam("states", expanding=True)),
                CASES.c.data[field].as_string() == bindparam("value"))
-    group = [CASES.c.unit_id, CASES.c.tier, CASES.c.period_key]
-    return (select(*group, func.count(), func.coalesce(func.sum(sql_case((hit, 1), else_=0)), 0))
-            .where(*conds).group_by(*group))
+    return (select(*group[:3], func.count(),
+                   func.coalesce(func.sum(sql_case((hit, 1), else_=0)), 0), *group[3:])
+            .select_from(source).where(*conds).group_by(*group))
 
 
 # Runs the count statement with its parameters and returns its rows; by default on the
@@ -192,12 +223,16 @@ def usage(s: Session, flow: str, quota: Quota, keys: Iterable[PoolKey],
     if not keys:
         return {}
     wanted = {name: {dict(k)[name] for k in keys} for name in quota.pool}
-    if units is None:
+    # Pools by unit_depth alone are matched on the units' paths (`_count_statement`).
+    subtree = "unit" in quota.pool and quota.unit_depth is not None and not quota.merge_units
+    if units is None and not subtree:
         units = pool_units(s, quota, wanted.get("unit", ()))
     params: dict[str, Any] = {"flow": flow, "value": str(quota.value),
                               "states": list(quota.counted_states)}
     by = {}
-    if "unit" in quota.pool:
+    if subtree:
+        params.update(heads=sorted(wanted["unit"]), depth=quota.unit_depth)
+    elif "unit" in quota.pool:
         params["units"] = sorted(u for u, head in units.items() if head in wanted["unit"])
         by["unit"] = True
     for name, param in (("tier", "tiers"), ("period", "periods")):
@@ -205,11 +240,14 @@ def usage(s: Session, flow: str, quota: Quota, keys: Iterable[PoolKey],
         by[name] = values is not None and None not in values  # NULL: narrowed when folding
         if by[name]:
             params[param] = sorted(values)
-    stmt = _count_statement(quota.field, by.get("unit", False), by["tier"], by["period"])
+    stmt = _count_statement(quota.field, by.get("unit", False), by["tier"], by["period"],
+                            subtree)
     found: dict[PoolKey, list[int]] = {}
     rows = run(stmt, params) if run is not None else s.execute(stmt, params).all()
-    for unit_id, tier, period, n, used in rows:
-        key = pool_key(quota, units.get(unit_id, unit_id), tier, period)
+    for unit_id, tier, period, n, used, *path in rows:
+        head = depth_pool(quota, unit_id, unit_path_ids(path[0])) if subtree \
+            else units.get(unit_id, unit_id)
+        key = pool_key(quota, head, tier, period)
         acc = found.setdefault(key, [0, 0])
         acc[0] += int(n)
         acc[1] += int(used)

@@ -64,6 +64,10 @@ class Facts(Protocol):
         """Who hosts `subject_id` now for an evaluator role with `while_dispatched` (下沉一线),
         or None (`actors.dispatch_hosts`); the action may have read it with its case."""
 
+    def pool_units(self, quota: Quota, unit_ids: set[int]) -> dict[int, int]:
+        """The unit standing for each unit's pool (`quotas.pool_units`); the action may
+        know its case unit's ancestors already."""
+
     def quota_figures(self, flow: str, quota: Quota, keys: list[PoolKey],
                       units: dict[int, int] | None = None) -> dict[PoolKey, PoolFigures]:
         """Size, used and limit of each pool (`quotas.figures`).
@@ -332,7 +336,7 @@ def judge_quota(quota: Quota, batch: Batch, name: str) -> None:
     asked = [c for c in batch.cases if c.data.get(quota.field) == quota.value]
     if not asked:
         return
-    units = batch.facts.query(pool_units, quota, {c.unit_id for c in asked})
+    units = batch.facts.pool_units(quota, {c.unit_id for c in asked})
     by_pool: dict[PoolKey, list[CaseFacts]] = {}
     for c in asked:
         key = pool_key(quota, units.get(c.unit_id, c.unit_id), c.tier, c.period_key)
