@@ -21,7 +21,7 @@ from .kernel import Kernel, _not_found
 from .machine import CompiledFlow
 from .messages import msg
 from .models import Case, HistoryRecord, Timer
-from .timers import AUTO
+from .timers import AUTO, auto_step
 from .versions import Versions
 
 CASES = Case.__table__
@@ -114,15 +114,18 @@ class Reads:
         open_ = {r.id: r for r in rows if not r.closed and r.deadline_at is None}
         if not open_:
             return
-        timers = s.execute(select(Timer.case_id, Timer.action, Timer.due_at)
+        timers: dict[int, list[Any]] = {}
+        for t in s.execute(select(Timer.case_id, Timer.kind, Timer.status, Timer.action,
+                                  Timer.due_at)
                            .where(Timer.case_id.in_(open_), Timer.kind == AUTO,
-                                  Timer.status == "pending")
-                           .order_by(Timer.due_at.desc())).all()
-        for case_id, action, due_at in timers:  # the earliest is written last
+                                  Timer.status == "pending")):
+            timers.setdefault(t.case_id, []).append(t)
+        for case_id, waiting in timers.items():
             row = open_[case_id]
-            t = self.versions.compiled(s, row.version_id).spec.transition(action or "",
-                                                                         row.state)
-            row.auto_at, row.auto_action = due_at, t.label.text(lang) if t else (action or "")
+            step = auto_step(self.versions.compiled(s, row.version_id).spec, row.state,
+                             waiting, lang)
+            if step:
+                row.auto_at, row.auto_action = step.due_at, step.action
 
     def history_for(self, viewer: Viewer, case_id: int) -> list[dict[str, Any]]:
         self.case_for(viewer, case_id)

@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -181,6 +181,28 @@ def timer_rows(case_id: int, visit: int, planned: list[Planned], now: dt.datetim
              "due_at": p.due_at, "status": PENDING, "attempts": 0,
              "dedupe_key": f"case:{case_id}:{visit}:{p.slot}", "payload": p.payload,
              "created_at": now} for p in planned]
+
+
+@dataclass(frozen=True)
+class AutoStep:
+    """When a step with no deadline moves by itself (结果反馈: accepted after 5 working days
+    of silence), and what it then does, in the reader's language."""
+
+    due_at: dt.datetime
+    action: str
+
+
+def auto_step(spec: FlowSpec, state: str, timers: Iterable[Any], lang: str
+              ) -> AutoStep | None:
+    """The first pending auto timer of `timers` (rows with kind, status, action, due_at):
+    what the case page, the lists and the queue show for such a step."""
+    waiting = sorted((t for t in timers if t.kind == AUTO and t.status == PENDING),
+                     key=lambda t: t.due_at)
+    if not waiting:
+        return None
+    t = waiting[0]
+    found = spec.transition(t.action or "", state)
+    return AutoStep(t.due_at, found.label.text(lang) if found else (t.action or ""))
 
 
 # --------------------------------------------------------------------------- firing

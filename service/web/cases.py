@@ -34,6 +34,7 @@ from workflows.messages import msg
 from workflows.provenance import MIGRATE
 from workflows.queries import CaseRow
 from workflows.spec import SYSTEM, FieldSpec, FlowSpec
+from workflows.timers import auto_step
 
 from .. import auth, metrics
 from ..api.schemas import ActionIn
@@ -183,19 +184,6 @@ def action_forms(spec: FlowSpec, row: CaseRow, failed: Failure | None) -> list[d
     return out
 
 
-def auto_step(spec: FlowSpec, timers: list[Any]) -> dict[str, Any] | None:
-    """A step with no deadline that moves by itself (结果反馈: accepted after 5 working days
-    of silence): the first waiting auto timer — when, and what it does."""
-    waiting = sorted((t for t in timers if t.kind == "auto" and t.status == "pending"),
-                     key=lambda t: t.due_at)
-    if not waiting:
-        return None
-    t = waiting[0]
-    found = next((x for x in spec.transitions if x.trigger == t.action), None)
-    return {"due_at": t.due_at, "action": label(found.label, t.action) if found
-            else (t.action or "")}
-
-
 def render_case(case_id: int, failed: Failure | None = None, status: int = 200,
                 notice: str | None = None):
     eng, viewer = auth.engine(), auth.viewer()
@@ -224,7 +212,8 @@ def render_case(case_id: int, failed: Failure | None = None, status: int = 200,
                                            if x.trigger == t.action), None), t.action or "")
                                if t.action else ""),
                     "error": t.last_error} for t in timers if t.status in LIVE_TIMERS],
-        "auto": auto_step(spec, timers) if row.deadline_at is None else None,
+        "auto": auto_step(spec, row.state, timers, lang()) if row.deadline_at is None
+        else None,
         "approving": bool(approving), "claimed_by": row.claimed_by,
         "claimed_name": names.get(row.claimed_by) if row.claimed_by else None,
         "claimed_by_me": row.claimed_by == me, "candidates": candidates,
