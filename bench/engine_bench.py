@@ -90,6 +90,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import benchlib
 import peer_bench
 import psycopg
 import sqlalchemy
@@ -161,8 +162,7 @@ def fresh_database(kind: str) -> Iterator[str]:
         upgrade(url)
         yield url
     finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        benchlib.drop_database(name)  # (its admin URL is this one's)
         admin.dispose()
 
 

@@ -89,6 +89,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import benchlib
 import psycopg
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -145,8 +146,7 @@ def scratch_database(say: Say) -> Iterator[tuple[str, str]]:
         upgrade(url)
         yield name, url
     finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        benchlib.drop_database(name)  # (its admin URL is this one's)
         admin.dispose()
         say(f"dropped database {name}")
 

@@ -73,6 +73,8 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import benchlib  # noqa: E402
+
 from workflows.db import Database, upgrade  # noqa: E402
 from workflows.engine import Engine  # noqa: E402
 from workflows.history import GENESIS, record_hash, verify  # noqa: E402
@@ -115,8 +117,7 @@ def scratch_database() -> Iterator[str]:
         upgrade(url)
         yield url
     finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        benchlib.drop_database(name)  # (its admin URL is this one's)
         admin.dispose()
 
 

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from workflows.db import Database, upgrade
 from workflows.engine import Engine
@@ -89,7 +90,14 @@ def pg_url():
     upgrade(url)
     yield url
     with eng.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        # Plainly first: the server stops an autovacuum worker busy in the database itself,
+        # whereas FORCE would try to terminate it too (a superuser's process).
+        try:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55006":  # object_in_use: a client
+                raise
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     eng.dispose()
 
 
