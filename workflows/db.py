@@ -33,6 +33,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .errors import CivflowError
+
 T = TypeVar("T")
 # A pooled connection is replaced after this long instead of being pinged at every
 # checkout (a round trip per unit of work); one found dead is retried once (`Database.run`).
@@ -67,10 +69,12 @@ def _count_statements(engine: Engine) -> None:
     """Count the statements a connection ran: `Database.run` retries a unit of work only
     when its connection turned out dead before any of its statements ran."""
     @event.listens_for(engine, "after_cursor_execute")
-    def _ran(conn, _cursor, _statement, _parameters, _context, _executemany):
+    def _ran(conn, _cursor, statement, _parameters, _context, _executemany):
         ran = conn.info.get("civflow_ran")
         if ran is not None:
             ran[0] += 1
+            if statement.lstrip()[:6].upper() != "SELECT":  # may have written (see `_end`)
+                ran[1] = 1
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -106,7 +110,9 @@ class Work:
         # The unit is `Database.run`'s own: its last write may go out with its COMMIT
         # (`driver_rows`). A caller's transaction (the timer worker's) is never ended here.
         self.owned = owned
-        self.ran = [0]  # statements of this unit that ran (`Database.run` reads it)
+        # Statements of this unit that ran (`Database.run` reads it), and whether any of
+        # them was other than a SELECT.
+        self.ran = [0, 0]
 
     @property
     def session(self) -> Session:
@@ -145,10 +151,17 @@ class Database:
         """A session whose transaction commits when the block ends and rolls back on error."""
         session = self.sessions()
         try:
-            if write:
-                session.connection(execution_options={"civflow_write": True})
+            conn = session.connection(execution_options={"civflow_write": write})
+            ran = conn.info["civflow_ran"] = [0, 0]
             yield session
             session.commit()
+        except CivflowError:
+            if _keeps_prepared(conn, ran) and not (session.new or session.dirty
+                                                  or session.deleted):
+                session.commit()
+            else:
+                session.rollback()
+            raise
         except BaseException:
             session.rollback()
             raise
@@ -166,9 +179,14 @@ class Database:
             w = Work(conn, owned=True)
             conn.info["civflow_ran"] = w.ran
             try:
-                with conn.begin():
-                    yield w
-                    w.finish()
+                with conn.begin() as tx:
+                    try:
+                        yield w
+                        w.finish()
+                    except CivflowError:
+                        if _keeps_prepared(conn, w.ran):
+                            tx.commit()
+                        raise
             finally:
                 w.close()
         finally:
@@ -180,7 +198,7 @@ class Database:
         dropped and the unit run once more on a fresh one: nothing of it reached the
         database, so running it again cannot do anything twice."""
         for attempt in (1, 2):
-            ran = [0]
+            ran = [0, 0]
             try:
                 with self.work(write) as w:
                     ran = w.ran
@@ -193,9 +211,19 @@ class Database:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+            conn.commit()  # not the ROLLBACK of closing: see `_keeps_prepared`
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _keeps_prepared(conn: Connection, ran: list[int]) -> bool:
+    """Whether a refused unit of work (a `CivflowError`) may end with COMMIT: on PostgreSQL,
+    when it ran nothing but SELECTs. Nothing is kept that ROLLBACK would undo — but after a
+    ROLLBACK psycopg deallocates every statement it prepared on the connection, and the
+    next actions plan theirs again: one refusal before every tenth submit made the submits
+    about 65 % slower (docs/BENCHMARKS.md)."""
+    return conn.dialect.name == "postgresql" and not ran[1]
 
 
 def driver_rows(conn: Connection, sql: str, params: dict[str, Any], commit: bool = False
