@@ -19,6 +19,7 @@ import yaml
 from workflows.engine import SYSTEM_ACTOR, Actor, Engine
 from workflows.errors import DefinitionInvalid, FieldErrors, RuleViolation
 from workflows.facts import (
+    audit_entries,
     close_investigation,
     list_facts,
     open_investigation,
@@ -31,7 +32,7 @@ from workflows.org import assign_role
 from workflows.spec import load_definition
 from workflows.timers import TimerWorker
 
-from .conftest import REGULAR, Clock, cst
+from .conftest import CST, REGULAR, Clock, cst
 from .test_annual import ANNUAL, GOOD_YEAR, SOURCE, _regular_year, _to_evaluation
 
 P = Actor.person
@@ -101,6 +102,30 @@ def test_a_consequence_is_recorded_once_per_period(db, org):
                                    note=None, by=None)
     assert first is not None and again is None
     assert len(_facts(db, "consequences", org.s1)) == 1
+
+
+def test_a_consequence_the_approval_records_is_audited_once(engine, org, db, regular):
+    case = _regular_month(engine, org, "s1", {"grade": "好"})
+    engine.fire(case, "approve", P(org.c2))
+    (fact,) = _facts(db, "consequences", org.s1)
+    assert (fact["kind"], fact["period"], fact["decided_on"]) == (
+        "通报表扬", "2026-03", engine.clock().astimezone(CST).date())
+    with db.unit_of_work() as s:  # the effect replayed: neither fact nor audit again
+        assert record_consequence(s, org.s1, "通报表扬", "2026-03", fact["decided_on"],
+                                  note=None, by=org.c2) is None
+        # No period is never a repeat.
+        extra = record_consequence(s, org.s1, "通报表扬", None, dt.date(2026, 4, 1),
+                                   note="补", by=None)
+    entries, total = audit_entries(db, org.s1)
+    assert total == 2
+    assert [(e["action"], e["table"], e["actor_id"], e["row_id"], e["before"]) for e in entries
+            ] == [("flow", "consequences", None, extra["id"], None),
+                  ("flow", "consequences", org.c2, fact["id"], None)]
+    assert entries[1]["after"] == {"id": fact["id"], "person_id": org.s1, "kind": "通报表扬",
+                                   "period": "2026-03",
+                                   "decided_on": fact["decided_on"].isoformat(),
+                                   "note": f"regular-assessment case {case} (approve)"}
+    assert entries[0]["after"]["period"] is None and extra["note"] == "补"
 
 
 def test_an_admin_may_import_a_consequence(db, org):

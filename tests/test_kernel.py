@@ -299,6 +299,39 @@ def test_on_postgresql_an_action_is_one_read_and_one_write(pg_small):
         assert "INSERT INTO case_history" in sent[1]
 
 
+def test_on_postgresql_a_good_approval_adds_its_quota_and_its_consequence(pg_small):
+    """A 好 approval sends, besides the read and the write: the pool's lock and its count
+    (the quota); the consequence with its audit row as one statement; the subject with the
+    干部科 (hr-office) holders as one read, and their notices."""
+    from workflows.facts import list_facts
+    from workflows.models import Person, Unit
+
+    db, engine, chief, staff = pg_small
+    with db.unit_of_work() as s:
+        root = s.execute(select(Unit)).scalar_one()
+        assign_role(s, s.get(Person, chief), "committee", root)
+        assign_role(s, s.get(Person, chief), "hr-office", None)
+    case = engine.start_case("regular-assessment", staff, period_key="2026-11")
+    for v, (trigger, who, data) in enumerate([("submit", staff, {"summary": "小结"}),
+                                              ("evaluate", chief, {"grade": "好"}),
+                                              ("accept", staff, None)], start=1):
+        engine.fire(case.id, trigger, P(who), data=data, expected_version=v)
+    sent: list[str] = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_a: sent.append(" ".join(statement.split())))
+    engine.fire(case.id, "approve", P(chief), expected_version=4)
+    assert len(sent) == 7, sent
+    read, lock, count, consequence, holders, notices, write = sent
+    assert "FOR UPDATE" in read and "pg_advisory_xact_lock" in lock
+    assert count.startswith("SELECT cases.unit_id")
+    assert "INSERT INTO consequences" in consequence and "INSERT INTO fact_audit" in consequence
+    assert "people.name" in holders and "role_assignments" in holders
+    assert notices.startswith("INSERT INTO notifications")
+    assert "INSERT INTO case_history" in write
+    with db.unit_of_work(write=False) as s:
+        assert [r["kind"] for r in list_facts(s, "consequences", staff)] == ["通报表扬"]
+
+
 def test_after_the_database_restarted_the_next_requests_are_answered(pg_small):
     """Every request signs in through `Database.run` first: a pooled connection the server
     dropped (a restart) is found dead before any statement ran and replaced, and the pool's

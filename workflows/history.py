@@ -237,11 +237,14 @@ SQLITE_ARM = (f"INSERT INTO timers ({', '.join(TIMER_COLUMNS)}) VALUES ("
 
 def sqlite_value(value: Any) -> Any:
     """A value as SQLAlchemy stores it on SQLite: timestamps as naive UTC text
-    (`UTCDateTime`), JSON as `json.dumps` text; a value read raw (text) stays as it is."""
+    (`UTCDateTime`), dates as ISO text, JSON as `json.dumps` text; a value read raw (text)
+    stays as it is."""
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
         return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, dt.date):
+        return value.isoformat()
     if isinstance(value, dict | list):
         return json.dumps(value)
     return value

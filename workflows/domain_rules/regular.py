@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from marshmallow import fields as mf
 from marshmallow import validate
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, true
 from sqlalchemy.orm import Session
 
 from .. import notify
@@ -143,14 +143,22 @@ def _due(p: dict[str, Any], case: CaseFacts) -> list[str]:
             and (c.get("if_field") is None or case.data.get(c["if_field"]) is True)]
 
 
+# The subject's name and unit with a group's holders, in one read on the action path: one
+# row per holder, or the subject's alone (holder NULL) when nobody holds the group.
+_HOLDERS = notify.HOLDERS.subquery()
+_SUBJECT_AND_HOLDERS = (select(Person.name, Unit.name, _HOLDERS.c.person_id)
+                        .join(Unit, Unit.id == Person.unit_id).outerjoin(_HOLDERS, true())
+                        .where(Person.id == bindparam("subject"))
+                        .order_by(_HOLDERS.c.person_id))
+
+
 def _tell(s: Session, group: str, case: CaseFacts, spec: FlowSpec, grade: Any,
           kinds: list[str], now: dt.datetime) -> None:
-    people = notify.group_holders(s, group)
+    rows = s.execute(_SUBJECT_AND_HOLDERS, {"subject": case.subject_id, "group": group}).all()
+    people = [holder for _name, _unit, holder in rows if holder is not None]
     if not people:
         return
-    who = s.execute(select(Person.name, Unit.name).join(Unit, Unit.id == Person.unit_id)
-                    .where(Person.id == case.subject_id)).first()
-    name, unit = who if who else (str(case.subject_id), "")
+    name, unit = rows[0][:2]
     period = f" {case.period_key}" if case.period_key else ""
     title = f"{spec.title.zh}结果运用：{name}{period} {grade} → {'、'.join(kinds)}"
     body = "\n".join([f"事项：{spec.title.zh} #{case.id}{period}",
