@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -389,6 +390,81 @@ def test_a_refused_action_keeps_the_connections_prepared_statements(pg_small):
         engine.fire(case.id, "approve", P(staff))
     assert prepared() >= before
     assert db.engine.pool.checkedin() == 1  # it was the same connection throughout
+
+
+def _wire(monkeypatch) -> list[str]:
+    """What `_pg_around` sends (BEGIN and COMMIT with a statement, one round trip each)."""
+    from workflows import db as dbm
+
+    sent: list[str] = []
+    real = dbm._simple_query
+
+    def spy(raw: Any, query: str) -> list[Any]:
+        sent.append(query)
+        return real(raw, query)
+    monkeypatch.setattr(dbm, "_simple_query", spy)
+    return sent
+
+
+def test_on_postgresql_an_action_is_two_round_trips(pg_small, monkeypatch):
+    """The unit's BEGIN goes out with the read and its COMMIT with the write, each a
+    statement prepared in SQL once per connection: two round trips per action."""
+    db, engine, _chief, staff = pg_small
+    case = engine.start_case("regular-assessment", staff, period_key="2026-11")
+    sent = _wire(monkeypatch)
+    statements: list[str] = []  # everything, as the statement hooks see it
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_a: statements.append(statement))
+    engine.fire(case.id, "submit", P(staff), data={"summary": "小结"}, expected_version=1)
+    assert len(sent) == 2 and len(statements) == 2, (sent, statements)
+    read, write = sent
+    assert read.startswith("PREPARE civflow_") and "FOR UPDATE" in read
+    assert "BEGIN;\nEXECUTE civflow_" in read
+    assert write.startswith("PREPARE civflow_") and write.endswith(";\nCOMMIT")
+    case2 = engine.start_case("regular-assessment", staff, period_key="2026-12")
+    sent.clear()
+    engine.fire(case2.id, "submit", P(staff), data={"summary": "小结"}, expected_version=1)
+    assert [q.split("(")[0] for q in sent] == [read.split(" AS ")[0].replace(
+        "PREPARE", "BEGIN;\nEXECUTE"), write.split(" AS ")[0].replace("PREPARE", "EXECUTE")]
+    assert engine.get_case(case2.id).version == 2
+
+
+def test_statements_deallocated_under_an_action_are_prepared_again(pg_small, monkeypatch):
+    """psycopg deallocates every prepared statement after a ROLLBACK (DEALLOCATE ALL): a
+    read that finds its statement gone prepares it again; a write that does is rolled back
+    with its unit, which runs once more — the case moves once, its history one record."""
+    from workflows import db as dbm
+
+    db, engine, _chief, staff = pg_small
+    cases = [engine.start_case("regular-assessment", staff, period_key=p).id
+             for p in ("2026-09", "2026-10", "2026-11")]
+    engine.fire(cases[0], "submit", P(staff), data={"summary": "小结"})  # all prepared
+
+    def deallocate() -> None:
+        with db.engine.connect() as conn:  # the pool's one connection
+            conn.exec_driver_sql("DEALLOCATE ALL")
+            conn.commit()
+    deallocate()
+    assert engine.fire(cases[1], "submit", P(staff), data={"summary": "小结"}).version == 2
+
+    real = dbm._pg_around
+    runs: list[bool] = []
+
+    def gone_before_the_write(conn, raw, sql, params, begin, commit):
+        runs.append(commit)
+        if commit and len(runs) == 2:  # the first write: its statement vanished meanwhile
+            raw.execute("DEALLOCATE ALL", prepare=False)
+        return real(conn, raw, sql, params, begin, commit)
+    monkeypatch.setattr(dbm, "_pg_around", gone_before_the_write)
+    result = engine.fire(cases[2], "submit", P(staff), data={"summary": "小结"})
+    assert runs == [False, True, False, True]  # the unit ran twice
+    assert result.version == 2
+    assert [r["trigger"] for r in engine.history(cases[2])][1:] == ["submit"]
+
+    monkeypatch.setattr(dbm, "_pg_around", real)  # the bookkeeping lost: prepared anyway
+    dbm._PREPARED.clear()
+    case = engine.start_case("regular-assessment", staff, period_key="2026-12")
+    assert engine.fire(case.id, "submit", P(staff), data={"summary": "小结"}).version == 2
 
 
 def test_a_refused_unit_that_wrote_rolls_back(db):

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
+import re
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -196,7 +199,8 @@ class Database:
         """`fn` in one unit of work (`work`). A connection that turned out dead before any
         statement of the unit ran (the server restarted since the pool last used it) is
         dropped and the unit run once more on a fresh one: nothing of it reached the
-        database, so running it again cannot do anything twice."""
+        database, so running it again cannot do anything twice. So is a unit whose last
+        statement found its prepared statement gone (`_pg_around`): it was rolled back."""
         for attempt in (1, 2):
             ran = [0, 0]
             try:
@@ -204,7 +208,8 @@ class Database:
                     ran = w.ran
                     return fn(w)
             except DBAPIError as exc:
-                if attempt == 2 or not exc.connection_invalidated or ran[0]:
+                lost = exc.connection_invalidated and not ran[0]
+                if attempt == 2 or not (lost or getattr(exc.orig, "sqlstate", None) == _GONE):
                     raise
         raise AssertionError("unreachable")
 
@@ -226,21 +231,27 @@ def _keeps_prepared(conn: Connection, ran: list[int]) -> bool:
     return conn.dialect.name == "postgresql" and not ran[1]
 
 
-def driver_rows(conn: Connection, sql: str, params: dict[str, Any], commit: bool = False
-                ) -> list[tuple]:
+def driver_rows(conn: Connection, sql: str, params: dict[str, Any], commit: bool = False,
+                begin: bool = False) -> list[tuple]:
     """Run one statement in the driver's own SQL on the unit's connection, return its rows;
     with `commit` (the unit's last statement, in a unit that is `Database.run`'s own) the
-    transaction commits right after it.
+    transaction commits with it. With `begin` (the unit's first statement) on PostgreSQL
+    the transaction begins with it, when nothing began it yet.
 
-    Plain round trips, not psycopg's pipeline mode: measured on loopback, the pipeline's
-    client time is more than the round trips it saves (BEGIN + UPDATE + COMMIT: 290 µs
-    pipelined, 270 µs as three round trips; see docs/BENCHMARKS.md). psycopg prepares a
-    statement the sixth time it runs, so each text here is planned once per connection.
-    Errors come out as SQLAlchemy's (a lost connection invalidated, as `Database.run` and
-    the service expect).
+    On PostgreSQL `BEGIN` and `COMMIT` go out in the same round trip as the statement
+    (`_pg_around`); any other statement is a plain round trip, which psycopg prepares the
+    sixth time it runs. Not psycopg's pipeline mode: on loopback its client time is more
+    than the round trips it saves (docs/BENCHMARKS.md). Errors come out as SQLAlchemy's (a
+    lost connection invalidated, as `Database.run` and the service expect).
     """
     raw = conn.connection.dbapi_connection
     dbapi = conn.dialect.loaded_dbapi
+    if conn.dialect.name == "postgresql" and (commit or begin):
+        from psycopg.pq import TransactionStatus
+
+        begin = begin and raw.pgconn.transaction_status == TransactionStatus.IDLE
+        if commit or begin:
+            return _pg_around(conn, raw, sql, params, begin, commit)
     cur = raw.cursor()
     try:
         rows = driver_execute(conn, cur, sql, params).fetchall()
@@ -252,6 +263,103 @@ def driver_rows(conn: Connection, sql: str, params: dict[str, Any], commit: bool
         with contextlib.suppress(dbapi.Error):
             cur.close()
     return rows
+
+
+# --------------------------------------------------------------------------- PostgreSQL:
+# BEGIN with a unit's first statement, COMMIT with its last.
+
+# The statements prepared in SQL (`PREPARE`) on each connection, by the connection.
+_PREPARED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_PARAM = re.compile(r"%\((\w+)\)s|%%")
+_GONE = "26000"  # invalid_sql_statement_name: a prepared statement that no longer exists
+_TWICE = "42P05"  # duplicate_prepared_statement
+
+
+@functools.lru_cache(maxsize=128)
+def _sql_prepared(sql: str) -> tuple[str, str, tuple[str, ...]]:
+    """A statement in psycopg's SQL (`%(name)s`) as `PREPARE`: its name, the PREPARE
+    statement and the parameter names in the order of its `$n`."""
+    names: list[str] = []
+
+    def number(m: re.Match) -> str:
+        if m.group(1) is None:
+            return "%"  # `%%`: a literal %
+        if m.group(1) not in names:
+            names.append(m.group(1))
+        return f"${names.index(m.group(1)) + 1}"
+    body = _PARAM.sub(number, sql)
+    name = "civflow_" + hashlib.sha256(sql.encode()).hexdigest()[:20]
+    return name, f"PREPARE {name} AS {body}", tuple(names)
+
+
+def _pg_around(conn: Connection, raw: Any, sql: str, params: dict[str, Any], begin: bool,
+               commit: bool) -> list[tuple]:
+    """One statement with the `BEGIN` before it or the `COMMIT` after it, in one round trip:
+    prepared in SQL once per connection and sent as a simple query (`BEGIN; EXECUTE s(…)`,
+    `EXECUTE s(…); COMMIT`), its arguments quoted by psycopg. psycopg's own statements
+    (the extended protocol) cannot share a round trip with another; this way an action is
+    two round trips instead of four (docs/BENCHMARKS.md).
+
+    psycopg deallocates every prepared statement of the connection after a ROLLBACK when it
+    prepared any itself (`DEALLOCATE ALL`). A first statement that finds its own gone
+    prepares it again and runs once more — nothing of its transaction had run; a last one
+    raises, and `Database.run` runs the unit once more (it was rolled back whole)."""
+    from psycopg import ClientCursor, errors
+    from psycopg.adapt import Transformer
+    from psycopg.pq import ExecStatus, TransactionStatus
+
+    name, prepare, names = _sql_prepared(sql)
+    ready = _PREPARED.setdefault(raw, set())
+    cur = ClientCursor(raw)
+    args = [params[n] for n in names]
+    call = cur.mogrify(f"EXECUTE {name}({', '.join(['%s'] * len(args))})" if args
+                       else f"EXECUTE {name}", args)
+    events = conn._has_events or conn.engine._has_events
+    if events:
+        conn.dispatch.before_cursor_execute(conn, cur, sql, params, None, False)
+    for attempt in (1, 2):
+        parts = [*([] if name in ready else [prepare]), *(["BEGIN"] if begin else []), call,
+                 *(["COMMIT"] if commit else [])]
+        try:
+            results = _simple_query(raw, ";\n".join(parts))
+        except errors.Error as exc:
+            raise _translated(conn, raw, cur, sql, params, exc) from exc
+        if parts[0] is prepare and results[0].status == ExecStatus.COMMAND_OK:
+            ready.add(name)
+        failed = next((r for r in results if r.status == ExecStatus.FATAL_ERROR), None)
+        if failed is None:
+            break
+        exc = errors.error_from_result(failed, encoding=raw.info.encoding)
+        if exc.sqlstate == _GONE:
+            ready.clear()  # DEALLOCATE ALL took them all
+        if attempt == 1 and begin and exc.sqlstate in (_GONE, _TWICE):
+            # Nothing else ran in the transaction, if one began: end it, and learn from the
+            # server which of our statements it holds.
+            if raw.pgconn.transaction_status != TransactionStatus.IDLE:
+                raw.rollback()
+            held = _simple_query(raw, "SELECT name FROM pg_prepared_statements "
+                                      "WHERE name LIKE 'civflow\\_%'")[0]
+            ready.clear()
+            ready.update(held.get_value(i, 0).decode() for i in range(held.ntuples))
+            continue
+        raise _translated(conn, raw, cur, sql, params, exc) from exc
+    out = results[parts.index(call)]
+    tx = Transformer(raw)
+    tx.set_pgresult(out)
+    rows = tx.load_rows(0, out.ntuples, tuple)
+    if events:
+        conn.dispatch.after_cursor_execute(conn, cur, sql, params, None, False)
+    return rows
+
+
+def _simple_query(raw: Any, query: str) -> list[Any]:
+    """Send `query` (statements separated by `;`) in the simple query protocol, in one
+    round trip; the result of each statement that ran, up to the first that failed."""
+    from psycopg.generators import execute
+
+    with raw.lock:
+        raw.pgconn.send_query(query.encode(raw.info.encoding))
+        return raw.wait(execute(raw.pgconn))
 
 
 def _translated(conn: Connection, raw: Any, cur: Any, sql: str, params: Any,

@@ -606,7 +606,7 @@ class Kernel:
             org, held, first_use, recs = found[n:]
         else:
             sql = pg_load_for_action(lock, key is not None, records, bool(needs), len(hosted))
-            rows = driver_rows(conn, sql, params)
+            rows = driver_rows(conn, sql, params, begin=True)  # the unit's BEGIN with it
             n = len(CASE_COLUMNS) + 1
             if rows and lock and rows[0][n + 1] != rows[0][CASE_COLUMNS.index("version")]:
                 rows = driver_rows(conn, sql, params)  # see PG_SEEN; the lock is ours now
