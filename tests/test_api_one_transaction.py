@@ -106,3 +106,33 @@ def test_the_access_log_names_who_acted(api, caplog):
     lines = [r.getMessage() for r in caplog.records if "/actions/submit" in r.getMessage()]
     assert lines and lines[-1].endswith("user=s1")
 
+
+
+def test_on_postgresql_the_sign_in_carries_the_begin_and_the_write_the_commit(
+        api, db, monkeypatch):
+    """Over HTTP the action's transaction begins with its sign-in and commits with its
+    write: three round trips on PostgreSQL (sign-in, read, write). SQLite has no round
+    trips to save; nothing goes out this way there."""
+    from workflows import db as dbm
+
+    cid = start(api, "s1", "s1").json["id"]
+    api.headers("s1")
+    sent: list[str] = []
+    real = dbm._simple_query
+    monkeypatch.setattr(dbm, "_simple_query",
+                        lambda raw, query: sent.append(query) or real(raw, query))
+    r = act(api, "s1", cid, "submit", 1, {"summary": "本月完成档案审核"})
+    assert r.status_code == 200 and r.json["version"] == 2
+    if db.dialect == "postgresql":
+        from workflows.accounts import SIGN_IN
+        from workflows.history import PG_ADVANCE
+
+        with db.engine.connect() as conn:
+            sign_in = dbm._sql_prepared(dbm.driver_statement(conn, SIGN_IN, {"digest": ""})[0])
+            conn.commit()
+        assert len(sent) == 2, sent  # the read between them went out plain
+        assert f"BEGIN;\nEXECUTE {sign_in[0]}(" in sent[0]
+        write = dbm._sql_prepared(PG_ADVANCE)[0]
+        assert f"EXECUTE {write}(" in sent[1] and sent[1].endswith(";\nCOMMIT")
+    else:
+        assert sent == []

@@ -19,6 +19,7 @@ import hashlib
 import ipaddress
 import math
 import secrets
+from collections import namedtuple
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .access import ROLES, Viewer
-from .db import Database
+from .db import Database, driver_rows, driver_statement
 from .errors import CivflowError, FieldErrors, NotFound
 from .messages import msg
 from .models import ApiToken, LoginThrottle, Person, SecurityEvent, Setting, Unit, User
@@ -427,13 +428,19 @@ SIGN_IN = (
                  .outerjoin(UNITS, UNITS.c.id == ROLES.c.unit_id))
     .where(TOKENS.c.token_hash == bindparam("digest"))
     .order_by(ROLES.c.role, ROLES.c.unit_id))
+_SignInRow = namedtuple("_SignInRow", SIGN_IN.selected_columns.keys())  # type: ignore[misc]
 
 
 def sign_in(conn: Connection, token: str, now: dt.datetime) -> SignedIn:
     """Who holds `token` and the roles they hold, inside the caller's transaction (one
     read): the service signs a request in with it, and an action's request signs in inside
     the action's own transaction (`Engine.fire_signed`). AuthFailed says why not."""
-    rows = conn.execute(SIGN_IN, {"digest": _digest(token)}).all()
+    params = {"digest": _digest(token)}
+    if conn.dialect.name == "postgresql":  # the transaction's BEGIN goes out with it
+        rows = [_SignInRow(*r) for r in driver_rows(
+            conn, *driver_statement(conn, SIGN_IN, params), begin=True)]
+    else:
+        rows = conn.execute(SIGN_IN, params).all()
     if not rows:
         raise AuthFailed(msg("account.token_unknown"))
     row = rows[0]
