@@ -332,17 +332,16 @@ def _pg_around(conn: Connection, raw: Any, sql: str, params: dict[str, Any], beg
         exc = errors.error_from_result(failed, encoding=raw.info.encoding)
         if exc.sqlstate == _GONE:
             ready.clear()  # DEALLOCATE ALL took them all
-        if attempt == 1 and begin and exc.sqlstate in (_GONE, _TWICE):
-            # Nothing else ran in the transaction, if one began: end it, and learn from the
-            # server which of our statements it holds.
-            if raw.pgconn.transaction_status != TransactionStatus.IDLE:
-                raw.rollback()
-            held = _simple_query(raw, "SELECT name FROM pg_prepared_statements "
-                                      "WHERE name LIKE 'civflow\\_%'")[0]
-            ready.clear()
-            ready.update(held.get_value(i, 0).decode() for i in range(held.ntuples))
-            continue
-        raise _translated(conn, raw, cur, sql, params, exc) from exc
+        if attempt == 2 or not begin or exc.sqlstate not in (_GONE, _TWICE):
+            raise _translated(conn, raw, cur, sql, params, exc) from exc
+        # A first statement: nothing else ran in its transaction, if one began. End it, and
+        # learn from the server which of our statements it holds.
+        if raw.pgconn.transaction_status != TransactionStatus.IDLE:
+            raw.rollback()
+        held = _simple_query(raw, "SELECT name FROM pg_prepared_statements "
+                                  "WHERE name LIKE 'civflow\\_%'")[0]
+        ready.clear()
+        ready.update(held.get_value(i, 0).decode() for i in range(held.ntuples))
     out = results[parts.index(call)]
     tx = Transformer(raw)
     tx.set_pgresult(out)
