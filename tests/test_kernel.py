@@ -482,3 +482,41 @@ def test_a_refused_unit_that_wrote_rolls_back(db):
     with db.unit_of_work(write=False) as s:
         assert s.execute(text("SELECT count(*) FROM units WHERE code IN ('X', 'Y')")
                          ).scalar() == 0
+
+
+def test_on_sqlite_a_write_unit_begins_immediate_and_a_locked_database_is_busy(tmp_path):
+    """The write lock is taken at BEGIN (sent straight to the driver, still seen by the
+    statement listeners); a database another writer holds past the busy timeout comes out
+    as `DatabaseBusy` (the service's 503), and nothing of the unit ran."""
+    import sqlite3
+
+    from workflows.frontdoor import DatabaseBusy
+
+    path = tmp_path / "busy.db"
+    db = Database(f"sqlite:///{path}")
+    seen: list[str] = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_a: seen.append(statement))
+    try:
+        db.run(lambda w: w.conn.execute(text("CREATE TABLE t (x INTEGER)")))
+        assert seen[:2] == ["BEGIN IMMEDIATE", "CREATE TABLE t (x INTEGER)"]
+        assert db.run(lambda w: w.conn.execute(text("SELECT count(*) FROM t")).scalar(),
+                      write=False) == 0
+        assert seen[-2] == "BEGIN"
+
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        event.listen(db.engine, "connect",
+                     lambda conn, _r: conn.execute("PRAGMA busy_timeout=50"))
+        db.engine.dispose()  # the next connection waits 50 ms, not 30 s
+        ran: list[int] = []
+        with pytest.raises(DatabaseBusy) as caught:
+            db.run(lambda w: ran.append(w.conn.execute(
+                text("INSERT INTO t VALUES (1)")).rowcount))
+        assert isinstance(caught.value.orig, sqlite3.OperationalError)
+        assert "locked" in str(caught.value.orig) and ran == []
+        other.execute("ROLLBACK")
+        other.close()
+        assert db.run(lambda w: w.conn.execute(text("SELECT count(*) FROM t")).scalar()) == 0
+    finally:
+        db.dispose()

@@ -13,6 +13,7 @@ written by `write` (records of cases just inserted with the entry as their head)
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -235,19 +236,30 @@ SQLITE_ARM = (f"INSERT INTO timers ({', '.join(TIMER_COLUMNS)}) VALUES ("
               + ", ".join(f":{c}" for c in TIMER_COLUMNS) + ")")
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def sqlite_value(value: Any) -> Any:
     """A value as SQLAlchemy stores it on SQLite: timestamps as naive UTC text
     (`UTCDateTime`), dates as ISO text, JSON as `json.dumps` text; a value read raw (text)
     stays as it is."""
+    if type(value) in _PLAIN:  # most values of a step: checked first, by exact type
+        return value
     if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return _sqlite_instant(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, dict | list):
         return json.dumps(value)
     return value
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_instant(value: dt.datetime) -> str:
+    # A step writes its one `now` four to six times (updated_at, the record's at, timers).
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _sqlite_advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any],

@@ -182,18 +182,19 @@ def _count_statement(field: str, by_unit: bool, by_tier: bool, by_period: bool,
     — matched on the units' paths, so the units table is not read whole nor every unit of
     a 机关 sent as a parameter."""
     conds = [CASES.c.flow_id == bindparam("flow")]
-    source: Any = CASES
     group = [CASES.c.unit_id, CASES.c.tier, CASES.c.period_key]
+    extra: list[Any] = []
     if subtree:
+        # The pools' units found once (not a subquery per case: at 300 cases in one pool
+        # that was 250 µs on SQLite against 145), each group's unit path read once.
         units, heads = UNITS.alias("u"), UNITS.alias("h")
-        source = CASES.join(units, units.c.id == CASES.c.unit_id)
         depth = func.length(heads.c.path) - func.length(func.replace(heads.c.path, "/", "")) - 1
-        conds.append(select(heads.c.id).where(
+        conds.append(CASES.c.unit_id.in_(select(units.c.id).where(
             heads.c.id.in_(bindparam("heads", expanding=True)),
             or_(units.c.id == heads.c.id,
-                and_(depth == bindparam("depth"), units.c.path.startswith(heads.c.path))),
-        ).exists())
-        group.append(units.c.path)
+                and_(depth == bindparam("depth"), units.c.path.startswith(heads.c.path))))))
+        extra.append(select(UNITS.c.path).where(UNITS.c.id == CASES.c.unit_id)
+                     .scalar_subquery())
     elif by_unit:
         conds.append(CASES.c.unit_id.in_(bindparam("units", expanding=True)))
     if by_tier:
@@ -202,9 +203,9 @@ def _count_statement(field: str, by_unit: bool, by_tier: bool, by_period: bool,
         conds.append(CASES.c.period_key.in_(bindparam("periods", expanding=True)))
     hit = and_(CASES.c.state.in_(bindparam("states", expanding=True)),
                CASES.c.data[field].as_string() == bindparam("value"))
-    return (select(*group[:3], func.count(),
-                   func.coalesce(func.sum(sql_case((hit, 1), else_=0)), 0), *group[3:])
-            .select_from(source).where(*conds).group_by(*group))
+    return (select(*group, func.count(),
+                   func.coalesce(func.sum(sql_case((hit, 1), else_=0)), 0), *extra)
+            .where(*conds).group_by(*group))
 
 
 # Runs the count statement with its parameters and returns its rows; by default on the
