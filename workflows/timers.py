@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from .calendar import WorkCalendar, period_days, quarter_end
+from .calendar import WorkCalendar, parse_duration, period_days, quarter_end
 from .claims import claim_batch
 from .core import SYSTEM_ACTOR
 from .db import Work
@@ -129,9 +129,7 @@ def next_repeat(every: str | None, weekday: str | None, hhmm: str | None,
     """
     if not every:
         return cal.next_weekday(after, WEEKDAYS.index(weekday or "mon"), hhmm)
-    import isodate
-
-    step = isodate.parse_duration(every)
+    step = parse_duration(every)
     base = cal.local(anchor or after)
     daily = hhmm is not None and not (isinstance(step, dt.timedelta)
                                       and step < dt.timedelta(days=1))
@@ -169,9 +167,7 @@ def _boundary(spec: FlowSpec, period_key: str | None, at: str | None, hhmm: str 
 
 
 def _duration(iso: str | None) -> dt.timedelta:
-    import isodate
-
-    d = isodate.parse_duration(iso or "PT0S")
+    d = parse_duration(iso or "PT0S")
     return d if isinstance(d, dt.timedelta) else d.totimedelta(start=dt.datetime(2000, 1, 1))
 
 
