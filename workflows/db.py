@@ -388,11 +388,18 @@ def _compiled(stmt: Any, dialect: Any) -> Any:
 
 
 def driver_statement(conn: Connection, stmt: Any, params: dict[str, Any]
-                     ) -> tuple[str, dict[str, Any]]:
+                     ) -> tuple[str, Any]:
     """A SQLAlchemy statement built once (cached by the caller) as the driver's own SQL and
-    parameters (expanding IN lists written out), to send with `driver_rows`."""
-    state = _compiled(stmt, conn.dialect).construct_expanded_state(params)
-    return state.statement, dict(state.parameters)
+    parameters, to send with `driver_rows`: IN lists written out, values through their
+    types' bind processors (a JSON path on SQLite), in order where the driver's style is
+    positional (SQLite's `?`)."""
+    compiled = _compiled(stmt, conn.dialect)
+    state = compiled.construct_expanded_state(params)
+    done = {**compiled._bind_processors, **state.processors}  # the IN lists' in the latter
+    values = {k: done[k](v) if k in done else v for k, v in state.parameters.items()}
+    if state.positiontup is not None:
+        return state.statement, tuple(values[k] for k in state.positiontup)
+    return state.statement, values
 
 
 def driver_execute(conn: Connection, cur: Any, sql: str, params: Any, many: bool = False
