@@ -289,9 +289,10 @@ _TWICE = "42P05"  # duplicate_prepared_statement
 
 
 @functools.lru_cache(maxsize=128)
-def _sql_prepared(sql: str) -> tuple[str, str, tuple[str, ...]]:
+def _sql_prepared(sql: str) -> tuple[str, str, tuple[str, ...], str]:
     """A statement in psycopg's SQL (`%(name)s`) as `PREPARE`: its name, the PREPARE
-    statement and the parameter names in the order of its `$n`."""
+    statement, the parameter names in the order of its `$n` and the `EXECUTE` to quote
+    them into."""
     names: list[str] = []
 
     def number(m: re.Match) -> str:
@@ -302,7 +303,8 @@ def _sql_prepared(sql: str) -> tuple[str, str, tuple[str, ...]]:
         return f"${names.index(m.group(1)) + 1}"
     body = _PARAM.sub(number, sql)
     name = "civflow_" + hashlib.sha256(sql.encode()).hexdigest()[:20]
-    return name, f"PREPARE {name} AS {body}", tuple(names)
+    call = f"EXECUTE {name}({', '.join(['%s'] * len(names))})" if names else f"EXECUTE {name}"
+    return name, f"PREPARE {name} AS {body}", tuple(names), call
 
 
 def _pg_around(conn: Connection, raw: Any, sql: str, params: dict[str, Any], begin: bool,
@@ -321,12 +323,13 @@ def _pg_around(conn: Connection, raw: Any, sql: str, params: dict[str, Any], beg
     from psycopg.adapt import Transformer
     from psycopg.pq import ExecStatus, TransactionStatus
 
-    name, prepare, names = _sql_prepared(sql)
+    name, prepare, names, execute = _sql_prepared(sql)
     ready = _PREPARED.setdefault(raw, set())
-    cur = ClientCursor(raw)
-    args = [params[n] for n in names]
-    call = cur.mogrify(f"EXECUTE {name}({', '.join(['%s'] * len(args))})" if args
-                       else f"EXECUTE {name}", args)
+    info = conn.connection.info  # lives as long as the driver's connection
+    cur = info.get("civflow_quoting")
+    if cur is None:  # one per connection: it only quotes
+        cur = info["civflow_quoting"] = ClientCursor(raw)
+    call = cur.mogrify(execute, [params[n] for n in names])
     events = conn._has_events or conn.engine._has_events
     if events:
         conn.dispatch.before_cursor_execute(conn, cur, sql, params, None, False)
