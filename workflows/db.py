@@ -156,6 +156,7 @@ class Database:
     def __init__(self, url: str | None = None, **engine_kwargs):
         self.url = database_url(url)
         self.engine = make_engine(self.url, **engine_kwargs)
+        self._sqlite = self.engine.dialect.name == "sqlite"
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -190,7 +191,7 @@ class Database:
         back on error; write units take SQLite's write lock at BEGIN (BEGIN IMMEDIATE)."""
         conn = self.engine.connect()
         try:
-            if write:
+            if write and self._sqlite:  # what BEGIN takes (`_sqlite_setup`)
                 conn.execution_options(civflow_write=True)
             w = Work(conn, owned=True)
             conn.info["civflow_ran"] = w.ran
