@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .access import ROLES, Viewer
-from .db import Database, driver_rows, driver_statement
+from .db import Database, statement_rows
 from .errors import CivflowError, FieldErrors, NotFound
 from .messages import msg
 from .models import ApiToken, LoginThrottle, Person, SecurityEvent, Setting, Unit, User
@@ -437,8 +437,7 @@ def sign_in(conn: Connection, token: str, now: dt.datetime) -> SignedIn:
     the action's own transaction (`Engine.fire_signed`). AuthFailed says why not."""
     params = {"digest": _digest(token)}
     if conn.dialect.name == "postgresql":  # the transaction's BEGIN goes out with it
-        rows = [_SignInRow(*r) for r in driver_rows(
-            conn, *driver_statement(conn, SIGN_IN, params), begin=True)]
+        rows = [_SignInRow(*r) for r in statement_rows(conn, SIGN_IN, params, begin=True)]
     else:
         rows = conn.execute(SIGN_IN, params).all()
     if not rows:

@@ -50,7 +50,7 @@ from .core import (
     FireResult,
     request_hash,
 )
-from .db import Work, driver_rows, driver_statement
+from .db import Work, driver_rows, statement_rows
 from .errors import (
     ActionNotAllowed,
     CivflowError,
@@ -269,7 +269,8 @@ class SqlFacts:
                       units: dict[int, int] | None = None
                       ) -> dict[quotas.PoolKey, quotas.PoolFigures]:
         if self.w.dialect != "postgresql":  # SQLite: the write lock is held already
-            return quotas.figures(self.w.session, flow, quota, keys, units, self._rows)
+            return quotas.figures(self.w.session, flow, quota, keys, units,
+                                  functools.partial(statement_rows, self.w.conn))
         # Serialise approvals of one pool: two can't both take its last place. The key is
         # the pool (its unit the one standing for the pool), so approvers of different
         # units of one pool wait for each other; taken in key order, in one statement (the
@@ -281,13 +282,8 @@ class SqlFacts:
 
         def locked_count(stmt: Any, params: dict[str, Any]) -> list[Any]:
             driver_rows(self.w.conn, PG_ADVISORY_LOCKS, {"keys": locks})
-            return self._rows(stmt, params)
+            return statement_rows(self.w.conn, stmt, params)
         return quotas.figures(self.w.session, flow, quota, keys, units, locked_count)
-
-    def _rows(self, stmt: Any, params: dict[str, Any]) -> list[Any]:
-        # Straight to the driver: the ORM's execution path cost a 好 approval on SQLite
-        # about as much as the count itself.
-        return driver_rows(self.w.conn, *driver_statement(self.w.conn, stmt, params))
 
 
 class Kernel:

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from .. import notify
 from ..actors import Org, role_needs
-from ..db import driver_rows, driver_statement
+from ..db import statement_rows
 from ..errors import RuleViolation
 from ..facts import record_consequence
 from ..messages import msg
@@ -155,9 +155,8 @@ _SUBJECT_AND_HOLDERS = (select(Person.name, Unit.name, _HOLDERS.c.person_id)
 
 def _tell(s: Session, group: str, case: CaseFacts, spec: FlowSpec, grade: Any,
           kinds: list[str], now: dt.datetime) -> None:
-    conn = s.connection()  # straight to the driver: the ORM's path cost more than the read
-    rows = driver_rows(conn, *driver_statement(conn, _SUBJECT_AND_HOLDERS,
-                                               {"subject": case.subject_id, "group": group}))
+    rows = statement_rows(s.connection(), _SUBJECT_AND_HOLDERS,
+                          {"subject": case.subject_id, "group": group})
     people = [holder for _name, _unit, holder in rows if holder is not None]
     if not people:
         return
