@@ -409,3 +409,45 @@ def test_the_organisation_read_with_the_case_answers_as_its_own_read(engine, bur
                     own.holders(role, row.unit_id, row.tier, row.subject_id), (code, trigger)
                 compared += 1
     assert compared >= 7 * 2  # every subject, the evaluator and the next step's roles
+
+
+def test_the_organisation_read_when_opening_a_case_answers_as_its_own_read(engine, bureau,
+                                                                           db):
+    """Opening a case reads the organisation its checks ask about with the person, the
+    version and the unit (`actors.start_needs`, one statement): for every kind of subject —
+    a dispatched one too — its answers are those of `Org.read_for`."""
+    from workflows.actors import Org, start_needs
+
+    _dispatch, vh = dispatch_st(engine, bureau, db)  # st is hosted: the read names vh
+    spec = engine.flow(FLOW).spec
+    needs = engine.kernel.versions.start_needs[FLOW]
+    assert needs and start_needs(spec) <= needs
+    compared = 0
+    for code in ("st", "dp", "c1", "c2", "s2", "vice", "bs", "head"):
+        def both(w, code=code):
+            opening = engine.kernel.read_opening(w, FLOW, bureau[code], None, None)
+            own = Org.read_for(w.conn, {opening.unit_id: opening.path},
+                               list(spec.roles.values()), [bureau[code]])
+            return opening, own
+
+        opening, own = db.run(both, write=False)
+        along = opening.org
+        assert along is not None and opening.unit_id == own_unit(db, bureau[code])
+        for role in spec.roles.values():
+            if role.resolve == "subject" or not along.covers(opening.unit_id, [role]):
+                continue
+            along.with_hosts([role], bureau[code])
+            assert along.holders(role, opening.unit_id, opening.tier, bureau[code]) == \
+                own.holders(role, opening.unit_id, opening.tier, bureau[code]), (code, role)
+            compared += 1
+        if code == "st":
+            assert along.holders(spec.roles["evaluator"], opening.unit_id, opening.tier,
+                                 bureau["st"]) == [vh]
+    assert compared >= 8
+
+
+def own_unit(db, person_id: int) -> int:
+    from workflows.models import Person
+
+    with db.unit_of_work(write=False) as s:
+        return s.get(Person, person_id).unit_id

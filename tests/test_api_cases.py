@@ -77,6 +77,11 @@ def test_who_may_start_a_case(api):
     assert r.status_code == 404
     r = api.post("s1", "/api/v1/cases", json={"flow": "nope", "subject_id": api.org.s1})
     assert r.status_code == 404 and "nope" in r.json["message"]
+    # Someone who may not start the person's case learns nothing about the flow asked for.
+    r = api.post("s1", "/api/v1/cases", json={"flow": "nope", "subject_id": api.org.s2})
+    assert r.status_code == 403 and r.json["rule"] == "start"
+    r = api.post("s1", "/api/v1/cases", json={"flow": "nope", "subject_id": 99999})
+    assert r.status_code == 404 and "99999" in r.json["message"]
     r = api.post("s1", "/api/v1/cases", json={"subject_id": "x"})
     assert r.status_code == 422
     assert set(r.json["fields"]) == {"json.flow", "json.subject_id"}

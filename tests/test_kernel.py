@@ -20,8 +20,9 @@ from sqlalchemy.exc import DBAPIError
 
 from workflows.db import Database, Work
 from workflows.engine import Actor, Engine
-from workflows.history import Entry, verify
-from workflows.models import HistoryRecord, Timer
+from workflows.errors import DuplicateCase
+from workflows.history import GENESIS, Entry, verify
+from workflows.models import Case, HistoryRecord, Timer
 from workflows.org import add_person, add_unit, assign_role
 
 from .conftest import REGULAR, ROOT
@@ -427,6 +428,39 @@ def test_on_postgresql_an_action_is_two_round_trips(pg_small, monkeypatch):
     assert [q.split("(")[0] for q in sent] == [read.split(" AS ")[0].replace(
         "PREPARE", "BEGIN;\nEXECUTE"), write.split(" AS ")[0].replace("PREPARE", "EXECUTE")]
     assert engine.get_case(case2.id).version == 2
+
+
+def test_on_postgresql_opening_a_case_is_two_round_trips(pg_small, monkeypatch):
+    """The version, the person, the unit, a case id and the organisation the checks ask
+    about are one read, sent with the unit's BEGIN; the case, its first record and its
+    timers one write, sent with the COMMIT."""
+    db, engine, _chief, staff = pg_small
+    engine.start_case("regular-assessment", staff, period_key="2026-10")  # compiled
+    sent = _wire(monkeypatch)
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_a: statements.append(statement))
+    case = engine.start_case("regular-assessment", staff, period_key="2026-11")
+    assert len(sent) == 2 and len(statements) == 2, (sent, statements)
+    read, write = sent
+    assert "BEGIN;\nEXECUTE civflow_" in read and "nextval" in statements[0]
+    assert write.endswith(";\nCOMMIT") and "INSERT INTO timers" in statements[1]
+    with db.unit_of_work(write=False) as s:
+        timers = s.execute(select(Timer.kind, Timer.state_visit, Timer.status)
+                           .where(Timer.case_id == case.id)).all()
+        head = s.execute(select(Case.history_seq, Case.history_hash)
+                         .where(Case.id == case.id)).one()
+        first = s.execute(select(HistoryRecord.seq, HistoryRecord.hash, HistoryRecord.prev_hash)
+                          .where(HistoryRecord.case_id == case.id)).one()
+    assert sorted(t.kind for t in timers) == ["deadline", "reminder", "repeat"]
+    assert {(t.state_visit, t.status) for t in timers} == {(1, "pending")}
+    assert (head.history_seq, head.history_hash) == (first.seq, first.hash)
+    assert first.prev_hash == GENESIS and engine.verify_history()[2] == []
+    with pytest.raises(DuplicateCase):  # the write refused whole: nothing of it stays
+        engine.start_case("regular-assessment", staff, period_key="2026-11")
+    with db.unit_of_work(write=False) as s:
+        assert s.execute(select(func.count()).select_from(Timer)).scalar() == 6
+        assert s.execute(select(func.count()).select_from(HistoryRecord)).scalar() == 2
 
 
 def test_statements_deallocated_under_an_action_are_prepared_again(pg_small, monkeypatch):

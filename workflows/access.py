@@ -101,12 +101,11 @@ def can_see(viewer: Viewer, subject_id: int, claimed_by: int | None, unit_path: 
             or any(unit_path.startswith(p) for p in viewer.paths(LEADER, COMMITTEE)))
 
 
-def check_can_start(s: Session, viewer: Viewer, subject_id: int) -> None:
-    """A case may be started by its subject, a leader above them, an owner or an admin."""
+def check_can_start(viewer: Viewer, subject_id: int, home_path: str | None) -> None:
+    """A case may be started by its subject, a leader above them, an owner or an admin.
+    `home_path` is the path of the subject's own unit (read with the opening)."""
     if viewer.sees_all or subject_id == viewer.person_id:
         return
-    path = s.execute(select(Unit.path).join(Person, Person.unit_id == Unit.id)
-                     .where(Person.id == subject_id)).scalar()
-    if path is not None and any(path.startswith(p) for p in viewer.paths(LEADER)):
+    if home_path is not None and any(home_path.startswith(p) for p in viewer.paths(LEADER)):
         return
     raise Forbidden(msg("access.starting_person_that_person", subject_id=subject_id), rule="start")

@@ -188,6 +188,13 @@ def action_needs(spec: FlowSpec, trigger: str) -> OrgNeeds:
     return needs
 
 
+def start_needs(spec: FlowSpec) -> OrgNeeds:
+    """The organisation opening a case asks about: its evaluators (`check_evaluators`) and
+    who acts at the first step (the next-actor check)."""
+    first = step_roles(spec, spec.initial) or {}
+    return OrgNeeds.of([*evaluator_roles(spec), *(spec.roles[n] for n in first)])
+
+
 @dataclass(frozen=True)
 class Holder:
     """One role assignment of an active person, with the person's home unit and tier."""
@@ -446,12 +453,17 @@ def evaluator_roles(spec: FlowSpec) -> list[RoleSpec]:
 
 
 def check_evaluators(s: Session, spec: FlowSpec, unit_id: int, unit_path: str,
-                     tier: str | None, subject_id: int, doing: str) -> None:
-    """Refuse to start a case whose evaluator nobody is (see `evaluator_roles`)."""
+                     tier: str | None, subject_id: int, doing: str, along: Org | None = None
+                     ) -> None:
+    """Refuse to start a case whose evaluator nobody is (see `evaluator_roles`); `along` is
+    the organisation read with the person, used when it covers the roles."""
     roles = evaluator_roles(spec)
     if not roles:
         return
-    org = Org.read_for(s, {unit_id: unit_path}, roles, [subject_id])
+    if along is not None and along.covers(unit_id, roles):
+        org = along.with_hosts(roles, subject_id)
+    else:
+        org = Org.read_for(s, {unit_id: unit_path}, roles, [subject_id])
     for r in roles:
         if not org.holders(r, unit_id, tier, subject_id):
             raise NoActor(msg("actors.nobody_evaluates_person_role", doing=doing,

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import provenance, queries
-from .access import Viewer, check_can_start
+from .access import Viewer
 from .accounts import SignedIn, sign_in
 from .calendar import WorkCalendar
 from .core import (  # noqa: F401 - the names callers import from here
@@ -49,10 +49,9 @@ from .core import (  # noqa: F401 - the names callers import from here
     utcnow,
 )
 from .db import Database, Work
-from .errors import Conflict, NotFound
-from .kernel import PERSON_EXISTS, Kernel
+from .errors import Conflict
+from .kernel import Kernel
 from .machine import CompiledFlow
-from .messages import msg
 from .reads import Reads
 from .spec import FlowSpec
 from .versions import Versions
@@ -144,13 +143,9 @@ class Engine:
     def start_case_for(self, viewer: Viewer, flow: str, subject_id: int, **kwargs: Any
                        ) -> CaseView:
         """`start_case` by a signed-in person, who must be allowed to start it."""
-        def start(w: Work) -> CaseView:
-            if w.conn.execute(PERSON_EXISTS, {"id": subject_id}).first() is None:
-                raise NotFound(msg("engine.person_does_not_exist", subject_id=subject_id))
-            check_can_start(w.conn, viewer, subject_id)
-            return self.kernel.start_case(w, flow, subject_id,
-                                          actor=Actor.person(viewer.person_id), **kwargs)
-        return self.db.run(start)
+        return self.db.run(lambda w: self.kernel.start_case(
+            w, flow, subject_id, actor=Actor.person(viewer.person_id), viewer=viewer,
+            **kwargs))
 
     def fire(self, case_id: int, trigger: str, actor: Actor, *,
              data: dict[str, Any] | None = None, comment: str | None = None,

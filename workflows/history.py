@@ -116,6 +116,63 @@ def write(conn: Connection, entries: list[Entry]) -> None:
         conn.execute(INSERT_HISTORY, [e.row() for e in entries])
 
 
+# The record and the timers a write on PostgreSQL adds to the case row `{head}` returns: the
+# common tail of `PG_OPEN` and `PG_ADVANCE` (the record's `at` is the case's updated_at).
+_PG_RECORD_AND_ARM = """recorded AS (
+  INSERT INTO case_history (case_id, seq, at, actor_id, actor_role, trigger, from_state,
+    to_state, data, comment, idempotency_key, request_hash, prev_hash, hash)
+  SELECT id, %(history_seq)s, %(updated_at)s, %(actor_id)s, %(actor_role)s, %(trigger)s,
+    %(from_state)s, %(to_state)s, %(entry_data)s, %(comment)s, %(idempotency_key)s,
+    %(request_hash)s, %(prev_hash)s, %(history_hash)s FROM {head}),
+armed AS (
+  INSERT INTO timers (case_id, state_visit, kind, action, due_at, status, attempts,
+    dedupe_key, payload, created_at)
+  SELECT m.id, t.visit, t.kind, t.action, t.due_at, 'pending', 0, t.dedupe_key, t.payload,
+    t.created_at
+  FROM {head} m, jsonb_to_recordset(%(timers)s::jsonb)
+    AS t(visit int, kind text, action text, due_at timestamptz, dedupe_key text,
+         payload jsonb, created_at timestamptz))
+SELECT count(*) FROM {head}"""
+OPEN_COLUMNS = ("id", "flow_id", "version_id", "subject_id", "unit_id", "tier", "period_key",
+                "state", "data", "version", "history_seq", "state_visit", "history_hash",
+                "created_at", "updated_at", "state_entered_at", "deadline_at")
+# Opening one case on PostgreSQL: the case with the head of its chain, its first record and
+# the timers of its first state visit, in one statement (`open_case`).
+PG_OPEN = f"""
+WITH opened AS (
+  INSERT INTO cases ({", ".join(OPEN_COLUMNS)})
+  VALUES ({", ".join(f"%({c})s" for c in OPEN_COLUMNS)})
+  RETURNING id),
+""" + _PG_RECORD_AND_ARM.format(head="opened")
+
+
+def open_case(conn: Connection, case: dict[str, Any], entry: Entry,
+              arm: list[dict[str, Any]], commit: bool = False) -> None:
+    """Insert a new case whose head is `entry` (its first record), the record, and the
+    timers of its first state visit; with `commit` (as `advance`) the transaction commits
+    with it — one round trip on PostgreSQL. A duplicate case is the driver's
+    IntegrityError, and nothing of it was written."""
+    if conn.dialect.name == "postgresql":
+        from psycopg.types.json import Jsonb
+
+        params = {**case, "data": Jsonb(case["data"]), **_pg_entry_params(entry, arm)}
+        driver_rows(conn, PG_OPEN, params, commit)
+        return
+    # SQLite: the same statements `advance` sends, straight to sqlite3 (the unit holds the
+    # write lock since BEGIN IMMEDIATE); the case first, its duplicate the error translated.
+    driver_rows(conn, SQLITE_OPEN, {c: sqlite_value(case.get(c)) for c in OPEN_COLUMNS})
+    cur = conn.connection.dbapi_connection.cursor()
+    try:
+        driver_execute(conn, cur, SQLITE_INSERT_HISTORY,
+                       {k: sqlite_value(v) for k, v in entry.row().items()})
+        if arm:
+            driver_execute(conn, cur, SQLITE_ARM,
+                           [{c: sqlite_value(r[c]) for c in TIMER_COLUMNS} for r in arm],
+                           many=True)
+    finally:
+        cur.close()
+
+
 # The columns `advance` sets on the case on PostgreSQL, in its one statement; a change to
 # another column (a migration's version_id) takes the statement-per-table way.
 HEAD = ("state", "data", "version", "history_seq", "history_hash", "updated_at",
@@ -137,24 +194,10 @@ WITH moved AS (
     claimed_by = %(claimed_by)s, claimed_at = %(claimed_at)s
   WHERE id = %(case_id)s AND version = %(old_version)s
   RETURNING id),
-recorded AS (
-  INSERT INTO case_history (case_id, seq, at, actor_id, actor_role, trigger, from_state,
-    to_state, data, comment, idempotency_key, request_hash, prev_hash, hash)
-  SELECT id, %(history_seq)s, %(updated_at)s, %(actor_id)s, %(actor_role)s, %(trigger)s,
-    %(from_state)s, %(to_state)s, %(entry_data)s, %(comment)s, %(idempotency_key)s,
-    %(request_hash)s, %(prev_hash)s, %(history_hash)s FROM moved),
 dropped AS (
   UPDATE timers SET status = 'dropped' WHERE %(disarm)s AND case_id IN (SELECT id FROM moved)
     AND state_visit = %(disarm_visit)s AND status IN ('pending', 'claimed')),
-armed AS (
-  INSERT INTO timers (case_id, state_visit, kind, action, due_at, status, attempts,
-    dedupe_key, payload, created_at)
-  SELECT m.id, t.visit, t.kind, t.action, t.due_at, 'pending', 0, t.dedupe_key, t.payload,
-    t.created_at
-  FROM moved m, jsonb_to_recordset(%(timers)s::jsonb)
-    AS t(visit int, kind text, action text, due_at timestamptz, dedupe_key text,
-         payload jsonb, created_at timestamptz))
-SELECT count(*) FROM moved"""
+""" + _PG_RECORD_AND_ARM.format(head="moved")
 
 
 def advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any], *,
@@ -205,20 +248,27 @@ def _pg_advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, An
     params = {name: changes[name] if name in changes else getattr(head, name)
               for name in HEAD}
     params["data"] = Jsonb(params["data"])
-    params.update(
-        case_id=head.id, old_version=head.version, actor_id=entry.actor_id,
-        actor_role=entry.actor_role, trigger=entry.trigger, from_state=entry.from_state,
-        to_state=entry.to_state, entry_data=Jsonb(entry.data), comment=entry.comment,
-        idempotency_key=entry.idempotency_key, request_hash=entry.request_hash,
-        prev_hash=entry.prev_hash, disarm=disarm_visit is not None,
-        disarm_visit=disarm_visit if disarm_visit is not None else 0,
-        # One JSON text rather than an array per column: psycopg dumps arrays element by
-        # element, which cost more client time than the insert took.
-        timers=json.dumps([{"visit": r["state_visit"], "kind": r["kind"],
-                            "action": r["action"], "due_at": r["due_at"].isoformat(),
-                            "dedupe_key": r["dedupe_key"], "payload": r["payload"],
-                            "created_at": r["created_at"].isoformat()} for r in arm]))
+    params.update(_pg_entry_params(entry, arm), case_id=head.id, old_version=head.version,
+                  disarm=disarm_visit is not None,
+                  disarm_visit=disarm_visit if disarm_visit is not None else 0)
     return driver_rows(conn, PG_ADVANCE, params, commit)[0][0]
+
+
+def _pg_entry_params(entry: Entry, arm: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parameters of `_PG_RECORD_AND_ARM` but the case's own (seq, hash, updated_at)."""
+    from psycopg.types.json import Jsonb
+
+    return {"actor_id": entry.actor_id, "actor_role": entry.actor_role,
+            "trigger": entry.trigger, "from_state": entry.from_state,
+            "to_state": entry.to_state, "entry_data": Jsonb(entry.data),
+            "comment": entry.comment, "idempotency_key": entry.idempotency_key,
+            "request_hash": entry.request_hash, "prev_hash": entry.prev_hash,
+            # One JSON text rather than an array per column: psycopg dumps arrays element
+            # by element, which cost more client time than the insert took.
+            "timers": json.dumps([{"visit": r["state_visit"], "kind": r["kind"],
+                                   "action": r["action"], "due_at": r["due_at"].isoformat(),
+                                   "dedupe_key": r["dedupe_key"], "payload": r["payload"],
+                                   "created_at": r["created_at"].isoformat()} for r in arm])}
 
 
 SQLITE_UPDATE = ("UPDATE cases SET " + ", ".join(f"{c} = :{c}" for c in HEAD)
@@ -234,6 +284,10 @@ TIMER_COLUMNS = ("case_id", "state_visit", "kind", "action", "due_at", "status",
                  "dedupe_key", "payload", "created_at")
 SQLITE_ARM = (f"INSERT INTO timers ({', '.join(TIMER_COLUMNS)}) VALUES ("
               + ", ".join(f":{c}" for c in TIMER_COLUMNS) + ")")
+
+
+SQLITE_OPEN = (f"INSERT INTO cases ({', '.join(OPEN_COLUMNS)}) VALUES ("
+               + ", ".join(f":{c}" for c in OPEN_COLUMNS) + ")")
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})

@@ -35,11 +35,12 @@ from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.exc import IntegrityError
 
 from . import actors, forms, history, provenance, quotas, rules
-from .access import HELD_ROLES, Viewer, can_see
+from .access import HELD_ROLES, Viewer, can_see, check_can_start
 from .calendar import WorkCalendar
 from .core import (
     CLAIM,
     DELEGATE,
+    PUBLISHED,
     RELEASE,
     START,
     SYSTEM_ACTOR,
@@ -76,7 +77,7 @@ from .periods import check_period_key
 from .periods import period_key as period_key_of
 from .spec import START_ORG_ROLES, SYSTEM, FlowSpec, RoleSpec, TransitionSpec
 from .timers import plan_state, timer_rows
-from .versions import Versions
+from .versions import Versions, published_id
 
 CASES = Case.__table__
 HISTORY = HistoryRecord.__table__
@@ -97,10 +98,6 @@ HISTORY_OF = (select(HISTORY.c.case_id, HISTORY.c.seq, HISTORY.c.trigger,
               .where(HISTORY.c.case_id.in_(bindparam("ids", expanding=True)))
               .order_by(HISTORY.c.case_id, HISTORY.c.seq))
 PERSON_EXISTS = select(PEOPLE.c.id).where(PEOPLE.c.id == bindparam("id"))
-PERSON = select(PEOPLE.c.id, PEOPLE.c.unit_id, PEOPLE.c.tier).where(
-    PEOPLE.c.id == bindparam("id"))
-UNIT_PATH = select(UNITS.c.path).where(UNITS.c.id == bindparam("id"))
-NEXT_CASE_ID = text("SELECT nextval(pg_get_serial_sequence('cases', 'id'))")
 
 CASE_COLUMNS = ("id", "flow_id", "version_id", "subject_id", "unit_id", "tier", "period_key",
                 "state", "data", "version", "history_seq", "state_visit", "history_hash",
@@ -139,7 +136,7 @@ PG_ORG = """(SELECT coalesce(json_agg(json_build_array(r.person_id, r.role, r.un
 PG_HOST = """(SELECT hp.id FROM cases d JOIN people hp
        ON hp.id = (d.data ->> %(host_field{i})s)::int AND hp.active
   WHERE d.flow_id = %(host_flow{i})s AND d.state = ANY(%(host_states{i})s::text[])
-    AND d.subject_id = c.subject_id AND hp.id <> d.subject_id
+    AND d.subject_id = {subject} AND hp.id <> d.subject_id
   ORDER BY d.id DESC LIMIT 1)"""
 
 
@@ -151,10 +148,33 @@ def pg_load_for_action(lock: bool, key: bool, records: bool, org: bool, hosted: 
     along = [f"(SELECT coalesce(json_agg(json_build_array(h.role, h.unit_id)), '[]') "
              f"FROM ({PG_HELD}) h)", PG_SEEN, PG_FIRST_USE if key else "NULL",
              PG_RECORDS if records else "NULL", PG_ORG if org else "NULL",
-             *(PG_HOST.format(i=i) for i in range(hosted))]
+             *(PG_HOST.format(i=i, subject="c.subject_id") for i in range(hosted))]
     return (PG_CASE + ",\n  " + ",\n  ".join(along)
             + "\nFROM cases c JOIN units u ON u.id = c.unit_id WHERE c.id = %(case_id)s"
             + (" FOR UPDATE OF c" if lock else ""))
+
+
+@functools.cache
+def pg_load_for_start(by_version: bool, org: bool, hosted: int) -> str:
+    """The PostgreSQL read that opening a case needs, in one statement: the flow version
+    (the latest published, or the one asked for) with its status, the person with the path
+    of their unit, the case unit and its path, a fresh case id (drawn only when all three
+    were found) and the organisation its checks ask about (`actors.start_needs`), as
+    `pg_load_for_action` reads it with a case."""
+    pick = ("f.version = %(version)s" if by_version
+            else f"f.status = '{PUBLISHED}' ORDER BY f.version DESC LIMIT 1")
+    along = [PG_ORG if org else "NULL",
+             *(PG_HOST.format(i=i, subject="p.id") for i in range(hosted))]
+    return f"""SELECT v.id, v.status, p.id, p.unit_id, h.path, p.tier, u.id, u.path,
+  CASE WHEN v.id IS NOT NULL AND p.id IS NOT NULL AND u.id IS NOT NULL
+       THEN nextval(pg_get_serial_sequence('cases', 'id')) END,
+  {", ".join(along)}
+FROM (SELECT 1) one
+LEFT JOIN LATERAL (SELECT f.id, f.status FROM flow_versions f
+                    WHERE f.flow_id = %(flow)s AND {pick}) v ON true
+LEFT JOIN people p ON p.id = %(subject_id)s
+LEFT JOIN units h ON h.id = p.unit_id
+LEFT JOIN units u ON u.id = coalesce(%(unit_id)s::int, p.unit_id)"""
 
 
 # SQLite: the same in one statement, sent straight to sqlite3 (values as stored: JSON and
@@ -186,16 +206,35 @@ SQLITE_HOST_ALONG = """,
          ON hp.id = CAST(json_extract(d.data, '$.' || :host_field{i}) AS INTEGER) AND hp.active
       WHERE d.flow_id = :host_flow{i}
         AND d.state IN (SELECT value FROM json_each(:host_states{i}))
-        AND d.subject_id = c.subject_id AND hp.id <> d.subject_id
+        AND d.subject_id = {subject} AND hp.id <> d.subject_id
       ORDER BY d.id DESC LIMIT 1)"""
+
+
+def _sqlite_org_along(hosted: int, subject: str) -> str:
+    return SQLITE_ORG_ALONG.format(hosts="".join(SQLITE_HOST_ALONG.format(i=i, subject=subject)
+                                                 for i in range(hosted)))
 
 
 @functools.cache
 def sqlite_load_for_action(hosted: int) -> str:
     """The SQLite load statement with the organisation read along for `hosted` sources."""
-    org = SQLITE_ORG_ALONG.format(hosts="".join(SQLITE_HOST_ALONG.format(i=i)
-                                                for i in range(hosted)))
-    return SQLITE_LOAD_FOR_ACTION.replace("{org}", org)
+    return SQLITE_LOAD_FOR_ACTION.replace("{org}", _sqlite_org_along(hosted, "c.subject_id"))
+
+
+@functools.cache
+def sqlite_load_for_start(by_version: bool, hosted: int) -> str:
+    """`pg_load_for_start` on SQLite: the case id after the largest (the unit holds the
+    only write lock since BEGIN IMMEDIATE) and the organisation as JSON text."""
+    pick = ("f.version = :version" if by_version
+            else f"f.status = '{PUBLISHED}' ORDER BY f.version DESC LIMIT 1")
+    return f"""SELECT v.id, v.status, p.id, p.unit_id, h.path, p.tier, u.id, u.path,
+  (SELECT coalesce(max(id), 0) + 1 FROM cases), {_sqlite_org_along(hosted, "p.id")}
+FROM (SELECT 1) one
+LEFT JOIN (SELECT f.id, f.status FROM flow_versions f
+            WHERE f.flow_id = :flow AND {pick}) v ON 1
+LEFT JOIN people p ON p.id = :subject_id
+LEFT JOIN units h ON h.id = p.unit_id
+LEFT JOIN units u ON u.id = coalesce(:unit_id, p.unit_id)"""
 
 
 def _along_params(needs: actors.OrgNeeds | None, sqlite: bool
@@ -228,6 +267,18 @@ def _along(row: Any, needs: actors.OrgNeeds | None, hosted: list[actors.HostSour
 CaseRow = namedtuple("CaseRow", (*CASE_COLUMNS, "path"))
 FirstUse = namedtuple("FirstUse", "trigger from_state to_state seq actor_id request_hash")
 Record = namedtuple("Record", "case_id seq trigger from_state actor_role data")
+
+
+@dataclass
+class StartRead:
+    """What opening a case read before its checks (`Kernel.read_opening`)."""
+
+    version_id: int
+    tier: str | None
+    unit_id: int
+    path: str
+    case_id: int  # drawn with the read, so that the case is written once
+    org: actors.Org | None = None  # the organisation read along, when it was
 
 
 @dataclass
@@ -303,18 +354,16 @@ class Kernel:
     def start_case(self, w: Work, flow: str, subject_id: int, *, actor: Actor = SYSTEM_ACTOR,
                    unit_id: int | None = None, period_key: str | None = None,
                    data: dict[str, Any] | None = None, version: int | None = None,
-                   comment: str | None = None) -> CaseView:
-        """Open a case of the latest (or given) version for a person; it pins that version."""
+                   comment: str | None = None, viewer: Viewer | None = None) -> CaseView:
+        """Open a case of the latest (or given) version for a person; it pins that version.
+        With `viewer`, only as someone who may start it (`access.check_can_start`). On
+        PostgreSQL two round trips: the read (`pg_load_for_start`) and the write with its
+        COMMIT (`history.open_case`)."""
         conn = w.conn
-        cf = self.compiled(conn, self.versions.version_id(conn, flow, version))
+        opening = self.read_opening(w, flow, subject_id, unit_id, version, viewer)
+        cf = self.compiled(conn, opening.version_id)
         spec = cf.spec
-        subject = conn.execute(PERSON, {"id": subject_id}).first()
-        if subject is None:
-            raise NotFound(msg("engine.person_does_not_exist", subject_id=subject_id))
-        unit_id = unit_id or subject.unit_id
-        path = conn.execute(UNIT_PATH, {"id": unit_id}).scalar()
-        if path is None:
-            raise NotFound(msg("engine.unit_does_not_exist", unit_id=unit_id))
+        unit_id, path, tier = opening.unit_id, opening.path, opening.tier
         now = self.clock()
         if period_key is None and spec.period != "none":
             period_key = period_key_of(spec.period, self.calendar.local(now).date())
@@ -326,36 +375,77 @@ class Kernel:
         role = self._start_role(conn, spec, actor, subject_id, path) if values \
             else SYSTEM if actor.is_system else "starter"
         doing = f"start {spec.flow} for person {subject_id}"
-        actors.check_next_actor(conn, spec, spec.initial, None, unit_id, path, subject.tier,
-                                subject_id, doing)
-        actors.check_evaluators(conn, spec, unit_id, path, subject.tier, subject_id, doing)
-        # The case id is drawn first so that the case is written once, with the head of
+        actors.check_next_actor(conn, spec, spec.initial, None, unit_id, path, tier,
+                                subject_id, doing, along=opening.org)
+        actors.check_evaluators(conn, spec, unit_id, path, tier, subject_id, doing,
+                                along=opening.org)
+        # The case id was drawn with the read: the case is written once, with the head of
         # its history chain (the hash covers the case id).
-        case_id = new_case_ids(conn, 1)[0]
+        case_id = opening.case_id
         entry = Entry.first(case_id, at=now, actor_id=actor.person_id, actor_role=role,
                             trigger=START, to_state=spec.initial, data=values,
                             comment=comment)
         deadline, planned = plan_state(spec, spec.initial, now, period_key, self.calendar,
                                        values)
         case = {"id": case_id, "flow_id": spec.flow, "version_id": cf.version_id,
-                "subject_id": subject_id, "unit_id": unit_id, "tier": subject.tier,
+                "subject_id": subject_id, "unit_id": unit_id, "tier": tier,
                 "period_key": period_key, "state": spec.initial, "data": values,
                 "version": 1, "history_seq": 1, "state_visit": 1, "history_hash": entry.hash,
                 "created_at": now, "updated_at": now, "state_entered_at": now,
                 "deadline_at": deadline}
+        w.finish()
         try:  # a duplicate fails the whole unit of work: no savepoint needed
-            conn.execute(CASES.insert(), [case])
+            history.open_case(conn, case, entry, timer_rows(case_id, 1, planned, now),
+                              commit=w.owned)
         except IntegrityError:
             raise DuplicateCase(msg(
                 "engine.duplicate_case", subject_id=subject_id, flow=spec.flow, title=spec.title,
                 period=msg("engine.duplicate_period", period_key=period_key)
                 if period_key else "")) from None
-        history.write(conn, [entry])
-        if planned:
-            conn.execute(history.TIMERS.insert(), timer_rows(case_id, 1, planned, now))
         return CaseView(case_id, spec.flow, cf.version, cf.version_id, subject_id, unit_id,
-                        subject.tier, period_key, spec.initial,
+                        tier, period_key, spec.initial,
                         spec.states[spec.initial].final, dict(values), 1, now, now, deadline)
+
+    def read_opening(self, w: Work, flow: str, subject_id: int, unit_id: int | None,
+                     version: int | None, viewer: Viewer | None = None) -> StartRead:
+        """What opening a case reads before its checks: the version, the person and the path
+        of their unit, the case unit (the person's own unless `unit_id`) and its path; on
+        PostgreSQL in one round trip with the unit's BEGIN, a fresh case id and the
+        organisation the checks ask about (on SQLite the same read, in-process).
+
+        NotFound (or NotPublished) for the version, the person, the unit, in that order;
+        with `viewer` the person comes first, then whether the viewer may start their case
+        (Forbidden), so that a refusal says nothing about the flow."""
+        sqlite = w.dialect == "sqlite"
+        needs = self.versions.start_needs.get(flow)
+        hosted, params = _along_params(needs, sqlite)
+        params.update(flow=flow, version=version, subject_id=subject_id, unit_id=unit_id)
+        if sqlite:
+            row = driver_rows(w.conn, sqlite_load_for_start(version is not None, len(hosted)),
+                              params)[0]
+            found_id, status, person, home, home_path, tier, unit, path, case_id, org_json = row
+            holders, *hosts = json.loads(org_json) if org_json else (None,)
+        else:
+            row = driver_rows(w.conn, pg_load_for_start(version is not None, bool(needs),
+                                                        len(hosted)), params, begin=True)[0]
+            (found_id, status, person, home, home_path, tier, unit, path, case_id, holders,
+             *hosts) = row
+        if viewer is not None:
+            if person is None:
+                raise NotFound(msg("engine.person_does_not_exist", subject_id=subject_id))
+            check_can_start(viewer, subject_id, home_path)
+        version_id = published_id(flow, version, found_id, status)
+        if person is None:
+            raise NotFound(msg("engine.person_does_not_exist", subject_id=subject_id))
+        if unit is None:
+            raise NotFound(msg("engine.unit_does_not_exist", unit_id=unit_id or home))
+        org = None
+        if needs:
+            org = actors.Org([actors.Holder(*h) for h in holders],
+                             {unit: unit_path_ids(path)}, needs,
+                             {src: {subject_id: host}
+                              for src, host in zip(hosted, hosts, strict=True)})
+        return StartRead(version_id, tier, unit, path, case_id, org)
 
     def _start_role(self, conn: Connection, spec: FlowSpec, actor: Actor, subject_id: int,
                     path: str) -> str:
@@ -800,8 +890,6 @@ def new_case_ids(conn: Connection, n: int) -> list[int]:
     """`n` fresh case ids: from the sequence on PostgreSQL; after the largest id on SQLite,
     whose write transaction (BEGIN IMMEDIATE) holds the database's only write lock."""
     if conn.dialect.name == "postgresql":
-        if n == 1:
-            return [conn.execute(NEXT_CASE_ID).scalar_one()]
         return list(conn.execute(text("SELECT nextval(pg_get_serial_sequence('cases', 'id')) "
                                       "FROM generate_series(1, :n)"), {"n": n}).scalars())
     from sqlalchemy import func

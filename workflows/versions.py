@@ -13,7 +13,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .actors import OrgNeeds, action_needs
+from .actors import OrgNeeds, action_needs, start_needs
 from .core import DRAFT, PUBLISHED, PublishResult
 from .db import Database
 from .errors import CivflowError, NotFound, NotPublished
@@ -41,6 +41,9 @@ class Versions:
         # Per trigger, the organisation an action by it asks about in any compiled version
         # (`actors.action_needs`): read along with the case, in the same round trip.
         self.org_needs: dict[str, OrgNeeds] = {}
+        # Per flow, the organisation opening a case asks about in any compiled version
+        # (`actors.start_needs`): read along with the person, in the same round trip.
+        self.start_needs: dict[str, OrgNeeds] = {}
 
     def upload(self, source: str, filename: str, by: int | None = None) -> PublishResult:
         """Validate a definition and store it as a draft version, unless its content exists.
@@ -134,6 +137,8 @@ class Versions:
                 for trigger in {t.trigger for t in flow.spec.transitions}:
                     self.org_needs[trigger] = (self.org_needs.get(trigger, OrgNeeds())
                                                | action_needs(flow.spec, trigger))
+                self.start_needs[flow.spec.flow] = (
+                    self.start_needs.get(flow.spec.flow, OrgNeeds()) | start_needs(flow.spec))
         return flow
 
     def version_id(self, s: Session | Connection, flow: str, version: int | None) -> int:
@@ -145,16 +150,23 @@ class Versions:
         else:
             q = q.where(FlowVersion.version == version)
         found = s.execute(q).first()
-        if found is None:
-            what = msg("engine.what_version", version=version, flow=flow) if version \
-                else msg("engine.what_flow", flow=flow)
-            raise NotFound(msg("engine.not_published", what=what))
-        if found.status != PUBLISHED:
-            raise NotPublished(msg("engine.version_flow_draft_publish", version=version,
-                                   flow=flow))
-        return found.id
+        return published_id(flow, version, *(found or (None, None)))
 
     def all_flows(self, s: Session | Connection) -> dict[int, CompiledFlow]:
         """Every stored version, compiled (a small table; compiled once per process)."""
         ids = s.execute(select(FlowVersion.id)).scalars().all()
         return {vid: self.compiled(s, vid) for vid in ids}
+
+
+def published_id(flow: str, version: int | None, version_id: int | None,
+                 status: str | None) -> int:
+    """The id of the version found for `flow` (the latest published, or `version`):
+    NotFound when none was, NotPublished when `version` is a draft."""
+    if version_id is None:
+        what = msg("engine.what_version", version=version, flow=flow) if version \
+            else msg("engine.what_flow", flow=flow)
+        raise NotFound(msg("engine.not_published", what=what))
+    if status != PUBLISHED:
+        raise NotPublished(msg("engine.version_flow_draft_publish", version=version,
+                               flow=flow))
+    return version_id
