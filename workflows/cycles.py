@@ -29,9 +29,10 @@ may call it at once). For every flow whose latest published version has a cycle 
 An opened case is the one `Engine.start_case` would make for the person as `system`: the
 latest published version pinned, the initial state, the person's unit and tier, the form's
 start values, history record 1 (`start`, by `system`, chained from GENESIS: a
-`history.Entry` written by `history.write`, the one writer of history records that
-`Kernel.start_case` uses too) and the initial state's deadline and timers from
-`timers.plan_state`, with `timers.timer_rows`.
+`history.Entry`, where the chain hash is computed for every record, written here in bulk
+by `history.write` and by `Kernel.start_case` one at a time with `history.open_case`) and
+the initial state's deadline and timers from `timers.plan_state`, with
+`timers.timer_rows`.
 
 Eligible: active people, filtered by `who.tiers` and by `who.units` (unit codes, each with
 its sub-units; a code that matches no unit matches nobody and is logged) and, with
