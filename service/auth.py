@@ -21,6 +21,7 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
+from typing import TypeVar
 from urllib.parse import urlparse
 
 from flask import (
@@ -49,7 +50,7 @@ from workflows.accounts import (
     LoginThrottled,
     ThrottlePolicy,
 )
-from workflows.engine import Actor, Engine, FireResult, SignedFire, utcnow
+from workflows.engine import Actor, Engine, Signed, utcnow
 from workflows.errors import Forbidden
 from workflows.frontdoor import FrontDoor, IssuedToken
 from workflows.messages import msg
@@ -66,8 +67,9 @@ PUBLIC = {("healthz", "GET"), ("healthz", "HEAD"), ("auth.Token", "POST"),
           ("web.static", "GET"), ("web.static", "HEAD"), ("web.set_language", "POST")}
 SAFE = {"GET", "HEAD", "OPTIONS"}
 # (endpoint, method) pairs that sign in inside their own transaction (`signed_action`):
-# firing an action reads the token, the roles and the case and writes in one transaction.
-DEFERRED = {("cases.CaseAction", "POST")}
+# firing an action, or opening a case, reads the token, the roles and the case (the person)
+# and writes in one transaction.
+DEFERRED = {("cases.CaseAction", "POST"), ("cases.Cases", "POST")}
 
 
 def engine() -> Engine:
@@ -286,10 +288,13 @@ def _check_csrf() -> None:
         raise Forbidden(msg("auth.csrf_required"), rule="csrf")
 
 
-def signed_action(call: Callable[[str, dt.datetime], SignedFire]) -> FireResult:
+R = TypeVar("R")
+
+
+def signed_action(call: Callable[[str, dt.datetime], Signed[R]]) -> R:
     """For an endpoint in DEFERRED: `call(token, now)` signs the request in inside the
-    action's own transaction (`Engine.fire_signed`). A browser session whose token is
-    refused is ended, as `_authenticate` ends it."""
+    change's own transaction (`Engine.fire_signed`, `Engine.start_signed`). A browser
+    session whose token is refused is ended, as `_authenticate` ends it."""
     try:
         done = call(g.token, utcnow())
     except AuthFailed:

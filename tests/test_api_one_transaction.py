@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 
 from workflows.models import ApiToken, Case
 
@@ -136,3 +136,29 @@ def test_on_postgresql_the_sign_in_carries_the_begin_and_the_write_the_commit(
         assert f"EXECUTE {write}(" in sent[1] and sent[1].endswith(";\nCOMMIT")
     else:
         assert sent == []
+
+
+def test_opening_a_case_is_one_transaction_with_its_sign_in(api, db):
+    """`POST /api/v1/cases` signs in inside the transaction that opens the case
+    (`Engine.start_signed`); reading the new case back for the answer is a second. A token
+    that is refused, or a viewer who may not start the person's case, leaves nothing."""
+    from workflows.models import HistoryRecord, Timer
+
+    def counts() -> tuple[int, int, int]:
+        with db.unit_of_work(write=False) as s:
+            return tuple(s.execute(select(func.count()).select_from(t)).scalar_one()
+                         for t in (Case, HistoryRecord, Timer))
+
+    api.headers("s1")  # the token is issued before counting
+    with Transactions(db) as tx:
+        r = start(api, "s1", "s1")
+    assert r.status_code == 201 and r.json["state"] == "summary"
+    assert tx.begun == 2  # the sign-in and the opening, then the answer's read
+    before = counts()
+    r = start(api, "s1", "s2")  # not theirs to start
+    assert r.status_code == 403 and r.json["rule"] == "start"
+    r = api.client.post("/api/v1/cases", json={"flow": "regular-assessment",
+                                              "subject_id": api.org.s1},
+                        headers={"Authorization": "Bearer not-a-token"})
+    assert r.status_code == 401 and r.json["message"] == "unknown token"
+    assert counts() == before

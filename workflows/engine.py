@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -56,13 +56,19 @@ from .reads import Reads
 from .spec import FlowSpec
 from .versions import Versions
 
+R = TypeVar("R")
+
 
 @dataclass(frozen=True)
-class SignedFire:
-    """An action done for a token's holder (`Engine.fire_signed`), with who they are."""
+class Signed(Generic[R]):
+    """A change done for a token's holder in the transaction that signed them in
+    (`Engine.fire_signed`, `Engine.start_signed`), with who they are."""
 
     signed: SignedIn
-    result: FireResult
+    result: R
+
+
+SignedFire = Signed[FireResult]
 
 
 class Engine:
@@ -147,6 +153,20 @@ class Engine:
             w, flow, subject_id, actor=Actor.person(viewer.person_id), viewer=viewer,
             **kwargs))
 
+    def start_signed(self, token: str, now: dt.datetime, flow: str, subject_id: int,
+                     **kwargs: Any) -> Signed[CaseView]:
+        """`start_case_for` by whoever holds `token` (an API request): the token and their
+        roles are read in the transaction that opens the case (`accounts.sign_in`)."""
+        signed: list[SignedIn] = []
+
+        def start(w: Work) -> CaseView:
+            signed.append(sign_in(w.conn, token, now))
+            v = signed[-1].viewer
+            return self.kernel.start_case(w, flow, subject_id, actor=Actor.person(v.person_id),
+                                          viewer=v, **kwargs)
+        case = self.db.run(start)
+        return Signed(signed[-1], case)
+
     def fire(self, case_id: int, trigger: str, actor: Actor, *,
              data: dict[str, Any] | None = None, comment: str | None = None,
              expected_version: int | None = None, idempotency_key: str | None = None,
@@ -169,7 +189,7 @@ class Engine:
             return Actor.person(signed[-1].viewer.person_id), signed[-1].viewer
         result = self._fire(who, case_id, trigger, data, comment, expected_version,
                             idempotency_key)
-        return SignedFire(signed[-1], result)
+        return Signed(signed[-1], result)
 
     def _fire(self, who: Callable[[Work], tuple[Actor, Viewer | None]], case_id: int,
               trigger: str, data: dict[str, Any] | None, comment: str | None,

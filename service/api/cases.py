@@ -87,9 +87,9 @@ class Cases(MethodView):
     @blp.response(201, CaseOut)
     def post(self, body):
         """Start a case: by its subject, a leader above them, a process owner or an admin."""
-        case = engine().start_case_for(
-            viewer(), body["flow"], body["subject_id"], period_key=body.get("period_key"),
-            data=body["data"], version=body.get("version"), comment=body.get("comment"))
+        case = signed_action(lambda token, now: engine().start_signed(
+            token, now, body["flow"], body["subject_id"], period_key=body.get("period_key"),
+            data=body["data"], version=body.get("version"), comment=body.get("comment")))
         row = engine().case_for(viewer(), case.id, lang())
         return case_out(row), 201, {"ETag": f'"{row.version}"'}
 

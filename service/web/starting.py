@@ -2,8 +2,9 @@
 for a unit and a year (one case per active person of the unit and its sub-units), a
 promotion or a dispatch for one person, any published flow for a person.
 
-Every case goes through `Engine.start_case_for`, the front door of `POST /api/v1/cases`, after
-the API's own `StartCase` schema: who may start for whom, the period key the flow's period
+Every case goes through `Engine.start_case_for` (the checks of `POST /api/v1/cases`, which
+signs in within the same transaction: `Engine.start_signed`), after the API's own `StartCase`
+schema: who may start for whom, the period key the flow's period
 needs, one case per person and period, the start data the definition accepts (`start:
 {accepts}`, none in the shipped flows) — the page checks nothing of its own. For one person a
 refusal comes back on the form; for a unit, each person's outcome is listed.
