@@ -252,16 +252,15 @@ def _along_params(needs: actors.OrgNeeds | None, sqlite: bool
     return hosted, params
 
 
-def _along(row: Any, needs: actors.OrgNeeds | None, hosted: list[actors.HostSource],
-           value: Any) -> actors.Org | None:
-    """The `Org` read along with a case (None when it was not asked for)."""
+def _along(unit_id: int, path: str, subject_id: int, needs: actors.OrgNeeds | None,
+           hosted: list[actors.HostSource], value: Any) -> actors.Org | None:
+    """The `Org` read along with a case or an opening (None when it was not asked for)."""
     if value is None or needs is None:
         return None
     holders, *hosts = value
-    return actors.Org([actors.Holder(*h) for h in holders],
-                      {row.unit_id: unit_path_ids(row.path)}, needs,
-                      {src: {row.subject_id: host}
-                       for src, host in zip(hosted, hosts, strict=True)})
+    return actors.Org([actors.Holder(*h) for h in holders], {unit_id: unit_path_ids(path)},
+                      needs, {src: {subject_id: host}
+                              for src, host in zip(hosted, hosts, strict=True)})
 
 
 CaseRow = namedtuple("CaseRow", (*CASE_COLUMNS, "path"))
@@ -424,12 +423,12 @@ class Kernel:
             row = driver_rows(w.conn, sqlite_load_for_start(version is not None, len(hosted)),
                               params)[0]
             found_id, status, person, home, home_path, tier, unit, path, case_id, org_json = row
-            holders, *hosts = json.loads(org_json) if org_json else (None,)
+            along = json.loads(org_json) if org_json else None
         else:
             row = driver_rows(w.conn, pg_load_for_start(version is not None, bool(needs),
                                                         len(hosted)), params, begin=True)[0]
-            (found_id, status, person, home, home_path, tier, unit, path, case_id, holders,
-             *hosts) = row
+            (found_id, status, person, home, home_path, tier, unit, path, case_id,
+             *along) = row
         if viewer is not None:
             if person is None:
                 raise NotFound(msg("engine.person_does_not_exist", subject_id=subject_id))
@@ -439,13 +438,8 @@ class Kernel:
             raise NotFound(msg("engine.person_does_not_exist", subject_id=subject_id))
         if unit is None:
             raise NotFound(msg("engine.unit_does_not_exist", unit_id=unit_id or home))
-        org = None
-        if needs:
-            org = actors.Org([actors.Holder(*h) for h in holders],
-                             {unit: unit_path_ids(path)}, needs,
-                             {src: {subject_id: host}
-                              for src, host in zip(hosted, hosts, strict=True)})
-        return StartRead(version_id, tier, unit, path, case_id, org)
+        return StartRead(version_id, tier, unit, path, case_id,
+                         _along(unit, path, subject_id, needs, hosted, along if needs else None))
 
     def _start_role(self, conn: Connection, spec: FlowSpec, actor: Actor, subject_id: int,
                     path: str) -> str:
@@ -709,7 +703,8 @@ class Kernel:
         loaded = Loaded(row, row.path, [tuple(h) for h in held],
                         FirstUse(*first_use) if first_use else None,
                         sorted((Record(case_id, *r) for r in recs), key=lambda r: r.seq)
-                        if recs is not None else None, _along(row, needs, hosted, org))
+                        if recs is not None else None,
+                        _along(row.unit_id, row.path, row.subject_id, needs, hosted, org))
         if not self.may_see(conn, viewer, loaded.row, loaded.path, loaded.held):
             raise NotFound(_not_found(case_id, viewer))
         return loaded
