@@ -207,6 +207,12 @@ def test_case_timers_are_visible(api):
     # 5 working days after 30 September 2026 (National Day holiday, make-up Saturday).
     assert deadline["due_at"] == "2026-10-13T16:00:00+00:00"
     assert api.get("s2", f"/api/v1/cases/{cid}/timers").status_code == 404
+    # Submitted: the summary's timers show dropped (the case moved on), evaluation's wait.
+    assert act(api, "s1", cid, "submit", 1, {"summary": "小结"}).status_code == 200
+    timers = api.get("s1", f"/api/v1/cases/{cid}/timers").json
+    assert sorted((t["state_visit"], t["kind"], t["status"]) for t in timers) == [
+        (1, "deadline", "dropped"), (1, "reminder", "dropped"), (1, "repeat", "dropped"),
+        (2, "deadline", "pending"), (2, "reminder", "pending")]
 
 
 def test_text_no_database_can_store_is_refused(api):

@@ -190,3 +190,37 @@ def test_a_key_sent_again_while_its_first_run_holds_the_case_is_replayed(pg_only
     assert [h["trigger"] for h in history] == ["start", "record_week"]
     assert eng.get_case(case.id).data["weekly_records"] == week["weekly_records"]
     db.dispose()
+
+
+def test_a_sweep_passes_over_the_timers_another_node_holds(pg_only_url):
+    """Two nodes sweeping (or one sweeping while another fires) never wait on each other:
+    a stale timer whose row another transaction holds is left to it, and swept later."""
+    from sqlalchemy import select, text
+
+    from workflows.models import Timer
+    from workflows.timers import TimerWorker
+
+    db = Database(pg_only_url)
+    eng = Engine(db)
+    org = _build_org(db)
+    eng.publish(REGULAR.read_text(encoding="utf-8"), str(REGULAR))
+    cid = eng.start_case("regular-assessment", org["s1"], period_key="2026-11").id
+    eng.fire(cid, "submit", P(org["s1"]), data={"summary": "x"})  # visit 1's three are stale
+    with db.unit_of_work(write=False) as s:
+        stale = s.execute(select(Timer.id).where(Timer.case_id == cid, Timer.state_visit == 1)
+                          .order_by(Timer.id)).scalars().all()
+    assert len(stale) == 3
+    later = utcnow().replace(year=utcnow().year + 1)
+    held = db.engine.connect()
+    try:
+        held.execute(text("SELECT 1 FROM timers WHERE id = :id FOR UPDATE"), {"id": stale[0]})
+        worker = TimerWorker(eng)
+        assert worker.sweep(later) == 2  # not blocked by the held row
+        held.rollback()
+        assert worker.sweep(later) == 1
+    finally:
+        held.close()
+    with db.unit_of_work(write=False) as s:
+        assert set(s.execute(select(Timer.status).where(Timer.id.in_(stale))).scalars()) == {
+            "dropped"}
+    db.dispose()

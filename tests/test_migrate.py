@@ -3,6 +3,8 @@ the preview, the run in batches, the history record, timers, provenance, resumin
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import func, select, update
 
@@ -10,7 +12,8 @@ from workflows import migrate
 from workflows.access import load_viewer
 from workflows.engine import Actor
 from workflows.errors import Forbidden, NotFound, NotPublished
-from workflows.models import Case, HistoryRecord, MigrationRun, Timer
+from workflows.models import Case, HistoryRecord, MigrationRun
+from workflows.reads import TIMERS_OF
 from workflows.spec import load_definition
 
 P = Actor.person
@@ -80,10 +83,10 @@ def _records(engine, case_id: int) -> list[HistoryRecord]:
                               .order_by(HistoryRecord.seq)).scalars())
 
 
-def _timers(engine, case_id: int) -> list[Timer]:
+def _timers(engine, case_id: int) -> list[Any]:
+    """The case's timers, oldest first, with the status reads show (`SHOWN_STATUS`)."""
     with engine.db.unit_of_work(write=False) as s:
-        return list(s.execute(select(Timer).where(Timer.case_id == case_id)
-                              .order_by(Timer.id)).scalars())
+        return list(s.execute(TIMERS_OF, {"case_id": case_id}).all())[::-1]
 
 
 def _in_review(engine, org, who: str, **data):

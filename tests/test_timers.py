@@ -12,8 +12,9 @@ import threading
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
+from workflows.access import Viewer
 from workflows.calendar import WorkCalendar
 from workflows.engine import SYSTEM_ACTOR, Actor, Engine
 from workflows.models import Case, HistoryRecord, Timer
@@ -221,12 +222,26 @@ def test_entering_a_state_arms_and_leaving_drops_its_timers(timed, db, org, cloc
     clock.now = cst(2026, 10, 9, 10)
     timed.fire(case.id, "submit", P(org.s1), data={"summary": "x"})
     rows = _timers(db, case.id)
-    assert [r.status for r in rows[:3]] == ["dropped", "dropped", "dropped"]
+    # The action wrote no timer of the visit it left; every read shows them dropped.
+    assert [r.status for r in rows[:3]] == ["pending", "pending", "pending"]
+    shown = timed.timers_for(Viewer(person_id=org.s1), case.id)[::-1]  # newest first
+    assert [t.status for t in shown] == ["dropped"] * 3 + ["pending"] * 2
     # evaluation: 5 working days from Friday 9 October: 10 (Sat), 12, 13, 14, 15.
     assert [(r.kind, r.status, r.due_at, r.state_visit) for r in rows[3:]] == [
         ("deadline", "pending", cst(2026, 10, 16), 2),
         ("reminder", "pending", cst(2026, 10, 15), 2)]
     assert timed.get_case(case.id).deadline_at == cst(2026, 10, 16)
+    # Due, they are recorded as dropped by the tick's one sweep, never claimed or fired.
+    clock.now = cst(2026, 10, 14, 1)  # the summary's three are due; evaluation's are not
+    worker = TimerWorker(timed)
+    claimed: list[int] = []
+    claim = worker.claim
+    worker.claim = lambda now: claimed.extend(ids := claim(now)) or ids
+    result = worker.tick()
+    assert (result.dropped, result.claimed, result.fired, claimed) == (3, 0, 0, [])
+    rows = _timers(db, case.id)
+    assert [r.status for r in rows] == ["dropped"] * 3 + ["pending"] * 2
+    assert timed.get_case(case.id).state == "evaluation"
 
 
 def _to_feedback(engine, org, who="s1", period="2026-09"):
@@ -255,11 +270,10 @@ def test_feedback_is_accepted_by_itself_after_five_working_days(timed, db, org, 
 def test_a_timer_of_a_state_the_case_left_is_dropped_not_fired(timed, db, org, clock):
     cid = _to_feedback(timed, org)
     timed.fire(cid, "object", P(org.s1), data={"objection_reason": "有异议"})
-    with db.unit_of_work() as s:  # as if the disarm had been lost: the visit still decides
-        s.execute(update(Timer).where(Timer.case_id == cid, Timer.kind == "auto")
-                  .values(status="pending"))
+    worker = TimerWorker(timed)
+    worker.sweep = lambda now: 0  # not swept first: claimed and fired, the visit decides
     clock.now = cst(2026, 12, 31)
-    TimerWorker(timed).tick()
+    worker.tick()
     with db.unit_of_work(write=False) as s:
         auto = s.execute(select(Timer).where(Timer.case_id == cid, Timer.kind == "auto")
                          ).scalar_one()
@@ -332,9 +346,10 @@ def test_escalation_repeat_and_retries(db, org, clock):
     assert ("deadline", cid) in events
     escalations = [h for h in engine.history(cid) if h["trigger"] == "escalate"]
     assert len(escalations) == 1 and escalations[0]["actor_role"] == "system"
-    with db.unit_of_work(write=False) as s:
-        assert not s.execute(select(Timer).where(Timer.case_id == cid,
-                                                 Timer.status == "pending")).first()
+    # The waiting visit's next repeat is not due yet: stored pending, shown and kept dropped.
+    assert "pending" not in {t.status for t in engine.timers_for(Viewer(person_id=org.s1), cid)}
+    clock.now += dt.timedelta(days=1)
+    assert worker.tick().fired == 0
 
 
 def test_a_lost_lease_is_taken_over_and_fires_once(timed, db, org, clock):

@@ -24,7 +24,9 @@ DELIVERY_STATES = ("pending", "claimed", "failed")  # `sent` grows without end: 
 
 @dataclass(frozen=True)
 class Backlog:
-    timers_due: int  # pending (or claimed by a lost process) and due now
+    # pending (or claimed by a lost process) and due now; those whose case has moved on
+    # too: recording them as dropped is the ticker's work (`TimerWorker.sweep`)
+    timers_due: int
     timers_oldest_due: dt.datetime | None
     timers_failed: int  # gave up after their retries
     deliveries: dict[str, int]  # by status, `sent` left out

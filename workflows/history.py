@@ -181,10 +181,6 @@ HEAD = ("state", "data", "version", "history_seq", "history_hash", "updated_at",
 HEAD_SET = frozenset(HEAD)
 VERSIONED_UPDATE = update(CASES).where(CASES.c.id == bindparam("_id"),
                                        CASES.c.version == bindparam("_version"))
-DISARM = (update(TIMERS).where(TIMERS.c.case_id == bindparam("_case"),
-                               TIMERS.c.state_visit == bindparam("_visit"),
-                               TIMERS.c.status.in_(["pending", "claimed"]))
-          .values(status="dropped"))
 PG_ADVANCE = """
 WITH moved AS (
   UPDATE cases SET state = %(state)s, data = %(data)s, version = %(version)s,
@@ -194,20 +190,18 @@ WITH moved AS (
     claimed_by = %(claimed_by)s, claimed_at = %(claimed_at)s
   WHERE id = %(case_id)s AND version = %(old_version)s
   RETURNING id),
-dropped AS (
-  UPDATE timers SET status = 'dropped' WHERE %(disarm)s AND case_id IN (SELECT id FROM moved)
-    AND state_visit = %(disarm_visit)s AND status IN ('pending', 'claimed')),
 """ + _PG_RECORD_AND_ARM.format(head="moved")
 
 
 def advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any], *,
-            disarm_visit: int | None = None, arm: list[dict[str, Any]] | None = None,
-            commit: bool = False) -> int:
+            arm: list[dict[str, Any]] | None = None, commit: bool = False) -> int:
     """Write `entry` on an existing case and move the case's head to it, returning the
     case's new version: the versioned UPDATE (`changes` plus version + 1, history_seq,
     history_hash, updated_at — Conflict when the version moved since `head` was read), the
-    history INSERT and, when a state visit ends or begins, its timers (those of
-    `disarm_visit` dropped, the `arm` rows inserted) — one statement on PostgreSQL.
+    history INSERT and, when a state visit begins, its timers (the `arm` rows) — one
+    statement on PostgreSQL. The timers of the visit the case leaves are not written to:
+    a timer belongs to its visit, and one whose case has moved on is dropped, not fired
+    (`timers.STALE`), so the action does not pay for them (docs/architecture.md).
 
     `head` is the case row as read (id, version, state, history_seq, history_hash and, on
     PostgreSQL, the columns of `HEAD`). With `commit` (the unit's last statement, in a unit
@@ -221,16 +215,14 @@ def advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any], 
                "history_hash": entry.hash, "updated_at": entry.at}
     dialect = conn.dialect.name
     if dialect == "postgresql" and changes.keys() <= HEAD_SET:
-        moved = _pg_advance(conn, head, entry, changes, disarm_visit, arm or [], commit)
+        moved = _pg_advance(conn, head, entry, changes, arm or [], commit)
     elif dialect == "sqlite" and changes.keys() <= HEAD_SET:
-        moved = _sqlite_advance(conn, head, entry, changes, disarm_visit, arm or [])
+        moved = _sqlite_advance(conn, head, entry, changes, arm or [])
     else:
         moved = conn.execute(VERSIONED_UPDATE, {**changes, "_id": head.id,
                                                 "_version": head.version}).rowcount
         if moved == 1:
             conn.execute(INSERT_HISTORY, [entry.row()])
-            if disarm_visit is not None:
-                conn.execute(DISARM, {"_case": head.id, "_visit": disarm_visit})
             if arm:
                 conn.execute(TIMERS.insert(), arm)
     if moved != 1:
@@ -240,7 +232,7 @@ def advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any], 
 
 
 def _pg_advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any],
-                disarm_visit: int | None, arm: list[dict[str, Any]], commit: bool) -> int:
+                arm: list[dict[str, Any]], commit: bool) -> int:
     """`advance` as one statement (a data-modifying CTE) in the driver's own SQL: built
     once, never compiled, prepared by psycopg after a few runs; one round trip."""
     from psycopg.types.json import Jsonb
@@ -248,9 +240,7 @@ def _pg_advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, An
     params = {name: changes[name] if name in changes else getattr(head, name)
               for name in HEAD}
     params["data"] = Jsonb(params["data"])
-    params.update(_pg_entry_params(entry, arm), case_id=head.id, old_version=head.version,
-                  disarm=disarm_visit is not None,
-                  disarm_visit=disarm_visit if disarm_visit is not None else 0)
+    params.update(_pg_entry_params(entry, arm), case_id=head.id, old_version=head.version)
     return driver_rows(conn, PG_ADVANCE, params, commit)[0][0]
 
 
@@ -278,8 +268,6 @@ HISTORY_COLUMNS = ("case_id", "seq", "at", "actor_id", "actor_role", "trigger", 
                    "prev_hash", "hash")
 SQLITE_INSERT_HISTORY = (f"INSERT INTO case_history ({', '.join(HISTORY_COLUMNS)}) VALUES ("
                          + ", ".join(f":{c}" for c in HISTORY_COLUMNS) + ")")
-SQLITE_DISARM = ("UPDATE timers SET status = 'dropped' WHERE case_id = :case_id AND "
-                 "state_visit = :visit AND status IN ('pending', 'claimed')")
 TIMER_COLUMNS = ("case_id", "state_visit", "kind", "action", "due_at", "status", "attempts",
                  "dedupe_key", "payload", "created_at")
 SQLITE_ARM = (f"INSERT INTO timers ({', '.join(TIMER_COLUMNS)}) VALUES ("
@@ -317,7 +305,7 @@ def _sqlite_instant(value: dt.datetime) -> str:
 
 
 def _sqlite_advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, Any],
-                    disarm_visit: int | None, arm: list[dict[str, Any]]) -> int:
+                    arm: list[dict[str, Any]]) -> int:
     """`advance` on SQLite: the same statements sent straight to sqlite3 (the unit holds the
     write lock since BEGIN IMMEDIATE), values stored as SQLAlchemy stores them."""
     params = {name: sqlite_value(changes[name] if name in changes else getattr(head, name))
@@ -329,9 +317,6 @@ def _sqlite_advance(conn: Connection, head: Any, entry: Entry, changes: dict[str
             return 0
         driver_execute(conn, cur, SQLITE_INSERT_HISTORY,
                        {k: sqlite_value(v) for k, v in entry.row().items()})
-        if disarm_visit is not None:
-            driver_execute(conn, cur, SQLITE_DISARM, {"case_id": head.id,
-                                                      "visit": disarm_visit})
         if arm:
             driver_execute(conn, cur, SQLITE_ARM,
                            [{c: sqlite_value(r[c]) for c in TIMER_COLUMNS} for r in arm],

@@ -852,21 +852,19 @@ class Kernel:
         entry = Entry.after(row, at=now, actor_id=actor.person_id, actor_role=role,
                             trigger=t.trigger, to_state=dest, data=values, comment=comment,
                             idempotency_key=idempotency_key, request_hash=digest)
-        disarm, arm = None, []
+        arm = []
         if dest != row.state:
+            # A new visit: its timers are armed; the old visit's are left as they are,
+            # dropped by the visit they belong to (`timers.STALE`).
             visit = entry.seq  # the record about to be written enters `dest`
             deadline, planned = plan_state(cf.spec, dest, now, row.period_key, self.calendar,
                                            merged)
             changes.update(deadline_at=deadline, claimed_by=None, claimed_at=None,
                            state_visit=visit, state_entered_at=now)
-            old = cf.spec.states[row.state]
-            if old.deadline or old.timers:  # timers belong to the visit that armed them
-                disarm = row.state_visit
             arm = timer_rows(row.id, visit, planned, now)
         if cf.spec.states[dest].final:
             changes["closed_at"] = now
-        version = history.advance(conn, row, entry, changes, disarm_visit=disarm, arm=arm,
-                                  commit=commit)
+        version = history.advance(conn, row, entry, changes, arm=arm, commit=commit)
         return FireResult(row.id, t.trigger, row.state, dest, version, entry.seq,
                           flow=row.flow_id)
 

@@ -60,10 +60,6 @@ OPEN_TIMERS = (select(TIMERS.c.kind, TIMERS.c.action, TIMERS.c.due_at)
                       TIMERS.c.state_visit == bindparam("visit"),
                       TIMERS.c.status.in_(["pending", "claimed"]))
                .order_by(TIMERS.c.due_at, TIMERS.c.id))
-DISARM = (update(TIMERS).where(TIMERS.c.case_id == bindparam("_case"),
-                               TIMERS.c.state_visit == bindparam("_visit"),
-                               TIMERS.c.status.in_(["pending", "claimed"]))
-          .values(status="dropped"))
 
 
 class MigrationInvalid(FieldErrors):
@@ -451,6 +447,6 @@ def _write(s: Session, engine: Engine, v: _Versions, row, p: CasePlan,
                "deadline_at": p.deadline_at}
     if p.to_state != row.state:
         changes["state_entered_at"] = now
-    history.advance(s.connection(), row, entry, changes, disarm_visit=row.state_visit,
+    history.advance(s.connection(), row, entry, changes,
                     arm=timer_rows(row.id, entry.seq, list(p.planned), now) if p.planned
                     else None)

@@ -278,7 +278,11 @@ class Setting(Base):
 
 class Timer(Base):
     """A moment the scheduler must act at: a deadline, a reminder, an automatic
-    transition, a repeating reminder. The database is the truth; APScheduler only ticks."""
+    transition, a repeating reminder. The database is the truth; APScheduler only ticks.
+
+    A case's timer belongs to the state visit that armed it (`state_visit`). Once the case
+    has moved on it is dropped, whatever `status` says until the ticker comes to it: the
+    action that moves the case does not write to it (`timers.STALE`, `SHOWN_STATUS`)."""
 
     __tablename__ = "timers"
     __table_args__ = (

@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from . import provenance, queries
@@ -21,11 +21,14 @@ from .kernel import Kernel, _not_found
 from .machine import CompiledFlow
 from .messages import msg
 from .models import Case, HistoryRecord, Timer
-from .timers import AUTO, auto_step
+from .timers import AUTO, PENDING, SHOWN_STATUS, STALE, TIMERS, auto_step
 from .versions import Versions
 
 CASES = Case.__table__
 HISTORY = HistoryRecord.__table__
+# A case's timers, newest first, with the status reads show (`timers.SHOWN_STATUS`).
+TIMERS_OF = (select(*(c for c in TIMERS.c if c.name != "status"), SHOWN_STATUS)
+             .where(TIMERS.c.case_id == bindparam("case_id")).order_by(TIMERS.c.id.desc()))
 
 
 class Reads:
@@ -118,7 +121,7 @@ class Reads:
         for t in s.execute(select(Timer.case_id, Timer.kind, Timer.status, Timer.action,
                                   Timer.due_at)
                            .where(Timer.case_id.in_(open_), Timer.kind == AUTO,
-                                  Timer.status == "pending")):
+                                  Timer.status == PENDING, ~STALE)):
             timers.setdefault(t.case_id, []).append(t)
         for case_id, waiting in timers.items():
             row = open_[case_id]
@@ -132,11 +135,11 @@ class Reads:
         return self.history(case_id)
 
     def timers_for(self, viewer: Viewer, case_id: int) -> list[Any]:
-        """The case's timers, newest first: what is due, what fired, what failed and why."""
+        """The case's timers, newest first: what is due, what fired, what failed and why;
+        those of a visit the case has left show as dropped (`timers.SHOWN_STATUS`)."""
         self.case_for(viewer, case_id)
         with self.db.unit_of_work(write=False) as s:
-            return list(s.execute(select(Timer).where(Timer.case_id == case_id)
-                                  .order_by(Timer.id.desc())).scalars())
+            return list(s.execute(TIMERS_OF, {"case_id": case_id}).all())
 
     def counts_by_state(self, version_id: int, viewer: Viewer | None = None
                         ) -> dict[str, int]:

@@ -11,8 +11,15 @@ the state change it causes:
 2. **Fire** each claimed timer in one transaction: lock the timer row and check that it
    is still ours and still claimed; check that the case is still in the state visit that
    armed it (else the timer is dropped, not fired); run the action through the kernel's
-   one path (`Kernel.fire`, as any other entrance does); mark the timer done. Commit. A second node that took over
-   after the lease waits on the row lock and then finds it done.
+   one path (`Kernel.fire`, as any other entrance does); mark the timer done. Commit. A
+   second node that took over after the lease waits on the row lock and then finds it done.
+
+A timer belongs to the state visit that armed it. The action that moves a case on does not
+write to the timers of the visit it leaves — that was about a third of an action's writes
+on SQLite (docs/BENCHMARKS.md). They are dropped all the same: reads show them as dropped
+from that moment (`SHOWN_STATUS`), nothing fires them (step 2 checks the visit under the
+case's lock), and each tick first records the due ones as dropped in one statement
+(`TimerWorker.sweep`) instead of claiming and firing them one by one.
 
 A failure (a rule refuses the automatic transition, a bug) rolls the transaction back; the
 timer is retried with backoff and, after `MAX_ATTEMPTS`, left as `failed` with its error.
@@ -29,7 +36,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
+from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 
 from .calendar import WorkCalendar, parse_duration, period_days, quarter_end
@@ -47,6 +55,7 @@ log = logging.getLogger("civflow.timers")
 TIMERS = Timer.__table__
 CASES = Case.__table__
 PENDING, CLAIMED, DONE, DROPPED, FAILED = "pending", "claimed", "done", "dropped", "failed"
+LIVE = (PENDING, CLAIMED)  # a timer still to fire, unless its case has moved on
 MAX_ATTEMPTS = 5
 DEADLINE, REMINDER, AUTO, REPEAT = "deadline", "reminder", "auto", "repeat"
 
@@ -220,6 +229,15 @@ def node_name() -> str:
 
 CLAIMABLE = or_(and_(TIMERS.c.status == PENDING, TIMERS.c.due_at <= bindparam("now")),
                 and_(TIMERS.c.status == CLAIMED, TIMERS.c.claim_until < bindparam("now")))
+# The timer's case has moved on: to another state visit, or closed. Such a timer is dropped
+# whatever its stored status says (`SHOWN_STATUS`, `TimerWorker.sweep`).
+STALE = exists().where(CASES.c.id == TIMERS.c.case_id,
+                       or_(CASES.c.state_visit != TIMERS.c.state_visit,
+                           CASES.c.closed_at.is_not(None)))
+# A timer's status as every read shows it: pending or claimed in a visit its case has left
+# is dropped (the ticker writes it so when it comes due).
+SHOWN_STATUS = sql_case((and_(TIMERS.c.status.in_(LIVE), STALE), DROPPED),
+                        else_=TIMERS.c.status).label("status")
 
 
 class TimerWorker:
@@ -241,13 +259,31 @@ class TimerWorker:
         total = TickResult()
         while True:
             now_ = now or self.engine.clock()
+            swept = self.sweep(now_)
+            total.dropped += swept
             ids = self.claim(now_)
             total.claimed += len(ids)
             for timer_id in ids:
                 outcome = self.fire(timer_id, now or self.engine.clock())
                 setattr(total, outcome, getattr(total, outcome) + 1)
-            if len(ids) < self.batch:
+            if len(ids) < self.batch and swept < self.batch:
                 return total
+
+    def sweep(self, now: dt.datetime) -> int:
+        """Record as dropped the due timers whose case has moved on (`STALE`), up to a
+        batch: one statement, not a claim and a transaction per timer. On PostgreSQL the
+        rows are chosen `FOR UPDATE SKIP LOCKED`, so nodes sweeping at once never wait on
+        each other (a row another node holds is its to sweep, claim or fire)."""
+        chosen = (select(TIMERS.c.id)
+                  .where(TIMERS.c.status == PENDING, TIMERS.c.due_at <= bindparam("now"), STALE)
+                  .order_by(TIMERS.c.due_at).limit(self.batch))
+        with self.engine.db.unit_of_work() as s:
+            conn = s.connection()
+            if conn.dialect.name == "postgresql":
+                chosen = chosen.with_for_update(skip_locked=True, of=TIMERS)
+            return conn.execute(
+                update(TIMERS).where(TIMERS.c.id.in_(chosen.scalar_subquery()))
+                .values(status=DROPPED, fired_at=bindparam("now")), {"now": now}).rowcount
 
     def claim(self, now: dt.datetime) -> list[int]:
         with self.engine.db.unit_of_work() as s:

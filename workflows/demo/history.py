@@ -68,7 +68,7 @@ from workflows.models import (
 )
 from workflows.periods import period_key
 from workflows.spec import FlowSpec, RoleSpec, RuleSpec
-from workflows.timers import AUTO, CLAIMABLE, TIMERS, TimerWorker
+from workflows.timers import AUTO, CLAIMABLE, STALE, TIMERS, TimerWorker
 
 log = logging.getLogger("civflow.demo")
 
@@ -279,7 +279,7 @@ class _Replay:
         feedback accepted after 5 working days of silence): it fires there, as `system`."""
         with self.db.unit_of_work(write=False) as s:
             due = s.execute(select(Timer.due_at).distinct().where(
-                Timer.case_id.in_(case_ids), Timer.status == "pending",
+                Timer.case_id.in_(case_ids), Timer.status == "pending", ~STALE,
                 Timer.kind == AUTO)).scalars().all()
         for moment in due:
             self.at(moment, lambda moment=moment: self.auto.tick(moment))
