@@ -159,11 +159,15 @@ def seed_regular_cases(url: str, n: int, state: str = "approval",
 
 
 def orphan_timers(db: Database) -> list[tuple]:
-    """Live timers (pending or claimed) of a state visit their case has already left:
-    a state change that armed or disarmed only half of its timers leaves these."""
+    """Timers no committed state change explains: armed for a state visit whose history
+    record does not exist, or that the case has not reached — what a state change that
+    committed its timers without its record (or the other way round) would leave. Timers
+    of a visit the case has left are not orphans: they are dropped by their visit
+    (`workflows.timers.STALE`)."""
     with db.unit_of_work(write=False) as s:
         return list(s.execute(text(
             "SELECT t.id, t.case_id, t.state_visit, c.state_visit FROM timers t "
             "JOIN cases c ON c.id = t.case_id "
-            "WHERE t.status IN ('pending', 'claimed') AND t.state_visit <> c.state_visit"
+            "WHERE t.state_visit > c.state_visit OR NOT EXISTS (SELECT 1 FROM case_history h "
+            "WHERE h.case_id = t.case_id AND h.seq = t.state_visit)"
         )).all())

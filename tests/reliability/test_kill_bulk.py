@@ -34,10 +34,11 @@ import time
 from queue import Empty, Queue
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from workflows.db import Database
 from workflows.engine import Engine
+from workflows.timers import SHOWN_STATUS, TIMERS
 
 from ..conftest import ROOT
 from .bulk_victim import APPLICATION_NAME
@@ -115,10 +116,11 @@ def _states(db: Database) -> dict[str, int]:
 
 
 def _approval_timers(db: Database) -> dict[str, int]:
+    """The approval visit's timers by the status reads show (`timers.SHOWN_STATUS`)."""
     with db.unit_of_work(write=False) as s:
-        return dict(s.execute(text(
-            "SELECT t.status, count(*) FROM timers t JOIN cases c ON c.id = t.case_id "
-            "WHERE t.state_visit = 4 GROUP BY t.status")).all())
+        return dict(s.execute(
+            select(SHOWN_STATUS, func.count()).where(TIMERS.c.state_visit == 4)
+            .group_by(SHOWN_STATUS)).all())
 
 
 def _wait_until_gone(db: Database, timeout: float = 30) -> None:
