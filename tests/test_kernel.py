@@ -138,6 +138,20 @@ def test_an_entry_chains_from_its_head_and_is_written_once(engine, org, regular,
         assert verify(s) == (1, 2, [])
 
 
+def test_chinese_is_stored_as_itself_not_as_escapes(engine, org, regular, db):
+    """The case's data and its record keep 小结 legible in the database (on SQLite the
+    JSON text itself; a third of the bytes of `\\u5c0f\\u7ed3`)."""
+    case = engine.start_case("regular-assessment", org.s1, period_key="2026-11")
+    engine.fire(case.id, "submit", P(org.s1), data={"summary": "小结"})
+    cast = "::text" if db.dialect == "postgresql" else ""
+    with db.unit_of_work(write=False) as s:
+        stored = s.execute(text(f"SELECT c.data{cast}, h.data{cast} FROM cases c JOIN "
+                                f"case_history h ON h.case_id = c.id AND h.seq = 2 "
+                                f"WHERE c.id = {case.id}")).one()
+    assert all("小结" in t and "\\u" not in t for t in stored), stored
+    assert engine.get_case(case.id).data["summary"] == "小结"
+
+
 def test_claims_and_timers_go_through_the_one_writer(engine, org, regular, db):
     """A claim and a state change write head, record and timers together; the record's
     version and seq agree with the case's."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import re
 import weakref
@@ -44,6 +45,10 @@ T = TypeVar("T")
 POOL_RECYCLE = 1800
 
 DEFAULT_URL = "sqlite:///civflow.db"
+
+# JSON as stored: Chinese as itself, not as `\uXXXX` escapes (a third of the bytes, and
+# legible in the database). Reads accept both; hashes have their own canonical form.
+json_text = functools.partial(json.dumps, ensure_ascii=False)
 ENV_URL = "CIVFLOW_DATABASE_URL"
 
 
@@ -58,6 +63,7 @@ def database_url(url: str | None = None) -> str:
 
 def make_engine(url: str | None = None, **kwargs) -> Engine:
     url = database_url(url)
+    kwargs.setdefault("json_serializer", json_text)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _sqlite_setup(engine)

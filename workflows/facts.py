@@ -19,7 +19,6 @@ import calendar
 import csv
 import datetime as dt
 import io
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .access import Viewer, can_see
-from .db import Database, driver_rows
+from .db import Database, driver_rows, json_text
 from .errors import FieldErrors, ImportFailed, NotFound
 from .history import sqlite_value
 from .messages import msg
@@ -710,14 +709,14 @@ def record_consequence(s: Session, person_id: int, kind: str, period: str | None
     after = {"person_id": person_id, **{f: _json(v[f]) for f in k.fields}}
     params = {**v, "person_id": person_id, "at": utcnow(), "by": by}
     if conn.dialect.name == "postgresql":
-        rows = driver_rows(conn, PG_ADD_CONSEQUENCE, {**params, "after": json.dumps(after)})
+        rows = driver_rows(conn, PG_ADD_CONSEQUENCE, {**params, "after": json_text(after)})
     else:
         params = {n: sqlite_value(value) for n, value in params.items()}
         rows = driver_rows(conn, SQLITE_ADD_CONSEQUENCE, params)
         if rows:
             after = {"id": rows[0][0], **after}
             driver_rows(conn, SQLITE_AUDIT, {**params, "id": rows[0][0],
-                                             "after": json.dumps(after)})
+                                             "after": json_text(after)})
     if not rows:
         return None
     return {"id": rows[0][0], "person_id": person_id, **v}

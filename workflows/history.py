@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from .db import bulk_insert, driver_execute, driver_rows
+from .db import bulk_insert, driver_execute, driver_rows, json_text
 from .errors import Conflict
 from .models import Case, HistoryRecord, Timer
 
@@ -155,7 +155,7 @@ def open_case(conn: Connection, case: dict[str, Any], entry: Entry,
     if conn.dialect.name == "postgresql":
         from psycopg.types.json import Jsonb
 
-        params = {**case, "data": Jsonb(case["data"]), **_pg_entry_params(entry, arm)}
+        params = {**case, "data": Jsonb(case["data"], json_text), **_pg_entry_params(entry, arm)}
         driver_rows(conn, PG_OPEN, params, commit)
         return
     # SQLite: the same statements `advance` sends, straight to sqlite3 (the unit holds the
@@ -239,7 +239,7 @@ def _pg_advance(conn: Connection, head: Any, entry: Entry, changes: dict[str, An
 
     params = {name: changes[name] if name in changes else getattr(head, name)
               for name in HEAD}
-    params["data"] = Jsonb(params["data"])
+    params["data"] = Jsonb(params["data"], json_text)
     params.update(_pg_entry_params(entry, arm), case_id=head.id, old_version=head.version)
     return driver_rows(conn, PG_ADVANCE, params, commit)[0][0]
 
@@ -250,12 +250,12 @@ def _pg_entry_params(entry: Entry, arm: list[dict[str, Any]]) -> dict[str, Any]:
 
     return {"actor_id": entry.actor_id, "actor_role": entry.actor_role,
             "trigger": entry.trigger, "from_state": entry.from_state,
-            "to_state": entry.to_state, "entry_data": Jsonb(entry.data),
+            "to_state": entry.to_state, "entry_data": Jsonb(entry.data, json_text),
             "comment": entry.comment, "idempotency_key": entry.idempotency_key,
             "request_hash": entry.request_hash, "prev_hash": entry.prev_hash,
             # One JSON text rather than an array per column: psycopg dumps arrays element
             # by element, which cost more client time than the insert took.
-            "timers": json.dumps([{"visit": r["state_visit"], "kind": r["kind"],
+            "timers": json_text([{"visit": r["state_visit"], "kind": r["kind"],
                                    "action": r["action"], "due_at": r["due_at"].isoformat(),
                                    "dedupe_key": r["dedupe_key"], "payload": r["payload"],
                                    "created_at": r["created_at"].isoformat()} for r in arm])}
@@ -283,7 +283,7 @@ _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 def sqlite_value(value: Any) -> Any:
     """A value as SQLAlchemy stores it on SQLite: timestamps as naive UTC text
-    (`UTCDateTime`), dates as ISO text, JSON as `json.dumps` text; a value read raw (text)
+    (`UTCDateTime`), dates as ISO text, JSON as `db.json_text`; a value read raw (text)
     stays as it is."""
     if type(value) in _PLAIN:  # most values of a step: checked first, by exact type
         return value
@@ -292,7 +292,7 @@ def sqlite_value(value: Any) -> Any:
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, dict | list):
-        return json.dumps(value)
+        return json_text(value)
     return value
 
 
