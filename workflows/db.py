@@ -154,6 +154,11 @@ class Database:
         self.url = database_url(url)
         self.engine = make_engine(self.url, **engine_kwargs)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Write units on SQLite take the write lock at BEGIN (`_sqlite_setup`): connected
+        # through an engine that carries the option, not set on each connection (a few µs
+        # of every action).
+        self._writes = (self.engine.execution_options(civflow_write=True)
+                        if self.engine.dialect.name == "sqlite" else self.engine)
 
     @property
     def dialect(self) -> str:
@@ -185,10 +190,8 @@ class Database:
     def work(self, write: bool = True) -> Iterator[Work]:
         """A `Work` on a connection of its own, committed when the block ends and rolled
         back on error; write units take SQLite's write lock at BEGIN (BEGIN IMMEDIATE)."""
-        conn = self.engine.connect()
+        conn = (self._writes if write else self.engine).connect()
         try:
-            if write and self.dialect == "sqlite":  # what BEGIN takes (`_sqlite_setup`)
-                conn.execution_options(civflow_write=True)
             w = Work(conn, owned=True)
             conn.info["civflow_ran"] = w.ran
             try:
