@@ -257,9 +257,11 @@ class TimerWorker:
     def tick(self, now: dt.datetime | None = None) -> TickResult:
         """Claim and fire what is due at `now` (a batch at a time) until nothing is due."""
         total = TickResult()
+        sweep = True  # once per tick, and again only while a sweep fills its batch
         while True:
             now_ = now or self.engine.clock()
-            swept = self.sweep(now_)
+            swept = self.sweep(now_) if sweep else 0
+            sweep = swept == self.batch
             total.dropped += swept
             ids = self.claim(now_)
             total.claimed += len(ids)
