@@ -162,3 +162,23 @@ def test_opening_a_case_is_one_transaction_with_its_sign_in(api, db):
                         headers={"Authorization": "Bearer not-a-token"})
     assert r.status_code == 401 and r.json["message"] == "unknown token"
     assert counts() == before
+
+
+def test_a_bulk_approval_is_one_transaction_with_its_sign_in(api, db, engine):
+    """`POST /api/v1/queue/bulk` signs in inside the transaction that moves the cases
+    (`Engine.bulk_signed`); a refused token moves nothing."""
+    from .test_api_queue import _bulk, _to_approval
+
+    org = api.org
+    cases = [_to_approval(engine, org, f"s{i}", grade="较好") for i in (1, 2)]
+    before = [version_of(db, c) for c in cases]
+    r = api.client.post("/api/v1/queue/bulk", json={"trigger": "approve", "case_ids": cases},
+                        headers={"Authorization": "Bearer not-a-token"})
+    assert r.status_code == 401 and r.json["message"] == "unknown token"
+    assert [version_of(db, c) for c in cases] == before
+    api.headers("c1")  # the token is issued before counting
+    with Transactions(db) as tx:
+        r = _bulk(api, "c1", "approve", cases)
+    assert r.status_code == 200 and r.json["counts"] == {"done": 2, "refused": 0}
+    assert tx.begun == 1
+    assert [version_of(db, c) for c in cases] == [v + 1 for v in before]

@@ -157,15 +157,8 @@ class Engine:
                      **kwargs: Any) -> Signed[CaseView]:
         """`start_case_for` by whoever holds `token` (an API request): the token and their
         roles are read in the transaction that opens the case (`accounts.sign_in`)."""
-        signed: list[SignedIn] = []
-
-        def start(w: Work) -> CaseView:
-            signed.append(sign_in(w.conn, token, now))
-            v = signed[-1].viewer
-            return self.kernel.start_case(w, flow, subject_id, actor=Actor.person(v.person_id),
-                                          viewer=v, **kwargs)
-        case = self.db.run(start)
-        return Signed(signed[-1], case)
+        return self._signed(token, now, lambda w, actor, v: self.kernel.start_case(
+            w, flow, subject_id, actor=actor, viewer=v, **kwargs))
 
     def fire(self, case_id: int, trigger: str, actor: Actor, *,
              data: dict[str, Any] | None = None, comment: str | None = None,
@@ -219,6 +212,27 @@ class Engine:
         """One trigger over many cases (批量审定, `Kernel.fire_bulk`)."""
         return self.db.run(lambda w: self.kernel.fire_bulk(
             w, case_ids, trigger, actor, data=data, comment=comment, viewer=viewer))
+
+    def bulk_signed(self, token: str, now: dt.datetime, case_ids: Iterable[int],
+                    trigger: str, *, data: dict[str, Any] | None = None,
+                    comment: str | None = None) -> Signed[BulkResult]:
+        """`fire_bulk` by whoever holds `token` (an API request): the token and their roles
+        are read in the transaction that moves the cases."""
+        return self._signed(token, now, lambda w, actor, v: self.kernel.fire_bulk(
+            w, case_ids, trigger, actor, data=data, comment=comment, viewer=v))
+
+    def _signed(self, token: str, now: dt.datetime,
+                act: Callable[[Work, Actor, Viewer], R]) -> Signed[R]:
+        """`act` as the holder of `token`, signed in (`accounts.sign_in`) inside the unit of
+        work that does it; AuthFailed as the sign-in gives it."""
+        signed: list[SignedIn] = []
+
+        def run(w: Work) -> R:
+            signed.append(sign_in(w.conn, token, now))
+            v = signed[-1].viewer
+            return act(w, Actor.person(v.person_id), v)
+        result = self.db.run(run)
+        return Signed(signed[-1], result)
 
     def claim(self, case_id: int, actor: Actor, expected_version: int | None = None,
               viewer: Viewer | None = None) -> FireResult:

@@ -21,7 +21,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from workflows.messages import msg
 
 from .. import metrics
-from ..auth import actor, engine, viewer
+from ..auth import actor, engine, signed_action, viewer
 from ..errors import ProblemSchema, body_of
 from .cases import case_filter, case_out, if_match, lang
 from .schemas import MAX_ID, CaseList, CaseQuery, FireOut
@@ -147,8 +147,8 @@ class Bulk(MethodView):
         asked), and nothing moves. No If-Match: the batch is judged on the current versions.
         """
         ids: list[int] = body["case_ids"]
-        result = engine().fire_bulk(ids, body["trigger"], actor(), data=body["data"],
-                                    comment=body.get("comment"), viewer=viewer())
+        result = signed_action(lambda token, now: engine().bulk_signed(
+            token, now, ids, body["trigger"], data=body["data"], comment=body.get("comment")))
         refused = result.refused
         order = {cid: i for i, cid in enumerate(ids)}
         done = sorted(result.done, key=lambda r: order[r.case_id])
