@@ -351,8 +351,6 @@ class Ceiling:
         if self.pg:  # SQLAlchemy fetches the new key this way on PostgreSQL (lastrowid on SQLite)
             self.insert += " RETURNING case_history.id"
         self._updates: dict[tuple[str, ...], str] = {}
-        self.disarm = (f"UPDATE timers SET status={p} WHERE timers.case_id = {p} AND "
-                       f"timers.state_visit = {p} AND timers.status IN ({p}, {p})")
         self.arm = (f"INSERT INTO timers ({', '.join(TIMER_COLUMNS)}) "
                     f"VALUES ({', '.join([p] * len(TIMER_COLUMNS))})")
 
@@ -438,17 +436,12 @@ class Ceiling:
                                       self._db_json(values), None, None, None, prev, h))
             if self.pg:
                 cur.fetchone()
-            if dest != state:
-                old = SPEC.states[state]
-                if old.deadline or old.timers:
-                    cur.execute(self.disarm, ("dropped", case_id, row["state_visit"],
-                                              "pending", "claimed"))
-                if planned:
-                    cur.executemany(self.arm, [
-                        tuple(self._db_json(v) if k == "payload" else
-                              self._db_time(v) if isinstance(v, dt.datetime) else v
-                              for k, v in r.items())
-                        for r in timer_rows(case_id, seq, planned, now)])
+            if dest != state and planned:  # the new visit's (the old visit's stay as they are)
+                cur.executemany(self.arm, [
+                    tuple(self._db_json(v) if k == "payload" else
+                          self._db_time(v) if isinstance(v, dt.datetime) else v
+                          for k, v in r.items())
+                    for r in timer_rows(case_id, seq, planned, now)])
             self.conn.commit()
         except BaseException:
             self.conn.rollback()
