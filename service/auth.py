@@ -67,9 +67,11 @@ PUBLIC = {("healthz", "GET"), ("healthz", "HEAD"), ("auth.Token", "POST"),
           ("web.static", "GET"), ("web.static", "HEAD"), ("web.set_language", "POST")}
 SAFE = {"GET", "HEAD", "OPTIONS"}
 # (endpoint, method) pairs that sign in inside their own transaction (`signed_action`):
-# firing an action (on one case or in bulk), or opening a case, reads the token, the roles
-# and the case (the person) and writes in one transaction.
-DEFERRED = {("cases.CaseAction", "POST"), ("cases.Cases", "POST"), ("queue.Bulk", "POST")}
+# firing an action (on one case or in bulk), claiming, releasing or delegating a step, or
+# opening a case, reads the token, the roles and the case (the person) and writes in one
+# transaction.
+DEFERRED = {("cases.CaseAction", "POST"), ("cases.Cases", "POST"), ("queue.Bulk", "POST"),
+            ("queue.Claim", "POST"), ("queue.Release", "POST"), ("queue.Delegate", "POST")}
 
 
 def engine() -> Engine:
@@ -293,7 +295,7 @@ R = TypeVar("R")
 
 def signed_action(call: Callable[[str, dt.datetime], Signed[R]]) -> R:
     """For an endpoint in DEFERRED: `call(token, now)` signs the request in inside the
-    change's own transaction (`Engine.fire_signed`, `start_signed`, `bulk_signed`). A browser
+    change's own transaction (`Engine.fire_signed`, `start_signed`, `bulk_signed`, …). A browser
     session whose token is refused is ended, as `_authenticate` ends it."""
     try:
         done = call(g.token, utcnow())

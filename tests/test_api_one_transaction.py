@@ -182,3 +182,26 @@ def test_a_bulk_approval_is_one_transaction_with_its_sign_in(api, db, engine):
     assert r.status_code == 200 and r.json["counts"] == {"done": 2, "refused": 0}
     assert tx.begun == 1
     assert [version_of(db, c) for c in cases] == [v + 1 for v in before]
+
+
+def test_claim_release_and_delegate_are_one_transaction_each(api, db, engine):
+    """The queue's claim, release and delegate sign in inside the transaction that writes
+    the step's record (`Engine.claim_signed`, …); a refused token writes nothing."""
+    from .test_api_queue import QUEUE, _to_approval
+
+    org = api.org
+    cid = _to_approval(engine, org, "s1", grade="较好")
+    version = version_of(db, cid)
+    r = api.client.post(f"{QUEUE}/{cid}/claim", headers={
+        "Authorization": "Bearer not-a-token", "If-Match": f'"{version}"'})
+    assert r.status_code == 401 and version_of(db, cid) == version
+    api.headers("c1")  # the token is issued before counting
+    for path, body in (("claim", None), ("release", None),
+                       ("delegate", {"to": org.c2, "comment": "请代为审定"})):
+        with Transactions(db) as tx:
+            r = api.post("c1", f"{QUEUE}/{cid}/{path}", json=body,
+                         headers={"If-Match": f'"{version}"'})
+        assert r.status_code == 200, (path, r.json)
+        assert tx.begun == 1, path
+        version += 1
+        assert r.json["version"] == version_of(db, cid) == version

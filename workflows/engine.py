@@ -253,6 +253,25 @@ class Engine:
         return self.db.run(lambda w: self.kernel.delegate(w, case_id, actor, to_person,
                                                           comment, expected_version, viewer))
 
+    def claim_signed(self, token: str, now: dt.datetime, case_id: int,
+                     expected_version: int | None = None) -> Signed[FireResult]:
+        """`claim` by whoever holds `token`, signed in inside its transaction."""
+        return self._signed(token, now, lambda w, actor, v: self.kernel.claim(
+            w, case_id, actor, expected_version, v))
+
+    def release_signed(self, token: str, now: dt.datetime, case_id: int,
+                       expected_version: int | None = None) -> Signed[FireResult]:
+        """`release` by whoever holds `token`, signed in inside its transaction."""
+        return self._signed(token, now, lambda w, actor, v: self.kernel.release(
+            w, case_id, actor, expected_version, v))
+
+    def delegate_signed(self, token: str, now: dt.datetime, case_id: int, to_person: int,
+                        comment: str | None = None, expected_version: int | None = None
+                        ) -> Signed[FireResult]:
+        """`delegate` by whoever holds `token`, signed in inside its transaction."""
+        return self._signed(token, now, lambda w, actor, v: self.kernel.delegate(
+            w, case_id, actor, to_person, comment, expected_version, v))
+
     def release_claims_of(self, s: Session, person_id: int, by: int | None) -> int:
         """`Kernel.release_claims_of` inside the caller's session (the organisation import
         deactivating a person)."""

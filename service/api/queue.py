@@ -21,7 +21,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from workflows.messages import msg
 
 from .. import metrics
-from ..auth import actor, engine, signed_action, viewer
+from ..auth import engine, signed_action, viewer
 from ..errors import ProblemSchema, body_of
 from .cases import case_filter, case_out, if_match, lang
 from .schemas import MAX_ID, CaseList, CaseQuery, FireOut
@@ -102,8 +102,9 @@ class Claim(MethodView):
     @blp.doc(parameters=IF_MATCH_DOC)
     def post(self, case_id: int):
         """Claim the current step (认领): others holding the role no longer see or act on it."""
-        return _fired(engine().claim(case_id, actor(), expected_version=if_match(),
-                                     viewer=viewer()))
+        expected = if_match()
+        return _fired(signed_action(lambda token, now: engine().claim_signed(
+            token, now, case_id, expected)))
 
 
 @blp.route("/<int:case_id>/release")
@@ -112,8 +113,9 @@ class Release(MethodView):
     @blp.doc(parameters=IF_MATCH_DOC)
     def post(self, case_id: int):
         """Release a step you claimed: every holder of the role sees it again."""
-        return _fired(engine().release(case_id, actor(), expected_version=if_match(),
-                                       viewer=viewer()))
+        expected = if_match()
+        return _fired(signed_action(lambda token, now: engine().release_signed(
+            token, now, case_id, expected)))
 
 
 @blp.route("/<int:case_id>/delegate")
@@ -128,9 +130,9 @@ class Delegate(MethodView):
         `{"to": person id, "as": their role}` and the comment. 403 (rule `role`) when the
         person cannot act on the step.
         """
-        return _fired(engine().delegate(case_id, actor(), body["to"],
-                                        comment=body.get("comment"),
-                                        expected_version=if_match(), viewer=viewer()))
+        expected = if_match()
+        return _fired(signed_action(lambda token, now: engine().delegate_signed(
+            token, now, case_id, body["to"], body.get("comment"), expected)))
 
 
 @blp.route("/bulk")
