@@ -45,11 +45,10 @@ T = TypeVar("T")
 POOL_RECYCLE = 1800
 
 DEFAULT_URL = "sqlite:///civflow.db"
-
+ENV_URL = "CIVFLOW_DATABASE_URL"
 # JSON as stored: Chinese as itself, not as `\uXXXX` escapes (a third of the bytes, and
 # legible in the database). Reads accept both; hashes have their own canonical form.
 json_text = functools.partial(json.dumps, ensure_ascii=False)
-ENV_URL = "CIVFLOW_DATABASE_URL"
 
 
 def database_url(url: str | None = None) -> str:

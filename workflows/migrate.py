@@ -40,7 +40,7 @@ from .history import BOOKKEEPING
 from .messages import msg
 from .models import Case, FlowVersion, HistoryRecord, MigrationRun, Person, Timer, Unit
 from .spec import SYSTEM, FlowSpec
-from .timers import REMINDER, REPEAT, Planned, next_repeat, plan_state, timer_rows
+from .timers import LIVE, REMINDER, REPEAT, Planned, next_repeat, plan_state, timer_rows
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -58,7 +58,7 @@ HISTORY_OF = (select(HISTORY.c.case_id, HISTORY.c.seq, HISTORY.c.trigger,
 OPEN_TIMERS = (select(TIMERS.c.kind, TIMERS.c.action, TIMERS.c.due_at)
                .where(TIMERS.c.case_id == bindparam("case_id"),
                       TIMERS.c.state_visit == bindparam("visit"),
-                      TIMERS.c.status.in_(["pending", "claimed"]))
+                      TIMERS.c.status.in_(LIVE))
                .order_by(TIMERS.c.due_at, TIMERS.c.id))
 
 
