@@ -290,8 +290,8 @@ _TWICE = "42P05"  # duplicate_prepared_statement
 @functools.lru_cache(maxsize=128)
 def _sql_prepared(sql: str) -> tuple[str, str, tuple[str, ...], str]:
     """A statement in psycopg's SQL (`%(name)s`) as `PREPARE`: its name, the PREPARE
-    statement, the parameter names in the order of its `$n` and the `EXECUTE` to quote
-    them into."""
+    statement, the parameter names in the order of its `$n` and the `EXECUTE` that their
+    literals complete (`EXECUTE name(` before them, or the whole call without any)."""
     names: list[str] = []
 
     def number(m: re.Match) -> str:
@@ -302,7 +302,7 @@ def _sql_prepared(sql: str) -> tuple[str, str, tuple[str, ...], str]:
         return f"${names.index(m.group(1)) + 1}"
     body = _PARAM.sub(number, sql)
     name = "civflow_" + hashlib.sha256(sql.encode()).hexdigest()[:20]
-    call = f"EXECUTE {name}({', '.join(['%s'] * len(names))})" if names else f"EXECUTE {name}"
+    call = f"EXECUTE {name}(" if names else f"EXECUTE {name}"
     return name, f"PREPARE {name} AS {body}", tuple(names), call
 
 
@@ -325,10 +325,15 @@ def _pg_around(conn: Connection, raw: Any, sql: str, params: dict[str, Any], beg
     name, prepare, names, execute = _sql_prepared(sql)
     ready = _PREPARED.setdefault(raw, set())
     info = conn.connection.info  # lives as long as the driver's connection
-    cur = info.get("civflow_quoting")
-    if cur is None:  # one per connection: it only quotes
-        cur = info["civflow_quoting"] = ClientCursor(raw)
-    call = cur.mogrify(execute, [params[n] for n in names])
+    kept = info.get("civflow_quoting")
+    if kept is None:  # one per connection, as a cursor keeps one for a query it reruns
+        kept = info["civflow_quoting"] = (ClientCursor(raw), Transformer(raw))
+    cur, tx = kept
+    # psycopg's own literals (`Transformer.as_literal`, what `mogrify` calls per value),
+    # by a transformer that keeps its dumpers: `mogrify` builds a new one per call.
+    call = execute if not names else execute + b", ".join(
+        b"NULL" if params[n] is None else tx.as_literal(params[n]) for n in names
+    ).decode(raw.info.encoding) + ")"
     events = conn._has_events or conn.engine._has_events
     if events:
         conn.dispatch.before_cursor_execute(conn, cur, sql, params, None, False)
@@ -358,7 +363,6 @@ def _pg_around(conn: Connection, raw: Any, sql: str, params: dict[str, Any], beg
         ready.clear()
         ready.update(held.get_value(i, 0).decode() for i in range(held.ntuples))
     out = results[parts.index(call)]
-    tx = Transformer(raw)
     tx.set_pgresult(out)
     rows = tx.load_rows(0, out.ntuples, tuple)
     if events:
