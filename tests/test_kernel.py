@@ -569,3 +569,51 @@ def test_on_sqlite_a_write_unit_begins_immediate_and_a_locked_database_is_busy(t
         assert db.run(lambda w: w.conn.execute(text("SELECT count(*) FROM t")).scalar()) == 0
     finally:
         db.dispose()
+
+
+def test_on_sqlite_the_wal_goes_back_by_a_thread_not_by_a_commit(tmp_path):
+    """A commit no longer copies the WAL into the database when it crosses SQLite's
+    1,000 pages: every `CHECKPOINT_EVERY` write units wake a thread that does (PASSIVE),
+    and SQLite's own checkpoint waits for a WAL ten times that size."""
+    from workflows.db import CHECKPOINT_EVERY, WAL_FALLBACK_PAGES
+
+    db = Database(f"sqlite:///{tmp_path / 'wal.db'}")
+    ck = db.checkpointer
+    try:
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == \
+                WAL_FALLBACK_PAGES
+        db.run(lambda w: w.conn.execute(text("CREATE TABLE t (x INTEGER)")))
+        for i in range(CHECKPOINT_EVERY - 2):
+            db.run(lambda w, i=i: w.conn.execute(text("INSERT INTO t VALUES (:x)"), {"x": i}))
+        assert db.run(lambda w: w.conn.execute(text("SELECT count(*) FROM t")).scalar(),
+                      write=False) == CHECKPOINT_EVERY - 2  # a read unit counts for nothing
+        assert ck is not None and ck.done == 0 and ck._thread is None
+        db.run(lambda w: w.conn.execute(text("INSERT INTO t VALUES (-1)")))
+        ck.stop()  # returns once the checkpoint that was due has run
+        assert ck.done == 1
+        busy, frames, copied = ck.last
+        # every unit's commit left its frames in the WAL; the thread copied them all
+        assert busy == 0 and frames >= CHECKPOINT_EVERY and copied == frames
+        for i in range(CHECKPOINT_EVERY):  # after a stop, the writes start another thread
+            with db.unit_of_work() as s:
+                s.execute(text("INSERT INTO t VALUES (:x)"), {"x": i})
+        ck.stop()
+        assert ck.done == 2 and ck.last[1] >= CHECKPOINT_EVERY
+    finally:
+        db.dispose()
+    assert ck._thread is None
+    assert Database("sqlite://").checkpointer is None  # in memory: no WAL
+
+
+def test_a_checkpoint_of_a_removed_database_fails_without_creating_it(tmp_path):
+    """The thread's connection opens the file read-write, never creates it: a database
+    removed under a process is not brought back empty."""
+    import sqlite3
+
+    from workflows.db import Checkpointer
+
+    ck = Checkpointer(str(tmp_path / "gone.db"))
+    with pytest.raises(sqlite3.OperationalError):
+        ck.checkpoint()
+    assert not (tmp_path / "gone.db").exists() and ck.done == 0
